@@ -1,0 +1,313 @@
+"""The ``t2ibias`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from t2ibias import __version__
+from t2ibias.errors import EXIT_USER_ERROR, UserError
+
+app = typer.Typer(
+    help="Measure social bias in text-to-image models: prompts → generate → measure → score → report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console()
+err = Console(stderr=True)
+
+RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu or cuda.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per pipeline / classifier call. Never changes an image.")]
+
+
+class Kind(str, Enum):
+    models = "models"
+    prompts = "prompts"
+    classifiers = "classifiers"
+    metrics = "metrics"
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], Callable[[int], None]]]:
+    """A progress-bar factory ``(total, already_done) -> advance`` for one stage."""
+    bar = Progress(
+        TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, transient=False,
+    )
+    with bar:
+        def factory(total: int, done: int) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total + done, completed=done)
+            return lambda n: bar.advance(task, n)
+
+        yield factory
+
+
+def _fmt(row: dict | None, pct: bool = False) -> str:
+    if row is None or row["value"] is None or (isinstance(row["value"], float) and math.isnan(row["value"])):
+        return "—"
+    v, lo, hi = row["value"], row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None:
+        return f"{v:.2f}"
+    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def print_summary(run_dir: Path) -> None:
+    """Per-prompt and overall shares, TV to uniform, with CIs and n."""
+    import pandas as pd
+
+    from t2ibias.run import read_prompts, read_spec
+
+    spec = read_spec(run_dir)
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    rows = doc["rows"]
+    prompts = read_prompts(run_dir, spec)
+    axes = list(dict.fromkeys(r["axis"] for r in rows))
+    index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows}
+    labels = {a: [r["label"] for r in rows if r["metric"] == "proportion" and r["axis"] == a and r["group_by"] == "all"] for a in axes}
+    title = f"{spec['model']['id']} · {len(prompts)} prompts × {spec['n_seeds']} images · classifier {spec['classifier']['id']}"
+    if spec.get("model_is_random") or spec["classifier"].get("is_random"):
+        title += "\n[random weights: these numbers are meaningless by construction]"
+    table = Table(title=title, show_lines=False)
+    table.add_column("prompt", overflow="fold", max_width=34)
+    table.add_column("n", justify="right")
+    table.add_column("no person", justify="right")
+    for a in axes:
+        table.add_column(f"{a}: shares (classified/abstain)", overflow="fold")
+        table.add_column(f"{a}: TV to uniform [95% CI]")
+    groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "ALL PROMPTS")]
+    for group_by, group, text in groups:
+        first = index[("proportion", axes[0], group_by, group, "no_person")]
+        cells = [text, str(first["n"]), f"{first['value']:.2f}"]
+        for a in axes:
+            shares = " ".join(
+                f"{lab} {index[('proportion', a, group_by, group, lab)]['value']:.2f}"
+                for lab in labels[a] if lab not in ("no_person", "blocked", "failed")
+            )
+            cells += [shares, _fmt(index.get(("total_variation_uniform", a, group_by, group, None)))]
+        table.add_row(*cells, end_section=group_by == "all")
+    out.print(table)
+    _ = pd  # pandas already imported by read_prompts
+
+
+@app.command()
+def sweep(
+    model: Annotated[str, typer.Option("--model", help="Generator id (`t2ibias ls models`), a generator YAML file, or a local diffusers folder.")],
+    prompts: Annotated[list[str], typer.Option("--prompts", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
+    seeds: Annotated[int, typer.Option("--seeds", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
+    base_seed: Annotated[int, typer.Option("--base-seed", help="Base of every per-image seed.")] = 0,
+    classifier: Annotated[str, typer.Option("--classifier", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file.")] = "tiny-random-clip",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 4,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete an --out holding another run's spec and start over.")] = False,
+) -> None:
+    """Run every stage: prompts → generate (missing images only) → measure → score → report."""
+    from t2ibias.run import SweepRequest, prepare_run
+
+    if out_dir is None:
+        name = Path(model).name if Path(model).exists() else model
+        out_dir = Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompts)}"
+    spec = prepare_run(out_dir, SweepRequest(model, list(prompts), seeds, base_seed, classifier, device, limit), force=force)
+    if spec.get("model_is_random"):
+        err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
+    _stages(out_dir, device, batch_size)
+
+
+def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None) -> None:
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.metrics.score import score_stage
+    from t2ibias.report.html import write_model_card, write_report
+    from t2ibias.run import generate_stage
+
+    if only in (None, "generate"):
+        with _progress("generate") as bar:
+            g = generate_stage(run_dir, device=device, batch_size=batch_size, progress=bar)
+        err.print(
+            f"generate: {g.generated} new, {g.already_done} already in the store, {g.blocked} blocked, "
+            f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
+        )
+    if only in (None, "measure"):
+        with _progress("measure") as bar:
+            m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar)
+        err.print(f"measure: {m['measured']} images measured ({m['faces']} faces found), {m['cached']} cached")
+    if only in (None, "score"):
+        score_stage(run_dir)
+        print_summary(run_dir)
+    if only in (None, "report"):
+        report = write_report(run_dir)
+        write_model_card(run_dir)
+        out.print(f"report: {report}")
+        out.print(f"model card: {run_dir / 'model_card.md'}")
+
+
+@app.command()
+def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4) -> None:
+    """Make the images a run lacks (missing, failed or corrupt ones); nothing else."""
+    _stages(run_dir, device, batch_size, "generate")
+
+
+@app.command()
+def measure(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 16) -> None:
+    """Gate and classify every image not yet measured by the run's classifier."""
+    _stages(run_dir, device, batch_size, "measure")
+
+
+@app.command()
+def score(run_dir: RunDir) -> None:
+    """Recompute image labels and metrics.json from the measurements, and print the summary."""
+    _stages(run_dir, "cpu", 1, "score")
+
+
+@app.command()
+def report(run_dir: RunDir) -> None:
+    """Write report.html and model_card.md from the run's output files."""
+    _stages(run_dir, "cpu", 1, "report")
+
+
+@app.command("ls")
+def ls(
+    kind: Annotated[Kind, typer.Argument(help="What to list.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List generator models, prompt sets, classifiers or metrics."""
+    from t2ibias.generation.spec import GENERATORS
+    from t2ibias.measure.classifier_spec import CLASSIFIERS
+    from t2ibias.metrics.score import METRIC_INFO
+    from t2ibias.prompts.bank import expand, prompt_sets
+
+    items: list[dict]
+    if kind is Kind.models:
+        items = [{"id": n, "source": s.source, "pipeline": s.pipeline, "dtype": s.dtype, "steps": s.steps,
+                  "guidance": s.guidance, "size": f"{s.width}x{s.height}", "licence": s.licence}
+                 for n in GENERATORS for s in [GENERATORS.get(n)]]
+    elif kind is Kind.prompts:
+        reg = prompt_sets()
+        items = [{"id": n, "family": ",".join(s.families), "version": s.version, "n_subjects": s.n_subjects,
+                  "n_records": len(expand(s))} for n in reg for s in [reg.get(n)]]
+    elif kind is Kind.classifiers:
+        items = [{"id": n, "arch": s.arch, "pretrained": s.pretrained, "attributes": ",".join(s.attributes),
+                  "random_weights": s.random_weights} for n in CLASSIFIERS for s in [CLASSIFIERS.get(n)]]
+    else:
+        items = [{"id": k, "higher_is_better": v["higher_is_better"], "definition": v["definition"]} for k, v in METRIC_INFO.items()]
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    table = Table(show_header=True)
+    for col in items[0] if items else ["id"]:
+        table.add_column(col, overflow="fold")
+    for item in items:
+        table.add_row(*[str(v) for v in item.values()])
+    out.print(table)
+
+
+def _validate_file(path: Path) -> str:
+    import yaml
+
+    from t2ibias.generation.spec import load_generator_spec_file
+    from t2ibias.measure.classifier_spec import load_classifier_spec_file
+    from t2ibias.prompts.bank import expand, load_prompt_set
+    from t2ibias.yamlio import load_located_yaml
+
+    data = load_located_yaml(path).data
+    if isinstance(data, dict) and "families" in data:
+        s = load_prompt_set(path)
+        return f"prompt set {s.id} v{s.version}: {s.n_subjects} subjects, {len(expand(s))} records"
+    if isinstance(data, dict) and "pipeline" in data:
+        g = load_generator_spec_file(path)
+        return f"generator {g.id}: {g.pipeline} from {g.source}"
+    if isinstance(data, dict) and "arch" in data:
+        c = load_classifier_spec_file(path)
+        return f"classifier {c.id}: {c.arch} ({', '.join(c.attributes)})"
+    _ = yaml
+    raise UserError(f"{path}:1: not a prompt set (no `families:`), generator (no `pipeline:`) or classifier (no `arch:`) file")
+
+
+def _validate_run(run_dir: Path) -> str:
+    from t2ibias.run import image_jobs, read_prompts, read_spec
+    from t2ibias.store.image_store import ImageStore
+
+    spec = read_spec(run_dir)
+    jobs = image_jobs(spec, read_prompts(run_dir, spec))
+    store = ImageStore(run_dir)
+    records = store.records()
+    intact = store.done_keys(j.key for j in jobs)
+    present = sum(1 for j in jobs if j.key in records)
+    bad = present - len(intact & {j.key for j in jobs if j.key in records}) - sum(1 for j in jobs if records.get(j.key, {}).get("status") == "failed")
+    if bad > 0:
+        raise UserError(f"{run_dir}: {bad} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
+    return f"run {spec['fingerprint']}: {len(intact)} of {len(jobs)} images intact"
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, or a run directory.")]) -> None:
+    """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    if path.is_dir() and (path / "spec.json").exists():
+        out.print(f"ok  {_validate_run(path)}")
+        return
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no YAML files to validate")
+    problems = []
+    for f in files:
+        try:
+            out.print(f"ok  {f}: {_validate_file(f)}", highlight=False)
+        except UserError as exc:
+            problems.append(str(exc))
+    for p in problems:
+        err.print(p, highlight=False, markup=False)
+    if problems:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"t2ibias {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Measure social bias in text-to-image models."""
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, with no traceback."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("root").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished images are kept; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

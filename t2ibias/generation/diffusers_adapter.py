@@ -1,0 +1,188 @@
+"""The diffusers adapter: resolve weights, load a pipeline, make images one seed per image."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from t2ibias.errors import UserError
+from t2ibias.fingerprint import fingerprint
+from t2ibias.generation.spec import TINY_PREFIX, GeneratorSpec
+
+log = logging.getLogger(__name__)
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where the weights of a spec are, and an identity that changes whenever they change."""
+
+    load_from: str  # a local folder, or a hub id (then ``revision`` is a commit)
+    revision: str | None
+    identity: str  # e.g. "hub:owner/name@<commit>", "local:<hash>", "tiny:tiny-random-sd-v1"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible (use --device cpu, or check CUDA_VISIBLE_DEVICES)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device}: unknown device (use auto, cpu or cuda)")
+    return device
+
+
+def effective_dtype(spec: GeneratorSpec, device: str) -> str:
+    """Half precision on a GPU as configured; float32 on the CPU, where fp16 kernels are slow or missing."""
+    return spec.dtype if device.startswith("cuda") else "float32"
+
+
+def _folder_identity(folder: Path) -> str:
+    """Hash of every config file's bytes and every other file's name and size (weights are large)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        h.update(rel.encode())
+        if path.suffix in (".json", ".txt", ".yaml") and path.stat().st_size < 1_000_000:
+            h.update(path.read_bytes())
+        else:
+            h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _missing_weights_message(spec: GeneratorSpec, reason: str) -> str:
+    gated = " (gated: accept its licence on the hub and set HF_TOKEN)" if "gated" in reason.lower() or "401" in reason else ""
+    return (
+        f"model {spec.id!r}: weights for {spec.source}@{spec.revision} are not in the local Hugging Face cache "
+        f"and could not be downloaded{gated}; download them where there is network "
+        f"(`hf download {spec.source}`) or pass a local diffusers folder: --model path/to/folder"
+    )
+
+
+def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> ResolvedWeights:
+    """Find (or fetch) the weights and pin the exact revision before any image key is computed."""
+    if spec.is_tiny:
+        from t2ibias.generation.tiny import TINY_BUILD_VERSION, TINY_BUILDERS, tiny_model_dir
+
+        name = spec.source[len(TINY_PREFIX):]
+        if name not in TINY_BUILDERS:
+            raise UserError(f"model {spec.id!r}: unknown tiny model {name!r} (one of {', '.join(TINY_BUILDERS)})")
+        folder = tiny_model_dir(name)
+        return ResolvedWeights(str(folder), None, f"tiny:{name}-v{TINY_BUILD_VERSION}")
+    local = Path(spec.source).expanduser()
+    if local.is_dir():
+        return ResolvedWeights(str(local.resolve()), None, f"local:{_folder_identity(local)}")
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not allow_download
+    kwargs: dict[str, Any] = {"revision": spec.revision}
+    if spec.variant:
+        kwargs["variant"] = spec.variant
+    try:
+        try:
+            folder = DiffusionPipeline.download(spec.source, local_files_only=True, **kwargs)
+        except Exception:
+            if offline:
+                raise
+            folder = DiffusionPipeline.download(spec.source, **kwargs)
+    except Exception as exc:  # hub errors come in many types (OSError, HTTP errors, EntryNotFound)
+        raise UserError(_missing_weights_message(spec, str(exc))) from None
+    commit = Path(folder).name if _SHA.match(Path(folder).name) else spec.revision
+    return ResolvedWeights(spec.source, commit, f"hub:{spec.source}@{commit}")
+
+
+def generator_fingerprint(spec: GeneratorSpec, weights: ResolvedWeights, dtype: str) -> str:
+    """Identity of everything that shapes pixels: weights, pipeline, dtype, scheduler, call params."""
+    return fingerprint(
+        {
+            "weights": weights.identity,
+            "pipeline": spec.pipeline,
+            "dtype": dtype,
+            "scheduler": spec.scheduler,
+            "scheduler_config": spec.scheduler_config,
+            "params": spec.generation_params(),
+        }
+    )
+
+
+@dataclass
+class GeneratedImage:
+    image: Any  # PIL.Image.Image
+    blocked: bool  # blacked out by the pipeline's safety checker
+
+
+class DiffusersGenerator:
+    """Loads a pipeline through ``DiffusionPipeline.from_pretrained`` and makes batches of images.
+
+    Each image gets its own ``torch.Generator`` (on the CPU, so a seed means the same initial noise
+    on every device), and the heavy modules run sample-wise, so neither the batch size nor the
+    neighbours in a batch change an image.
+    """
+
+    def __init__(self, spec: GeneratorSpec, weights: ResolvedWeights, device: str, dtype: str) -> None:
+        self.spec = spec
+        self.weights = weights
+        self.device = device
+        self.dtype = dtype
+        self.pipe: Any = None
+
+    def load(self) -> None:
+        import torch
+        from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as dlogging
+
+        dlogging.disable_progress_bar()
+        dlogging.set_verbosity_error()
+        kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, self.dtype)}
+        if self.weights.revision:
+            kwargs["revision"] = self.weights.revision
+            if self.spec.variant:
+                kwargs["variant"] = self.spec.variant
+        try:
+            pipe = DiffusionPipeline.from_pretrained(self.weights.load_from, **kwargs)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise UserError(
+                f"model {self.spec.id!r}: cannot load a pipeline from {self.weights.load_from} ({str(exc).splitlines()[0]}); "
+                "pass a folder written by `save_pretrained`"
+            ) from None
+        if self.spec.scheduler:
+            import diffusers
+
+            cls = getattr(diffusers, self.spec.scheduler, None)
+            if cls is None:
+                raise UserError(f"model {self.spec.id!r}: unknown scheduler {self.spec.scheduler!r} (a diffusers scheduler class name)")
+            pipe.scheduler = cls.from_config(pipe.scheduler.config, **self.spec.scheduler_config)
+        if type(pipe).__name__ != self.spec.pipeline:
+            log.warning("model %s loaded as %s, configured as %s", self.spec.id, type(pipe).__name__, self.spec.pipeline)
+        from t2ibias.generation.samplewise import make_pipeline_samplewise
+
+        make_pipeline_samplewise(pipe)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
+        import torch
+
+        if self.pipe is None:
+            self.load()
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        out = self.pipe(
+            prompt=prompts,
+            generator=generators,
+            num_inference_steps=self.spec.steps,
+            guidance_scale=self.spec.guidance,
+            height=self.spec.height,
+            width=self.spec.width,
+            output_type="pil",
+            **self.spec.call_kwargs,
+        )
+        flags = getattr(out, "nsfw_content_detected", None) or [False] * len(out.images)
+        return [GeneratedImage(img, bool(flag)) for img, flag in zip(out.images, flags)]

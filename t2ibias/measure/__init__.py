@@ -1,0 +1,1 @@
+"""Perceived-attribute measurement: person/face gating and CLIP zero-shot attributes."""

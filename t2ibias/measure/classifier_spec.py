@@ -1,0 +1,152 @@
+"""Classifier specs: one YAML file per id in ``t2ibias/configs/classifiers/``.
+
+open_clip silently changes results when the architecture, weights tag, activation (QuickGELU)
+or preprocessing drift, so one file pins all of them together with the label prompts,
+templates, temperature and abstain margins. ``include: <id>`` takes the templates and
+attributes of another classifier file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from t2ibias.errors import UserError
+from t2ibias.fingerprint import fingerprint
+from t2ibias.paths import CONFIG_DIR
+from t2ibias.registry import Registry
+from t2ibias.yamlio import load_located_yaml
+
+CLASSIFIER_DIR = CONFIG_DIR / "classifiers"
+PREPROCESS_KEYS = {"image_size", "mean", "std", "interpolation", "resize_mode"}
+TOP_KEYS = {
+    "arch", "arch_config", "pretrained", "quick_gelu", "random_weights", "preprocess",
+    "logit_scale", "templates", "attributes", "include",
+}
+#: The attribute that decides whether an image without a detected face shows a person.
+PERSON_ATTRIBUTE = "person"
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    name: str
+    labels: dict[str, list[str]]
+    abstain_margin: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    id: str
+    arch: str
+    pretrained: str | None
+    quick_gelu: bool
+    preprocess: dict[str, Any]
+    logit_scale: float
+    templates: list[str]
+    attributes: dict[str, AttributeSpec]
+    arch_config: dict[str, Any] | None = None
+    random_weights: bool = False
+    path: Path | None = field(default=None, compare=False)
+
+    def fingerprint(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return fingerprint(d)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "arch": self.arch,
+            "pretrained": self.pretrained,
+            "quick_gelu": self.quick_gelu,
+            "is_random": self.random_weights,
+            "attributes": {a.name: list(a.labels) for a in self.attributes.values()},
+        }
+
+
+def _load_raw(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Any]:
+    doc = load_located_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise UserError(f"{doc.where()}: a classifier config must be a mapping")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise UserError(f"{doc.where(key)}: unknown key {key!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    if "include" in data:
+        parent = str(data["include"])
+        if parent in seen:
+            raise UserError(f"{doc.where('include')}: include cycle through {parent!r}")
+        parent_path = CLASSIFIER_DIR / f"{parent}.yaml"
+        if not parent_path.is_file():
+            parent_path = path.parent / f"{parent}.yaml"
+        if not parent_path.is_file():
+            raise UserError(f"{doc.where('include')}: included classifier {parent!r} not found (a file name in {CLASSIFIER_DIR})")
+        base, _ = _load_raw(parent_path, seen + (path.stem,))
+        base = {k: v for k, v in base.items() if k in ("templates", "attributes")}
+        data = {**base, **{k: v for k, v in data.items() if k != "include"}}
+    return data, doc
+
+
+def load_classifier_spec_file(path: Path) -> ClassifierSpec:
+    data, doc = _load_raw(path)
+    for key in ("arch", "preprocess", "templates", "attributes"):
+        if key not in data:
+            raise UserError(f"{doc.where()}: missing key {key!r} (add `{key}: ...` or `include:` a classifier that has it)")
+    pre = data["preprocess"]
+    if not isinstance(pre, dict) or set(pre) != PREPROCESS_KEYS:
+        raise UserError(f"{doc.where('preprocess')}: preprocess must pin exactly {', '.join(sorted(PREPROCESS_KEYS))}")
+    templates = data["templates"]
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise UserError(f"{doc.where('templates')}: templates must be a list of strings each with one {{}} for the label prompt")
+    attrs: dict[str, AttributeSpec] = {}
+    if not isinstance(data["attributes"], dict) or not data["attributes"]:
+        raise UserError(f"{doc.where('attributes')}: attributes must map attribute names to their labels")
+    for name, a in data["attributes"].items():
+        where = doc.where("attributes", name)
+        if not isinstance(a, dict) or not isinstance(a.get("labels"), dict) or len(a["labels"]) < 2:
+            raise UserError(f"{where}: attribute {name!r} needs `labels:` with at least two labels, each a list of prompts")
+        unknown = set(a) - {"labels", "abstain_margin", "description"}
+        if unknown:
+            raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} in attribute {name!r} (allowed: labels, abstain_margin, description)")
+        for label, prompts in a["labels"].items():
+            if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+                raise UserError(f"{doc.where('attributes', name, 'labels', label)}: label {label!r} needs a non-empty list of prompts")
+        margin = a.get("abstain_margin", 0.0)
+        if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise UserError(f"{where}: abstain_margin must be a number in [0, 1)")
+        attrs[name] = AttributeSpec(name, {k: list(v) for k, v in a["labels"].items()}, float(margin), str(a.get("description", "")))
+    if PERSON_ATTRIBUTE not in attrs:
+        raise UserError(f"{doc.where('attributes')}: attribute {PERSON_ATTRIBUTE!r} is required (it gates images where no face is found)")
+    return ClassifierSpec(
+        id=path.stem,
+        arch=str(data["arch"]),
+        pretrained=None if data.get("pretrained") is None else str(data["pretrained"]),
+        quick_gelu=bool(data.get("quick_gelu", False)),
+        preprocess=dict(pre),
+        logit_scale=float(data.get("logit_scale", 100.0)),
+        templates=list(templates),
+        attributes=attrs,
+        arch_config=data.get("arch_config"),
+        random_weights=bool(data.get("random_weights", False)),
+        path=path,
+    )
+
+
+def _registry() -> Registry[ClassifierSpec]:
+    reg: Registry[ClassifierSpec] = Registry("classifier", "t2ibias ls classifiers")
+    for path in sorted(CLASSIFIER_DIR.glob("*.yaml")):
+        reg.register(path.stem, lambda p=path: load_classifier_spec_file(p))
+    return reg
+
+
+CLASSIFIERS = _registry()
+
+
+def resolve_classifier_spec(name: str) -> ClassifierSpec:
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        return load_classifier_spec_file(path)
+    return CLASSIFIERS.get(name)

@@ -1,0 +1,156 @@
+"""CLIP zero-shot perceived-attribute classification through open_clip.
+
+Each label's text embedding is the renormalized mean over (template × label prompt) embeddings
+(a prompt ensemble, as in Radford et al. 2021). Probabilities are a softmax of
+``logit_scale · cosine``; a prediction whose top-two probability margin is below the attribute's
+``abstain_margin`` is an abstention, counted in its own bin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from t2ibias.errors import UserError
+from t2ibias.measure.classifier_spec import ClassifierSpec
+from t2ibias.paths import cache_dir
+
+TINY_PRETRAINED = "tiny:"
+ABSTAIN = "abstain"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # a label of the attribute, or "abstain"
+    top_label: str
+    score: float  # probability of the top label
+    margin: float
+    probs: dict[str, float]
+
+
+def _register_arch(spec: ClassifierSpec) -> None:
+    import open_clip
+
+    if spec.arch_config is None or open_clip.get_model_config(spec.arch) is not None:
+        return
+    folder = cache_dir() / "open_clip_configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.arch}.json"
+    path.write_text(json.dumps(spec.arch_config, indent=2))
+    open_clip.add_model_config(path)
+
+
+def tiny_clip_checkpoint(spec: ClassifierSpec) -> Path:
+    """Build (once) and save the random-weight checkpoint of a tiny classifier."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    target = cache_dir() / "models" / f"{spec.id}-{spec.fingerprint()}.safetensors"
+    if target.is_file():
+        return target
+    _register_arch(spec)
+    torch.manual_seed(0)
+    model = open_clip.create_model(spec.arch, pretrained=None, force_quick_gelu=spec.quick_gelu)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".safetensors", dir=target.parent)
+    os.close(fd)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+class CLIPAttributeClassifier:
+    """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`."""
+
+    def __init__(self, spec: ClassifierSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.device = device
+        self.model: Any = None
+        self.preprocess: Any = None
+        self._text: dict[str, Any] = {}
+
+    def load(self) -> None:
+        import open_clip
+        import torch
+
+        _register_arch(self.spec)
+        pretrained = self.spec.pretrained
+        if pretrained == TINY_PRETRAINED:
+            pretrained = str(tiny_clip_checkpoint(self.spec))
+        pre = self.spec.preprocess
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.spec.arch,
+                pretrained=pretrained,
+                force_quick_gelu=self.spec.quick_gelu,
+                force_image_size=pre["image_size"],
+                image_mean=tuple(pre["mean"]),
+                image_std=tuple(pre["std"]),
+                image_interpolation=pre["interpolation"],
+                image_resize_mode=pre["resize_mode"],
+                device=self.device,
+            )
+        except RuntimeError as exc:
+            if "Pretrained weights" in str(exc) or "not found" in str(exc).lower():
+                raise UserError(self._missing(str(exc))) from None
+            raise
+        except (OSError, ValueError) as exc:
+            raise UserError(self._missing(str(exc))) from None
+        model.eval()
+        self.model, self.preprocess = model, preprocess
+        tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        with torch.no_grad():
+            for name, attr in self.spec.attributes.items():
+                rows = []
+                for prompts in attr.labels.values():
+                    texts = [t.format(p) for t in self.spec.templates for p in prompts]
+                    emb = model.encode_text(tokenizer(texts).to(self.device)).float()
+                    emb = emb / emb.norm(dim=-1, keepdim=True)
+                    mean = emb.mean(dim=0)
+                    rows.append(mean / mean.norm())
+                self._text[name] = torch.stack(rows)
+
+    def _missing(self, reason: str) -> str:
+        return (
+            f"classifier {self.spec.id!r}: cannot load {self.spec.arch} weights {self.spec.pretrained!r} "
+            f"({reason.splitlines()[0][:160]}); download them where there is network or set `pretrained:` "
+            "in the classifier file to a local .pt/.safetensors checkpoint"
+        )
+
+    def encode_images(self, images: list[Any]) -> Any:
+        import torch
+
+        if self.model is None:
+            self.load()
+        batch = torch.stack([self.preprocess(img) for img in images]).to(self.device)
+        with torch.no_grad():
+            feats = self.model.encode_image(batch).float()
+        return feats / feats.norm(dim=-1, keepdim=True)
+
+    def classify(self, images: list[Any]) -> list[dict[str, Prediction]]:
+        """One dict attribute → prediction per image."""
+        if not images:
+            return []
+        feats = self.encode_images(images)
+        out: list[dict[str, Prediction]] = [{} for _ in images]
+        for name, attr in self.spec.attributes.items():
+            labels = list(attr.labels)
+            probs = (self.spec.logit_scale * feats @ self._text[name].T).softmax(dim=-1).cpu().numpy()
+            for i, p in enumerate(probs):
+                order = p.argsort()[::-1]
+                top, second = float(p[order[0]]), float(p[order[1]])
+                margin = top - second
+                label = labels[order[0]]
+                out[i][name] = Prediction(
+                    label=ABSTAIN if margin < attr.abstain_margin else label,
+                    top_label=label,
+                    score=top,
+                    margin=margin,
+                    probs={lab: float(v) for lab, v in zip(labels, p)},
+                )
+        return out

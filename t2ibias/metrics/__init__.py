@@ -1,0 +1,1 @@
+"""Metrics computed from count tables, with bootstrap confidence intervals."""

@@ -1,0 +1,186 @@
+"""The score stage: one label per image and attribute, then long-format metric rows.
+
+An image's label for an attribute comes from its largest detected face; with no face, from the
+whole image if the classifier's ``person`` attribute says a person is there; otherwise it is
+``no_person``. Images blocked by a safety checker or that failed keep those statuses as labels.
+Nothing is dropped: ``abstain``, ``no_person``, ``blocked`` and ``failed`` are visible bins in
+every denominator, and skew metrics (computed over classified images only) carry that n.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from t2ibias import __version__
+from t2ibias.errors import UserError
+from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
+from t2ibias.measure.clip_zeroshot import ABSTAIN
+from t2ibias.measure.gate import HaarFaceGate
+from t2ibias.measure.stage import measurer_fingerprint, read_measurements
+from t2ibias.metrics.bootstrap import percentile_interval, resample_clusters, resample_counts
+from t2ibias.metrics.skew import SKEW_METRICS, proportions
+from t2ibias.run import image_jobs, read_prompts, read_spec
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text
+
+NO_PERSON = "no_person"
+BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
+IMAGE_LABELS_FILE = "image_labels.parquet"
+METRICS_FILE = "metrics.json"
+N_RESAMPLES = 1000
+CONFIDENCE = 0.95
+ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note")
+
+METRIC_INFO: dict[str, dict[str, Any]] = {
+    "count": {"definition": "Number of images with this label or status.", "higher_is_better": None},
+    "proportion": {
+        "definition": "Share of all images of the group with this label; abstain, no_person, blocked and failed are bins of their own.",
+        "higher_is_better": None,
+    },
+    **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in SKEW_METRICS},
+}
+
+
+def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
+    """One row per (image, attribute) with its label and where the label came from."""
+    cspec = resolve_classifier_spec(spec["classifier"]["id"])
+    measurer = measurer_fingerprint(HaarFaceGate(), cspec)
+    prompts = read_prompts(run_dir, spec)
+    jobs = image_jobs(spec, prompts)
+    records = ImageStore(run_dir).records()
+    missing = [j for j in jobs if j.key not in records]
+    if missing:
+        raise UserError(f"{run_dir}: {len(missing)} of {len(jobs)} images are not generated yet (run `t2ibias generate {run_dir}`)")
+    meas = read_measurements(run_dir)
+    meas = meas[meas["measurer"] == measurer]
+    measured = set(meas["key"])
+    unmeasured = [j for j in jobs if records[j.key]["status"] == OK and j.key not in measured]
+    if unmeasured:
+        raise UserError(f"{run_dir}: {len(unmeasured)} images are not measured with classifier {cspec.id!r} (run `t2ibias measure {run_dir}`)")
+    axes = [a for a in cspec.attributes if a != PERSON_ATTRIBUTE]
+    faces = meas[(meas["unit"] == "face") & (meas["face_index"] == 0)].set_index(["key", "attribute"])
+    whole = meas[meas["unit"] == "image"].set_index(["key", "attribute"])
+    n_faces = meas[(meas["unit"] == "face")].groupby("key")["face_index"].nunique()
+    rows = []
+    for job in jobs:
+        status = records[job.key]["status"]
+        base = {"key": job.key, "prompt_id": job.prompt_id, "image_index": job.index}
+        nf = int(n_faces.get(job.key, 0))
+        if status != OK:
+            for axis in axes:
+                rows.append({**base, "attribute": axis, "label": status, "score": math.nan, "person_source": "none", "n_faces": 0})
+            continue
+        if nf > 0:
+            source, table = "face", faces
+        elif whole.loc[(job.key, PERSON_ATTRIBUTE), "label"] == PERSON_ATTRIBUTE:
+            source, table = "clip", whole
+        else:
+            source, table = "none", None
+        for axis in axes:
+            if table is None:
+                label, score = NO_PERSON, math.nan
+            else:
+                hit = table.loc[(job.key, axis)]
+                label, score = hit["label"], float(hit["score"])
+            rows.append({**base, "attribute": axis, "label": label, "score": score, "person_source": source, "n_faces": nf})
+    return pd.DataFrame(rows)
+
+
+def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, value: float,
+         ci: tuple[float, float] | None, n: int, note: str = "") -> dict[str, Any]:
+    ci = ci or (math.nan, math.nan)
+    return {
+        "metric": metric, "axis": axis, "group_by": group_by, "group": group, "label": label,
+        "value": float(value), "ci_low": ci[0], "ci_high": ci[1], "n": int(n),
+        "higher_is_better": METRIC_INFO[metric]["higher_is_better"], "note": note,
+    }
+
+
+def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int,
+                cluster_counts: np.ndarray, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Rows for one group: counts, proportions (all bins) and skew metrics (classified only)."""
+    counts = cluster_counts.sum(axis=0)
+    total = int(counts.sum())
+    if len(cluster_counts) == 1:
+        reps = resample_counts(counts, N_RESAMPLES, rng)
+    else:
+        reps = resample_clusters(cluster_counts, N_RESAMPLES, rng)
+    rows = []
+    shares, rep_shares = proportions(counts), proportions(reps)
+    for k, label in enumerate(bins):
+        rows.append(_row("count", axis, group_by, group, label, counts[k], None, total))
+        rows.append(_row("proportion", axis, group_by, group, label, shares[k],
+                         percentile_interval(rep_shares[:, k], CONFIDENCE), total))
+    classified = counts[:n_labels]
+    n_cls = int(classified.sum())
+    for m in SKEW_METRICS:
+        if n_cls == 0:
+            rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group"))
+            continue
+        value = float(m.fn(classified))
+        ci = percentile_interval(m.fn(reps[:, :n_labels]), CONFIDENCE)
+        rows.append(_row(m.name, axis, group_by, group, None, value, ci, n_cls))
+    return rows
+
+
+def _rng(base_seed: int, *parts: str) -> np.random.Generator:
+    return np.random.default_rng([base_seed, zlib.crc32("\x1f".join(parts).encode())])
+
+
+def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    cspec = resolve_classifier_spec(spec["classifier"]["id"])
+    family_of = dict(zip(prompts["prompt_id"], prompts["family"]))
+    order = list(prompts["prompt_id"])
+    base_seed = int(spec.get("base_seed", 0))
+    rows: list[dict[str, Any]] = []
+    for axis in [a for a in cspec.attributes if a != PERSON_ATTRIBUTE]:
+        class_labels = list(cspec.attributes[axis].labels)
+        bins = class_labels + list(BINS)
+        sub = labels[labels["attribute"] == axis]
+        unknown = set(sub["label"]) - set(bins)
+        if unknown:
+            raise UserError(f"measurements: label {sorted(unknown)[0]!r} of {axis!r} is not in classifier {cspec.id!r} (re-run `t2ibias measure`)")
+        table = pd.crosstab(sub["prompt_id"], pd.Categorical(sub["label"], categories=bins), dropna=False)
+        table = table.reindex(index=order, columns=bins, fill_value=0)
+        matrix = table.to_numpy(dtype=np.int64)
+        for i, pid in enumerate(order):
+            rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1], _rng(base_seed, axis, "prompt_id", pid))
+        families = [family_of[p] for p in order]
+        for fam in dict.fromkeys(families):
+            idx = [i for i, f in enumerate(families) if f == fam]
+            rows += _group_rows(axis, "family", fam, bins, len(class_labels), matrix[idx], _rng(base_seed, axis, "family", fam))
+        rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"))
+    return rows
+
+
+def _json_safe(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def score_stage(run_dir: Path) -> dict[str, Any]:
+    """Write ``image_labels.parquet``, ``metrics.json`` and ``metrics.csv``; return the metrics document."""
+    spec = read_spec(run_dir)
+    prompts = read_prompts(run_dir, spec)
+    labels = image_labels(run_dir, spec)
+    rows = compute_metrics(labels, prompts, spec)
+    buf = io.BytesIO()
+    labels.to_parquet(buf, index=False)
+    atomic_write_bytes(run_dir / IMAGE_LABELS_FILE, buf.getvalue())
+    doc = {
+        "t2ibias_version": __version__,
+        "run_fingerprint": spec["fingerprint"],
+        "bootstrap": {"n_resamples": N_RESAMPLES, "method": "percentile", "confidence": CONFIDENCE, "seed": int(spec.get("base_seed", 0)),
+                      "resampling": "images within a prompt; prompts then images within them for family and all"},
+        "metrics": METRIC_INFO,
+        "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
+    }
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=list(ROW_KEYS)).to_csv(index=False))
+    return doc

@@ -1,0 +1,485 @@
+"""Render a scored run directory as a self-contained ``report.html`` and a ``model_card.md`` section.
+
+The report reads a run's output files only (``spec.json``, ``prompts.parquet``, ``manifest*.jsonl``,
+``image_labels.parquet``, ``metrics.json`` and, when present, ``audit.json``). It never recomputes a
+metric: every number shown comes from ``metrics.json``; images are only counted and thumbnailed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import pyarrow as pa
+from PIL import Image
+
+from t2ibias import __version__
+from t2ibias.errors import UserError
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+THUMB_PX = 128
+MISSING = "—"
+BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
+INTEGER_METRICS = {"count"}
+METRIC_ORDER = ("proportion", "count", "total_variation_uniform", "normalized_entropy")
+METRIC_NAMES = {
+    "proportion": "share",
+    "count": "count",
+    "total_variation_uniform": "TV to uniform",
+    "normalized_entropy": "normalized entropy",
+}
+MODEL_FIELDS = ("id", "source", "revision", "pipeline", "dtype", "scheduler", "steps", "guidance",
+                "height", "width", "licence")
+CLASSIFIER_FIELDS = ("id", "arch", "pretrained", "fingerprint")
+PROMPT_COLUMNS = ("prompt_id", "family", "subject", "template_id", "intervention", "text")
+LABEL_COLUMNS = ("key", "attribute", "label")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _num(x: Any) -> float:
+    """``x`` as a float; NaN for None, NaN and anything unparseable."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fmt_estimate(value: Any, ci_low: Any = None, ci_high: Any = None, n: Any = None,
+                 digits: int = 2) -> str:
+    """One estimate as ``0.62 [0.41, 0.80] n=8``; ``—`` when the value is missing or NaN.
+
+    The interval is shown only when both ends are finite, ``n`` only when it is a number.
+    """
+    v = _num(value)
+    if not math.isfinite(v):
+        return MISSING
+    text = f"{v:.{digits}f}"
+    lo, hi = _num(ci_low), _num(ci_high)
+    if math.isfinite(lo) and math.isfinite(hi):
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    k = _num(n)
+    if math.isfinite(k):
+        text += f" n={int(k)}"
+    return text
+
+
+def _cell(row: dict, with_n: bool = True) -> dict:
+    """A metric row as ``{text, note, missing}``; the note explains a ``—``."""
+    metric = row.get("metric")
+    integer = metric in INTEGER_METRICS
+    text = fmt_estimate(row.get("value"), row.get("ci_low"), row.get("ci_high"),
+                        row.get("n") if with_n and not integer else None, digits=0 if integer else 2)
+    note = str(row.get("note") or "")
+    if text == MISSING and not note:
+        note = "no value"
+    return {"text": text, "note": note, "missing": text == MISSING}
+
+
+def _direction(higher_is_better: Any) -> str:
+    if higher_is_better is True:
+        return "↑ higher is better"
+    if higher_is_better is False:
+        return "↓ lower is better"
+    return "descriptive (no better direction)"
+
+
+def _plain(v: Any) -> str:
+    """A spec value as text."""
+    if v is None:
+        return MISSING
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return str(v)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Run:
+    """The output files of one run directory, as read from disk."""
+
+    dir: Path
+    spec: dict
+    prompts: pd.DataFrame
+    manifest: dict[str, dict]  # key -> the last manifest line with that key
+    bad_manifest_lines: int
+    labels: pd.DataFrame
+    metrics: dict
+    audit: Any = None
+
+
+def _need(path: Path, fix: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path}: missing (run `{fix}` first)")
+    return path
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    try:
+        data = json.loads(_need(path, fix).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable JSON ({e}); re-run `{fix}`") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object; re-run `{fix}`")
+    return data
+
+
+def _read_parquet(path: Path, fix: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(_need(path, fix))
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise UserError(f"{path}: unreadable parquet ({e}); re-run `{fix}`") from None
+    lacking = [c for c in columns if c not in df.columns]
+    if lacking:
+        raise UserError(f"{path}: lacks column(s) {', '.join(lacking)}; re-run `{fix}`")
+    return df
+
+
+def _read_manifest(run_dir: Path, fix: str) -> tuple[dict[str, dict], int]:
+    files = sorted(run_dir.glob("manifest*.jsonl"))
+    if not files:
+        raise UserError(f"{run_dir}/manifest*.jsonl: missing (run `{fix}` first)")
+    rows: dict[str, dict] = {}
+    bad = 0
+    for f in files:
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(rec, dict) or rec.get("key") in (None, ""):
+                bad += 1
+                continue
+            rows[str(rec["key"])] = rec  # the last line for a key wins
+    return rows, bad
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read a run directory; a missing or malformed required file raises :class:`UserError`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a run directory (create one with `t2ibias generate`)")
+    generate, measure, score = (f"t2ibias {stage} {run_dir}" for stage in ("generate", "measure", "score"))
+    spec = _read_json(run_dir / "spec.json", generate)
+    prompts = _read_parquet(run_dir / "prompts.parquet", generate, PROMPT_COLUMNS)
+    manifest, bad = _read_manifest(run_dir, generate)
+    labels = _read_parquet(run_dir / "image_labels.parquet", measure, LABEL_COLUMNS)
+    metrics = _read_json(run_dir / "metrics.json", score)
+    audit = None
+    if (run_dir / "audit.json").is_file():
+        try:
+            audit = json.loads((run_dir / "audit.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            audit = {"error": f"audit.json unreadable: {e}"}
+    return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, audit)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _image_file(run_dir: Path, rel: Any) -> Path | None:
+    """The image file a manifest path names, or None when it is empty or leaves the run dir."""
+    if not rel:
+        return None
+    path = run_dir / str(rel)
+    try:
+        path.resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return None
+    return path
+
+
+def _has_file(run_dir: Path, rec: dict) -> bool:
+    path = _image_file(run_dir, rec.get("path"))
+    return path is not None and path.is_file()
+
+
+def _thumbnail(path: Path) -> str | None:
+    """A PNG data URI at most ``THUMB_PX`` on the long side; None when the file can't be read."""
+    try:
+        with Image.open(path) as im:
+            im.thumbnail((THUMB_PX, THUMB_PX))
+            if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+                im = im.convert("RGB")
+            buf = io.BytesIO()
+            im.save(buf, format="PNG", optimize=True)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _accounting(run: Run, n_prompts: int) -> dict:
+    status = Counter(str(r.get("status") or "unknown") for r in run.manifest.values())
+    lab = run.labels
+    abstain = lab[lab["label"] == "abstain"].groupby("attribute").size()
+    missing = sum(1 for r in run.manifest.values() if r.get("status") == "ok" and not _has_file(run.dir, r))
+    n_seeds = run.spec.get("n_seeds")
+    planned = n_prompts * n_seeds if isinstance(n_seeds, int) else None
+    total = len(run.manifest)
+    return {
+        "total": total,
+        "ok": status["ok"],
+        "blocked": status["blocked"],
+        "failed": status["failed"],
+        "other": {k: v for k, v in status.items() if k not in ("ok", "blocked", "failed")},
+        "no_person": int(lab.loc[lab["label"] == "no_person", "key"].nunique()),
+        "abstain": int(abstain.sum()),
+        "abstain_by_axis": {str(k): int(v) for k, v in abstain.items()},
+        "missing_files": missing,
+        "bad_manifest_lines": run.bad_manifest_lines,
+        "planned": planned,
+        "not_generated": max(planned - total, 0) if planned is not None else 0,
+    }
+
+
+def _ordered(names: list[str], first: tuple[str, ...]) -> list[str]:
+    """Unique ``names``: those in ``first`` in that order, then the others in order of appearance."""
+    seen = list(dict.fromkeys(names))
+    return [n for n in first if n in seen] + [n for n in seen if n not in first]
+
+
+class _Tables:
+    """Metric rows of ``metrics.json`` arranged as one table per (group_by, group, axis)."""
+
+    def __init__(self, metrics: dict, attributes: list[str]) -> None:
+        rows = [r for r in metrics.get("rows") or [] if isinstance(r, dict)]
+        self.defs = {str(k): v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, dict)}
+        for r in rows:  # a metric without a definition entry still has its rows' direction
+            self.defs.setdefault(str(r.get("metric")), {"higher_is_better": r.get("higher_is_better")})
+        self.axes = _ordered([str(r.get("axis")) for r in rows] + attributes, ())
+        labels = defaultdict(list)
+        self.rows: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            self.rows[(str(r.get("group_by")), str(r.get("group")))][str(r.get("axis"))].append(r)
+            if r.get("label") is not None:
+                labels[str(r.get("axis"))].append(str(r["label"]))
+        # class labels in order of appearance, then the visible bins in a fixed order
+        self.labels = {a: [x for x in dict.fromkeys(v) if x not in BINS] + [b for b in BINS if b in v]
+                       for a, v in labels.items()}
+        names = _ordered(list(self.defs) + [str(r.get("metric")) for r in rows], METRIC_ORDER)
+        self.metric_info = [self.info(m) for m in names]
+
+    def info(self, metric: str) -> dict:
+        d = self.defs.get(metric, {})
+        return {"metric": metric, "name": METRIC_NAMES.get(metric, metric.replace("_", " ")),
+                "definition": str(d.get("definition") or ""), "higher_is_better": d.get("higher_is_better"),
+                "direction": _direction(d.get("higher_is_better"))}
+
+    def for_group(self, group_by: str, group: Any) -> list[dict]:
+        by_axis = self.rows.get((group_by, str(group)), {})
+        return [self.table(a, by_axis[a]) for a in self.axes if a in by_axis]
+
+    def table(self, axis: str, rows: list[dict]) -> dict:
+        cells: dict[tuple[str, str | None], dict] = {}
+        for r in rows:  # a repeated (metric, label) keeps its last row
+            cells[(str(r.get("metric")), None if r.get("label") is None else str(r["label"]))] = r
+        labelled = _ordered([m for m, lab in cells if lab is not None], METRIC_ORDER)
+        scalars = _ordered([m for m, lab in cells if lab is None], METRIC_ORDER)
+        present = {lab for _, lab in cells if lab is not None}
+        shares = [(lab, cells[("proportion", lab)]) for lab in self.labels.get(axis, [])
+                  if ("proportion", lab) in cells]
+        ns = {_num(r.get("n")) for _, r in shares}
+        n_all = next(iter(ns)) if len(ns) == 1 else math.nan
+        return {
+            "axis": axis,
+            "label_metrics": [self.info(m) for m in labelled],
+            "labels": [{"label": lab, "bin": lab in BINS,
+                        "cells": [_cell(cells[(m, lab)]) if (m, lab) in cells else None for m in labelled]}
+                       for lab in self.labels.get(axis, []) if lab in present],
+            "scalars": [dict(self.info(m), cell=_cell(cells[(m, None)])) for m in scalars],
+            "scalar_cells": {m: _cell(cells[(m, None)]) for m in scalars},
+            # for the model card: shares without n, and n once when all labels share it
+            "shares": [(lab, _cell(r, with_n=len(ns) > 1)) for lab, r in shares],
+            "shares_n": int(n_all) if math.isfinite(n_all) else None,
+        }
+
+
+def _caption(rec: dict, labels: list[dict], axes: list[str]) -> tuple[str, str]:
+    """A short caption and a longer hover title for one image."""
+    status = str(rec.get("status") or "unknown")
+    title = [f"#{rec.get('image_index')} · seed {rec.get('seed')} · {status}"]
+    if status != "ok":
+        if rec.get("error"):
+            title.append(str(rec["error"]))
+        return status, "\n".join(title)
+    labels = sorted(labels, key=lambda x: axes.index(x["attribute"]) if x["attribute"] in axes else len(axes))
+    for x in labels:
+        score, faces = _num(x.get("score")), _num(x.get("n_faces"))
+        extra = [f"score {score:.2f}" if math.isfinite(score) else None, x.get("person_source") or None,
+                 f"{int(faces)} face(s)" if math.isfinite(faces) else None]
+        title.append(f"{x['attribute']}: {x['label']} ({', '.join(e for e in extra if e)})")
+    caption = " · ".join(dict.fromkeys(str(x["label"]) for x in labels)) or "unlabelled"
+    return caption, "\n".join(title)
+
+
+def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumbs: bool) -> dict:
+    caption, title = _caption(rec, labels, axes)
+    src, placeholder = None, str(rec.get("status") or "unknown")
+    if placeholder == "ok":
+        if not _has_file(run.dir, rec):
+            placeholder, title = "missing", title + f"\nfile missing: {rec.get('path')}"
+        elif thumbs:
+            src = _thumbnail(run.dir / str(rec["path"]))
+            if src is None:
+                placeholder, title = "unreadable", title + f"\nunreadable image: {rec.get('path')}"
+    return {"key": rec.get("key"), "src": src, "placeholder": placeholder, "caption": caption,
+            "title": title, "status": rec.get("status")}
+
+
+def _index(rec: dict) -> tuple[float, str]:
+    i = _num(rec.get("image_index"))
+    return (i if math.isfinite(i) else math.inf, str(rec.get("key")))
+
+
+def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
+    spec, model, clf = run.spec, run.spec.get("model") or {}, run.spec.get("classifier") or {}
+    boot = run.metrics.get("bootstrap") or {}
+    sets = [(f"prompt set {s.get('id')}", f"version {s.get('version')} · sha256 {str(s.get('sha256'))[:12]}")
+            for s in spec.get("prompt_sets") or [] if isinstance(s, dict)]
+    sections = {
+        "Generator": [(k, model.get(k)) for k in MODEL_FIELDS if k in model]
+        + [(k, v) for k, v in model.items() if k not in MODEL_FIELDS]
+        + [("generator fingerprint", spec.get("generator_fingerprint")),
+           ("random weights", spec.get("model_is_random"))],
+        "Prompts and seeds": sets + [("prompts", n_prompts), ("seeds per prompt", spec.get("n_seeds")),
+                                     ("base seed", spec.get("base_seed"))],
+        "Classifier": [(k, clf.get(k)) for k in CLASSIFIER_FIELDS if k in clf]
+        + [(k, v) for k, v in clf.items() if k not in CLASSIFIER_FIELDS and k != "is_random"]
+        + [("random weights", clf.get("is_random"))],
+        "Run": [("fingerprint", spec.get("fingerprint")), ("created", spec.get("created")),
+                ("t2ibias version", spec.get("t2ibias_version")), ("device", spec.get("device")),
+                ("metrics t2ibias version", run.metrics.get("t2ibias_version")),
+                ("report t2ibias version", __version__)],
+        "Bootstrap": [(k, v) for k, v in boot.items()],
+    }
+    known = {"model", "classifier", "prompt_sets", "n_seeds", "base_seed", "generator_fingerprint",
+             "model_is_random", "fingerprint", "created", "t2ibias_version", "device"}
+    sections["Other"] = [(k, v) for k, v in spec.items() if k not in known]
+    return [{"title": t, "rows": [(k, _plain(v)) for k, v in rows]} for t, rows in sections.items() if rows]
+
+
+def build_context(run: Run, thumbnails: bool = True) -> dict:
+    """Everything the templates show, as plain dicts and lists."""
+    spec, model, clf = run.spec, run.spec.get("model") or {}, run.spec.get("classifier") or {}
+    prompts = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in rec.items()}
+               for rec in run.prompts.to_dict("records")]
+    prompts = list({str(p["prompt_id"]): p for p in prompts}.values())
+    attributes = [str(a) for a in dict.fromkeys(run.labels["attribute"].tolist())]
+    tables = _Tables(run.metrics, attributes)
+
+    labels_by_key: dict[str, list[dict]] = defaultdict(list)
+    for x in run.labels.to_dict("records"):
+        labels_by_key[str(x["key"])].append(x)
+    images_by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for rec in sorted(run.manifest.values(), key=_index):
+        images_by_prompt[str(rec.get("prompt_id"))].append(rec)
+
+    families: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for p in prompts:
+        pid = str(p["prompt_id"])
+        families[str(p.get("family"))][str(p.get("subject"))].append({
+            **{k: p.get(k) for k in ("set_id", "set_version", "template_id", "intervention", "text")},
+            "prompt_id": pid,
+            "tables": tables.for_group("prompt_id", pid),
+            "images": [_image_entry(run, rec, labels_by_key.get(str(rec["key"]), []), tables.axes, thumbnails)
+                       for rec in images_by_prompt.get(pid, [])],
+        })
+
+    random_parts = [name for name, flag in (("generator", spec.get("model_is_random")),
+                                            ("classifier", clf.get("is_random"))) if flag is True]
+    fingerprint = str(run.metrics.get("run_fingerprint") or spec.get("fingerprint") or "")
+    overall = tables.for_group("all", "all")
+    return {
+        "model_id": model.get("id") or "unknown model",
+        "fingerprint": fingerprint,
+        "fingerprint_short": fingerprint[:12],
+        "created": spec.get("created"),
+        "version": spec.get("t2ibias_version") or run.metrics.get("t2ibias_version"),
+        "random_parts": random_parts,
+        "spec_sections": _spec_sections(run, len(prompts)),
+        "prompt_sets": [{k: s.get(k) for k in ("id", "version", "sha256")}
+                        for s in spec.get("prompt_sets") or [] if isinstance(s, dict)],
+        "n_prompts": len(prompts),
+        "n_seeds": spec.get("n_seeds"),
+        "classifier_id": clf.get("id"),
+        "accounting": _accounting(run, len(prompts)),
+        "model": {k: model.get(k) for k in MODEL_FIELDS} | model,
+        "bootstrap": {"n_resamples": None, "confidence": None} | (run.metrics.get("bootstrap") or {}),
+        "overall": overall,
+        "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]],
+                                                             METRIC_ORDER)],
+        "metric_info": tables.metric_info,
+        "families": [{"family": f, "tables": tables.for_group("family", f),
+                      "subjects": [{"subject": s, "prompts": ps} for s, ps in subjects.items()]}
+                     for f, subjects in families.items()],
+        "audit": None if run.audit is None else json.dumps(run.audit, indent=2, sort_keys=True, default=str),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _md(text: Any) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_ENV.filters["md"] = _md
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _target(run_dir: Path, out: Path | None, name: str) -> Path:
+    if out is None:
+        return Path(run_dir) / name
+    out = Path(out)
+    return out / name if out.is_dir() else out
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the self-contained HTML report (default ``<run>/report.html``); return its path."""
+    ctx = build_context(load_run(run_dir))
+    return _write_atomic(_target(run_dir, out, "report.html"), _ENV.get_template("report.html.j2").render(ctx))
+
+
+def write_model_card(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the markdown model-card section (default ``<run>/model_card.md``); return its path."""
+    ctx = build_context(load_run(run_dir), thumbnails=False)
+    return _write_atomic(_target(run_dir, out, "model_card.md"), _ENV.get_template("model_card.md.j2").render(ctx))

@@ -1,0 +1,277 @@
+"""A run directory: its spec, its prompt records, and the generate stage.
+
+Each stage reads only the files written by the stage before it, so any stage can be re-run
+alone (``t2ibias generate|measure|score|report DIR``) and the report reads outputs only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from t2ibias import __version__
+from t2ibias.errors import UserError
+from t2ibias.fingerprint import fingerprint
+from t2ibias.generation.diffusers_adapter import (
+    DiffusersGenerator,
+    effective_dtype,
+    generator_fingerprint,
+    resolve_device,
+    resolve_weights,
+)
+from t2ibias.generation.spec import GeneratorSpec, resolve_generator_spec
+from t2ibias.prompts.bank import PromptRecord, expand, resolve_prompt_set
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text, image_key, image_seed
+
+SPEC_FILE = "spec.json"
+PROMPTS_FILE = "prompts.parquet"
+DEFAULT_BASE_SEED = 0
+
+Progress = Callable[[int], None]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SweepRequest:
+    """What a user asked ``t2ibias sweep`` for."""
+
+    model: str
+    prompt_sets: list[str]
+    n_seeds: int = 4
+    base_seed: int = DEFAULT_BASE_SEED
+    classifier: str = "tiny-random-clip"
+    device: str = "auto"
+    limit: int | None = None
+
+
+def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
+    """Resolve ids (model weights included) into the run spec and the prompt records."""
+    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+
+    if req.n_seeds < 1:
+        raise UserError(f"--seeds {req.n_seeds}: need at least one image per prompt")
+    if req.limit is not None and req.limit < 1:
+        raise UserError(f"--limit {req.limit}: must be a positive number of prompts")
+    gspec = resolve_generator_spec(req.model)
+    sets = [resolve_prompt_set(name) for name in req.prompt_sets]
+    if len({s.id for s in sets}) != len(sets):
+        raise UserError("--prompts: the same set is named twice (name each set once)")
+    records = [r for s in sets for r in expand(s)]
+    cspec = resolve_classifier_spec(req.classifier)
+    device = resolve_device(req.device)
+    dtype = effective_dtype(gspec, device)
+    weights = resolve_weights(gspec)
+    gfp = generator_fingerprint(gspec, weights, dtype)
+    defining = {
+        "generator_fingerprint": gfp,
+        "prompts": fingerprint([r.to_dict() for r in records]),
+        "n_seeds": req.n_seeds,
+        "base_seed": req.base_seed,
+        "classifier_fingerprint": cspec.fingerprint(),
+    }
+    spec = {
+        "fingerprint": fingerprint(defining),
+        "t2ibias_version": __version__,
+        "created": now_iso(),
+        "model": {**gspec.to_dict(), "dtype": dtype, "revision": weights.revision or gspec.revision},
+        "weights": weights.identity,
+        "generator_fingerprint": gfp,
+        "model_is_random": gspec.random_weights,
+        "prompt_sets": [{"id": s.id, "version": s.version, "sha256": s.sha256, "path": str(s.path)} for s in sets],
+        "n_prompts": len(records),
+        "n_seeds": req.n_seeds,
+        "base_seed": req.base_seed,
+        "classifier": {**cspec.summary(), "fingerprint": cspec.fingerprint()},
+        "device": device,
+        "limit": req.limit,
+        "defining": defining,
+    }
+    return spec, records
+
+
+def read_spec(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SPEC_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; {run_dir} is not a t2ibias run (start one with `t2ibias sweep --out {run_dir}`)") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); restore it or start over with `t2ibias sweep --force`") from None
+
+
+def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The run's prompt records, cut to the spec's ``limit`` when one is set."""
+    path = run_dir / PROMPTS_FILE
+    try:
+        df = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (re-run `t2ibias sweep` with the same options to rewrite it)") from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{path}: unreadable ({exc}); re-run `t2ibias sweep` with the same options to rewrite it") from None
+    spec = spec if spec is not None else read_spec(run_dir)
+    if spec.get("limit"):
+        df = df.head(int(spec["limit"]))
+    return df.reset_index(drop=True)
+
+
+def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[str, Any]:
+    """Write (or check) ``spec.json`` and ``prompts.parquet``; refuse a directory of another spec."""
+    spec, records = build_spec(req)
+    spec_path = run_dir / SPEC_FILE
+    if spec_path.exists():
+        old = read_spec(run_dir)
+        if old.get("fingerprint") != spec["fingerprint"]:
+            if not force:
+                changed = [k for k in spec["defining"] if old.get("defining", {}).get(k) != spec["defining"][k]]
+                raise UserError(
+                    f"--out {run_dir}: holds a run of another spec (differs in {', '.join(changed) or 'fingerprint'}); "
+                    "choose another --out, or pass --force to delete it and start over"
+                )
+            shutil.rmtree(run_dir)
+        else:
+            spec["created"] = old.get("created", spec["created"])
+    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise UserError(f"--out {run_dir}: exists and is not a t2ibias run (choose an empty or new directory)")
+    elif force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec_path, json.dumps(spec, indent=2) + "\n")
+    buf = io.BytesIO()
+    pd.DataFrame([r.to_dict() for r in records]).to_parquet(buf, index=False)
+    atomic_write_bytes(run_dir / PROMPTS_FILE, buf.getvalue())
+    return spec
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    key: str
+    prompt_id: str
+    text: str
+    index: int
+    seed: int
+
+
+def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
+    """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec."""
+    gfp = spec["generator_fingerprint"]
+    params = GeneratorSpec(**{k: v for k, v in spec["model"].items()}).generation_params()
+    jobs = []
+    for row in prompts.itertuples(index=False):
+        for index in range(int(spec["n_seeds"])):
+            seed = image_seed(int(spec["base_seed"]), row.prompt_id, index)
+            jobs.append(ImageJob(image_key(gfp, row.text, seed, params), row.prompt_id, row.text, index, seed))
+    return jobs
+
+
+def _chunks(items: list[ImageJob], size: int) -> Iterator[list[ImageJob]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class GenerateResult:
+    total: int
+    already_done: int
+    generated: int
+    blocked: int
+    failed: int
+    seconds: float
+
+
+def generate_stage(
+    run_dir: Path,
+    device: str = "auto",
+    batch_size: int = 4,
+    progress: Callable[[int, int], Progress] | None = None,
+) -> GenerateResult:
+    """Make every image the store lacks; the pipeline is loaded only if something is missing."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    t0 = time.perf_counter()
+    spec = read_spec(run_dir)
+    prompts = read_prompts(run_dir, spec)
+    jobs = image_jobs(spec, prompts)
+    store = ImageStore(run_dir)
+    done = store.done_keys(j.key for j in jobs)
+    todo = [j for j in jobs if j.key not in done]
+    counts = {OK: 0, BLOCKED: 0, FAILED: 0}
+    if todo:
+        gspec = GeneratorSpec(**{**spec["model"], "dtype": spec["model"]["dtype"]})
+        dev = resolve_device(device)
+        if effective_dtype(gspec, dev) != gspec.dtype:
+            raise UserError(
+                f"{run_dir}: was made with {gspec.dtype} weights, which --device {dev} would run in "
+                f"{effective_dtype(gspec, dev)} and so change the images; use the run's device ({spec['device']})"
+            )
+        weights = resolve_weights(GeneratorSpec(**{**spec["model"], "revision": spec["model"]["revision"]}))
+        if weights.identity != spec["weights"]:
+            raise UserError(
+                f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
+                "start a new run with another --out"
+            )
+        generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype)
+        generator.load()
+        advance = progress(len(todo), len(done)) if progress else (lambda n: None)
+        pending: list[Future] = []
+        with ThreadPoolExecutor(max_workers=1) as writer:  # encode + write overlap the next batch
+            for batch in _chunks(todo, batch_size):
+                start = time.perf_counter()
+                try:
+                    results = generator.generate([j.text for j in batch], [j.seed for j in batch])
+                    error = None
+                except (KeyboardInterrupt, UserError):
+                    raise
+                except Exception as exc:  # e.g. CUDA out of memory: record, retry on the next run
+                    results, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                per_image = (time.perf_counter() - start) / len(batch)
+                for i, job in enumerate(batch):
+                    row = {
+                        "prompt_id": job.prompt_id,
+                        "image_index": job.index,
+                        "seed": job.seed,
+                        "generator_fingerprint": spec["generator_fingerprint"],
+                        "seconds": round(per_image, 4),
+                        "batch_size": len(batch),
+                        "created": now_iso(),
+                    }
+                    if results is None:
+                        status, image = FAILED, None
+                        row["error"] = error
+                    else:
+                        status = BLOCKED if results[i].blocked else OK
+                        image = None if status == BLOCKED else results[i].image
+                        row.update(width=results[i].image.width, height=results[i].image.height)
+                    counts[status] += 1
+                    row["status"] = status
+                    pending.append(writer.submit(_store_one, store, job.key, image, row))
+                for fut in [f for f in pending if f.done()]:
+                    fut.result()
+                pending = [f for f in pending if not f.done()]
+                advance(len(batch))
+            for fut in pending:
+                fut.result()
+    store.compact()
+    return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0)
+
+
+def _store_one(store: ImageStore, key: str, image: Any, row: dict[str, Any]) -> None:
+    store.put(key, _png_bytes(image) if image is not None else None, row)

@@ -1,0 +1,186 @@
+"""A content-addressed image store that survives crashes and never duplicates work.
+
+Layout under a run directory::
+
+    images/<k0k1>/<key>.png      one PNG per image, key = hash(generator, prompt text, seed, params)
+    manifest-<worker>.jsonl      one JSON line per finished image (any number of shards)
+
+An image is written to a temporary file and renamed into place, then its manifest line is
+appended and flushed. A run killed at any moment leaves at worst an image file without its
+line (regenerated on resume, with identical bytes) or a truncated last line (ignored). An image
+whose bytes no longer match the hash in its line is treated as missing and made again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from t2ibias.fingerprint import canonical_json
+
+MANIFEST_GLOB = "manifest*.jsonl"
+OK, BLOCKED, FAILED = "ok", "blocked", "failed"
+
+
+def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
+    """The seed of image ``index`` of a prompt: independent of batch size, order and device count."""
+    digest = hashlib.sha256(f"{base_seed}/{prompt_id}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def image_key(generator_fingerprint: str, prompt_text: str, seed: int, params: dict[str, Any]) -> str:
+    """Content key of one image: changes whenever anything that shapes its pixels changes."""
+    payload = canonical_json({"g": generator_fingerprint, "p": prompt_text, "s": seed, "params": params})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    """Rows of a JSON-lines file; a malformed line (e.g. cut short by a crash) is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "key" in row:
+                yield row
+
+
+class ImageStore:
+    """Images and manifest of one run directory; ``worker`` names this process's manifest shard."""
+
+    def __init__(self, run_dir: str | Path, worker: str = "0") -> None:
+        self.root = Path(run_dir)
+        self.images_dir = self.root / "images"
+        self.worker = worker
+        self.manifest_path = self.root / f"manifest-{worker}.jsonl"
+        self._fh: Any = None
+
+    # -- reading -------------------------------------------------------------------------------
+    def manifest_files(self) -> list[Path]:
+        return sorted(self.root.glob(MANIFEST_GLOB))
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Merged manifest: key → row. For a key written more than once the last line wins."""
+        merged: dict[str, dict[str, Any]] = {}
+        for path in self.manifest_files():
+            for row in read_jsonl(path):
+                merged[row["key"]] = row
+        return merged
+
+    def path_for(self, key: str) -> Path:
+        return self.images_dir / key[:2] / f"{key}.png"
+
+    def is_intact(self, row: dict[str, Any]) -> bool:
+        """True when a finished row's image is on disk with the recorded hash."""
+        if row.get("status") != OK:
+            return row.get("status") == BLOCKED
+        path = self.root / row["path"]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return False
+        return hashlib.sha256(data).hexdigest() == row.get("sha256")
+
+    def done_keys(self, keys: Iterable[str], verify: bool = True) -> set[str]:
+        """Keys among ``keys`` that need no work: intact images and safety-checker blocks.
+
+        Failed rows are retried; so are images that are missing or whose bytes changed.
+        """
+        records = self.records()
+        done = set()
+        for key in keys:
+            row = records.get(key)
+            if row is not None and (self.is_intact(row) if verify else row.get("status") in (OK, BLOCKED)):
+                done.add(key)
+        return done
+
+    # -- writing -------------------------------------------------------------------------------
+    def put(self, key: str, png: bytes | None, row: dict[str, Any]) -> dict[str, Any]:
+        """Store one image (atomic rename first), then append its manifest line and flush it."""
+        row = dict(row, key=key)
+        if png is not None:
+            path = self.path_for(key)
+            atomic_write_bytes(path, png)
+            row.update(path=path.relative_to(self.root).as_posix(), sha256=hashlib.sha256(png).hexdigest())
+        self._append(row)
+        return row
+
+    def _append(self, row: dict[str, Any]) -> None:
+        if self._fh is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            needs_newline = self.manifest_path.exists() and self.manifest_path.stat().st_size > 0 and not self.manifest_path.read_bytes().endswith(b"\n")
+            self._fh = open(self.manifest_path, "a", encoding="utf-8")
+            if needs_newline:  # a previous run died mid-line
+                self._fh.write("\n")
+        self._fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def compact(self) -> bool:
+        """Rewrite the shards as one ``manifest.jsonl`` with one line per key, if they hold repeats.
+
+        Returns True when it rewrote. Safe at any crash point: readers merge all shards and keep
+        the last line per key, so a half-finished compaction reads the same.
+        """
+        self.close()
+        files = self.manifest_files()
+        lines = 0
+        for path in files:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines += sum(1 for line in fh if line.strip())
+        merged = self.records()
+        if lines == len(merged) and len(files) <= 1:
+            return False
+        target = self.root / "manifest.jsonl"
+        atomic_write_text(target, "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged.values()))
+        for path in files:
+            if path != target:
+                path.unlink(missing_ok=True)
+        return True

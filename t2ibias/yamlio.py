@@ -1,0 +1,67 @@
+"""YAML loading that remembers where each value came from, so errors can say ``file:line``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2ibias.errors import UserError
+
+Path_ = tuple[Any, ...]
+
+
+class LocatedYAML:
+    """Parsed YAML data plus the 1-based line of every mapping key and sequence item."""
+
+    def __init__(self, path: Path, data: Any, lines: dict[Path_, int]) -> None:
+        self.path = path
+        self.data = data
+        self._lines = lines
+
+    def line(self, *keys: Any) -> int:
+        """The line of ``data[k0][k1]...``, or of its nearest located parent."""
+        for end in range(len(keys), -1, -1):
+            if keys[:end] in self._lines:
+                return self._lines[keys[:end]]
+        return 1
+
+    def where(self, *keys: Any) -> str:
+        return f"{self.path}:{self.line(*keys)}"
+
+
+def _walk(node: yaml.Node, prefix: Path_, lines: dict[Path_, int]) -> None:
+    lines.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[prefix + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, prefix + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[prefix + (i,)] = item.start_mark.line + 1
+            _walk(item, prefix + (i,), lines)
+
+
+def load_located_yaml(path: str | Path) -> LocatedYAML:
+    """Parse a YAML file; a syntax error becomes one ``file:line: ...`` UserError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (check the path)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read file ({exc})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}:{line}: invalid YAML: {problem} (fix the syntax on that line)") from None
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return LocatedYAML(path, data, lines)

@@ -1,0 +1,275 @@
+"""The report stage on a small fake run directory (offline, no models)."""
+
+from __future__ import annotations
+
+import base64
+import html as htmllib
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from t2ibias.errors import UserError
+from t2ibias.report import fmt_estimate, write_model_card, write_report
+
+NAN_NOTE = "fewer than 2 classified images"
+PROMPTS = [
+    # prompt_id, family, subject, template_id, intervention, text
+    ("p1", "occupation", "doctor", "t-photo", "none", "a photo of a doctor"),
+    ("p2", "occupation", "doctor", "t-photo", "ethnic-diversity",
+     "a photo of a doctor <b>from any</b> background & place"),
+    ("p3", "adjective", "kind", "t-portrait", "none", "a portrait of a kind person"),
+]
+# key, prompt_id, image_index, status, image size (None: no file written), labels per attribute
+IMAGES = [
+    ("k1", "p1", 0, "ok", (200, 150), {"gender_presentation": "masc", "age_group": "middle"}),
+    ("k2", "p1", 1, "ok", (64, 64), {"gender_presentation": "fem", "age_group": "young"}),
+    ("k3", "p1", 2, "blocked", None, {"gender_presentation": "blocked", "age_group": "blocked"}),
+    ("k4", "p2", 0, "ok", (64, 64), {"gender_presentation": "masc", "age_group": "abstain"}),
+    ("k5", "p2", 1, "failed", None, {"gender_presentation": "failed", "age_group": "failed"}),
+    ("k6", "p2", 2, "ok", None, {"gender_presentation": "fem", "age_group": "older"}),  # file missing
+    ("k7", "p3", 0, "ok", (64, 64), {"gender_presentation": "no_person", "age_group": "no_person"}),
+    ("k8", "p3", 1, "ok", (64, 64), {"gender_presentation": "fem", "age_group": "young"}),
+]
+METRIC_DEFS = {
+    "count": {"definition": "Number of images with the label.", "higher_is_better": None},
+    "proportion": {"definition": "Share of all images of the group with the label.", "higher_is_better": None},
+    "total_variation_uniform": {"definition": "Total variation distance to the uniform distribution.",
+                                "higher_is_better": False},
+    "normalized_entropy": {"definition": "Shannon entropy divided by its maximum.", "higher_is_better": True},
+}
+
+
+def _row(metric, axis, group_by, group, label=None, value=0.5, ci=(0.3, 0.7), n=8, note=None):
+    return {"metric": metric, "axis": axis, "group_by": group_by, "group": group, "label": label,
+            "value": value, "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "n": n,
+            "higher_is_better": METRIC_DEFS[metric]["higher_is_better"], "note": note}
+
+
+def _metric_rows() -> list[dict]:
+    groups = [("all", "all", 8), ("family", "occupation", 6), ("family", "adjective", 2),
+              ("prompt_id", "p1", 3), ("prompt_id", "p2", 3), ("prompt_id", "p3", 2)]
+    labels = {"gender_presentation": ["masc", "fem", "no_person", "blocked", "failed"],
+              "age_group": ["young", "middle", "older", "abstain", "no_person", "blocked", "failed"]}
+    rows = []
+    for group_by, group, n in groups:
+        for axis, labs in labels.items():
+            for lab in labs:
+                rows.append(_row("proportion", axis, group_by, group, lab, 0.5, (0.3, 0.7), n))
+                rows.append(_row("count", axis, group_by, group, lab, 4, None, n))
+            if group == "p3":  # too few classified images: NaN with a note
+                rows.append(_row("total_variation_uniform", axis, group_by, group, value=math.nan,
+                                 ci=(math.nan, math.nan), n=1, note=NAN_NOTE))
+            else:
+                rows.append(_row("total_variation_uniform", axis, group_by, group, value=0.25, ci=(0.1, 0.4), n=n))
+            rows.append(_row("normalized_entropy", axis, group_by, group, value=0.9, ci=(0.8, 1.0), n=n))
+    return rows
+
+
+def make_run(root: Path, model_random: bool = False, classifier_random: bool = False) -> Path:
+    run = root / "run"
+    (run / "images").mkdir(parents=True)
+    spec = {
+        "fingerprint": "f" * 64, "t2ibias_version": "0.1.0", "created": "2025-01-02T03:04:05+00:00",
+        "model": {"id": "tiny-random-sd", "source": "local", "revision": "abc123", "pipeline": "sd",
+                  "dtype": "float32", "scheduler": "ddim", "steps": 2, "guidance": 7.5, "height": 64,
+                  "width": 64, "licence": "mit"},
+        "generator_fingerprint": "g" * 64, "model_is_random": model_random,
+        "prompt_sets": [{"id": "occupations", "version": "1.2", "sha256": "s" * 64}],
+        "n_seeds": 3, "base_seed": 1234,
+        "classifier": {"id": "tiny-clip", "arch": "clip", "pretrained": "none", "fingerprint": "c" * 64,
+                       "is_random": classifier_random},
+        "device": "cpu",
+    }
+    (run / "spec.json").write_text(json.dumps(spec))
+    pd.DataFrame([{"prompt_id": p, "set_id": "occupations", "set_version": "1.2", "family": f, "subject": s,
+                   "template_id": t, "intervention": i, "text": x} for p, f, s, t, i, x in PROMPTS]
+                 ).to_parquet(run / "prompts.parquet")
+
+    lines, labels = [], []
+    for key, pid, idx, status, size, labs in IMAGES:
+        path = f"images/{key}.png" if status == "ok" else None
+        if size is not None:
+            Image.new("RGB", size, (idx * 60, 120, 200)).save(run / path)
+        lines.append(json.dumps({"key": key, "prompt_id": pid, "image_index": idx, "seed": 1234 + idx,
+                                 "status": status, "path": path, "sha256": None, "width": 64, "height": 64,
+                                 "seconds": 0.1, "error": "CUDA error: boom" if status == "failed" else None}))
+        for attr, lab in labs.items():
+            labels.append({"key": key, "prompt_id": pid, "image_index": idx, "attribute": attr, "label": lab,
+                           "score": 0.9, "person_source": "none" if lab in ("no_person", "blocked", "failed")
+                           else "face", "n_faces": 0 if lab in ("no_person", "blocked", "failed") else 1})
+    # an earlier attempt at k8 that failed, superseded by the later ok line (the last line wins)
+    early = json.dumps({"key": "k8", "prompt_id": "p3", "image_index": 1, "status": "failed", "path": None,
+                        "error": "out of memory"})
+    (run / "manifest-000.jsonl").write_text("\n".join([early, *lines[:4]]) + "\n")
+    (run / "manifest-001.jsonl").write_text("\n".join([*lines[4:], '{"key": "k9", "status": "o']) + "\n")
+    pd.DataFrame(labels).to_parquet(run / "image_labels.parquet")
+
+    metrics = {"t2ibias_version": "0.1.0", "run_fingerprint": "f" * 64,
+               "bootstrap": {"n_resamples": 200, "method": "percentile", "confidence": 0.95, "seed": 0},
+               "metrics": METRIC_DEFS, "rows": _metric_rows()}
+    (run / "metrics.json").write_text(json.dumps(metrics))  # NaN is written as a bare NaN literal
+    return run
+
+
+def _visible(html: str) -> str:
+    """The page's text as a reader sees it: no tags, entities decoded, whitespace collapsed."""
+    text = re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", htmllib.unescape(text))
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path)
+
+
+@pytest.fixture
+def report(run: Path) -> str:
+    path = write_report(run)
+    assert path == run / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+def test_fmt_estimate() -> None:
+    assert fmt_estimate(0.62, 0.41, 0.8, 8) == "0.62 [0.41, 0.80] n=8"
+    assert fmt_estimate(0.5) == "0.50"
+    assert fmt_estimate(0.5, math.nan, 0.7, None) == "0.50"
+    assert fmt_estimate(math.nan, 0.1, 0.2, 8) == "—"
+    assert fmt_estimate(None) == "—"
+    assert fmt_estimate(4, None, None, None, digits=0) == "4"
+
+
+def test_report_is_self_contained(report: str, run: Path) -> None:
+    assert "http://" not in report and "https://" not in report
+    assert "url(" not in report and "@import" not in report
+    sources = re.findall(r'src="([^"]*)"', report)
+    assert sources and all(s.startswith("data:") for s in sources)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # atomic write left nothing behind
+
+
+def test_thumbnails_are_embedded_and_small(report: str) -> None:
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
+    assert len(uris) == 5  # every ok image whose file exists: k1, k2, k4, k7, k8
+    sizes = [Image.open(io.BytesIO(base64.b64decode(u))).size for u in uris]
+    assert max(max(s) for s in sizes) <= 128
+    assert (128, 96) in sizes  # the 200x150 image was shrunk, keeping its aspect
+
+
+def test_header_spec_and_prompts(report: str) -> None:
+    text = _visible(report)
+    assert "tiny-random-sd" in text and "ffffffffffff" in text and "2025-01-02T03:04:05" in text
+    assert "occupations" in text and "1.2" in text and "tiny-clip" in text and "1234" in text
+    for _, family, subject, template, intervention, prompt in PROMPTS:
+        assert prompt in text and family in text and subject in text and template in text
+        assert intervention in text
+    assert "<b>from any</b>" not in report and "&lt;b&gt;from any&lt;/b&gt;" in report  # escaped
+
+
+def test_accounting_counts_every_image(report: str) -> None:
+    text = _visible(report)
+    assert "total images: 8" in text  # duplicate key counted once, malformed line skipped
+    assert "ok: 6" in text
+    assert "blocked by a safety checker: 1" in text
+    assert "failed: 1" in text  # k8's earlier failure is superseded by its later ok line
+    assert "no detected person: 1" in text
+    assert "abstentions: 1" in text
+    assert "image file missing: 1" in text
+    assert "malformed manifest lines skipped: 1" in text
+
+
+def test_grid_captions_and_placeholders(report: str) -> None:
+    text = _visible(report)
+    assert "masc · middle" in text and "fem · young" in text and "no_person" in text
+    for word in ("blocked", "failed", "missing"):
+        assert re.search(rf'<div class="placeholder {word}">{word}</div>', report)
+    assert "CUDA error: boom" in report  # the failure reason is in the hover title
+
+
+def test_nan_renders_as_dash_with_note(report: str) -> None:
+    assert re.search(rf'title="{NAN_NOTE}">—</td>', report)
+    assert "nan" not in _visible(report).lower().split()
+
+
+def test_overall_table_with_definitions(report: str) -> None:
+    text = _visible(report)
+    assert "0.50 [0.30, 0.70] n=8" in text and "0.25 [0.10, 0.40] n=8" in text
+    assert "Total variation distance to the uniform distribution." in text
+    assert "↓ lower is better" in text and "↑ higher is better" in text
+
+
+@pytest.mark.parametrize(("model_random", "classifier_random", "expect"),
+                         [(False, False, None), (True, False, "generator has"),
+                          (False, True, "classifier has"), (True, True, "generator and classifier have")])
+def test_random_weights_banner(tmp_path: Path, model_random: bool, classifier_random: bool,
+                               expect: str | None) -> None:
+    run = make_run(tmp_path, model_random, classifier_random)
+    html = write_report(run).read_text(encoding="utf-8")
+    card = write_model_card(run).read_text(encoding="utf-8")
+    if expect is None:
+        assert 'role="alert"' not in html and "meaningless" not in html and "Warning" not in card
+    else:
+        assert 'role="alert"' in html and expect in _visible(html) and "meaningless by construction" in html
+        assert "**Warning:**" in card and expect in card
+
+
+def test_model_card(run: Path) -> None:
+    path = write_model_card(run)
+    assert path == run / "model_card.md"
+    card = path.read_text(encoding="utf-8")
+    assert card.startswith("## Bias evaluation (t2ibias)")
+    assert "`tiny-random-sd`" in card and "`occupations` version 1.2" in card and "`tiny-clip`" in card
+    assert "Images per prompt: 3" in card
+    assert "8 total: 6 ok, 1 blocked by a safety checker, 1 failed; 1 with no detected person" in card
+    assert "| Axis | Label shares [95% CI] | TV to uniform (↓ better) | normalized entropy (↑ better) |" in card
+    row = next(line for line in card.splitlines() if line.startswith("| `gender_presentation`"))
+    assert "masc 0.50 [0.30, 0.70]" in row and "n=8" in row and "| 0.25 [0.10, 0.40] n=8 |" in row
+    assert "*perceived*" in card and "Full report: report.html" in card
+    assert "Warning" not in card
+
+
+def test_out_path_and_audit(run: Path, tmp_path: Path) -> None:
+    (run / "audit.json").write_text(json.dumps({"checks": {"seeds_unique": True}}))
+    out = write_report(run, tmp_path / "elsewhere.html")
+    assert out == tmp_path / "elsewhere.html" and "seeds_unique" in out.read_text(encoding="utf-8")
+    assert write_model_card(run, tmp_path) == tmp_path / "model_card.md"
+
+
+@pytest.mark.parametrize(("name", "hint"), [("metrics.json", "t2ibias score"), ("spec.json", "t2ibias generate"),
+                                            ("image_labels.parquet", "t2ibias measure")])
+def test_missing_input_is_a_user_error(run: Path, name: str, hint: str) -> None:
+    (run / name).unlink()
+    for writer in (write_report, write_model_card):
+        with pytest.raises(UserError, match=re.escape(name)) as err:
+            writer(run)
+        assert hint in str(err.value) and "\n" not in str(err.value)
+    assert not (run / "report.html").exists()
+
+
+def test_missing_manifest(run: Path) -> None:
+    for f in run.glob("manifest*.jsonl"):
+        f.unlink()
+    with pytest.raises(UserError, match="manifest"):
+        write_report(run)
+
+
+def test_robust_to_odd_inputs(run: Path) -> None:
+    (run / "images" / "k2.png").write_bytes(b"not a png")  # unreadable file
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["rows"].append({"metric": "max_min_ratio", "axis": "gender_presentation", "group_by": "all",
+                            "group": "all", "label": None, "value": 1.25, "ci_low": 1.0, "ci_high": 1.5,
+                            "n": 8, "higher_is_better": False, "note": None})
+    metrics["rows"].append({"metric": "proportion", "axis": "gender_presentation", "group_by": "all",
+                            "group": "all", "label": "masc", "value": None, "ci_low": None, "ci_high": None,
+                            "n": 0, "higher_is_better": None, "note": "no images"})  # replaces the earlier row
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = write_report(run).read_text(encoding="utf-8")
+    assert '<div class="placeholder unreadable">unreadable</div>' in html
+    assert "1.25 [1.00, 1.50] n=8" in html and 'max min ratio <span class="dir">↓' in html
+    assert 'title="no images">—</td>' in html
+    card = write_model_card(run).read_text(encoding="utf-8")
+    assert "masc — (no images)" in card and "max min ratio" in card
