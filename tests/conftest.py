@@ -1,0 +1,22 @@
+"""Shared test setup: everything offline, one user cache per test session (tiny models built once)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def t2ibias_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private user cache for the session, so tests never touch ~/.cache and build tiny models once."""
+    cache = Path(os.environ.get("T2IBIAS_TEST_CACHE") or tmp_path_factory.mktemp("t2ibias-cache"))
+    os.environ["T2IBIAS_CACHE"] = str(cache)
+    return cache
