@@ -26,8 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu or cuda.")]
@@ -66,41 +66,38 @@ def _fmt(row: dict | None, pct: bool = False) -> str:
 
 
 def print_summary(run_dir: Path) -> None:
-    """Per-prompt and overall shares, TV to uniform, with CIs and n."""
-    import pandas as pd
-
+    """One table per attribute: label shares per prompt and overall, TV to uniform with CI and n."""
     from t2ibias.run import read_prompts, read_spec
 
     spec = read_spec(run_dir)
-    doc = json.loads((run_dir / "metrics.json").read_text())
-    rows = doc["rows"]
+    rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
     prompts = read_prompts(run_dir, spec)
-    axes = list(dict.fromkeys(r["axis"] for r in rows))
     index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows}
-    labels = {a: [r["label"] for r in rows if r["metric"] == "proportion" and r["axis"] == a and r["group_by"] == "all"] for a in axes}
-    title = f"{spec['model']['id']} · {len(prompts)} prompts × {spec['n_seeds']} images · classifier {spec['classifier']['id']}"
     if spec.get("model_is_random") or spec["classifier"].get("is_random"):
-        title += "\n[random weights: these numbers are meaningless by construction]"
-    table = Table(title=title, show_lines=False)
-    table.add_column("prompt", overflow="fold", max_width=34)
-    table.add_column("n", justify="right")
-    table.add_column("no person", justify="right")
-    for a in axes:
-        table.add_column(f"{a}: shares (classified/abstain)", overflow="fold")
-        table.add_column(f"{a}: TV to uniform [95% CI]")
-    groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "ALL PROMPTS")]
-    for group_by, group, text in groups:
-        first = index[("proportion", axes[0], group_by, group, "no_person")]
-        cells = [text, str(first["n"]), f"{first['value']:.2f}"]
-        for a in axes:
-            shares = " ".join(
-                f"{lab} {index[('proportion', a, group_by, group, lab)]['value']:.2f}"
-                for lab in labels[a] if lab not in ("no_person", "blocked", "failed")
-            )
-            cells += [shares, _fmt(index.get(("total_variation_uniform", a, group_by, group, None)))]
-        table.add_row(*cells, end_section=group_by == "all")
-    out.print(table)
-    _ = pd  # pandas already imported by read_prompts
+        err.print("[bold yellow]random weights (generator or classifier): every number below is meaningless by construction[/bold yellow]")
+    groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "all prompts")]
+    for axis in dict.fromkeys(r["axis"] for r in rows):
+        all_bins = [r["label"] for r in rows if r["metric"] == "count" and r["axis"] == axis and r["group_by"] == "all"]
+        totals = {b: int(index[("count", axis, "all", "all", b)]["value"]) for b in all_bins}
+        bins = [b for b in all_bins if b not in ("blocked", "failed") or totals[b] > 0]
+        caption = f"{sum(totals.values())} images · " + " · ".join(
+            f"{b.replace('_', ' ')} {totals[b]}" for b in ("abstain", "no_person", "blocked", "failed") if b in totals
+        )
+        table = Table(
+            title=f"{axis} (perceived) · {spec['model']['id']} · {spec['n_seeds']} images per prompt · {spec['classifier']['id']}",
+            caption=caption,
+        )
+        table.add_column("prompt", overflow="fold", max_width=44)
+        table.add_column("n", justify="right")
+        for b in bins:
+            table.add_column(b.replace("_", " "), justify="right")
+        table.add_column("TV to uniform [95% CI]", justify="right")
+        for group_by, group, text in groups:
+            cells = [text, str(index[("count", axis, group_by, group, bins[0])]["n"])]
+            cells += [f"{index[('proportion', axis, group_by, group, b)]['value']:.2f}" for b in bins]
+            cells.append(_fmt(index.get(("total_variation_uniform", axis, group_by, group, None))))
+            table.add_row(*cells, style="bold" if group_by == "all" else None)
+        out.print(table)
 
 
 @app.command()
