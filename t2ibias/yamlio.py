@@ -31,17 +31,23 @@ class LocatedYAML:
         return f"{self.path}:{self.line(*keys)}"
 
 
-def _walk(node: yaml.Node, prefix: Path_, lines: dict[Path_, int]) -> None:
+def _walk(path: Path, node: yaml.Node, prefix: Path_, lines: dict[Path_, int]) -> None:
     lines.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = key_node.value
+            if isinstance(key_node, yaml.ScalarNode):
+                if key in seen:
+                    # PyYAML keeps the last value silently: a repeated template or family would vanish
+                    raise UserError(f"{path}:{key_node.start_mark.line + 1}: duplicate key {key!r} (remove or rename one)")
+                seen.add(key)
             lines[prefix + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, prefix + (key,), lines)
+            _walk(path, value_node, prefix + (key,), lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[prefix + (i,)] = item.start_mark.line + 1
-            _walk(item, prefix + (i,), lines)
+            _walk(path, item, prefix + (i,), lines)
 
 
 def load_located_yaml(path: str | Path) -> LocatedYAML:
@@ -63,5 +69,5 @@ def load_located_yaml(path: str | Path) -> LocatedYAML:
         raise UserError(f"{path}:{line}: invalid YAML: {problem} (fix the syntax on that line)") from None
     lines: dict[Path_, int] = {}
     if node is not None:
-        _walk(node, (), lines)
+        _walk(path, node, (), lines)
     return LocatedYAML(path, data, lines)

@@ -96,7 +96,8 @@ class CLIPAttributeClassifier:
                 device=self.device,
             )
         except RuntimeError as exc:
-            if "Pretrained weights" in str(exc) or "not found" in str(exc).lower():
+            reason = str(exc).lower()
+            if "pretrained" in reason or "not found" in reason or "download" in reason:
                 raise UserError(self._missing(str(exc))) from None
             raise
         except (OSError, ValueError) as exc:

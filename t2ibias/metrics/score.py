@@ -125,7 +125,10 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
             rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group"))
             continue
         value = float(m.fn(classified))
-        ci = percentile_interval(m.fn(reps[:, :n_labels]), CONFIDENCE)
+        lo, hi = percentile_interval(m.fn(reps[:, :n_labels]), CONFIDENCE)
+        # resampling only moves skew away from balance, so at (near) balance the percentile
+        # interval can miss the estimate; widen it to include the estimate
+        ci = (min(lo, value), max(hi, value))
         rows.append(_row(m.name, axis, group_by, group, None, value, ci, n_cls))
     return rows
 
