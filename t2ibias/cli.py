@@ -29,6 +29,7 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
+DEFAULT_CLASSIFIER = "clip-vit-l-14-openai"
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per pipeline / classifier call. Never changes an image.")]
@@ -106,12 +107,13 @@ def sweep(
     prompts: Annotated[list[str], typer.Option("--prompts", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
     seeds: Annotated[int, typer.Option("--seeds", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
     base_seed: Annotated[int, typer.Option("--base-seed", help="Base of every per-image seed.")] = 0,
-    classifier: Annotated[str, typer.Option("--classifier", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file.")] = "tiny-random-clip",
+    classifier: Annotated[Optional[str], typer.Option("--classifier", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an --out holding another run's spec and start over.")] = False,
+    fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.run import SweepRequest, prepare_run
@@ -119,7 +121,11 @@ def sweep(
     if out_dir is None:
         name = Path(model).name if Path(model).exists() else model
         out_dir = Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompts)}"
-    spec = prepare_run(out_dir, SweepRequest(model, list(prompts), seeds, base_seed, classifier, device, limit), force=force)
+    if classifier is None:
+        from t2ibias.generation.spec import resolve_generator_spec
+
+        classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
+    spec = prepare_run(out_dir, SweepRequest(model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching), force=force)
     if spec.get("model_is_random"):
         err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
     _stages(out_dir, device, batch_size)

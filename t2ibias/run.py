@@ -55,6 +55,8 @@ class SweepRequest:
     classifier: str = "tiny-random-clip"
     device: str = "auto"
     limit: int | None = None
+    #: Run the heavy modules image by image so --batch-size never changes pixels (see samplewise.py).
+    batch_invariant: bool = True
 
 
 def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
@@ -74,7 +76,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
     device = resolve_device(req.device)
     dtype = effective_dtype(gspec, device)
     weights = resolve_weights(gspec)
-    gfp = generator_fingerprint(gspec, weights, dtype)
+    gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
     defining = {
         "generator_fingerprint": gfp,
         "prompts": fingerprint([r.to_dict() for r in records]),
@@ -96,6 +98,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
         "base_seed": req.base_seed,
         "classifier": {**cspec.summary(), "fingerprint": cspec.fingerprint()},
         "device": device,
+        "batch_invariant": req.batch_invariant,
         "limit": req.limit,
         "defining": defining,
     }
@@ -211,6 +214,7 @@ def generate_stage(
     prompts = read_prompts(run_dir, spec)
     jobs = image_jobs(spec, prompts)
     store = ImageStore(run_dir)
+    store.remove_temp_files()
     done = store.done_keys(j.key for j in jobs)
     todo = [j for j in jobs if j.key not in done]
     counts = {OK: 0, BLOCKED: 0, FAILED: 0}
@@ -228,7 +232,7 @@ def generate_stage(
                 f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
                 "start a new run with another --out"
             )
-        generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype)
+        generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype, bool(spec.get("batch_invariant", True)))
         generator.load()
         advance = progress(len(todo), len(done)) if progress else (lambda n: None)
         pending: list[Future] = []

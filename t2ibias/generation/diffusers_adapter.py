@@ -99,18 +99,28 @@ def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> Resolve
     return ResolvedWeights(spec.source, commit, f"hub:{spec.source}@{commit}")
 
 
-def generator_fingerprint(spec: GeneratorSpec, weights: ResolvedWeights, dtype: str) -> str:
-    """Identity of everything that shapes pixels: weights, pipeline, dtype, scheduler, call params."""
+def generator_fingerprint(spec: GeneratorSpec, weights: ResolvedWeights, dtype: str, batch_invariant: bool = True) -> str:
+    """Identity of everything that shapes pixels: weights, pipeline, dtype, scheduler, call params,
+    and whether images run sample-wise (batch-invariant) or in batched kernels."""
     return fingerprint(
         {
             "weights": weights.identity,
+            "execution": "samplewise" if batch_invariant else "batched",
             "pipeline": spec.pipeline,
+            "variant": spec.variant,
             "dtype": dtype,
             "scheduler": spec.scheduler,
             "scheduler_config": spec.scheduler_config,
             "params": spec.generation_params(),
         }
     )
+
+
+def dtype_kwarg() -> str:
+    """``dtype`` on diffusers versions that deprecate ``torch_dtype``, else ``torch_dtype``."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
 @dataclass
@@ -123,12 +133,16 @@ class DiffusersGenerator:
     """Loads a pipeline through ``DiffusionPipeline.from_pretrained`` and makes batches of images.
 
     Each image gets its own ``torch.Generator`` (on the CPU, so a seed means the same initial noise
-    on every device), and the heavy modules run sample-wise, so neither the batch size nor the
-    neighbours in a batch change an image.
+    on every device). With ``batch_invariant`` (the default) the heavy modules run sample-wise, so
+    neither the batch size nor the neighbours in a batch change an image: every image is bit for bit
+    the one a batch-of-one call makes. Without it, kernels batch across images (faster on a GPU) and
+    an image's last bits depend on the batch it was made in.
     """
 
-    def __init__(self, spec: GeneratorSpec, weights: ResolvedWeights, device: str, dtype: str) -> None:
+    def __init__(self, spec: GeneratorSpec, weights: ResolvedWeights, device: str, dtype: str, batch_invariant: bool = True) -> None:
         self.spec = spec
+        self.batch_invariant = batch_invariant
+        self._samplewise: Any = None
         self.weights = weights
         self.device = device
         self.dtype = dtype
@@ -139,9 +153,12 @@ class DiffusersGenerator:
         from diffusers import DiffusionPipeline
         from diffusers.utils import logging as dlogging
 
-        dlogging.disable_progress_bar()
-        dlogging.set_verbosity_error()
-        kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, self.dtype)}
+        from transformers.utils import logging as tlogging
+
+        for lib in (dlogging, tlogging):
+            lib.disable_progress_bar()
+            lib.set_verbosity_error()
+        kwargs: dict[str, Any] = {dtype_kwarg(): getattr(torch, self.dtype)}
         if self.weights.revision:
             kwargs["revision"] = self.weights.revision
             if self.spec.variant:
@@ -164,7 +181,8 @@ class DiffusersGenerator:
             log.warning("model %s loaded as %s, configured as %s", self.spec.id, type(pipe).__name__, self.spec.pipeline)
         from t2ibias.generation.samplewise import make_pipeline_samplewise
 
-        make_pipeline_samplewise(pipe)
+        if self.batch_invariant:
+            self._samplewise = make_pipeline_samplewise(pipe)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
 
@@ -174,6 +192,8 @@ class DiffusersGenerator:
         if self.pipe is None:
             self.load()
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        if self._samplewise is not None:
+            self._samplewise.n_images = len(prompts)
         out = self.pipe(
             prompt=prompts,
             generator=generators,

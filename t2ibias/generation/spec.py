@@ -126,8 +126,28 @@ def _spec_for_local_folder(folder: Path) -> GeneratorSpec:
     template = next((GENERATORS.get(n) for n in GENERATORS.names() if GENERATORS.get(n).pipeline == cls and not GENERATORS.get(n).is_tiny), None)
     base = dataclasses.asdict(template) if template else {"pipeline": cls}
     base.update(id=folder.name, source=str(folder.resolve()), pipeline=cls, revision="local", variant=None)
+    size = _native_size(folder)
+    if size:  # the size the folder's denoiser was trained at, not the template's
+        base.update(height=size, width=size)
     base.setdefault("licence", "see the folder's own licence")
     return GeneratorSpec(**base)
+
+
+def _native_size(folder: Path) -> int | None:
+    """Image side the pipeline makes by default: denoiser ``sample_size`` × VAE scale factor."""
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for name in ("unet", "transformer"):
+        try:
+            size = json.loads((folder / name / "config.json").read_text()).get("sample_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size * factor
+    return None
 
 
 def resolve_generator_spec(model: str) -> GeneratorSpec:

@@ -11,8 +11,6 @@ import base64
 import io
 import json
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from PIL import Image
 
 from t2ibias import __version__
 from t2ibias.errors import UserError
+from t2ibias.store.image_store import ImageStore, atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
@@ -151,25 +150,11 @@ def _read_parquet(path: Path, fix: str, columns: tuple[str, ...]) -> pd.DataFram
 
 
 def _read_manifest(run_dir: Path, fix: str) -> tuple[dict[str, dict], int]:
-    files = sorted(run_dir.glob("manifest*.jsonl"))
-    if not files:
+    store = ImageStore(run_dir)
+    if not store.manifest_files():
         raise UserError(f"{run_dir}/manifest*.jsonl: missing (run `{fix}` first)")
-    rows: dict[str, dict] = {}
-    bad = 0
-    for f in files:
-        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(rec, dict) or rec.get("key") in (None, ""):
-                bad += 1
-                continue
-            rows[str(rec["key"])] = rec  # the last line for a key wins
-    return rows, bad
+    rows = store.records()
+    return rows, store.malformed_lines
 
 
 def load_run(run_dir: Path) -> Run:
@@ -356,7 +341,7 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
             for s in spec.get("prompt_sets") or [] if isinstance(s, dict)]
     sections = {
         "Generator": [(k, model.get(k)) for k in MODEL_FIELDS if k in model]
-        + [(k, v) for k, v in model.items() if k not in MODEL_FIELDS]
+        + [(k, v) for k, v in model.items() if k not in MODEL_FIELDS and k != "random_weights"]
         + [("generator fingerprint", spec.get("generator_fingerprint")),
            ("random weights", spec.get("model_is_random"))],
         "Prompts and seeds": sets + [("prompts", n_prompts), ("seeds per prompt", spec.get("n_seeds")),
@@ -454,15 +439,7 @@ _ENV.filters["md"] = _md
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

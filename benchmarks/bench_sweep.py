@@ -1,0 +1,139 @@
+"""Sweep machinery benchmarks: ratios against a baseline run in the same process.
+
+1. generate: images/s of ``generate_stage`` (store, hashing, manifest, sample-wise execution)
+   vs calling the same pipeline directly on the same prompts and seeds, same batch size.
+2. resume: a second ``generate_stage`` on the finished run vs the first run.
+3. demo: wall time of the whole offline demo (`t2ibias sweep --model tiny-random-sd --prompts demo`)
+   in a fresh process with a warm model cache, install excluded.
+
+    python benchmarks/bench_sweep.py [--model tiny-random-sd] [--seeds 8] [--batch-size 4] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny-random-sd")
+    ap.add_argument("--prompts", default="demo")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-demo", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from t2ibias.generation.diffusers_adapter import DiffusersGenerator, resolve_device
+    from t2ibias.generation.spec import GeneratorSpec
+    from t2ibias.run import SweepRequest, generate_stage, image_jobs, prepare_run, read_prompts
+
+    work = Path(tempfile.mkdtemp(prefix="t2ibias-bench-"))
+    device = resolve_device(args.device)
+    req = SweepRequest(args.model, [args.prompts], args.seeds, 0, "tiny-random-clip", device)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""))
+
+    # Baseline: the same pipeline, called directly (plain batched call, as a user would).
+    probe = work / "probe"
+    spec = prepare_run(probe, req)
+    jobs = image_jobs(spec, read_prompts(probe, spec))
+    gspec = GeneratorSpec(**spec["model"])
+    from t2ibias.generation.diffusers_adapter import dtype_kwarg, resolve_weights
+    from diffusers import DiffusionPipeline
+
+    weights = resolve_weights(gspec)
+    kw = {dtype_kwarg(): getattr(torch, gspec.dtype)}
+    if weights.revision:
+        kw["revision"] = weights.revision
+    pipe = DiffusionPipeline.from_pretrained(weights.load_from, **kw).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    import diffusers.utils.logging as dlogging
+
+    dlogging.disable_progress_bar()
+
+    def direct(pipe=pipe, sw=None, batch: int | None = None) -> float:
+        size = batch or args.batch_size
+        t0 = time.perf_counter()
+        for i in range(0, len(jobs), size):
+            batch = jobs[i : i + size]
+            if sw is not None:
+                sw.n_images = len(batch)
+            pipe(prompt=[j.text for j in batch], generator=[torch.Generator("cpu").manual_seed(j.seed) for j in batch],
+                 num_inference_steps=gspec.steps, guidance_scale=gspec.guidance, height=gspec.height, width=gspec.width,
+                 output_type="pil", **gspec.call_kwargs)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def ours(i: int, batch_invariant: bool = True) -> tuple[float, float]:
+        run = work / f"run{i}-{batch_invariant}"
+        prepare_run(run, dataclasses.replace(req, batch_invariant=batch_invariant))
+        t0 = time.perf_counter()
+        generate_stage(run, device=device, batch_size=args.batch_size)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        again = generate_stage(run, device=device, batch_size=args.batch_size)
+        resume = time.perf_counter() - t0
+        assert again.generated == 0
+        return first, resume
+
+    direct()  # warm-up (kernels, allocator)
+    gen = DiffusersGenerator(gspec, weights, device, gspec.dtype)
+    gen.load()  # warm the adapter's own loading path once too
+    from t2ibias.generation.samplewise import make_pipeline_samplewise
+
+    sw_pipe = DiffusionPipeline.from_pretrained(weights.load_from, **kw).to(device)
+    sw_pipe.set_progress_bar_config(disable=True)
+    sw = make_pipeline_samplewise(sw_pipe)
+    d_times, one_times, s_times, o_times, f_times, r_times = [], [], [], [], [], []
+    for i in range(args.repeats):
+        d_times.append(direct())
+        one_times.append(direct(batch=1))
+        s_times.append(direct(sw_pipe, sw))
+        first, resume = ours(i)
+        o_times.append(first)
+        r_times.append(resume)
+        f_times.append(ours(i, batch_invariant=False)[0])
+    n = len(jobs)
+    d, one, sw, o, f, r = min(d_times), min(one_times), min(s_times), min(o_times), min(f_times), min(r_times)
+    print(f"images per run: {n} ({args.model}, batch {args.batch_size}); best of {args.repeats}")
+    print(f"direct pipeline calls : {d:8.3f} s  ({n / d:7.2f} images/s)")
+    print(f"direct, one per call  : {one:8.3f} s  ({n / one:7.2f} images/s)  (the plain way to batch-invariant images)")
+    print(f"direct, sample-wise   : {sw:8.3f} s  ({n / sw:7.2f} images/s)  (same pipeline, batch-invariant execution)")
+    print(f"t2ibias generate      : {o:8.3f} s  ({n / o:7.2f} images/s)  (includes model load, PNG, hashing, manifest)")
+    print(f"t2ibias generate --fast-batching: {f:8.3f} s  ({n / f:7.2f} images/s)")
+    print(f"  ratio generate/direct          : {o / d:6.3f}x   (aim <= 1.1)")
+    print(f"  ratio generate/direct one per call: {o / one:6.3f}x")
+    print(f"  ratio generate --fast-batching/direct: {f / d:6.3f}x   (aim <= 1.1)")
+    print(f"  ratio generate/direct sample-wise: {o / sw:6.3f}x   (store + bookkeeping alone)")
+    print(f"resume of the finished run       : {r:8.3f} s")
+    print(f"  ratio resume/first run         : {100 * r / o:6.2f} %  (aim <= 2 %)")
+
+    if not args.skip_demo:
+        demo_out = work / "demo"
+        cmd = [sys.executable, "-m", "t2ibias.cli", "sweep", "--model", "tiny-random-sd", "--prompts", "demo", "--out", str(demo_out)]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        demo = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        demo_again = time.perf_counter() - t0
+        print(f"demo end to end (fresh process, warm model cache): {demo:6.1f} s   (aim < 90 s)")
+        print(f"demo again on the finished run (resume)          : {demo_again:6.1f} s")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
