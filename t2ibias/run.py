@@ -77,6 +77,9 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
     dtype = effective_dtype(gspec, device)
     weights = resolve_weights(gspec)
     gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
+    from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+
+    ensure_classifier_weights(cspec)
     defining = {
         "generator_fingerprint": gfp,
         "prompts": fingerprint([r.to_dict() for r in records]),

@@ -535,3 +535,20 @@ def test_another_classifier_measures_again_and_keeps_old_rows(measured, tmp_path
     pd.testing.assert_frame_equal(old, before.reset_index(drop=True))
     assert measure_stage(run, device="cpu", classifier=str(path))["measured"] == 0
     assert measure_stage(run, device="cpu")["measured"] == 0
+
+
+def test_classifier_weights_are_checked_before_a_sweep_generates(tmp_path, monkeypatch):
+    """Missing CLIP weights stop the sweep up front with one line, not after hours of generation."""
+    from t2ibias.measure.classifier_spec import CLASSIFIERS
+    from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    real = CLASSIFIERS.get("clip-vit-b-32-openai")
+    with pytest.raises(UserError, match="clip-vit-b-32-openai.*local .pt/.safetensors"):
+        ensure_classifier_weights(real)
+    with pytest.raises(UserError, match="not found.*pretrained:"):
+        ensure_classifier_weights(dataclasses.replace(real, pretrained=str(tmp_path / "missing.pt")))
+    with pytest.raises(UserError, match="no pretrained tag 'nonsense'"):
+        ensure_classifier_weights(dataclasses.replace(real, pretrained="nonsense"))
+    ensure_classifier_weights(CLASSIFIERS.get("tiny-random-clip"))  # built locally: nothing to fetch

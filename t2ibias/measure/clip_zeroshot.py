@@ -64,6 +64,34 @@ def tiny_clip_checkpoint(spec: ClassifierSpec) -> Path:
     return target
 
 
+def ensure_classifier_weights(spec: ClassifierSpec) -> None:
+    """Find (or fetch) a classifier's weights now, so a sweep fails before generating, not after.
+
+    A local checkpoint must exist; an open_clip pretrained tag is looked up in the local cache and
+    downloaded if missing (open_clip's own download, into the Hugging Face cache).
+    """
+    pretrained = spec.pretrained
+    if pretrained in (None, TINY_PRETRAINED):
+        return
+    path = Path(pretrained).expanduser()
+    if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained:
+        if not path.is_file():
+            raise UserError(f"classifier {spec.id!r}: checkpoint {pretrained} not found (fix `pretrained:` in {spec.path})")
+        return
+    import open_clip.pretrained as ocp
+
+    cfg = ocp.get_pretrained_cfg(spec.arch, pretrained)
+    if not cfg:
+        raise UserError(
+            f"classifier {spec.id!r}: open_clip has no pretrained tag {pretrained!r} for {spec.arch} "
+            f"(fix `pretrained:` in {spec.path}; open_clip.list_pretrained() lists them)"
+        )
+    try:
+        ocp.download_pretrained(cfg)
+    except Exception as exc:  # network and hub errors come in many types
+        raise UserError(CLIPAttributeClassifier(spec)._missing(str(exc))) from None
+
+
 class CLIPAttributeClassifier:
     """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`."""
 
