@@ -31,8 +31,8 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 DEFAULT_CLASSIFIER = "clip-vit-l-14-openai"
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when one is visible), cpu or cuda.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per pipeline / classifier call. Never changes an image.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (a GPU when one is visible), cpu or cuda.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per pipeline / classifier call. Never changes an image (unless --fast-batching).")]
 
 
 class Kind(str, Enum):
@@ -103,15 +103,15 @@ def print_summary(run_dir: Path) -> None:
 
 @app.command()
 def sweep(
-    model: Annotated[str, typer.Option("--model", help="Generator id (`t2ibias ls models`), a generator YAML file, or a local diffusers folder.")],
-    prompts: Annotated[list[str], typer.Option("--prompts", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
-    seeds: Annotated[int, typer.Option("--seeds", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
-    base_seed: Annotated[int, typer.Option("--base-seed", help="Base of every per-image seed.")] = 0,
-    classifier: Annotated[Optional[str], typer.Option("--classifier", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
+    model: Annotated[str, typer.Option("--model", metavar="ID|FOLDER", help="Generator id (`t2ibias ls models`), a generator YAML file, or a local diffusers folder.")],
+    prompts: Annotated[list[str], typer.Option("--prompts", metavar="SET", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
+    seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
+    base_seed: Annotated[int, typer.Option("--base-seed", metavar="N", help="Base of every per-image seed.")] = 0,
+    classifier: Annotated[Optional[str], typer.Option("--classifier", metavar="ID", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an --out holding another run's spec and start over.")] = False,
     fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
 ) -> None:
@@ -135,8 +135,9 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import score_stage
     from t2ibias.report.html import write_model_card, write_report
-    from t2ibias.run import generate_stage
+    from t2ibias.run import generate_stage, read_spec
 
+    read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
     if only in (None, "generate"):
         with _progress("generate") as bar:
             g = generate_stage(run_dir, device=device, batch_size=batch_size, progress=bar)
