@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from t2ibias.errors import UserError
 from t2ibias.paths import prompts_dir
-from t2ibias.registry import Registry
+from t2ibias.prompts.interventions import AXES, INTERVENTIONS, SubjectContext
+from t2ibias.registry import Registry, did_you_mean
 from t2ibias.yamlio import LocatedYAML, load_located_yaml
 
-SET_KEYS = {"id", "version", "description", "provenance", "families"}
-FAMILY_KEYS = {"templates", "subjects"}
-#: Interventions appended to the base text; the prompt-bank issue adds the fact-augmented ones.
-INTERVENTIONS = {"none": ""}
-PLACEHOLDERS = {"subject", "article"}
+SET_KEYS = {"id", "version", "description", "provenance", "families", "interventions", "axis"}
+FAMILY_KEYS = {"templates", "subjects", "places", "reference_table", "axis"}
+SUBJECT_KEYS = {"subject", "reference", "facts", "sources", "note"}
+PLACEHOLDERS = {"subject", "article", "in_place"}
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,23 @@ class PromptRecord:
     template_id: str
     intervention: str
     text: str
+    #: Country or region of a geographic variant; None for the location-neutral prompt.
+    place: str | None = None
+    #: Key of the subject's row in its reference table (e.g. a BLS occupation), or None.
+    reference: str | None = None
+    reference_table: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Subject:
+    subject: str
+    reference: str | None = None
+    facts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,8 @@ class PromptSet:
     families: dict[str, dict[str, Any]]
     path: Path
     sha256: str
+    interventions: tuple[str, ...] = ("none",)
+    axis: str = "gender_race"
 
     @property
     def n_subjects(self) -> int:
@@ -74,10 +90,37 @@ def _check_template(doc: LocatedYAML, family: str, tid: str, text: Any) -> None:
     unknown = names - PLACEHOLDERS
     if unknown:
         raise UserError(
-            f"{where}: template {tid!r} uses unknown placeholder {{{sorted(unknown)[0]}}} (allowed: {{subject}}, {{article}})"
+            f"{where}: template {tid!r} uses unknown placeholder {{{sorted(unknown)[0]}}} "
+            "(allowed: {subject}, {article}, {in_place})"
         )
     if "subject" not in names:
         raise UserError(f"{where}: template {tid!r} has no {{subject}} placeholder (add one)")
+
+
+def _check_subject(doc: LocatedYAML, family: str, i: int, raw: Any) -> Subject:
+    where = doc.where("families", family, "subjects", i)
+    if isinstance(raw, str):
+        raw = {"subject": raw}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: a subject is a string or a mapping with `subject:` (and reference, facts, sources, note)")
+    for key in raw:
+        if key not in SUBJECT_KEYS:
+            raise UserError(f"{doc.where('families', family, 'subjects', i, key)}: unknown key {key!r} (allowed: {', '.join(sorted(SUBJECT_KEYS))})")
+    name = raw.get("subject")
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{where}: subject must be a non-empty string")
+    facts = raw.get("facts") or {}
+    if not isinstance(facts, dict) or any(
+        axis not in ("gender", "race") or not isinstance(f, dict) or set(f) - {"dominant", "present"} for axis, f in facts.items()
+    ):
+        raise UserError(f"{doc.where('families', family, 'subjects', i, 'facts')}: facts map gender/race to {{dominant: [...], present: [...]}}")
+    return Subject(
+        subject=name,
+        reference=None if raw.get("reference") is None else str(raw["reference"]),
+        facts={a: {k: list(v) for k, v in f.items()} for a, f in facts.items()},
+        sources=tuple(raw.get("sources") or ()),
+        note=str(raw.get("note") or ""),
+    )
 
 
 def load_prompt_set(path: str | Path) -> PromptSet:
@@ -97,7 +140,7 @@ def load_prompt_set(path: str | Path) -> PromptSet:
         raise UserError(f"{doc.where('id')}: id {data['id']!r} differs from the file name {path.stem!r} (rename one)")
     if not isinstance(data["version"], int) or data["version"] < 1:
         raise UserError(f"{doc.where('version')}: version must be a positive integer")
-    families = data["families"]
+    families = dict(data["families"]) if isinstance(data["families"], dict) else data["families"]
     if not isinstance(families, dict) or not families:
         raise UserError(f"{doc.where('families')}: families must be a non-empty mapping of family name → templates, subjects")
     for name, fam in families.items():
@@ -105,7 +148,14 @@ def load_prompt_set(path: str | Path) -> PromptSet:
             raise UserError(f"{doc.where('families', name)}: family {name!r} must be a mapping with templates and subjects")
         for key in fam:
             if key not in FAMILY_KEYS:
-                raise UserError(f"{doc.where('families', name, key)}: unknown key {key!r} (allowed: templates, subjects)")
+                raise UserError(f"{doc.where('families', name, key)}: unknown key {key!r} (allowed: {', '.join(sorted(FAMILY_KEYS))})")
+        places = fam.get("places") or []
+        if not isinstance(places, list) or not all(isinstance(p, str) and p.strip() for p in places) or len(set(places)) != len(places):
+            raise UserError(f"{doc.where('families', name, 'places')}: places must be a list of distinct place names")
+        if places and not any("in_place" in str(t) for t in (fam.get("templates") or {}).values()):
+            raise UserError(f"{doc.where('families', name, 'places')}: family {name!r} has places but no template uses {{in_place}} (add it)")
+        if fam.get("axis", data.get("axis", "gender_race")) not in AXES:
+            raise UserError(f"{doc.where('families', name, 'axis')}: axis must be one of {', '.join(AXES)}")
         templates, subjects = fam.get("templates"), fam.get("subjects")
         if not isinstance(templates, dict) or not templates:
             raise UserError(f"{doc.where('families', name)}: family {name!r} needs a non-empty `templates:` mapping (id: text)")
@@ -114,12 +164,22 @@ def load_prompt_set(path: str | Path) -> PromptSet:
         if not isinstance(subjects, list) or not subjects:
             raise UserError(f"{doc.where('families', name)}: family {name!r} needs a non-empty `subjects:` list")
         seen: set[str] = set()
-        for i, subject in enumerate(subjects):
-            if not isinstance(subject, str) or not subject.strip():
-                raise UserError(f"{doc.where('families', name, 'subjects', i)}: subject must be a non-empty string")
-            if subject in seen:
-                raise UserError(f"{doc.where('families', name, 'subjects', i)}: duplicate subject {subject!r} (remove one)")
-            seen.add(subject)
+        parsed = []
+        for i, raw in enumerate(subjects):
+            subject = _check_subject(doc, name, i, raw)
+            if subject.subject in seen:
+                raise UserError(f"{doc.where('families', name, 'subjects', i)}: duplicate subject {subject.subject!r} (remove one)")
+            seen.add(subject.subject)
+            parsed.append(subject)
+        families[name] = {**fam, "subjects": parsed, "places": places}
+    interventions = data.get("interventions", ["none"])
+    if not isinstance(interventions, list) or not interventions:
+        raise UserError(f"{doc.where('interventions')}: interventions must be a non-empty list (e.g. [none, diversity_diverse])")
+    for i, name in enumerate(interventions):
+        if name not in INTERVENTIONS:
+            raise UserError(f"{doc.where('interventions', i)}: unknown intervention {name!r} ({did_you_mean(str(name), list(INTERVENTIONS))})")
+    if data.get("axis", "gender_race") not in AXES:
+        raise UserError(f"{doc.where('axis')}: axis must be one of {', '.join(AXES)}")
     raw = path.read_bytes()
     return PromptSet(
         id=data["id"],
@@ -129,30 +189,46 @@ def load_prompt_set(path: str | Path) -> PromptSet:
         families=families,
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
+        interventions=tuple(interventions),
+        axis=str(data.get("axis", "gender_race")),
     )
 
 
-def expand(pset: PromptSet, interventions: tuple[str, ...] = ("none",)) -> list[PromptRecord]:
-    """All records of a set, in file order: family → subject → template → intervention."""
+def expand(pset: PromptSet, interventions: tuple[str, ...] | None = None) -> list[PromptRecord]:
+    """All records of a set, in file order: family → subject → place → template → intervention.
+
+    Each subject gets its location-neutral prompt and one per place of its family. An
+    intervention that does not apply to a subject (``fai_oracle`` without gold facts) adds no record.
+    """
     records = []
     for family, fam in pset.families.items():
-        for subject in fam["subjects"]:
-            for tid, template in fam["templates"].items():
-                base = template.format(subject=subject, article=_article(subject))
-                for intervention in interventions:
-                    text = base + INTERVENTIONS[intervention]
-                    records.append(
-                        PromptRecord(
-                            prompt_id=_prompt_id(family, subject, intervention, text),
-                            set_id=pset.id,
-                            set_version=pset.version,
-                            family=family,
-                            subject=subject,
-                            template_id=tid,
-                            intervention=intervention,
-                            text=text,
+        axis = fam.get("axis", pset.axis)
+        for subj in fam["subjects"]:
+            ctx = SubjectContext(subj.subject, _article(subj.subject), axis, subj.facts)
+            for place in [None, *fam.get("places", [])]:
+                for tid, template in fam["templates"].items():
+                    if place is not None and "in_place" not in template:
+                        continue
+                    base = template.format(subject=subj.subject, article=ctx.article, in_place=f" in {place}" if place else "")
+                    for intervention in interventions or pset.interventions:
+                        text = INTERVENTIONS[intervention](base, ctx)
+                        if text is None:
+                            continue
+                        records.append(
+                            PromptRecord(
+                                prompt_id=_prompt_id(family, subj.subject, intervention, text),
+                                set_id=pset.id,
+                                set_version=pset.version,
+                                family=family,
+                                subject=subj.subject,
+                                template_id=tid,
+                                intervention=intervention,
+                                text=text,
+                                place=place,
+                                reference=subj.reference,
+                                reference_table=fam.get("reference_table"),
+                            )
                         )
-                    )
     return records
 
 

@@ -1,0 +1,92 @@
+"""Interventions: ways of rewriting a base prompt, recorded on every prompt record.
+
+- ``none``: the base prompt.
+- ``diversity_irrespective``: ENTIGEN's ethical intervention as used by DoFaiR (form 1):
+  ``<base without final ".">, if all individuals can be <a subject> irrespective of their <axis>.``
+- ``diversity_diverse``: DoFaiR form 2: ``<base> from diverse <axis> groups.``
+- ``fai_oracle``: the subject's gold facts rendered into an instruction (an upper bound for
+  fact-augmented interventions); subjects without facts get no record.
+
+Wordings by axis follow DoFaiR (Wan et al., EMNLP 2024): "genders" / "skin color or races".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+AXES = ("gender", "race", "gender_race")
+_IRRESPECTIVE = {"gender": "their genders", "race": "their skin color or races", "gender_race": "their genders, skin color or races"}
+_DIVERSE = {"gender": "diverse gender groups", "race": "diverse racial groups", "gender_race": "diverse gender and racial groups"}
+
+
+@dataclass(frozen=True)
+class SubjectContext:
+    """What an intervention may use about the subject of a prompt."""
+
+    subject: str
+    article: str
+    axis: str = "gender_race"
+    #: Gold facts per axis: {"race": {"dominant": [...], "present": [...]}}.
+    facts: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Intervention = Callable[[str, SubjectContext], "str | None"]
+
+
+def _strip_period(text: str) -> str:
+    return text.rstrip().rstrip(".")
+
+
+def _none(base: str, ctx: SubjectContext) -> str:
+    return base
+
+
+def _irrespective(base: str, ctx: SubjectContext) -> str:
+    return f"{_strip_period(base)}, if all individuals can be {ctx.article} {ctx.subject} irrespective of {_IRRESPECTIVE[ctx.axis]}."
+
+
+def _diverse(base: str, ctx: SubjectContext) -> str:
+    return f"{_strip_period(base)} from {_DIVERSE[ctx.axis]}."
+
+
+def _join(items: list[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def render_facts(facts: Mapping[str, Mapping[str, list[str]]], axes: tuple[str, ...]) -> str | None:
+    """Gold facts as an instruction, e.g. "Most of them were White; Black and Indian people were also present." """
+    parts = []
+    for axis in axes:
+        f = facts.get(axis)
+        if not f:
+            continue
+        dominant = list(f.get("dominant") or [])
+        others = [g for g in f.get("present") or [] if g not in dominant]
+        sentence = f"Most of them were {_join(dominant)}" if dominant else ""
+        if others:
+            sentence += ("; " if sentence else "") + f"{_join(others)} people were also present"
+        if sentence:
+            parts.append(sentence + ".")
+    return " ".join(parts) or None
+
+
+def _oracle(base: str, ctx: SubjectContext) -> str | None:
+    axes = ("gender", "race") if ctx.axis == "gender_race" else (ctx.axis,)
+    facts = render_facts(ctx.facts, axes)
+    if facts is None:
+        return None
+    return f"{_strip_period(base)}. {facts}"
+
+
+INTERVENTIONS: dict[str, Intervention] = {
+    "none": _none,
+    "diversity_irrespective": _irrespective,
+    "diversity_diverse": _diverse,
+    "fai_oracle": _oracle,
+}
