@@ -80,7 +80,7 @@ def test_demo_set_expands_into_ten_records_in_file_order():
         assert r.set_id == "demo" and r.set_version == 1 and r.intervention == "none"
         assert r.subject in r.text and "{" not in r.text
         assert re.fullmatch(r"[0-9a-f]{12}", r.prompt_id)
-            assert set(r.to_dict()) == {"prompt_id", "set_id", "set_version", "family", "subject", "template_id", "intervention", "text", "place", "reference", "reference_table"}
+        assert set(r.to_dict()) == {"prompt_id", "set_id", "set_version", "family", "subject", "template_id", "intervention", "text", "place", "reference", "reference_table"}
 
 
 def test_demo_prompt_ids_are_stable():
