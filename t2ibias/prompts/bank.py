@@ -52,6 +52,8 @@ class Subject:
     facts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     note: str = ""
+    #: Computed per subject, not read from YAML: e.g. ``irrespective_who``, ``fai_vk``, ``fai_rk`` texts.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def expand(pset: PromptSet, interventions: tuple[str, ...] | None = None) -> lis
     for family, fam in pset.families.items():
         axis = fam.get("axis", pset.axis)
         for subj in fam["subjects"]:
-            ctx = SubjectContext(subj.subject, _article(subj.subject), axis, subj.facts)
+            ctx = SubjectContext(subj.subject, _article(subj.subject), axis, subj.facts, subj.extra)
             for place in [None, *fam.get("places", [])]:
                 for tid, template in fam["templates"].items():
                     if place is not None and "in_place" not in template:

@@ -6,6 +6,9 @@
 - ``diversity_diverse``: DoFaiR form 2: ``<base> from diverse <axis> groups.``
 - ``fai_oracle``: the subject's gold facts rendered into an instruction (an upper bound for
   fact-augmented interventions); subjects without facts get no record.
+- ``fai_vk`` / ``fai_rk``: fact-augmented prompts whose text was computed before expansion
+  (verbalized knowledge from an LLM, or retrieved documents summarised by one) and stored in the
+  subject's ``extra``; subjects without one get no record.
 
 Wordings by axis follow DoFaiR (Wan et al., EMNLP 2024): "genders" / "skin color or races".
 """
@@ -45,7 +48,8 @@ def _none(base: str, ctx: SubjectContext) -> str:
 
 
 def _irrespective(base: str, ctx: SubjectContext) -> str:
-    return f"{_strip_period(base)}, if all individuals can be {ctx.article} {ctx.subject} irrespective of {_IRRESPECTIVE[ctx.axis]}."
+    who = ctx.extra.get("irrespective_who") or f"{ctx.article} {ctx.subject}"  # DoFaiR: "a {group}"
+    return f"{_strip_period(base)}, if all individuals can be {who} irrespective of {_IRRESPECTIVE[ctx.axis]}."
 
 
 def _diverse(base: str, ctx: SubjectContext) -> str:
@@ -84,9 +88,22 @@ def _oracle(base: str, ctx: SubjectContext) -> str | None:
     return f"{_strip_period(base)}. {facts}"
 
 
+def _from_extra(name: str) -> Intervention:
+    """An intervention whose full text was computed beforehand into ``ctx.extra[name]``
+    (fact-augmented prompts from an LLM or from retrieval); subjects without it get no record."""
+
+    def apply(base: str, ctx: SubjectContext) -> str | None:
+        text = ctx.extra.get(name)
+        return None if not text else str(text)
+
+    return apply
+
+
 INTERVENTIONS: dict[str, Intervention] = {
     "none": _none,
     "diversity_irrespective": _irrespective,
     "diversity_diverse": _diverse,
     "fai_oracle": _oracle,
+    "fai_vk": _from_extra("fai_vk"),
+    "fai_rk": _from_extra("fai_rk"),
 }
