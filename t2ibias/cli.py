@@ -126,6 +126,8 @@ def sweep(
 
         classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
     spec = prepare_run(out_dir, SweepRequest(model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching), force=force)
+    if spec.get("prompt_truncation"):
+        err.print(f"[yellow]warning: {spec['prompt_truncation']}[/yellow]", highlight=False)
     if spec.get("model_is_random"):
         err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
     _stages(out_dir, device, batch_size)

@@ -35,6 +35,7 @@ from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_wr
 
 SPEC_FILE = "spec.json"
 PROMPTS_FILE = "prompts.parquet"
+TOKENS_FILE = "prompt_tokens.parquet"
 DEFAULT_BASE_SEED = 0
 
 Progress = Callable[[int], None]
@@ -59,7 +60,7 @@ class SweepRequest:
     batch_invariant: bool = True
 
 
-def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
+def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], str]:
     """Resolve ids (model weights included) into the run spec and the prompt records."""
     from t2ibias.measure.classifier_spec import resolve_classifier_spec
 
@@ -105,7 +106,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord]]:
         "limit": req.limit,
         "defining": defining,
     }
-    return spec, records
+    return spec, records, weights.folder
 
 
 def read_spec(run_dir: Path) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFr
 
 def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[str, Any]:
     """Write (or check) ``spec.json`` and ``prompts.parquet``; refuse a directory of another spec."""
-    spec, records = build_spec(req)
+    spec, records, weights_folder = build_spec(req)
     spec_path = run_dir / SPEC_FILE
     if spec_path.exists():
         old = read_spec(run_dir)
@@ -153,12 +154,25 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
         raise UserError(f"--out {run_dir}: exists and is not a t2ibias run (choose an empty or new directory)")
     elif force and run_dir.exists():
         shutil.rmtree(run_dir)
+    prompts = pd.DataFrame([r.to_dict() for r in records])
+    tokens = None
+    if weights_folder:
+        from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
+
+        tokens = count_prompt_tokens(weights_folder, prompts, spec["model"].get("call_kwargs", {}).get("max_sequence_length"))
+        spec["prompt_truncation"] = truncation_summary(tokens)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_path, json.dumps(spec, indent=2) + "\n")
-    buf = io.BytesIO()
-    pd.DataFrame([r.to_dict() for r in records]).to_parquet(buf, index=False)
-    atomic_write_bytes(run_dir / PROMPTS_FILE, buf.getvalue())
+    _write_parquet(run_dir / PROMPTS_FILE, prompts)
+    if tokens is not None:
+        _write_parquet(run_dir / TOKENS_FILE, tokens)
     return spec
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass(frozen=True)

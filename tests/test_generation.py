@@ -148,7 +148,7 @@ def test_generator_fingerprint_changes_with_what_shapes_pixels_only():
 
 
 def keys(req: SweepRequest, prompts: pd.DataFrame | None = None) -> list[str]:
-    spec, records = build_spec(req)
+    spec, records, _ = build_spec(req)
     frame = prompts if prompts is not None else pd.DataFrame([r.to_dict() for r in records])
     if spec["limit"]:
         frame = frame.head(spec["limit"])
@@ -166,7 +166,7 @@ def test_image_keys_follow_the_spec_only_where_pixels_change(t2ibias_cache):
     assert set(keys(request(base_seed=1))).isdisjoint(base)  # other seeds
     assert set(keys(request("tiny-random-sdxl"))).isdisjoint(base)  # other weights and params
 
-    spec, records = build_spec(request())
+    spec, records, _ = build_spec(request())
     frame = pd.DataFrame([r.to_dict() for r in records]).head(2)
     edited = frame.copy()
     edited.loc[1, "text"] = edited.loc[1, "text"] + ", studio lighting"

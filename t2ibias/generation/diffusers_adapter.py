@@ -25,6 +25,8 @@ class ResolvedWeights:
     load_from: str  # a local folder, or a hub id (then ``revision`` is a commit)
     revision: str | None
     identity: str  # e.g. "hub:owner/name@<commit>", "local:<hash>", "tiny:tiny-random-sd-v1"
+    #: The folder on this machine holding the files (the hub snapshot for hub models).
+    folder: str = ""
 
 
 def resolve_device(device: str) -> str:
@@ -76,10 +78,10 @@ def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> Resolve
         if name not in TINY_BUILDERS:
             raise UserError(f"model {spec.id!r}: unknown tiny model {name!r} (one of {', '.join(TINY_BUILDERS)})")
         folder = tiny_model_dir(name)
-        return ResolvedWeights(str(folder), None, f"tiny:{name}-v{TINY_BUILD_VERSION}")
+        return ResolvedWeights(str(folder), None, f"tiny:{name}-v{TINY_BUILD_VERSION}", str(folder))
     local = Path(spec.source).expanduser()
     if local.is_dir():
-        return ResolvedWeights(str(local.resolve()), None, f"local:{_folder_identity(local)}")
+        return ResolvedWeights(str(local.resolve()), None, f"local:{_folder_identity(local)}", str(local.resolve()))
     from diffusers import DiffusionPipeline
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not allow_download
@@ -96,7 +98,7 @@ def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> Resolve
     except Exception as exc:  # hub errors come in many types (OSError, HTTP errors, EntryNotFound)
         raise UserError(_missing_weights_message(spec, str(exc))) from None
     commit = Path(folder).name if _SHA.match(Path(folder).name) else spec.revision
-    return ResolvedWeights(spec.source, commit, f"hub:{spec.source}@{commit}")
+    return ResolvedWeights(spec.source, commit, f"hub:{spec.source}@{commit}", str(folder))
 
 
 def generator_fingerprint(spec: GeneratorSpec, weights: ResolvedWeights, dtype: str, batch_invariant: bool = True) -> str:
