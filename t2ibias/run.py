@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -31,7 +31,7 @@ from t2ibias.generation.diffusers_adapter import (
 )
 from t2ibias.generation.spec import GeneratorSpec, resolve_generator_spec
 from t2ibias.prompts.bank import PromptRecord, expand, resolve_prompt_set
-from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text, image_key, image_seed
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text, image_keys, image_seeds
 
 SPEC_FILE = "spec.json"
 PROMPTS_FILE = "prompts.parquet"
@@ -175,8 +175,9 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-@dataclass(frozen=True)
-class ImageJob:
+class ImageJob(NamedTuple):
+    """One image of a run (a tuple: cheap to make by the hundred thousand)."""
+
     key: str
     prompt_id: str
     text: str
@@ -188,11 +189,13 @@ def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
     """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec."""
     gfp = spec["generator_fingerprint"]
     params = GeneratorSpec(**{k: v for k, v in spec["model"].items()}).generation_params()
+    indices = list(range(int(spec["n_seeds"])))
+    base_seed = int(spec["base_seed"])
     jobs = []
-    for row in prompts.itertuples(index=False):
-        for index in range(int(spec["n_seeds"])):
-            seed = image_seed(int(spec["base_seed"]), row.prompt_id, index)
-            jobs.append(ImageJob(image_key(gfp, row.text, seed, params), row.prompt_id, row.text, index, seed))
+    for pid, text in zip(prompts["prompt_id"], prompts["text"]):
+        seeds = image_seeds(base_seed, pid, indices)
+        keys = image_keys(gfp, text, seeds, params)
+        jobs.extend(ImageJob(k, pid, text, i, s) for k, i, s in zip(keys, indices, seeds))
     return jobs
 
 

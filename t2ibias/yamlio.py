@@ -10,6 +10,7 @@ import yaml
 from t2ibias.errors import UserError
 
 Path_ = tuple[Any, ...]
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 
 
 class LocatedYAML:
@@ -60,8 +61,12 @@ def load_located_yaml(path: str | Path) -> LocatedYAML:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read file ({exc})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _Loader(text)  # parse once: the node tree gives lines, the same tree gives data
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -33,14 +33,38 @@ OK, BLOCKED, FAILED = "ok", "blocked", "failed"
 
 def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
     """The seed of image ``index`` of a prompt: independent of batch size, order and device count."""
-    digest = hashlib.sha256(f"{base_seed}/{prompt_id}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+    return image_seeds(base_seed, prompt_id, [index])[0]
+
+
+def image_seeds(base_seed: int, prompt_id: str, indices: list[int]) -> list[int]:
+    """:func:`image_seed` for many indices of one prompt."""
+    base = hashlib.sha256(f"{base_seed}/{prompt_id}/".encode())
+    seeds = []
+    for index in indices:
+        h = base.copy()
+        h.update(str(index).encode())
+        seeds.append(int.from_bytes(h.digest()[:8], "big") & (2**63 - 1))
+    return seeds
 
 
 def image_key(generator_fingerprint: str, prompt_text: str, seed: int, params: dict[str, Any]) -> str:
-    """Content key of one image: changes whenever anything that shapes its pixels changes."""
-    payload = canonical_json({"g": generator_fingerprint, "p": prompt_text, "s": seed, "params": params})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+    """Content key of one image: changes whenever anything that shapes its pixels changes.
+
+    The sha256 of ``canonical_json({"g": generator, "p": prompt text, "params": params, "s": seed})``.
+    """
+    return image_keys(generator_fingerprint, prompt_text, [seed], params)[0]
+
+
+def image_keys(generator_fingerprint: str, prompt_text: str, seeds: list[int], params: dict[str, Any]) -> list[str]:
+    """:func:`image_key` for many seeds of one prompt, serializing the shared part once."""
+    head = canonical_json({"g": generator_fingerprint, "p": prompt_text, "params": params})[:-1] + ',"s":'
+    base = hashlib.sha256(head.encode("utf-8"))
+    keys = []
+    for seed in seeds:
+        h = base.copy()
+        h.update(f"{seed}}}".encode())
+        keys.append(h.hexdigest()[:32])
+    return keys
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
