@@ -19,6 +19,7 @@ from t2ibias.generation.diffusers_adapter import (
     resolve_weights,
 )
 from t2ibias.generation.spec import resolve_generator_spec
+from t2ibias.measure.classifier_spec import CLASSIFIER_DIR
 from t2ibias.run import SweepRequest, build_spec, generate_stage, image_jobs, prepare_run, read_prompts
 from t2ibias.store.image_store import FAILED, OK, ImageStore, image_seed
 
@@ -155,11 +156,15 @@ def keys(req: SweepRequest, prompts: pd.DataFrame | None = None) -> list[str]:
     return [j.key for j in image_jobs(spec, frame)]
 
 
-def test_image_keys_follow_the_spec_only_where_pixels_change(t2ibias_cache):
+def test_image_keys_follow_the_spec_only_where_pixels_change(t2ibias_cache, tmp_path):
     base = keys(request())
     assert len(set(base)) == 4
     assert keys(request()) == base
-    assert keys(request(classifier="clip-vit-b-32-openai")) == base  # measuring differently: same images
+    other_classifier = tmp_path / "other-clip.yaml"
+    other_classifier.write_text(
+        (CLASSIFIER_DIR / "tiny-random-clip.yaml").read_text().replace("logit_scale: 100.0", "logit_scale: 50.0")
+    )
+    assert keys(request(classifier=str(other_classifier))) == base  # measuring differently: same images
     assert keys(request(n_seeds=3))[::3][:2] == base[::2]  # more seeds keep the first ones
     assert set(base) < set(keys(request(n_seeds=3)))
     assert set(base) < set(keys(request(limit=3)))
