@@ -222,16 +222,17 @@ def ls(
 
 
 def _validate_file(path: Path) -> str:
-    import yaml
-
     from t2ibias.generation.spec import load_generator_spec_file
     from t2ibias.measure.classifier_spec import load_classifier_spec_file
-    from t2ibias.prompts.bank import expand, load_prompt_set
+    from t2ibias.prompts.bank import expand, load_prompt_set, prompt_set_problems
     from t2ibias.yamlio import load_located_yaml
 
     data = load_located_yaml(path).data
     if isinstance(data, dict) and "families" in data:
         s = load_prompt_set(path)
+        problems = prompt_set_problems(s)
+        if problems:
+            raise UserError("\n".join(problems))
         return f"prompt set {s.id} v{s.version}: {s.n_subjects} subjects, {len(expand(s))} records"
     if isinstance(data, dict) and "pipeline" in data:
         g = load_generator_spec_file(path)
@@ -239,7 +240,6 @@ def _validate_file(path: Path) -> str:
     if isinstance(data, dict) and "arch" in data:
         c = load_classifier_spec_file(path)
         return f"classifier {c.id}: {c.arch} ({', '.join(c.attributes)})"
-    _ = yaml
     raise UserError(f"{path}:1: not a prompt set (no `families:`), generator (no `pipeline:`) or classifier (no `arch:`) file")
 
 

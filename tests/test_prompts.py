@@ -220,3 +220,18 @@ def test_duplicate_keys_are_errors_not_silently_dropped(tmp_path, old, new, need
     path = _write(tmp_path, text)
     line = _line_of(text, needle) if needle else [i for i, s in enumerate(text.splitlines(), 1) if s == "  occupation:"][1]
     _assert_at(_error(path), path, line, "duplicate key")
+
+
+def test_validate_reports_templates_that_give_the_same_prompt(tmp_path):
+    from t2ibias.prompts.bank import prompt_set_problems
+
+    path = tmp_path / "dupes.yaml"
+    path.write_text(
+        "id: dupes\nversion: 1\nfamilies:\n  occupation:\n    templates:\n"
+        "      a: 'a photo of {article} {subject}'\n      b: 'a photo of a {subject}'\n"
+        "    subjects: [doctor, engineer]\n"
+    )
+    problems = prompt_set_problems(load_prompt_set(path))
+    assert problems == [
+        f"{path}:7: template 'b' gives the same prompt as 'a' for 'doctor' ('a photo of a doctor'); make the templates differ"
+    ]

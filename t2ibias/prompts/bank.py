@@ -243,8 +243,33 @@ def prompt_sets() -> Registry[PromptSet]:
 
 
 def resolve_prompt_set(name: str) -> PromptSet:
-    """A set id from the bank, or a path to a set file."""
+    """A set id from the bank, a path to a set file, or ``dofair:PATH[,fai_vk=PATH2]`` (a DoFaiR CSV)."""
+    if name.startswith("dofair:"):
+        from t2ibias.prompts.dofair import prompt_set_from_name
+
+        return prompt_set_from_name(name)
     path = Path(name).expanduser()
     if path.suffix in (".yaml", ".yml"):
         return load_prompt_set(path)
     return prompt_sets().get(name)
+
+
+def prompt_set_problems(pset: PromptSet) -> list[str]:
+    """Problems that schema checks cannot see, one ``file:line: what (fix)`` each: templates that
+    give the same prompt twice, and reference keys missing from their reference table."""
+    doc = load_located_yaml(pset.path)
+    problems = []
+    first: dict[str, PromptRecord] = {}
+    for rec in expand(pset):
+        other = first.setdefault(rec.prompt_id, rec)
+        if other is not rec:
+            where = doc.where("families", rec.family, "templates", rec.template_id)
+            problems.append(
+                f"{where}: template {rec.template_id!r} gives the same prompt as {other.template_id!r} "
+                f"for {rec.subject!r} ({rec.text!r}); make the templates differ"
+            )
+    if any(fam.get("reference_table") for fam in pset.families.values()):
+        from t2ibias.prompts.references import check_references
+
+        problems += check_references(pset)
+    return problems
