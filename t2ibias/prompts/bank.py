@@ -20,8 +20,8 @@ from t2ibias.registry import Registry, did_you_mean
 from t2ibias.yamlio import LocatedYAML, load_located_yaml
 
 SET_KEYS = {"id", "version", "description", "provenance", "families", "interventions", "axis"}
-FAMILY_KEYS = {"templates", "subjects", "places", "reference_table", "axis"}
-SUBJECT_KEYS = {"subject", "reference", "facts", "sources", "note"}
+FAMILY_KEYS = {"templates", "subjects", "places", "reference_table", "axis", "interventions"}
+SUBJECT_KEYS = {"subject", "reference", "facts", "sources", "note", "article"}
 PLACEHOLDERS = {"subject", "article", "in_place"}
 
 
@@ -52,6 +52,8 @@ class Subject:
     facts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     note: str = ""
+    #: "a" or "an" where the first-letter rule is wrong ("an honest person"); None = the rule.
+    article: str | None = None
     #: Computed per subject, not read from YAML: e.g. ``irrespective_who``, ``fai_vk``, ``fai_rk`` texts.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,8 +118,12 @@ def _check_subject(doc: LocatedYAML, family: str, i: int, raw: Any) -> Subject:
         axis not in ("gender", "race") or not isinstance(f, dict) or set(f) - {"dominant", "present"} for axis, f in facts.items()
     ):
         raise UserError(f"{doc.where('families', family, 'subjects', i, 'facts')}: facts map gender/race to {{dominant: [...], present: [...]}}")
+    article = raw.get("article")
+    if article not in (None, "a", "an"):
+        raise UserError(f"{doc.where('families', family, 'subjects', i, 'article')}: article must be 'a' or 'an'")
     return Subject(
         subject=name,
+        article=article,
         reference=None if raw.get("reference") is None else str(raw["reference"]),
         facts={a: {k: list(v) for k, v in f.items()} for a, f in facts.items()},
         sources=tuple(raw.get("sources") or ()),
@@ -156,6 +162,13 @@ def load_prompt_set(path: str | Path) -> PromptSet:
             raise UserError(f"{doc.where('families', name, 'places')}: places must be a list of distinct place names")
         if places and not any("in_place" in str(t) for t in (fam.get("templates") or {}).values()):
             raise UserError(f"{doc.where('families', name, 'places')}: family {name!r} has places but no template uses {{in_place}} (add it)")
+        fam_interventions = fam.get("interventions")
+        if fam_interventions is not None and (
+            not isinstance(fam_interventions, list) or not fam_interventions or any(i not in INTERVENTIONS for i in fam_interventions)
+        ):
+            raise UserError(
+                f"{doc.where('families', name, 'interventions')}: interventions must be a non-empty list of {', '.join(INTERVENTIONS)}"
+            )
         if fam.get("axis", data.get("axis", "gender_race")) not in AXES:
             raise UserError(f"{doc.where('families', name, 'axis')}: axis must be one of {', '.join(AXES)}")
         templates, subjects = fam.get("templates"), fam.get("subjects")
@@ -206,13 +219,13 @@ def expand(pset: PromptSet, interventions: tuple[str, ...] | None = None) -> lis
     for family, fam in pset.families.items():
         axis = fam.get("axis", pset.axis)
         for subj in fam["subjects"]:
-            ctx = SubjectContext(subj.subject, _article(subj.subject), axis, subj.facts, subj.extra)
+            ctx = SubjectContext(subj.subject, subj.article or _article(subj.subject), axis, subj.facts, subj.extra)
             for place in [None, *fam.get("places", [])]:
                 for tid, template in fam["templates"].items():
                     if place is not None and "in_place" not in template:
                         continue
                     base = template.format(subject=subj.subject, article=ctx.article, in_place=f" in {place}" if place else "")
-                    for intervention in interventions or pset.interventions:
+                    for intervention in interventions or fam.get("interventions") or pset.interventions:
                         text = INTERVENTIONS[intervention](base, ctx)
                         if text is None:
                             continue

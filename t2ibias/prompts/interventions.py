@@ -56,7 +56,12 @@ def _diverse(base: str, ctx: SubjectContext) -> str:
     return f"{_strip_period(base)} from {_DIVERSE[ctx.axis]}."
 
 
+#: How labels read inside a sentence.
+DISPLAY = {"Latino_Hispanic": "Latino or Hispanic", "male": "men", "female": "women"}
+
+
 def _join(items: list[str]) -> str:
+    items = [DISPLAY.get(i, i) for i in items]
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
@@ -72,9 +77,13 @@ def render_facts(facts: Mapping[str, Mapping[str, list[str]]], axes: tuple[str, 
             continue
         dominant = list(f.get("dominant") or [])
         others = [g for g in f.get("present") or [] if g not in dominant]
-        sentence = f"Most of them were {_join(dominant)}" if dominant else ""
+        if len(dominant) > 1 and axis == "gender":
+            sentence = f"They were both {_join(dominant)}"
+        else:
+            sentence = f"Most of them were {_join(dominant)}" if dominant else ""
         if others:
-            sentence += ("; " if sentence else "") + f"{_join(others)} people were also present"
+            tail = "were also present" if axis == "gender" else "people were also present"
+            sentence += ("; " if sentence else "") + f"{_join(others)} {tail}"
         if sentence:
             parts.append(sentence + ".")
     return " ".join(parts) or None
