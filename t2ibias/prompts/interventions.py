@@ -98,12 +98,18 @@ def _oracle(base: str, ctx: SubjectContext) -> str | None:
 
 
 def _from_extra(name: str) -> Intervention:
-    """An intervention whose full text was computed beforehand into ``ctx.extra[name]``
-    (fact-augmented prompts from an LLM or from retrieval); subjects without it get no record."""
+    """A fact-augmented intervention (DoFaiR's FAI): the diversity-2 prompt followed by an
+    instruction computed beforehand into ``ctx.extra[name]`` (an LLM's answer, alone or over
+    retrieved documents), so every template of a subject gets its own prompt. A complete prompt
+    fixed by a release goes in ``ctx.extra[name + "_prompt"]`` and is used as is. Subjects with
+    neither get no record."""
 
     def apply(base: str, ctx: SubjectContext) -> str | None:
-        text = ctx.extra.get(name)
-        return None if not text else str(text)
+        fixed = ctx.extra.get(f"{name}_prompt")
+        if fixed:
+            return str(fixed)
+        instruction = str(ctx.extra.get(name) or "").strip()
+        return f"{_diverse(base, ctx)} {instruction}" if instruction else None
 
     return apply
 
