@@ -113,6 +113,9 @@ def sweep(
     batch_size: BatchOpt = 4,
     limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an --out holding another run's spec and start over.")] = False,
+    llm: Annotated[Optional[str], typer.Option("--llm", metavar="URL|FOLDER", help="Text generator for fact-augmented prompts (adds fai_vk): an OpenAI-compatible endpoint URL or a local causal-LM folder. Answers are cached.")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", metavar="NAME", help="Model name to ask at an --llm endpoint.")] = None,
+    docs: Annotated[Optional[Path], typer.Option("--docs", metavar="DIR", help="Folder of .txt/.md documents: adds fai_rk prompts from BM25-retrieved passages (needs --llm).")] = None,
     fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
@@ -125,7 +128,9 @@ def sweep(
         from t2ibias.generation.spec import resolve_generator_spec
 
         classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
-    spec = prepare_run(out_dir, SweepRequest(model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching), force=force)
+    spec = prepare_run(out_dir, SweepRequest(
+        model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model, str(docs) if docs else None
+    ), force=force)
     if spec.get("prompt_truncation"):
         err.print(f"[yellow]warning: {spec['prompt_truncation']}[/yellow]", highlight=False)
     if spec.get("model_is_random"):

@@ -30,7 +30,7 @@ from t2ibias.generation.diffusers_adapter import (
     resolve_weights,
 )
 from t2ibias.generation.spec import GeneratorSpec, resolve_generator_spec
-from t2ibias.prompts.bank import PromptRecord, expand, resolve_prompt_set
+from t2ibias.prompts.bank import PromptRecord, PromptSet, expand, resolve_prompt_set
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text, image_keys, image_seeds
 
 SPEC_FILE = "spec.json"
@@ -58,6 +58,10 @@ class SweepRequest:
     limit: int | None = None
     #: Run the heavy modules image by image so --batch-size never changes pixels (see samplewise.py).
     batch_invariant: bool = True
+    #: Text generator for fact-augmented prompts (fai_vk, and fai_rk with ``docs``): URL or folder.
+    llm: str | None = None
+    llm_model: str | None = None
+    docs: str | None = None
 
 
 def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], str]:
@@ -72,6 +76,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
     sets = [resolve_prompt_set(name) for name in req.prompt_sets]
     if len({s.id for s in sets}) != len(sets):
         raise UserError("--prompts: the same set is named twice (name each set once)")
+    sets = fact_augment(sets, req)
     records = [r for s in sets for r in expand(s)]
     cspec = resolve_classifier_spec(req.classifier)
     device = resolve_device(req.device)
@@ -107,6 +112,24 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         "defining": defining,
     }
     return spec, records, weights.folder
+
+
+def fact_augment(sets: list[PromptSet], req: SweepRequest) -> list[PromptSet]:
+    """Add fai_vk (and fai_rk over ``req.docs``) records from ``req.llm``; answers are cached."""
+    if req.docs and not req.llm:
+        raise UserError("--docs: retrieval-augmented prompts need a text generator too (add --llm)")
+    if not req.llm:
+        return sets
+    from t2ibias.prompts.textgen import augment_with_fai_vk, create_text_generator
+
+    textgen = create_text_generator(req.llm, req.llm_model)
+    sets = [augment_with_fai_vk(s, textgen) for s in sets]
+    if req.docs:
+        from t2ibias.prompts.retrieval import DocumentIndex, augment_with_fai_rk
+
+        index = DocumentIndex.from_folder(req.docs)
+        sets = [augment_with_fai_rk(s, index, textgen) for s in sets]
+    return sets
 
 
 def read_spec(run_dir: Path) -> dict[str, Any]:

@@ -333,6 +333,21 @@ def augment_subjects(
     )
 
 
+def create_text_generator(llm: str, model: str | None = None) -> TextGenerator:
+    """``llm`` is an http(s) URL of an OpenAI-compatible endpoint (``model`` names the model there)
+    or a local folder of a transformers causal LM; either way answers are cached on disk."""
+    if llm.startswith(("http://", "https://")):
+        if not model:
+            raise UserError(f"--llm {llm}: an endpoint needs --llm-model NAME (the model to ask there)")
+        inner: TextGenerator = OpenAICompatibleTextGenerator(llm, model)
+    else:
+        path = Path(llm).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserError(f"--llm {llm}: not an http(s) endpoint nor a folder with a causal LM (config.json missing)")
+        inner = TransformersTextGenerator(path)
+    return CachedTextGenerator(inner)
+
+
 def augment_with_fai_vk(pset: PromptSet, textgen: TextGenerator) -> PromptSet:
     """Ask ``textgen`` DoFaiR's FAI-VK question for every subject; ``extra["fai_vk"]`` = the
     answer, which the ``fai_vk`` intervention appends to each template's diversity-2 prompt
