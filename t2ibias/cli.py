@@ -77,7 +77,7 @@ def print_summary(run_dir: Path) -> None:
     if spec.get("model_is_random") or spec["classifier"].get("is_random"):
         err.print("[bold yellow]random weights (generator or classifier): every number below is meaningless by construction[/bold yellow]")
     groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "all prompts")]
-    for axis in dict.fromkeys(r["axis"] for r in rows):
+    for axis in dict.fromkeys(r["axis"] for r in rows if r["metric"] == "proportion"):
         all_bins = [r["label"] for r in rows if r["metric"] == "count" and r["axis"] == axis and r["group_by"] == "all"]
         totals = {b: int(index[("count", axis, "all", "all", b)]["value"]) for b in all_bins}
         bins = [b for b in all_bins if b not in ("blocked", "failed") or totals[b] > 0]

@@ -552,3 +552,28 @@ def test_classifier_weights_are_checked_before_a_sweep_generates(tmp_path, monke
     with pytest.raises(UserError, match="no pretrained tag 'nonsense'"):
         ensure_classifier_weights(dataclasses.replace(real, pretrained="nonsense"))
     ensure_classifier_weights(CLASSIFIERS.get("tiny-random-clip"))  # built locally: nothing to fetch
+
+
+def test_measure_keeps_one_unit_length_embedding_per_image(measured):
+    from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements
+
+    run = measured[0]
+    emb = read_measurements(run, EMBEDDINGS_FILE)
+    assert sorted(emb["key"]) == sorted(read_measurements(run)["key"].unique())
+    assert set(emb["measurer"]) == {_default_measurer()}
+    for vec in emb["embedding"]:
+        assert len(vec) == 32 and abs(float(np.linalg.norm(np.asarray(vec))) - 1.0) < 1e-5  # tiny CLIP: embed_dim 32
+
+
+def test_a_crash_between_the_two_writes_remeasures_without_duplicates(tiny_run, tmp_path):
+    import shutil
+
+    from t2ibias.measure.stage import EMBEDDINGS_FILE, measure_stage, read_measurements
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    measure_stage(run, device="cpu")
+    rows = len(read_measurements(run))
+    (run / EMBEDDINGS_FILE).unlink()  # measurements written, embeddings lost
+    assert measure_stage(run, device="cpu")["measured"] == 2
+    assert len(read_measurements(run)) == rows and len(read_measurements(run, EMBEDDINGS_FILE)) == 2

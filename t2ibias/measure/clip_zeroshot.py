@@ -165,8 +165,11 @@ class CLIPAttributeClassifier:
         """One dict attribute → prediction per image."""
         if not images:
             return []
-        feats = self.encode_images(images)
-        out: list[dict[str, Prediction]] = [{} for _ in images]
+        return self.predict(self.encode_images(images))
+
+    def predict(self, feats: Any) -> list[dict[str, Prediction]]:
+        """Predictions from L2-normalized image features (as :meth:`encode_images` returns)."""
+        out: list[dict[str, Prediction]] = [{} for _ in range(len(feats))]
         for name, attr in self.spec.attributes.items():
             labels = list(attr.labels)
             probs = (self.spec.logit_scale * feats @ self._text[name].T).softmax(dim=-1).cpu().numpy()

@@ -24,6 +24,10 @@ from t2ibias.run import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import OK, ImageStore, atomic_write_bytes
 
 MEASUREMENTS_FILE = "measurements.parquet"
+#: Whole-image CLIP embeddings (L2-normalized), for distances between groups of images.
+EMBEDDINGS_FILE = "embeddings.parquet"
+EMBEDDING_COLUMNS = ["key", "measurer", "embedding"]
+_ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
 COLUMNS = [
     "key", "measurer", "unit", "face_index", "box_x", "box_y", "box_w", "box_h",
     "attribute", "label", "top_label", "score", "margin", "probs",
@@ -35,20 +39,26 @@ def measurer_fingerprint(gate: HaarFaceGate, cspec: ClassifierSpec) -> str:
     return fingerprint({"gate": gate.fingerprint(), "classifier": cspec.fingerprint()})
 
 
-def read_measurements(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / MEASUREMENTS_FILE
+def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
+    path = run_dir / name
     if not path.exists():
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
     try:
         return pd.read_parquet(path)
     except Exception as exc:
         raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
 
 
-def _write(run_dir: Path, frame: pd.DataFrame) -> None:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    atomic_write_bytes(run_dir / MEASUREMENTS_FILE, buf.getvalue())
+def _write(run_dir: Path, frames: list[pd.DataFrame], embeddings: list[pd.DataFrame]) -> None:
+    """Rewrite both files; a key measured again after a crash between the two writes keeps its last rows."""
+    for name, parts, ident in ((EMBEDDINGS_FILE, embeddings, ["key", "measurer"]), (MEASUREMENTS_FILE, frames, _ROW_ID)):
+        parts = [f for f in parts if len(f)]
+        if not parts:
+            continue
+        frame = pd.concat(parts, ignore_index=True).drop_duplicates(ident, keep="last")
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        atomic_write_bytes(run_dir / name, buf.getvalue())
 
 
 def _open_image(path: Path) -> Any:
@@ -94,7 +104,10 @@ def measure_stage(
     records = ImageStore(run_dir).records()
     ok_keys = [j.key for j in jobs if records.get(j.key, {}).get("status") == OK]
     existing = read_measurements(run_dir)
-    seen = set(existing.loc[existing["measurer"] == measurer, "key"]) if len(existing) else set()
+    existing_emb = read_measurements(run_dir, EMBEDDINGS_FILE)
+    seen = set(existing.loc[existing["measurer"] == measurer, "key"]) & set(
+        existing_emb.loc[existing_emb["measurer"] == measurer, "key"]
+    )
     todo = [k for k in ok_keys if k not in seen]
     if not todo:
         return {"measured": 0, "cached": len(ok_keys), "faces": 0}
@@ -102,9 +115,10 @@ def measure_stage(
     clf.load()
     advance = progress(len(todo), len(ok_keys) - len(todo)) if progress else (lambda n: None)
     new_rows: list[dict[str, Any]] = []
+    new_emb: list[dict[str, Any]] = []
     n_faces = 0
     since_checkpoint = 0
-    frames = [existing] if len(existing) else []
+    frames, embeddings = [existing], [existing_emb]
     for start in range(0, len(todo), batch_size):
         keys = todo[start : start + batch_size]
         units: list[tuple[str, str, int, Any, Any]] = []  # key, unit, face index, box, PIL image
@@ -114,14 +128,20 @@ def measure_stage(
             for i, box in enumerate(gate.detect(image)):
                 units.append((key, "face", i, box, gate.crop(image, box)))
                 n_faces += 1
-        for (key, unit, idx, box, _), preds in zip(units, clf.classify([u[4] for u in units])):
+        feats = clf.encode_images([u[4] for u in units])
+        vectors = feats.cpu().numpy().astype("float32")
+        for (key, unit, idx, box, _), preds, vec in zip(units, clf.predict(feats), vectors):
             new_rows.extend(_rows(key, measurer, unit, idx, box, preds))
+            if unit == "image":
+                new_emb.append({"key": key, "measurer": measurer, "embedding": vec})
         advance(len(keys))
         since_checkpoint += len(keys)
         if since_checkpoint >= CHECKPOINT_EVERY:
             frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
-            new_rows, since_checkpoint = [], 0
-            _write(run_dir, pd.concat(frames, ignore_index=True))
+            embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
+            new_rows, new_emb, since_checkpoint = [], [], 0
+            _write(run_dir, frames, embeddings)
     frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
-    _write(run_dir, pd.concat([f for f in frames if len(f)], ignore_index=True))
+    embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
+    _write(run_dir, frames, embeddings)
     return {"measured": len(todo), "cached": len(ok_keys) - len(todo), "faces": n_faces}

@@ -24,7 +24,9 @@ from t2ibias.errors import UserError
 from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
 from t2ibias.measure.clip_zeroshot import ABSTAIN
 from t2ibias.measure.gate import HaarFaceGate
-from t2ibias.measure.stage import measurer_fingerprint, read_measurements
+from t2ibias.measure.stage import EMBEDDINGS_FILE, measurer_fingerprint, read_measurements
+from t2ibias.metrics import location
+from t2ibias.metrics.location import location_rows
 from t2ibias.metrics.bootstrap import percentile_interval, resample_clusters, resample_counts
 from t2ibias.metrics.skew import SKEW_METRICS, proportions
 from t2ibias.run import image_jobs, read_prompts, read_spec
@@ -45,6 +47,7 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
         "higher_is_better": None,
     },
     **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in SKEW_METRICS},
+    location.METRIC: {"definition": location.DEFINITION, "higher_is_better": None},
 }
 
 
@@ -163,6 +166,18 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
     return rows
 
 
+def _location_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, labels: pd.DataFrame) -> list[dict[str, Any]]:
+    """Neutral-vs-place embedding distances, for prompt sets with geographic variants."""
+    if "place" not in prompts or prompts["place"].isna().all():
+        return []
+    measurer = measurer_fingerprint(HaarFaceGate(), resolve_classifier_spec(spec["classifier"]["id"]))
+    emb = read_measurements(run_dir, EMBEDDINGS_FILE)
+    emb = emb[emb["measurer"] == measurer]
+    vectors = {k: np.asarray(v, dtype=np.float32) for k, v in zip(emb["key"], emb["embedding"])}
+    keys_by_prompt = labels.drop_duplicates("key").groupby("prompt_id")["key"].apply(list).to_dict()
+    return location_rows(prompts, keys_by_prompt, vectors, N_RESAMPLES, CONFIDENCE, int(spec.get("base_seed", 0)))
+
+
 def _json_safe(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -172,7 +187,7 @@ def score_stage(run_dir: Path) -> dict[str, Any]:
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
     labels = image_labels(run_dir, spec)
-    rows = compute_metrics(labels, prompts, spec)
+    rows = compute_metrics(labels, prompts, spec) + _location_rows(run_dir, spec, prompts, labels)
     buf = io.BytesIO()
     labels.to_parquet(buf, index=False)
     atomic_write_bytes(run_dir / IMAGE_LABELS_FILE, buf.getvalue())

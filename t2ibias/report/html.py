@@ -64,6 +64,8 @@ def fmt_estimate(value: Any, ci_low: Any = None, ci_high: Any = None, n: Any = N
     v = _num(value)
     if not math.isfinite(v):
         return MISSING
+    if digits > 0 and 0 < abs(v) < 0.05:  # small values (distances, divergences) keep 2 significant digits
+        digits = max(digits, 1 - math.floor(math.log10(abs(v))))
     text = f"{v:.{digits}f}"
     lo, hi = _num(ci_low), _num(ci_high)
     if math.isfinite(lo) and math.isfinite(hi):
