@@ -227,7 +227,10 @@ def test_rows_have_the_documented_keys_and_groupings(metric_rows):
     assert {r["group"] for r in metric_rows if r["group_by"] == "prompt_id"} == {"p1", "p2", "p3"}
     assert {r["group"] for r in metric_rows if r["group_by"] == "family"} == {"occupation", "trait"}
     assert {r["group"] for r in metric_rows if r["group_by"] == "all"} == {"all"}
-    assert {r["metric"] for r in metric_rows} == {"count", "proportion", "total_variation_uniform", "normalized_entropy"}
+    assert {r["metric"] for r in metric_rows} == {
+        "count", "proportion", "total_variation_uniform", "normalized_entropy",
+        "proportion_seed_sd", "total_variation_uniform_seed_sd", "normalized_entropy_seed_sd",
+    }
     labels = {r["label"] for r in metric_rows if r["metric"] == "proportion" and r["axis"] == "gender_presentation"}
     assert labels == {"masc", "fem", *BINS}
 
@@ -292,7 +295,7 @@ def test_group_without_classified_images_is_nan_with_a_note(metric_rows):
 def test_intervals_contain_the_point_estimate(metric_rows):
     checked = 0
     for row in metric_rows:
-        if row["metric"] == "count":
+        if row["metric"] == "count" or row["metric"].endswith("_seed_sd"):
             assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
             continue
         if math.isnan(row["value"]):
@@ -352,3 +355,25 @@ def test_unknown_label_is_a_user_error():
     bad.loc[0, "label"] = "robot"
     with pytest.raises(UserError, match="robot"):
         compute_metrics(bad, PROMPTS, {"classifier": {"id": CLASSIFIER}})
+
+
+def test_seed_to_seed_variation_is_reported_apart_from_the_bootstrap(metric_rows):
+    ax = "gender_presentation"
+    # masc share per seed slot, pooled over prompts: slot 0 1/3, 1 1/3, 2 1/2, 3 1/2, 4 0 -> sample sd 0.2041
+    masc = _pick(metric_rows, "proportion_seed_sd", ax, "all", "all", "masc")
+    assert masc["value"] == pytest.approx(math.sqrt((2 * (1 / 6) ** 2 + (1 / 3) ** 2) / 4)) and masc["n"] == 5
+    # TV per slot over classified images: 0, 0, 0, 0.5, (slot 4 has none) -> sd of [0, 0, 0, 0.5] = 0.25, n = 4
+    tv = _pick(metric_rows, "total_variation_uniform_seed_sd", ax, "all", "all")
+    assert tv["value"] == pytest.approx(0.25) and tv["n"] == 4
+    assert "seed slots" in tv["note"]
+
+
+def test_metrics_are_split_by_every_prompt_column_with_several_values():
+    prompts = PROMPTS.assign(subject=["doctor", "doctor", "kind person"], template_id=["face", "portrait", "face"], intervention="none")
+    rows = compute_metrics(_labels(), prompts, {"classifier": {"id": CLASSIFIER}, "base_seed": 0})
+    groups = {(r["group_by"], r["group"]) for r in rows if r["metric"] == "proportion"}
+    assert {("template_id", "face"), ("template_id", "portrait"), ("subject", "doctor"), ("subject", "kind person")} <= groups
+    assert not any(g[0] == "intervention" for g in groups)  # one value only: the same as "all"
+    # template "face" pools p1 and p3: masc 2 + 2 of 9 images
+    face = _pick(rows, "proportion", "gender_presentation", "template_id", "face", "masc")
+    assert face["value"] == pytest.approx(4 / 9) and face["n"] == 9

@@ -37,6 +37,8 @@ BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
 IMAGE_LABELS_FILE = "image_labels.parquet"
 METRICS_FILE = "metrics.json"
 N_RESAMPLES = 1000
+#: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
+GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
 CONFIDENCE = 0.95
 ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note")
 
@@ -48,6 +50,17 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
     },
     **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in SKEW_METRICS},
     location.METRIC: {"definition": location.DEFINITION, "higher_is_better": None},
+    "proportion_seed_sd": {
+        "definition": "Seed-to-seed variation of a label's all-prompt share: its standard deviation across seed slots (image index), each slot alone.",
+        "higher_is_better": None,
+    },
+    **{
+        f"{m.name}_seed_sd": {
+            "definition": f"Seed-to-seed variation of {m.name.replace('_', ' ')} over all prompts: its standard deviation across seed slots.",
+            "higher_is_better": None,
+        }
+        for m in SKEW_METRICS
+    },
 }
 
 
@@ -142,7 +155,6 @@ def _rng(base_seed: int, *parts: str) -> np.random.Generator:
 
 def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, Any]]:
     cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    family_of = dict(zip(prompts["prompt_id"], prompts["family"]))
     order = list(prompts["prompt_id"])
     base_seed = int(spec.get("base_seed", 0))
     rows: list[dict[str, Any]] = []
@@ -158,11 +170,36 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
         matrix = table.to_numpy(dtype=np.int64)
         for i, pid in enumerate(order):
             rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1], _rng(base_seed, axis, "prompt_id", pid))
-        families = [family_of[p] for p in order]
-        for fam in dict.fromkeys(families):
-            idx = [i for i, f in enumerate(families) if f == fam]
-            rows += _group_rows(axis, "family", fam, bins, len(class_labels), matrix[idx], _rng(base_seed, axis, "family", fam))
+        for column in GROUP_COLUMNS:
+            values = [str(v) for v in prompts[column]] if column in prompts else []
+            if len(set(values)) < 2 and column != "family":
+                continue  # one group only: the same numbers as "all"
+            for value in dict.fromkeys(values):
+                idx = [i for i, v in enumerate(values) if v == value]
+                rows += _group_rows(axis, column, value, bins, len(class_labels), matrix[idx], _rng(base_seed, axis, column, value))
         rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"))
+        rows += _seed_rows(axis, bins, len(class_labels), sub)
+    return rows
+
+
+def _seed_rows(axis: str, bins: list[str], n_labels: int, sub: pd.DataFrame) -> list[dict[str, Any]]:
+    """Seed-to-seed variation, apart from the bootstrap over prompts: the standard deviation,
+    across image indices (seed slots), of each all-prompt estimate computed from one slot alone."""
+    slots = sorted(sub["image_index"].unique())
+    if len(slots) < 2:
+        return []
+    table = pd.crosstab(sub["image_index"], pd.Categorical(sub["label"], categories=bins), dropna=False)
+    counts = table.reindex(index=slots, columns=bins, fill_value=0).to_numpy(dtype=np.int64)
+    rows = []
+    shares = proportions(counts)
+    note = f"standard deviation over {len(slots)} seed slots"
+    for k, label in enumerate(bins):
+        rows.append(_row("proportion_seed_sd", axis, "all", "all", label, float(np.std(shares[:, k], ddof=1)), None, len(slots), note))
+    for m in SKEW_METRICS:
+        per_slot = m.fn(counts[:, :n_labels])
+        finite = per_slot[np.isfinite(per_slot)]
+        value = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+        rows.append(_row(f"{m.name}_seed_sd", axis, "all", "all", None, value, None, len(finite), note))
     return rows
 
 
