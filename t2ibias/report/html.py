@@ -243,6 +243,10 @@ def _ordered(names: list[str], first: tuple[str, ...]) -> list[str]:
     return [n for n in first if n in seen] + [n for n in seen if n not in first]
 
 
+#: Splits of the prompts shown beside the per-family tables: a claim should not rest on one cue.
+SPLIT_TITLES = {"intervention": "By intervention", "template_id": "By template", "subject": "By subject"}
+
+
 class _Tables:
     """Metric rows of ``metrics.json`` arranged as one table per (group_by, group, axis)."""
 
@@ -269,6 +273,10 @@ class _Tables:
         return {"metric": metric, "name": METRIC_NAMES.get(metric, metric.replace("_", " ")),
                 "definition": str(d.get("definition") or ""), "higher_is_better": d.get("higher_is_better"),
                 "direction": _direction(d.get("higher_is_better"))}
+
+    def groups(self, group_by: str) -> list[str]:
+        """The groups of one split, in order of appearance."""
+        return [g for gb, g in self.rows if gb == group_by]
 
     def for_group(self, group_by: str, group: Any) -> list[dict]:
         by_axis = self.rows.get((group_by, str(group)), {})
@@ -414,6 +422,11 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]],
                                                              METRIC_ORDER)],
         "metric_info": tables.metric_info,
+        "splits": [
+            {"group_by": gb, "title": SPLIT_TITLES[gb],
+             "groups": [{"group": g, "tables": tables.for_group(gb, g)} for g in tables.groups(gb)]}
+            for gb in SPLIT_TITLES if tables.groups(gb)
+        ],
         "families": [{"family": f, "tables": tables.for_group("family", f),
                       "subjects": [{"subject": s, "prompts": ps} for s, ps in subjects.items()]}
                      for f, subjects in families.items()],
