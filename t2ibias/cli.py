@@ -287,6 +287,15 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
         raise typer.Exit(EXIT_USER_ERROR)
 
 
+def _register_factuality() -> None:
+    from t2ibias.factuality_cli import factuality
+
+    app.command("factuality", help="DoFaiR factuality of generated images: dominant/involved demographic accuracy, F1, diversity divergence, success rate.")(factuality)
+
+
+_register_factuality()
+
+
 def version_callback(value: bool) -> None:
     if value:
         out.print(f"t2ibias {__version__}")

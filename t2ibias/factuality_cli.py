@@ -1,0 +1,157 @@
+"""``t2ibias factuality``: DoFaiR factuality of generated images from their detected faces.
+
+Reads a DoFaiR release CSV (the instances and their gold facts) and a faces file (FairFace
+``predict.py`` output, or a table ``image, race/gender``; see
+:func:`t2ibias.metrics.factuality.load_faces`), prints DDA, IDA, IDF, FDD and the success rate
+overall and per culture with 95% bootstrap intervals, and optionally writes them as JSON.
+:func:`factuality_tax_table` computes the factuality tax of interventions from one faces file
+per intervention.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from t2ibias.errors import UserError
+from t2ibias.metrics.factuality import (
+    TAX_METRICS,
+    factuality_tax,
+    load_faces,
+    per_instance_scores,
+    summarize_table,
+)
+from t2ibias.prompts.dofair import load_dofair_instances
+from t2ibias.store.image_store import atomic_write_text
+
+
+class Axis(str, Enum):
+    race = "race"
+    gender = "gender"
+
+
+_SHORT = {
+    "dominant_demographic_accuracy": "DDA",
+    "involved_demographic_accuracy": "IDA",
+    "involved_demographic_f1": "IDF",
+    "factual_diversity_divergence": "FDD",
+    "success_rate": "success",
+    "diversity": "diversity",
+}
+
+
+def _cell(value: float | None, ci: list | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if not ci or any(c is None or (isinstance(c, float) and math.isnan(c)) for c in ci):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _read_instances(path: Path, axis: str | None) -> tuple[pd.DataFrame, str]:
+    instances = load_dofair_instances(path)
+    if instances.empty:
+        raise UserError(f"{path}:2: no instances (the file has a header but no rows)")
+    file_axis = str(instances["axis"].iloc[0])
+    if axis is not None and axis != file_axis:
+        raise UserError(f"{path}: a DoFaiR {file_axis} file, but --axis {axis} (pass the {axis} file or --axis {file_axis})")
+    instances.attrs["source"] = str(path)
+    return instances, file_axis
+
+
+def results_table(result: dict[str, Any], title: str) -> Table:
+    """A rich table of a :func:`score_factuality` result: overall, then one row per culture."""
+    metrics = ("dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",
+               "factual_diversity_divergence", "success_rate")
+    table = Table(title=title, caption="values [95% bootstrap CI over instances]; n = instances, scored = with ≥ 1 face")
+    table.add_column("culture", overflow="fold")
+    table.add_column("n", justify="right")
+    table.add_column("scored", justify="right")
+    for m in metrics:
+        table.add_column(_SHORT[m], justify="right")
+    rows = [("all", result, "bold"), *((c, r, None) for c, r in result["by_culture"].items())]
+    for name, r, style in rows:
+        table.add_row(name, str(r["n_instances"]), str(r["n_scored"]), *(_cell(r[m], r[f"{m}_ci"]) for m in metrics), style=style)
+    return table
+
+
+def factuality(
+    instances: Annotated[Path, typer.Option("--instances", metavar="CSV", help="A DoFaiR release CSV (dofair_race.csv or dofair_gender.csv).")],
+    faces: Annotated[Path, typer.Option("--faces", metavar="CSV", help="Faces found in the images: FairFace predict.py output (face_name_align, race, gender) or a table with image and race and/or gender; matched to instances by image file stem.")],
+    axis: Annotated[Axis | None, typer.Option("--axis", metavar="race|gender", help="Which facts to score [default: the axis of the --instances file].")] = None,
+    dofair_compat: Annotated[bool, typer.Option("--dofair-compat", help="Score DDA as the released DoFaiR script does (TN/FN carried over from the IDA step; ties by first face).")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="OUT", help="Also write the metrics, by culture and with CIs, to this JSON file.")] = None,
+) -> None:
+    """DoFaiR factuality (DDA, IDA, IDF, FDD, success rate) of generated images, overall and by culture."""
+    inst, axis_name = _read_instances(instances, axis.value if axis is not None else None)
+    face_df = load_faces(faces)
+    table = per_instance_scores(inst, face_df, axis_name, dofair_compat)
+    result = summarize_table(table)
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    title = f"DoFaiR factuality · {axis_name} · {instances.name}" + (" · released-scorer DDA (--dofair-compat)" if dofair_compat else "")
+    console.print(results_table(result, title))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        console.print(f"wrote {json_out}", highlight=False)
+
+
+def factuality_tax_table(
+    instances: pd.DataFrame | str | Path,
+    faces_by_intervention: Mapping[str, pd.DataFrame | str | Path],
+    axis: str | None = None,
+    dofair_compat: bool = False,
+    baseline: str = "none",
+    **bootstrap: Any,
+) -> pd.DataFrame:
+    """The factuality tax of each intervention against ``baseline``, one row per intervention.
+
+    ``instances``: a DoFaiR CSV path or :func:`load_dofair_instances` frame; faces per
+    intervention: :func:`load_faces` frames or paths. Columns: ``intervention, n_paired`` and, for
+    m in DDA, IDA, IDF (full names) and ``diversity``, ``delta_<m>``, ``delta_<m>_ci_low``,
+    ``delta_<m>_ci_high`` (intervention − baseline over instances scored under both).
+    ``bootstrap`` passes ``n_resamples``, ``seed``, ``confidence`` on.
+    """
+    if isinstance(instances, (str, Path)):
+        inst, axis = _read_instances(Path(instances), axis)
+    else:
+        inst = instances
+        if axis is None:
+            axis = str(inst["axis"].iloc[0])
+    tables = {
+        name: per_instance_scores(inst, load_faces(f) if isinstance(f, (str, Path)) else f, axis, dofair_compat)
+        for name, f in faces_by_intervention.items()
+    }
+    tax = factuality_tax(tables, baseline=baseline, **bootstrap)
+    rows = []
+    for name, entry in tax.items():
+        row: dict[str, Any] = {"intervention": name, "n_paired": entry["n_paired"]}
+        for m in TAX_METRICS:
+            row[f"delta_{m}"] = entry[f"delta_{m}"]
+            row[f"delta_{m}_ci_low"], row[f"delta_{m}_ci_high"] = entry[f"delta_{m}_ci"]
+        rows.append(row)
+    columns = ["intervention", "n_paired"] + [f"delta_{m}{s}" for m in TAX_METRICS for s in ("", "_ci_low", "_ci_high")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def tax_rich_table(tax: pd.DataFrame, title: str = "factuality tax (intervention − none)") -> Table:
+    """A rich table of :func:`factuality_tax_table` output."""
+    table = Table(title=title, caption="Δ [95% paired bootstrap CI]; negative DDA/IDA/IDF = factuality lost, positive diversity = gained")
+    table.add_column("intervention")
+    table.add_column("pairs", justify="right")
+    for m in TAX_METRICS:
+        table.add_column(f"Δ {_SHORT[m]}", justify="right")
+    for row in tax.to_dict("records"):
+        table.add_row(row["intervention"], str(row["n_paired"]), *(
+            _cell(row[f"delta_{m}"], [row[f"delta_{m}_ci_low"], row[f"delta_{m}_ci_high"]]) for m in TAX_METRICS
+        ))
+    return table
