@@ -230,6 +230,7 @@ def test_rows_have_the_documented_keys_and_groupings(metric_rows):
     assert {r["metric"] for r in metric_rows} == {
         "count", "proportion", "total_variation_uniform", "normalized_entropy",
         "proportion_seed_sd", "total_variation_uniform_seed_sd", "normalized_entropy_seed_sd",
+        "max_min_gap", "dalleval_mad", "dalleval_std", "openbias_bias",
     }
     labels = {r["label"] for r in metric_rows if r["metric"] == "proportion" and r["axis"] == "gender_presentation"}
     assert labels == {"masc", "fem", *BINS}
@@ -301,7 +302,7 @@ def test_intervals_contain_the_point_estimate(metric_rows):
         if math.isnan(row["value"]):
             continue
         assert row["ci_low"] - 1e-12 <= row["value"] <= row["ci_high"] + 1e-12, row
-        assert 0.0 <= row["ci_low"] and row["ci_high"] <= 1.0
+        assert -1e-9 <= row["ci_low"] and row["ci_high"] <= 1.0  # OpenBias' ε makes a balanced row -3e-11
         checked += 1
     assert checked > 50
 
@@ -377,3 +378,27 @@ def test_metrics_are_split_by_every_prompt_column_with_several_values():
     # template "face" pools p1 and p3: masc 2 + 2 of 9 images
     face = _pick(rows, "proportion", "gender_presentation", "template_id", "face", "masc")
     assert face["value"] == pytest.approx(4 / 9) and face["n"] == 9
+
+
+def test_labour_statistics_reference_for_occupation_prompts():
+    """Gender shares of an occupation prompt are compared with the BLS share of women (2025)."""
+    from t2ibias.prompts.references import reference_distribution
+
+    prompts = PROMPTS.assign(reference=["Registered nurses", "Registered nurses", None],
+                             reference_table=["bls_cpsaat11_2025", "bls_cpsaat11_2025", None],
+                             subject=["nurse", "nurse", "kind person"])
+    rows = compute_metrics(_labels(), prompts, {"classifier": {"id": CLASSIFIER}, "base_seed": 0})
+    fem_ref = reference_distribution("bls_cpsaat11_2025", "Registered nurses")["gender"]["fem"]
+    assert 0.85 < fem_ref < 0.9
+    # p1 classified: masc 2, fem 1 -> shares (2/3, 1/3); reference (1 - f, f)
+    tv = _pick(rows, "total_variation_reference", "gender_presentation", "prompt_id", "p1")
+    assert tv["value"] == pytest.approx(abs(2 / 3 - (1 - fem_ref))) and tv["n"] == 3
+    assert tv["ci_low"] <= tv["value"] <= tv["ci_high"] and "Registered nurses" in tv["note"]
+    gap = _pick(rows, "share_minus_reference", "gender_presentation", "prompt_id", "p1", "fem")
+    assert gap["value"] == pytest.approx(1 / 3 - fem_ref)
+    # p2 has no classified image: NaN with a reason; p3 has no reference: no row at all
+    assert math.isnan(_pick(rows, "total_variation_reference", "gender_presentation", "prompt_id", "p2")["value"])
+    assert not [r for r in rows if r["metric"] == "total_variation_reference" and r["group"] == "p3"]
+    # the subject "nurse" pools p1 and p2 against the same reference; age has no reference
+    assert _pick(rows, "total_variation_reference", "gender_presentation", "subject", "nurse")["n"] == 3
+    assert not [r for r in rows if r["metric"] == "total_variation_reference" and r["axis"] == "age_group"]

@@ -153,7 +153,7 @@ def test_report_is_self_contained(report: str, run: Path) -> None:
 
 
 def test_thumbnails_are_embedded_and_small(report: str) -> None:
-    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
+    uris = re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', report)
     assert len(uris) == 5  # every ok image whose file exists: k1, k2, k4, k7, k8
     sizes = [Image.open(io.BytesIO(base64.b64decode(u))).size for u in uris]
     assert max(max(s) for s in sizes) <= 128
@@ -273,3 +273,13 @@ def test_robust_to_odd_inputs(run: Path) -> None:
     assert 'title="no images">—</td>' in html
     card = write_model_card(run).read_text(encoding="utf-8")
     assert "masc — (no images)" in card and "max min ratio" in card
+
+
+def test_thumbnails_are_capped_per_prompt_and_the_rest_counted(run: Path, monkeypatch) -> None:
+    import t2ibias.report.html as html
+
+    monkeypatch.setattr(html, "THUMBS_PER_PROMPT", 1)
+    report = write_report(run).read_text(encoding="utf-8")
+    figures = re.findall(r"<figure", report)
+    assert len(figures) == 3  # one per prompt
+    assert "more images of this prompt are counted above" in report

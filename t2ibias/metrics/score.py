@@ -28,7 +28,8 @@ from t2ibias.measure.stage import EMBEDDINGS_FILE, measurer_fingerprint, read_me
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
 from t2ibias.metrics.bootstrap import percentile_interval, resample_clusters, resample_counts
-from t2ibias.metrics.skew import SKEW_METRICS, proportions
+from t2ibias.metrics import legacy
+from t2ibias.metrics.skew import EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions, total_variation
 from t2ibias.run import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text
 
@@ -36,6 +37,23 @@ NO_PERSON = "no_person"
 BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
 IMAGE_LABELS_FILE = "image_labels.parquet"
 METRICS_FILE = "metrics.json"
+#: Every reference-free metric of the classified label counts, with its definition.
+GROUP_METRICS = SKEW_METRICS + EXTRA_SKEW_METRICS + (
+    SkewMetric("dalleval_mad", legacy.mad, False,
+               "DALL-Eval's mean absolute deviation of the label shares, mean_k |p_k − mean(p)| (Cho et al., ICCV 2023); 0 is balanced."),
+    SkewMetric("dalleval_std", legacy.std, False,
+               "DALL-Eval's population standard deviation of the label shares (Cho et al., ICCV 2023); 0 is balanced."),
+    SkewMetric("openbias_bias", legacy.openbias_bias, False,
+               "OpenBias bias score, 1 − normalized entropy with ε = 1e-10 (D'Incà et al., CVPR 2024); 0 is balanced."),
+)
+#: Metrics against a reference distribution (labour statistics) for axes a reference table covers.
+REFERENCE_AXES = {"gender_presentation": "gender"}
+REFERENCE_METRICS = (
+    SkewMetric("total_variation_reference", total_variation, False,
+               "Total variation distance between the label shares (classified images only) and the reference (e.g. US labour statistics): ½Σ|p−r|; 0 matches it."),
+    SkewMetric("js_divergence_reference", js_divergence, False,
+               "Jensen-Shannon divergence (natural log, at most ln 2) between the label shares and the reference; 0 matches it."),
+)
 N_RESAMPLES = 1000
 #: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
 GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
@@ -48,7 +66,11 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
         "definition": "Share of all images of the group with this label; abstain, no_person, blocked and failed are bins of their own.",
         "higher_is_better": None,
     },
-    **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in SKEW_METRICS},
+    **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in GROUP_METRICS + REFERENCE_METRICS},
+    "share_minus_reference": {
+        "definition": "Label share among classified images minus the reference share (e.g. US labour statistics); 0 matches it.",
+        "higher_is_better": None,
+    },
     location.METRIC: {"definition": location.DEFINITION, "higher_is_better": None},
     "proportion_seed_sd": {
         "definition": "Seed-to-seed variation of a label's all-prompt share: its standard deviation across seed slots (image index), each slot alone.",
@@ -120,8 +142,10 @@ def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, v
 
 
 def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int,
-                cluster_counts: np.ndarray, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Rows for one group: counts, proportions (all bins) and skew metrics (classified only)."""
+                cluster_counts: np.ndarray, rng: np.random.Generator,
+                reference: tuple[np.ndarray, str] | None = None) -> list[dict[str, Any]]:
+    """Rows for one group: counts, proportions (all bins), skew metrics (classified only), and,
+    given ``reference`` = (shares over the class labels, where they come from), the distance to it."""
     counts = cluster_counts.sum(axis=0)
     total = int(counts.sum())
     if len(cluster_counts) == 1:
@@ -136,7 +160,7 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
                          percentile_interval(rep_shares[:, k], CONFIDENCE), total))
     classified = counts[:n_labels]
     n_cls = int(classified.sum())
-    for m in SKEW_METRICS:
+    for m in GROUP_METRICS:
         if n_cls == 0:
             rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group"))
             continue
@@ -146,7 +170,50 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
         # interval can miss the estimate; widen it to include the estimate
         ci = (min(lo, value), max(hi, value))
         rows.append(_row(m.name, axis, group_by, group, None, value, ci, n_cls))
+    if reference is not None:
+        rows += _reference_rows(axis, group_by, group, bins[:n_labels], classified, reps[:, :n_labels], *reference)
     return rows
+
+
+def _reference_rows(axis: str, group_by: str, group: str, labels: list[str], classified: np.ndarray,
+                    reps: np.ndarray, ref: np.ndarray, source: str) -> list[dict[str, Any]]:
+    n_cls = int(classified.sum())
+    if not np.isfinite(ref).all():
+        note = f"{source}: no published reference shares"
+        return [_row(m.name, axis, group_by, group, None, math.nan, None, n_cls, note) for m in REFERENCE_METRICS]
+    if n_cls == 0:
+        note = "no classified images in this group"
+        return [_row(m.name, axis, group_by, group, None, math.nan, None, 0, note) for m in REFERENCE_METRICS]
+    rows = []
+    for m in REFERENCE_METRICS:
+        value = float(m.fn(classified, ref))
+        lo, hi = percentile_interval(m.fn(reps, ref), CONFIDENCE)
+        rows.append(_row(m.name, axis, group_by, group, None, value, (min(lo, value), max(hi, value)), n_cls, f"reference: {source}"))
+    gaps, rep_gaps = proportions(classified) - ref, proportions(reps) - ref
+    for k, label in enumerate(labels):
+        rows.append(_row("share_minus_reference", axis, group_by, group, label, float(gaps[k]),
+                         percentile_interval(rep_gaps[:, k], CONFIDENCE), n_cls, f"reference {ref[k]:.3f} ({source})"))
+    return rows
+
+
+def _references(prompts: pd.DataFrame, axis: str, labels: list[str]) -> dict[str, tuple[np.ndarray, str]]:
+    """prompt_id → (reference shares over ``labels``, source) for prompts whose subject has a reference row."""
+    ref_axis = REFERENCE_AXES.get(axis)
+    if ref_axis is None or "reference" not in prompts or "reference_table" not in prompts:
+        return {}
+    from t2ibias.prompts.references import reference_distribution
+
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    cache: dict[tuple[str, str], tuple[np.ndarray, str] | None] = {}
+    for pid, table, key in zip(prompts["prompt_id"], prompts["reference_table"], prompts["reference"]):
+        if not isinstance(table, str) or not isinstance(key, str):
+            continue
+        if (table, key) not in cache:
+            shares = reference_distribution(table, key).get(ref_axis) or {}
+            cache[(table, key)] = (np.array([shares.get(lab, math.nan) for lab in labels], dtype=float), f"{table}: {key}") if all(lab in shares for lab in labels) else None
+        if cache[(table, key)] is not None:
+            out[pid] = cache[(table, key)]
+    return out
 
 
 def _rng(base_seed: int, *parts: str) -> np.random.Generator:
@@ -168,15 +235,20 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
         table = pd.crosstab(sub["prompt_id"], pd.Categorical(sub["label"], categories=bins), dropna=False)
         table = table.reindex(index=order, columns=bins, fill_value=0)
         matrix = table.to_numpy(dtype=np.int64)
+        refs = _references(prompts, axis, class_labels)
         for i, pid in enumerate(order):
-            rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1], _rng(base_seed, axis, "prompt_id", pid))
+            rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1],
+                                _rng(base_seed, axis, "prompt_id", pid), refs.get(pid))
         for column in GROUP_COLUMNS:
             values = [str(v) for v in prompts[column]] if column in prompts else []
             if len(set(values)) < 2 and column != "family":
                 continue  # one group only: the same numbers as "all"
             for value in dict.fromkeys(values):
                 idx = [i for i, v in enumerate(values) if v == value]
-                rows += _group_rows(axis, column, value, bins, len(class_labels), matrix[idx], _rng(base_seed, axis, column, value))
+                group_refs = {refs[order[i]][1]: refs[order[i]] for i in idx if order[i] in refs}
+                shared = next(iter(group_refs.values())) if len(group_refs) == 1 and len(idx) == sum(order[i] in refs for i in idx) else None
+                rows += _group_rows(axis, column, value, bins, len(class_labels), matrix[idx],
+                                    _rng(base_seed, axis, column, value), shared)
         rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"))
         rows += _seed_rows(axis, bins, len(class_labels), sub)
     return rows

@@ -27,6 +27,9 @@ from t2ibias.store.image_store import ImageStore, atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
+#: Thumbnails shown per prompt, and in the whole report: a 200k-image sweep stays a page, not a gigabyte.
+THUMBS_PER_PROMPT = 8
+MAX_THUMBNAILS = 2000
 MISSING = "—"
 BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
 INTEGER_METRICS = {"count"}
@@ -200,17 +203,15 @@ def _has_file(run_dir: Path, rec: dict) -> bool:
 
 
 def _thumbnail(path: Path) -> str | None:
-    """A PNG data URI at most ``THUMB_PX`` on the long side; None when the file can't be read."""
+    """A JPEG data URI at most ``THUMB_PX`` on the long side; None when the file can't be read."""
     try:
         with Image.open(path) as im:
             im.thumbnail((THUMB_PX, THUMB_PX))
-            if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-                im = im.convert("RGB")
             buf = io.BytesIO()
-            im.save(buf, format="PNG", optimize=True)
+            im.convert("RGB").save(buf, format="JPEG", quality=80)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _accounting(run: Run, n_prompts: int) -> dict:
@@ -388,14 +389,17 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         images_by_prompt[str(rec.get("prompt_id"))].append(rec)
 
     families: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    per_prompt = max(1, min(THUMBS_PER_PROMPT, MAX_THUMBNAILS // max(len(prompts), 1)))
     for p in prompts:
         pid = str(p["prompt_id"])
+        shown = images_by_prompt.get(pid, [])[:per_prompt]
         families[str(p.get("family"))][str(p.get("subject"))].append({
             **{k: p.get(k) for k in ("set_id", "set_version", "template_id", "intervention", "text")},
             "prompt_id": pid,
             "tables": tables.for_group("prompt_id", pid),
             "images": [_image_entry(run, rec, labels_by_key.get(str(rec["key"]), []), tables.axes, thumbnails)
-                       for rec in images_by_prompt.get(pid, [])],
+                       for rec in shown],
+            "images_not_shown": len(images_by_prompt.get(pid, [])) - len(shown),
         })
 
     random_parts = [name for name, flag in (("generator", spec.get("model_is_random")),
