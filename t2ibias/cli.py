@@ -138,7 +138,7 @@ def sweep(
     _stages(out_dir, device, batch_size)
 
 
-def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None) -> None:
+def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "percentile") -> None:
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import score_stage
     from t2ibias.report.html import write_model_card, write_report
@@ -157,7 +157,7 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
             m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar)
         err.print(f"measure: {m['measured']} images measured ({m['faces']} faces found), {m['cached']} cached")
     if only in (None, "score"):
-        score_stage(run_dir)
+        score_stage(run_dir, ci)
         print_summary(run_dir)
     if only in (None, "report"):
         report = write_report(run_dir)
@@ -179,9 +179,12 @@ def measure(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 
 
 
 @app.command()
-def score(run_dir: RunDir) -> None:
+def score(
+    run_dir: RunDir,
+    ci: Annotated[str, typer.Option("--ci", metavar="percentile|bca", help="Bootstrap interval: percentile, or bias-corrected and accelerated.")] = "percentile",
+) -> None:
     """Recompute image labels and metrics.json from the measurements, and print the summary."""
-    _stages(run_dir, "cpu", 1, "score")
+    _stages(run_dir, "cpu", 1, "score", ci=ci)
 
 
 @app.command()

@@ -402,3 +402,22 @@ def test_labour_statistics_reference_for_occupation_prompts():
     # the subject "nurse" pools p1 and p2 against the same reference; age has no reference
     assert _pick(rows, "total_variation_reference", "gender_presentation", "subject", "nurse")["n"] == 3
     assert not [r for r in rows if r["metric"] == "total_variation_reference" and r["axis"] == "age_group"]
+
+
+def test_bca_intervals_are_available_and_contain_their_estimates():
+    from t2ibias.errors import UserError
+
+    spec = {"classifier": {"id": CLASSIFIER}, "base_seed": 0}
+    percentile = compute_metrics(_labels(), PROMPTS, spec)
+    bca = compute_metrics(_labels(), PROMPTS, spec, ci_method="bca")
+    assert [(r["metric"], r["group"], r["label"], r["value"]) for r in bca] == [
+        (r["metric"], r["group"], r["label"], r["value"]) for r in percentile
+    ]  # same estimates, other intervals
+    changed = [b for b, p in zip(bca, percentile) if (b["ci_low"], b["ci_high"]) != (p["ci_low"], p["ci_high"])
+               and not math.isnan(b["ci_low"])]
+    assert changed
+    for r in bca:
+        if r["metric"] in ("total_variation_uniform", "normalized_entropy") and not math.isnan(r["value"]):
+            assert r["ci_low"] - 1e-12 <= r["value"] <= r["ci_high"] + 1e-12
+    with pytest.raises(UserError, match="--ci"):
+        compute_metrics(_labels(), PROMPTS, spec, ci_method="studentized")

@@ -27,7 +27,7 @@ from t2ibias.measure.gate import HaarFaceGate
 from t2ibias.measure.stage import EMBEDDINGS_FILE, measurer_fingerprint, read_measurements
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
-from t2ibias.metrics.bootstrap import percentile_interval, resample_clusters, resample_counts
+from t2ibias.metrics.bootstrap import bca_interval, percentile_interval, resample_clusters, resample_counts
 from t2ibias.metrics import legacy
 from t2ibias.metrics.skew import EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions, total_variation
 from t2ibias.run import image_jobs, read_prompts, read_spec
@@ -141,23 +141,40 @@ def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, v
     }
 
 
+CI_METHODS = ("percentile", "bca")
+
+
 def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int,
                 cluster_counts: np.ndarray, rng: np.random.Generator,
-                reference: tuple[np.ndarray, str] | None = None) -> list[dict[str, Any]]:
+                reference: tuple[np.ndarray, str] | None = None, ci_method: str = "percentile") -> list[dict[str, Any]]:
     """Rows for one group: counts, proportions (all bins), skew metrics (classified only), and,
-    given ``reference`` = (shares over the class labels, where they come from), the distance to it."""
+    given ``reference`` = (shares over the class labels, where they come from), the distance to it.
+
+    Intervals are percentile intervals, or BCa ones (falling back to percentile where BCa is
+    undefined). Skew and distance intervals are widened to contain their estimate: resampling
+    only moves skew away from balance, so near balance a percentile interval can miss it.
+    """
     counts = cluster_counts.sum(axis=0)
     total = int(counts.sum())
-    if len(cluster_counts) == 1:
-        reps = resample_counts(counts, N_RESAMPLES, rng)
-    else:
-        reps = resample_clusters(cluster_counts, N_RESAMPLES, rng)
+    single = len(cluster_counts) == 1
+    reps = resample_counts(counts, N_RESAMPLES, rng) if single else resample_clusters(cluster_counts, N_RESAMPLES, rng)
+    data = counts if single else cluster_counts
+
+    def interval(stat: Any, estimate: float, widen: bool = False) -> tuple[float, float]:
+        replicates = stat(reps)
+        lo = hi = math.nan
+        if ci_method == "bca":
+            lo, hi = bca_interval(stat, data, replicates, estimate, CONFIDENCE)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            lo, hi = percentile_interval(replicates, CONFIDENCE)
+        return (min(lo, estimate), max(hi, estimate)) if widen else (lo, hi)
+
     rows = []
-    shares, rep_shares = proportions(counts), proportions(reps)
+    shares = proportions(counts)
     for k, label in enumerate(bins):
         rows.append(_row("count", axis, group_by, group, label, counts[k], None, total))
         rows.append(_row("proportion", axis, group_by, group, label, shares[k],
-                         percentile_interval(rep_shares[:, k], CONFIDENCE), total))
+                         interval(lambda c, k=k: proportions(c)[..., k], float(shares[k])), total))
     classified = counts[:n_labels]
     n_cls = int(classified.sum())
     for m in GROUP_METRICS:
@@ -165,34 +182,23 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
             rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group"))
             continue
         value = float(m.fn(classified))
-        lo, hi = percentile_interval(m.fn(reps[:, :n_labels]), CONFIDENCE)
-        # resampling only moves skew away from balance, so at (near) balance the percentile
-        # interval can miss the estimate; widen it to include the estimate
-        ci = (min(lo, value), max(hi, value))
-        rows.append(_row(m.name, axis, group_by, group, None, value, ci, n_cls))
-    if reference is not None:
-        rows += _reference_rows(axis, group_by, group, bins[:n_labels], classified, reps[:, :n_labels], *reference)
-    return rows
-
-
-def _reference_rows(axis: str, group_by: str, group: str, labels: list[str], classified: np.ndarray,
-                    reps: np.ndarray, ref: np.ndarray, source: str) -> list[dict[str, Any]]:
-    n_cls = int(classified.sum())
-    if not np.isfinite(ref).all():
-        note = f"{source}: no published reference shares"
-        return [_row(m.name, axis, group_by, group, None, math.nan, None, n_cls, note) for m in REFERENCE_METRICS]
-    if n_cls == 0:
-        note = "no classified images in this group"
-        return [_row(m.name, axis, group_by, group, None, math.nan, None, 0, note) for m in REFERENCE_METRICS]
-    rows = []
+        rows.append(_row(m.name, axis, group_by, group, None, value,
+                         interval(lambda c, m=m: m.fn(c[..., :n_labels]), value, widen=True), n_cls))
+    if reference is None:
+        return rows
+    ref, source = reference
+    if not np.isfinite(ref).all() or n_cls == 0:
+        note = f"{source}: no published reference shares" if n_cls else "no classified images in this group"
+        return rows + [_row(m.name, axis, group_by, group, None, math.nan, None, n_cls, note) for m in REFERENCE_METRICS]
     for m in REFERENCE_METRICS:
         value = float(m.fn(classified, ref))
-        lo, hi = percentile_interval(m.fn(reps, ref), CONFIDENCE)
-        rows.append(_row(m.name, axis, group_by, group, None, value, (min(lo, value), max(hi, value)), n_cls, f"reference: {source}"))
-    gaps, rep_gaps = proportions(classified) - ref, proportions(reps) - ref
-    for k, label in enumerate(labels):
+        rows.append(_row(m.name, axis, group_by, group, None, value,
+                         interval(lambda c, m=m: m.fn(c[..., :n_labels], ref), value, widen=True), n_cls, f"reference: {source}"))
+    gaps = proportions(classified) - ref
+    for k, label in enumerate(bins[:n_labels]):
         rows.append(_row("share_minus_reference", axis, group_by, group, label, float(gaps[k]),
-                         percentile_interval(rep_gaps[:, k], CONFIDENCE), n_cls, f"reference {ref[k]:.3f} ({source})"))
+                         interval(lambda c, k=k: proportions(c[..., :n_labels])[..., k] - ref[k], float(gaps[k])),
+                         n_cls, f"reference {ref[k]:.3f} ({source})"))
     return rows
 
 
@@ -220,7 +226,9 @@ def _rng(base_seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng([base_seed, zlib.crc32("\x1f".join(parts).encode())])
 
 
-def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, Any]]:
+def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any], ci_method: str = "percentile") -> list[dict[str, Any]]:
+    if ci_method not in CI_METHODS:
+        raise UserError(f"--ci {ci_method}: unknown interval method (use {' or '.join(CI_METHODS)})")
     cspec = resolve_classifier_spec(spec["classifier"]["id"])
     order = list(prompts["prompt_id"])
     base_seed = int(spec.get("base_seed", 0))
@@ -238,7 +246,7 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
         refs = _references(prompts, axis, class_labels)
         for i, pid in enumerate(order):
             rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1],
-                                _rng(base_seed, axis, "prompt_id", pid), refs.get(pid))
+                                _rng(base_seed, axis, "prompt_id", pid), refs.get(pid), ci_method)
         for column in GROUP_COLUMNS:
             values = [str(v) for v in prompts[column]] if column in prompts else []
             if len(set(values)) < 2 and column != "family":
@@ -248,8 +256,8 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
                 group_refs = {refs[order[i]][1]: refs[order[i]] for i in idx if order[i] in refs}
                 shared = next(iter(group_refs.values())) if len(group_refs) == 1 and len(idx) == sum(order[i] in refs for i in idx) else None
                 rows += _group_rows(axis, column, value, bins, len(class_labels), matrix[idx],
-                                    _rng(base_seed, axis, column, value), shared)
-        rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"))
+                                    _rng(base_seed, axis, column, value), shared, ci_method)
+        rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"), None, ci_method)
         rows += _seed_rows(axis, bins, len(class_labels), sub)
     return rows
 
@@ -291,19 +299,19 @@ def _json_safe(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def score_stage(run_dir: Path) -> dict[str, Any]:
+def score_stage(run_dir: Path, ci_method: str = "percentile") -> dict[str, Any]:
     """Write ``image_labels.parquet``, ``metrics.json`` and ``metrics.csv``; return the metrics document."""
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
     labels = image_labels(run_dir, spec)
-    rows = compute_metrics(labels, prompts, spec) + _location_rows(run_dir, spec, prompts, labels)
+    rows = compute_metrics(labels, prompts, spec, ci_method) + _location_rows(run_dir, spec, prompts, labels)
     buf = io.BytesIO()
     labels.to_parquet(buf, index=False)
     atomic_write_bytes(run_dir / IMAGE_LABELS_FILE, buf.getvalue())
     doc = {
         "t2ibias_version": __version__,
         "run_fingerprint": spec["fingerprint"],
-        "bootstrap": {"n_resamples": N_RESAMPLES, "method": "percentile", "confidence": CONFIDENCE, "seed": int(spec.get("base_seed", 0)),
+        "bootstrap": {"n_resamples": N_RESAMPLES, "method": ci_method, "confidence": CONFIDENCE, "seed": int(spec.get("base_seed", 0)),
                       "resampling": "images within a prompt; prompts then images within them for family and all"},
         "metrics": METRIC_INFO,
         "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
