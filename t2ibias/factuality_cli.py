@@ -91,6 +91,7 @@ def factuality(
     axis: Annotated[Axis | None, typer.Option("--axis", metavar="race|gender", help="Which facts to score [default: the axis of the --instances file].")] = None,
     dofair_compat: Annotated[bool, typer.Option("--dofair-compat", help="Score DDA as the released DoFaiR script does (TN/FN carried over from the IDA step; ties by first face).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="OUT", help="Also write the metrics, by culture and with CIs, to this JSON file.")] = None,
+    tax: Annotated[list[str] | None, typer.Option("--tax", metavar="NAME=CSV", help="Faces of the same instances generated under an intervention (repeat for several): adds the factuality tax of each against --faces as the baseline, with paired CIs.")] = None,
 ) -> None:
     """DoFaiR factuality (DDA, IDA, IDF, FDD, success rate) of generated images, overall and by culture."""
     inst, axis_name = _read_instances(instances, axis.value if axis is not None else None)
@@ -100,6 +101,16 @@ def factuality(
     console = Console(width=None if sys.stdout.isatty() else 140)
     title = f"DoFaiR factuality · {axis_name} · {instances.name}" + (" · released-scorer DDA (--dofair-compat)" if dofair_compat else "")
     console.print(results_table(result, title))
+    if tax:
+        interventions: dict[str, Any] = {"none": face_df}
+        for item in tax:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path or name == "none":
+                raise UserError(f"--tax {item}: expected NAME=FACES.csv with a name other than 'none' (e.g. --tax diversity_diverse=faces_div.csv)")
+            interventions[name] = load_faces(Path(path))
+        tax_df = factuality_tax_table(inst, interventions, axis_name, dofair_compat)
+        console.print(tax_rich_table(tax_df))
+        result["factuality_tax"] = json.loads(tax_df.to_json(orient="records"))
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}", highlight=False)

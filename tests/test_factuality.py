@@ -411,3 +411,18 @@ def test_real_release_with_gold_faces(tmp_path):
     assert len(r["by_culture"]) == 6 and all(c["n_instances"] == 100 for c in r["by_culture"].values())
     lo, hi = r["success_rate_ci"]
     assert lo < r["success_rate"] < hi
+
+
+def test_cli_tax_option_adds_the_factuality_tax(small, tmp_path):
+    inst, none, diverse = small
+    out = tmp_path / "tax.json"
+    args = ["--instances", str(inst), "--faces", str(none), "--tax", f"diversity_diverse={diverse}", "--json", str(out)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "factuality tax" in result.output and "diversity_diverse" in result.output
+    (row,) = json.loads(out.read_text())["factuality_tax"]
+    assert row["intervention"] == "diversity_diverse"
+    assert row["delta_involved_demographic_accuracy"] == pytest.approx(-1 / 7)  # as in the hand-computed tax test
+    assert row["delta_diversity"] == pytest.approx(1 / 7)
+    bad = CliRunner().invoke(_app(), ["--instances", str(inst), "--faces", str(none), "--tax", "no-equals-sign"])
+    assert isinstance(bad.exception, UserError) and "NAME=FACES.csv" in str(bad.exception)
