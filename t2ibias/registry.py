@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from t2ibias.errors import UnknownIdError
@@ -26,6 +27,14 @@ class Registry(Generic[T]):
         self.kind = kind
         self.list_command = list_command
         self._factories: dict[str, Callable[[], T]] = {}
+
+    @classmethod
+    def from_folder(cls, kind: str, list_command: str, folder: Path, load: Callable[[Path], T]) -> Registry[T]:
+        """One entry per ``*.yaml`` file in ``folder``, named by its file name, loaded on ``get``."""
+        reg: Registry[T] = cls(kind, list_command)
+        for path in sorted(folder.glob("*.yaml")):
+            reg.register(path.stem, lambda p=path: load(p))
+        return reg
 
     def register(self, name: str, factory: Callable[[], T]) -> None:
         if name in self._factories:

@@ -20,3 +20,16 @@ def t2ibias_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = Path(os.environ.get("T2IBIAS_TEST_CACHE") or tmp_path_factory.mktemp("t2ibias-cache"))
     os.environ["T2IBIAS_CACHE"] = str(cache)
     return cache
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: CPU pixels depend on the thread count (docs/footguns.md), so
+    images compared across processes (OMP_NUM_THREADS=1 there) must be made the same way here;
+    it is also the fastest setting on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,15 +24,7 @@ SWEEP = ["sweep", "--model", "tiny-random-sd", "--prompts", "demo", "--seeds", s
 SUBCOMMANDS = ["sweep", "generate", "measure", "score", "report", "ls", "validate"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Images made in this process must match those of the subprocesses (OMP_NUM_THREADS=1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def env(**extra: str) -> dict[str, str]:

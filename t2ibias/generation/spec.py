@@ -103,14 +103,7 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
     return GeneratorSpec(**data)
 
 
-def _registry() -> Registry[GeneratorSpec]:
-    reg: Registry[GeneratorSpec] = Registry("model", "t2ibias ls models")
-    for path in sorted(GENERATOR_DIR.glob("*.yaml")):
-        reg.register(path.stem, lambda p=path: load_generator_spec_file(p))
-    return reg
-
-
-GENERATORS = _registry()
+GENERATORS = Registry.from_folder("model", "t2ibias ls models", GENERATOR_DIR, load_generator_spec_file)
 
 
 def _spec_for_local_folder(folder: Path) -> GeneratorSpec:

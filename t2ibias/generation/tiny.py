@@ -86,15 +86,11 @@ def _vae():
     )
 
 
-def build_tiny_sd():
-    """A Stable Diffusion 1.x-shaped pipeline with random weights (64×64, ~1 MB)."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
+def _unet(**kwargs):
+    """A two-level UNet at 32×32 latents; ``kwargs`` add the variant's own settings."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(SEED)
-    tokenizer = build_clip_tokenizer()
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(16, 32),
         layers_per_block=1,
         sample_size=32,
@@ -102,10 +98,21 @@ def build_tiny_sd():
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
         attention_head_dim=4,
         norm_num_groups=8,
+        **kwargs,
     )
+
+
+def build_tiny_sd():
+    """A Stable Diffusion 1.x-shaped pipeline with random weights (64×64, ~1 MB)."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(SEED)
+    tokenizer = build_clip_tokenizer()
+    unet = _unet(cross_attention_dim=32)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
@@ -120,23 +127,14 @@ def build_tiny_sd():
 def build_tiny_sdxl():
     """A Stable Diffusion XL-shaped pipeline (two text encoders, text_time embedding), random weights."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(SEED)
     tokenizer = build_clip_tokenizer()
     text_dim, text_dim_2, proj = 16, 16, 16
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _unet(
         cross_attention_dim=text_dim + text_dim_2,
-        attention_head_dim=4,
-        norm_num_groups=8,
         transformer_layers_per_block=(1, 1),
         addition_embed_type="text_time",
         addition_time_embed_dim=8,

@@ -135,14 +135,7 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
     )
 
 
-def _registry() -> Registry[ClassifierSpec]:
-    reg: Registry[ClassifierSpec] = Registry("classifier", "t2ibias ls classifiers")
-    for path in sorted(CLASSIFIER_DIR.glob("*.yaml")):
-        reg.register(path.stem, lambda p=path: load_classifier_spec_file(p))
-    return reg
-
-
-CLASSIFIERS = _registry()
+CLASSIFIERS = Registry.from_folder("classifier", "t2ibias ls classifiers", CLASSIFIER_DIR, load_classifier_spec_file)
 
 
 def resolve_classifier_spec(name: str) -> ClassifierSpec:

@@ -59,7 +59,7 @@ import pandas as pd
 
 from t2ibias.errors import UserError
 from t2ibias.metrics.bootstrap import percentile_interval
-from t2ibias.prompts.dofair import LABELS
+from t2ibias.prompts.dofair import LABEL_ALIASES, LABELS
 
 AXES = tuple(LABELS)
 METRICS = (
@@ -83,18 +83,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 _FACE_SUFFIX = re.compile(r"^(?P<stem>.*)_face\d+(?:\.[A-Za-z0-9]+)?$")
 
 # FairFace and common spellings → DoFaiR vocabulary, keyed by lower case with "_"/"-" as spaces.
-_RACE_SPELLINGS = {
-    "white": "White",
-    "black": "Black",
-    "latino hispanic": "Latino_Hispanic",
-    "latino": "Latino_Hispanic",
-    "east asian": "East Asian",
-    "southeast asian": "Southeast Asian",
-    "indian": "Indian",
-    "middle eastern": "Middle Eastern",
+_SPELLINGS = {
+    axis: {label.lower().replace("_", " "): label for label in labels} for axis, labels in LABELS.items()
 }
-_GENDER_SPELLINGS = {"male": "male", "female": "female"}
-_SPELLINGS = {"race": _RACE_SPELLINGS, "gender": _GENDER_SPELLINGS}
+_SPELLINGS["race"].update({alias.lower(): label for alias, label in LABEL_ALIASES.items()})
 
 
 # --------------------------------------------------------------------------- per instance

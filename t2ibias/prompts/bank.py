@@ -249,10 +249,7 @@ def expand(pset: PromptSet, interventions: tuple[str, ...] | None = None) -> lis
 
 def prompt_sets() -> Registry[PromptSet]:
     """Registry of the sets in the prompt bank folder (file name = id)."""
-    reg: Registry[PromptSet] = Registry("prompt set", "t2ibias ls prompts")
-    for path in sorted(prompts_dir().glob("*.yaml")):
-        reg.register(path.stem, lambda p=path: load_prompt_set(p))
-    return reg
+    return Registry.from_folder("prompt set", "t2ibias ls prompts", prompts_dir(), load_prompt_set)
 
 
 def resolve_prompt_set(name: str) -> PromptSet:
