@@ -326,8 +326,8 @@ def test_metrics_are_reproducible_and_clustered_over_prompts(metric_rows):
     again = compute_metrics(_labels(), PROMPTS, {"classifier": {"id": CLASSIFIER}, "base_seed": 0})
     assert pd.DataFrame(again).equals(pd.DataFrame(metric_rows))
     other = compute_metrics(_labels(), PROMPTS, {"classifier": {"id": CLASSIFIER}, "base_seed": 1})
-    lows = [(a["ci_low"], b["ci_low"]) for a, b in zip(metric_rows, other) if not math.isnan(a["ci_low"])]
-    assert any(x != y for x, y in lows)
+    ends = [((a["ci_low"], a["ci_high"]), (b["ci_low"], b["ci_high"])) for a, b in zip(metric_rows, other) if not math.isnan(a["ci_low"])]
+    assert any(x != y for x, y in ends)  # another base seed, other resamples
     # the same labels split into prompts that disagree widen the family interval
     split = pd.DataFrame(
         [{"key": f"{p}{i}", "prompt_id": p, "image_index": i, "attribute": ax, "label": lab}

@@ -27,7 +27,7 @@ from t2ibias.measure.gate import HaarFaceGate
 from t2ibias.measure.stage import EMBEDDINGS_FILE, measurer_fingerprint, read_measurements
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
-from t2ibias.metrics.bootstrap import bca_interval, percentile_interval, resample_clusters, resample_counts
+from t2ibias.metrics.bootstrap import bca_interval, percentile_interval, pooled_replicates, resample_counts
 from t2ibias.metrics import legacy
 from t2ibias.metrics.skew import EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions, total_variation
 from t2ibias.run import image_jobs, read_prompts, read_spec
@@ -54,6 +54,7 @@ REFERENCE_METRICS = (
     SkewMetric("js_divergence_reference", js_divergence, False,
                "Jensen-Shannon divergence (natural log, at most ln 2) between the label shares and the reference; 0 matches it."),
 )
+REFERENCE_METRIC_NAMES = {m.name for m in REFERENCE_METRICS} | {"share_minus_reference"}
 N_RESAMPLES = 1000
 #: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
 GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
@@ -157,7 +158,7 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
     counts = cluster_counts.sum(axis=0)
     total = int(counts.sum())
     single = len(cluster_counts) == 1
-    reps = resample_counts(counts, N_RESAMPLES, rng) if single else resample_clusters(cluster_counts, N_RESAMPLES, rng)
+    reps = resample_counts(counts, N_RESAMPLES, rng) if single else pooled_replicates(cluster_counts, N_RESAMPLES, rng)
     data = counts if single else cluster_counts
 
     def interval(stat: Any, estimate: float, widen: bool = False) -> tuple[float, float]:
@@ -202,6 +203,61 @@ def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels:
     return rows
 
 
+#: Prompts whose replicates are drawn together (memory: chunk × resamples × labels × 8 bytes).
+PROMPT_CHUNK = 256
+
+
+def _quantiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval along axis 1 of (groups, resamples) or (groups, resamples, K);
+    a row with non-finite replicates takes :func:`percentile_interval`, which drops them."""
+    levels = [(1.0 - CONFIDENCE) / 2.0, (1.0 + CONFIDENCE) / 2.0]
+    moved = np.moveaxis(values, 1, -1)  # (groups, ..., resamples)
+    flat = moved.reshape(-1, values.shape[1])
+    lo, hi = np.full(len(flat), np.nan), np.full(len(flat), np.nan)
+    ok = np.isfinite(flat).all(axis=1)
+    if ok.any():
+        lo[ok], hi[ok] = np.quantile(flat[ok], levels, axis=1)
+    for j in np.flatnonzero(~ok):
+        lo[j], hi[j] = percentile_interval(flat[j], CONFIDENCE)
+    return lo.reshape(moved.shape[:-1]), hi.reshape(moved.shape[:-1])
+
+
+def _prompt_rows(axis: str, order: list[str], bins: list[str], n_labels: int, matrix: np.ndarray,
+                 refs: dict[str, tuple[np.ndarray, str]], base_seed: int) -> list[dict[str, Any]]:
+    """Per-prompt rows, as :func:`_group_rows` makes them with percentile intervals, with the
+    replicates of many prompts drawn in one multinomial call and every metric vectorized over them."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(order), PROMPT_CHUNK):
+        counts = matrix[start : start + PROMPT_CHUNK]
+        pids = order[start : start + PROMPT_CHUNK]
+        totals = counts.sum(axis=1)
+        rng = _rng(base_seed, axis, "prompt_id", str(start))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pvals = np.where(totals[:, None] > 0, counts / np.maximum(totals[:, None], 1), 1.0 / counts.shape[1])
+        reps = rng.multinomial(totals[:, None], pvals[:, None, :], size=(len(pids), N_RESAMPLES))  # (P, B, K)
+        share_lo, share_hi = _quantiles(proportions(reps))
+        classified, rep_cls = counts[:, :n_labels], reps[..., :n_labels]
+        metric_values = {m.name: (m.fn(classified), *_quantiles(m.fn(rep_cls))) for m in GROUP_METRICS}
+        shares = proportions(counts)
+        for i, pid in enumerate(pids):
+            total, n_cls = int(totals[i]), int(classified[i].sum())
+            for k, label in enumerate(bins):
+                rows.append(_row("count", axis, "prompt_id", pid, label, counts[i, k], None, total))
+                ci = (share_lo[i, k], share_hi[i, k]) if total else None
+                rows.append(_row("proportion", axis, "prompt_id", pid, label, shares[i, k], ci, total))
+            for m in GROUP_METRICS:
+                if n_cls == 0:
+                    rows.append(_row(m.name, axis, "prompt_id", pid, None, math.nan, None, 0, "no classified images in this group"))
+                    continue
+                value, lo, hi = (float(a[i]) for a in metric_values[m.name])
+                rows.append(_row(m.name, axis, "prompt_id", pid, None, value, (min(lo, value), max(hi, value)), n_cls))
+            if pid in refs:  # few prompts have a reference: the per-group path is cheap enough
+                ref_rows = _group_rows(axis, "prompt_id", pid, bins, n_labels, counts[i : i + 1],
+                                       _rng(base_seed, axis, "prompt_id", pid), refs[pid])
+                rows += [r for r in ref_rows if r["metric"] in REFERENCE_METRIC_NAMES]
+    return rows
+
+
 def _references(prompts: pd.DataFrame, axis: str, labels: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     """prompt_id → (reference shares over ``labels``, source) for prompts whose subject has a reference row."""
     ref_axis = REFERENCE_AXES.get(axis)
@@ -237,16 +293,17 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
         class_labels = list(cspec.attributes[axis].labels)
         bins = class_labels + list(BINS)
         sub = labels[labels["attribute"] == axis]
-        unknown = set(sub["label"]) - set(bins)
+        unknown = set(sub["label"].unique()) - set(bins)
         if unknown:
             raise UserError(f"measurements: label {sorted(unknown)[0]!r} of {axis!r} is not in classifier {cspec.id!r} (re-run `t2ibias measure`)")
-        table = pd.crosstab(sub["prompt_id"], pd.Categorical(sub["label"], categories=bins), dropna=False)
-        table = table.reindex(index=order, columns=bins, fill_value=0)
-        matrix = table.to_numpy(dtype=np.int64)
+        matrix = _count_matrix(sub["prompt_id"], order, sub["label"], bins)
         refs = _references(prompts, axis, class_labels)
-        for i, pid in enumerate(order):
-            rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1],
-                                _rng(base_seed, axis, "prompt_id", pid), refs.get(pid), ci_method)
+        if ci_method == "percentile":
+            rows += _prompt_rows(axis, order, bins, len(class_labels), matrix, refs, base_seed)
+        else:
+            for i, pid in enumerate(order):
+                rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1],
+                                    _rng(base_seed, axis, "prompt_id", pid), refs.get(pid), ci_method)
         for column in GROUP_COLUMNS:
             values = [str(v) for v in prompts[column]] if column in prompts else []
             if len(set(values)) < 2 and column != "family":
@@ -262,14 +319,22 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
     return rows
 
 
+def _count_matrix(rows: pd.Series, row_order: list[Any], labels: pd.Series, bins: list[str]) -> np.ndarray:
+    """(len(row_order), len(bins)) counts of ``labels`` per value of ``rows`` (values outside the order are dropped)."""
+    r = pd.Categorical(rows.to_numpy(), categories=row_order).codes.astype(np.int64)
+    c = pd.Categorical(labels.to_numpy(), categories=bins).codes.astype(np.int64)
+    keep = (r >= 0) & (c >= 0)
+    flat = np.bincount(r[keep] * len(bins) + c[keep], minlength=len(row_order) * len(bins))
+    return flat.reshape(len(row_order), len(bins))
+
+
 def _seed_rows(axis: str, bins: list[str], n_labels: int, sub: pd.DataFrame) -> list[dict[str, Any]]:
     """Seed-to-seed variation, apart from the bootstrap over prompts: the standard deviation,
     across image indices (seed slots), of each all-prompt estimate computed from one slot alone."""
     slots = sorted(sub["image_index"].unique())
     if len(slots) < 2:
         return []
-    table = pd.crosstab(sub["image_index"], pd.Categorical(sub["label"], categories=bins), dropna=False)
-    counts = table.reindex(index=slots, columns=bins, fill_value=0).to_numpy(dtype=np.int64)
+    counts = _count_matrix(sub["image_index"], slots, sub["label"], bins)
     rows = []
     shares = proportions(counts)
     note = f"standard deviation over {len(slots)} seed slots"
