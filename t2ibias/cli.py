@@ -259,12 +259,14 @@ def _validate_run(run_dir: Path) -> str:
     jobs = image_jobs(spec, read_prompts(run_dir, spec))
     store = ImageStore(run_dir)
     records = store.records()
-    intact = store.done_keys(j.key for j in jobs)
-    present = sum(1 for j in jobs if j.key in records)
-    bad = present - len(intact & {j.key for j in jobs if j.key in records}) - sum(1 for j in jobs if records.get(j.key, {}).get("status") == "failed")
-    if bad > 0:
-        raise UserError(f"{run_dir}: {bad} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
-    return f"run {spec['fingerprint']}: {len(intact)} of {len(jobs)} images intact"
+    status = {j.key: records.get(j.key, {}).get("status", "not generated") for j in jobs}
+    bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k])]
+    if bad:
+        raise UserError(f"{run_dir}: {len(bad)} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
+    counts = {st: list(status.values()).count(st) for st in ("ok", "blocked", "failed", "not generated")}
+    intact = counts["ok"]
+    others = ", ".join(f"{n} {st}" for st, n in counts.items() if st != "ok" and n)
+    return f"run {spec['fingerprint']}: {intact} of {len(jobs)} images intact" + (f" ({others})" if others else "")
 
 
 @app.command()
