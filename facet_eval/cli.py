@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
 
 from facet_eval import __version__
+from t2ibias.errors import EXIT_USER_ERROR, UserError
 
 app = typer.Typer(help="Evaluate vision models on FACET, disaggregated by perceived attributes.", add_completion=False)
+err = Console(stderr=True)
 
 
 @app.callback(invoke_without_command=True)
@@ -15,5 +22,86 @@ def _main(version: bool = typer.Option(False, "--version", help="Print the versi
         typer.echo(f"facet-eval {__version__}")
 
 
+def _parse_intersect(text: str | None) -> list[tuple[str, str]]:
+    if not text:
+        return []
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise UserError(f"--intersect: expected two attributes as A,B, got {text!r} (e.g. gender_presentation,skin_tone_bucket)")
+    return [(parts[0], parts[1])]
+
+
+@app.command()
+def detect(
+    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json and metrics.csv.")],
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="COCO results JSON [{image_id, bbox, score}].")] = None,
+    intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Run a detector (not yet available).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """Class-agnostic person detection: AR50, AR75, mAR per group, per class, with disparities."""
+    from facet_eval.data import load_facet
+    from facet_eval.detection import evaluate_detection, load_predictions, write_outputs
+
+    if model is not None:
+        raise UserError("--model: running a model needs the ultralytics runner, which is not yet available (pass --predictions)")
+    if predictions is None:
+        raise UserError("--predictions: required (pass a COCO results JSON of person detections)")
+    pairs = _parse_intersect(intersect)
+    data = load_facet(facet_root)
+    preds = load_predictions(predictions, data)
+    rows = evaluate_detection(data, preds, intersections=pairs, seed=seed)
+    write_outputs(rows, out)
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'} ({len(rows)} rows)")
+
+
+@app.command()
+def submit(
+    out_dir: Annotated[Path, typer.Argument(help="An evaluation output folder (with metrics.json).")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the submission JSON.")],
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Model name [default: from run.json].")] = None,
+    facet_root: Annotated[Path | None, typer.Option("--facet-root", metavar="DIR", help="The FACET release the evaluation used, for annotation checksums.")] = None,
+) -> None:
+    """Package an evaluation as a versioned leaderboard submission."""
+    from facet_eval.submission import make_submission, write_submission
+
+    sub = make_submission(out_dir, model_name=model_name, facet_root=facet_root)
+    typer.echo(f"wrote {write_submission(sub, out)}")
+
+
+@app.command()
+def validate(submission: Annotated[Path, typer.Argument(help="A submission JSON file.")]) -> None:
+    """Check a submission: schema, row ranges, and the summary recomputed from its rows; exit 2 on any problem."""
+    from facet_eval.submission import validate_submission
+
+    problems = validate_submission(submission)
+    for p in problems:
+        typer.echo(p, err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(f"ok  {submission}")
+
+
+@app.command()
+def leaderboard(
+    submissions: Annotated[list[Path], typer.Argument(help="Submission JSON files.")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The HTML page to write.")],
+) -> None:
+    """Rank submissions by overall mAR and by worst-group gap per attribute, in one self-contained page."""
+    from facet_eval.leaderboard import write_leaderboard
+
+    typer.echo(f"wrote {write_leaderboard(submissions, out)}")
+
+
 def main() -> None:
-    app()
+    """Console entry point: user errors print one line and exit 2, with no traceback."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

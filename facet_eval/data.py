@@ -1,0 +1,191 @@
+"""Loading a FACET release (annotations only; images are not needed to score predictions).
+
+``<root>/annotations/annotations.csv`` holds one row per person with their classes, box and
+perceived-attribute columns; ``coco_boxes.json`` gives the images (ids, file names, sizes) and
+the COCO annotation of each person (annotation ``id`` = ``person_id``); ``coco_masks.json``
+(optional) holds SAM person masks as RLE with an extra ``person_id`` field.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from t2ibias.errors import UserError
+
+REQUIRED_COLUMNS = ("person_id", "filename", "class1", "class2", "bounding_box")
+BOX_KEYS = ("x", "y", "width", "height")
+
+
+@dataclass
+class FacetData:
+    """People (one row each, CSV order) and images of a FACET release.
+
+    ``people`` has the CSV columns plus ``image_id``, ``box_x``, ``box_y``, ``box_w``, ``box_h``,
+    ``iscrowd`` and ``classes`` (a tuple: class1 and, when present, class2).
+    ``images`` has ``id``, ``file_name``, ``width``, ``height``.
+    ``masks`` maps person_id to the RLE of that person's mask (empty when no coco_masks.json).
+    """
+
+    root: Path
+    people: pd.DataFrame
+    images: pd.DataFrame
+    masks: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for cls in self.people["classes"]:
+            for c in cls:
+                seen.setdefault(c, None)
+        return sorted(seen)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (pass the FACET root that holds annotations/)") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON: {exc} (re-download the file)") from None
+
+
+def _parse_box(text: Any, where: str) -> tuple[float, float, float, float]:
+    try:
+        box = ast.literal_eval(str(text))
+    except (ValueError, SyntaxError):
+        raise UserError(
+            f"{where}: column bounding_box: cannot parse {str(text)[:60]!r} "
+            "(write it as {'x': .., 'y': .., 'width': .., 'height': ..})"
+        ) from None
+    if not isinstance(box, dict) or any(k not in box for k in BOX_KEYS):
+        raise UserError(
+            f"{where}: column bounding_box: needs keys x, y, width, height, got {str(text)[:60]!r} "
+            "(write it as {'x': .., 'y': .., 'width': .., 'height': ..})"
+        )
+    try:
+        vals = tuple(float(box[k]) for k in BOX_KEYS)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: column bounding_box: values must be numbers, got {str(text)[:60]!r} (fix the values)") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise UserError(f"{where}: column bounding_box: values must be finite (fix the values)")
+    if vals[2] < 0 or vals[3] < 0:
+        raise UserError(f"{where}: column bounding_box: negative width or height {vals[2]}x{vals[3]} (fix the box size)")
+    return vals  # type: ignore[return-value]
+
+
+def _attribute_columns(columns: list[str]) -> list[str]:
+    from facet_eval.groups import attribute_of_column
+
+    return [c for c in columns if attribute_of_column(c) is not None]
+
+
+def load_facet(root: str | Path) -> FacetData:
+    """Read and validate ``<root>/annotations/{annotations.csv, coco_boxes.json[, coco_masks.json]}``."""
+    root = Path(root)
+    ann_dir = root / "annotations"
+    csv_path = ann_dir / "annotations.csv"
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: file not found (pass the FACET root that holds annotations/annotations.csv)")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{csv_path}: cannot read CSV: {exc} (re-download the file)") from None
+    df.columns = [c.strip() for c in df.columns]
+    for col in REQUIRED_COLUMNS:
+        if col not in df.columns:
+            raise UserError(f"{csv_path}:1: column {col}: missing from the header (use the release's annotations.csv)")
+
+    n = len(df)
+    lines = np.arange(n) + 2  # header is line 1
+    pids = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(df["person_id"]):
+        try:
+            pids[i] = int(float(v))
+        except ValueError:
+            raise UserError(f"{csv_path}:{lines[i]}: column person_id: not an integer: {v!r} (fix the id)") from None
+    dup = pd.Series(pids).duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise UserError(f"{csv_path}:{lines[i]}: column person_id: duplicate id {pids[i]} (each person needs one row)")
+    boxes = np.array([_parse_box(t, f"{csv_path}:{lines[i]}") for i, t in enumerate(df["bounding_box"])], dtype=float).reshape(n, 4)
+
+    attr_cols = _attribute_columns(list(df.columns))
+    people = pd.DataFrame({"person_id": pids, "filename": df["filename"].str.strip()})
+    for col in ("class1", "class2"):
+        people[col] = pd.Series(
+            [None if v.strip() in ("", "None", "none", "nan", "NaN") else v.strip() for v in df[col]], dtype=object
+        )
+    for col in attr_cols:
+        raw = df[col].str.strip()
+        vals = pd.to_numeric(raw.replace({"": "nan", "None": "nan"}), errors="coerce")
+        bad = vals.isna() & ~raw.isin(["", "None", "nan", "NaN"])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UserError(f"{csv_path}:{lines[i]}: column {col}: not a number: {raw.iloc[i]!r} (use 0/1 or vote counts)")
+        people[col] = vals.to_numpy(dtype=float)
+    people["box_x"], people["box_y"], people["box_w"], people["box_h"] = boxes.T if n else ([], [], [], [])
+    people["classes"] = pd.Series(
+        [tuple(c for c in (a, b) if c) for a, b in zip(people["class1"], people["class2"])], dtype=object
+    )
+    for i, c in enumerate(people["class1"]):
+        if c is None:
+            raise UserError(f"{csv_path}:{lines[i]}: column class1: empty (every person needs a primary class)")
+
+    boxes_path = ann_dir / "coco_boxes.json"
+    coco = _read_json(boxes_path)
+    if not isinstance(coco, dict) or "images" not in coco or "annotations" not in coco:
+        raise UserError(f"{boxes_path}: needs COCO keys 'images' and 'annotations' (use the release's coco_boxes.json)")
+    img_rows = []
+    for k, im in enumerate(coco["images"]):
+        if not isinstance(im, dict) or "id" not in im:
+            raise UserError(f"{boxes_path}: images[{k}]: field id missing (use the release's coco_boxes.json)")
+        img_rows.append({"id": int(im["id"]), "file_name": str(im.get("file_name", "")),
+                         "width": im.get("width"), "height": im.get("height")})
+    images = pd.DataFrame(img_rows, columns=["id", "file_name", "width", "height"])
+    by_name = {Path(f).name: i for f, i in zip(images["file_name"], images["id"])}
+    ann_by_pid: dict[int, dict[str, Any]] = {}
+    for k, a in enumerate(coco["annotations"]):
+        if not isinstance(a, dict) or "id" not in a or "image_id" not in a:
+            raise UserError(f"{boxes_path}: annotations[{k}]: fields id and image_id are required (use the release's coco_boxes.json)")
+        ann_by_pid[int(a["id"])] = a
+    image_ids = np.empty(n, dtype=np.int64)
+    crowd = np.zeros(n, dtype=np.int64)
+    known = set(images["id"].tolist())
+    for i, (pid, fname) in enumerate(zip(pids, people["filename"])):
+        a = ann_by_pid.get(int(pid))
+        if a is not None:
+            image_ids[i] = int(a["image_id"])
+            crowd[i] = int(a.get("iscrowd", 0) or 0)
+        elif Path(fname).name in by_name:
+            image_ids[i] = by_name[Path(fname).name]
+        else:
+            raise UserError(
+                f"{csv_path}:{lines[i]}: column filename: {fname!r} (person {pid}) has no image in {boxes_path.name} "
+                "(use matching annotations.csv and coco_boxes.json)"
+            )
+        if image_ids[i] not in known:
+            raise UserError(f"{boxes_path}: annotation {pid}: image_id {image_ids[i]} is not in images (use the release's file)")
+    people["image_id"] = image_ids
+    people["iscrowd"] = crowd
+
+    masks: dict[int, dict[str, Any]] = {}
+    masks_path = ann_dir / "coco_masks.json"
+    if masks_path.is_file():
+        mcoco = _read_json(masks_path)
+        cats = {c.get("id"): str(c.get("name", "")) for c in (mcoco.get("categories") or []) if isinstance(c, dict)}
+        for k, a in enumerate(mcoco.get("annotations") or []):
+            if not isinstance(a, dict) or "person_id" not in a or "segmentation" not in a:
+                raise UserError(f"{masks_path}: annotations[{k}]: fields person_id and segmentation are required (use the release's file)")
+            if cats and cats.get(a.get("category_id")) not in ("person", None):
+                continue
+            masks[int(a["person_id"])] = a["segmentation"]
+    return FacetData(root=root, people=people, images=images, masks=masks)
