@@ -35,19 +35,14 @@ def _parse_intersect(text: str | None) -> list[tuple[str, str]]:
 def detect(
     facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json and metrics.csv.")],
-    predictions: Annotated[Path | None, typer.Option("--predictions", help="COCO results JSON [{image_id, bbox, score}].")] = None,
+    predictions: Annotated[Path, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, bbox, score}] of person boxes (category ignored).")],
     intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Run a detector (not yet available).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
 ) -> None:
     """Class-agnostic person detection: AR50, AR75, mAR per group, per class, with disparities."""
     from facet_eval.data import load_facet
     from facet_eval.detection import evaluate_detection, load_predictions, write_outputs
 
-    if model is not None:
-        raise UserError("--model: running a model needs the ultralytics runner, which is not yet available (pass --predictions)")
-    if predictions is None:
-        raise UserError("--predictions: required (pass a COCO results JSON of person detections)")
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     preds = load_predictions(predictions, data)

@@ -307,8 +307,8 @@ def test_cli_detect_ok_and_errors(known, tmp_path, monkeypatch, capsys):
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     assert any(r["attribute"] == "gender_presentation&skin_tone_bucket" and r["group"] == "masc&lighter" for r in rows)
     capsys.readouterr()
-    assert _cli(monkeypatch, "detect", "--facet-root", str(root), "--model", "yolo", "--out", str(out)) == 2
-    assert "ultralytics" in capsys.readouterr().err
+    assert _cli(monkeypatch, "detect", "--facet-root", str(root), "--out", str(out)) == 2  # --predictions is required
+    assert "--predictions" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"image_id": 99999, "bbox": FULL, "score": 1}]))
     assert _cli(monkeypatch, "detect", "--facet-root", str(root), "--predictions", str(bad), "--out", str(out)) == 2
