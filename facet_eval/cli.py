@@ -52,6 +52,29 @@ def detect(
 
 
 @app.command()
+def segment(
+    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/ (with coco_masks.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json and metrics.csv.")],
+    predictions: Annotated[Path, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, segmentation (RLE), score}] of person masks (category ignored).")],
+    intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """Class-agnostic person segmentation (mask IoU, people with a person mask only): AR50, AR75, mAR per group."""
+    from facet_eval.data import load_facet
+    from facet_eval.detection import write_outputs
+    from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
+
+    pairs = _parse_intersect(intersect)
+    data = load_facet(facet_root)
+    if not data.masks:
+        raise UserError(f"{facet_root / 'annotations' / 'coco_masks.json'}: no person masks found (segmentation needs the release's coco_masks.json)")
+    preds = load_segm_predictions(predictions, data)
+    rows = evaluate_segmentation(data, preds, intersections=pairs, seed=seed)
+    write_outputs(rows, out)
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'} ({len(rows)} rows)")
+
+
+@app.command()
 def submit(
     out_dir: Annotated[Path, typer.Argument(help="An evaluation output folder (with metrics.json).")],
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the submission JSON.")],

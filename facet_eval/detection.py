@@ -93,13 +93,10 @@ def match_people(data: FacetData, predictions: list[dict[str, Any]]) -> tuple[np
     """``(matched, evaluated)``: ``matched[i, t]`` is True when person ``i`` (row of
     ``data.people``) is matched at IoU threshold ``IOU_THRESHOLDS[t]``; ``evaluated[i]`` is False
     for crowd people, whom pycocotools ignores."""
-    from pycocotools.cocoeval import COCOeval
-
     people = data.people
     n = len(people)
     image_ids = sorted(int(i) for i in data.images["id"])
     images = [{"id": i} for i in image_ids]
-    cats = [{"id": 1, "name": "person"}]
     gts = [
         {"id": k + 1, "image_id": int(im), "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h),
          "iscrowd": int(c), "category_id": 1}
@@ -111,15 +108,27 @@ def match_people(data: FacetData, predictions: list[dict[str, Any]]) -> tuple[np
          "score": d["score"], "iscrowd": 0, "category_id": 1}
         for k, d in enumerate(predictions)
     ]
-    matched = np.zeros((n, len(IOU_THRESHOLDS)), dtype=bool)
     evaluated = people["iscrowd"].to_numpy() == 0
-    if n == 0 or not dts:
-        return matched, evaluated
+    matched = match_annotations(images, gts, dts, n, "bbox")
+    matched[~evaluated] = False
+    return matched, evaluated
+
+
+def match_annotations(images: list[dict[str, Any]], gts: list[dict[str, Any]], dts: list[dict[str, Any]],
+                      n: int, iou_type: str = "bbox") -> np.ndarray:
+    """Per-GT match flags ``(n, T)`` from one class-agnostic pycocotools ``COCOeval.evaluate``
+    (``iou_type`` "bbox" or "segm"); GT ``id`` k+1 fills row k, rows without a GT stay False."""
+    from pycocotools.cocoeval import COCOeval
+
+    matched = np.zeros((n, len(IOU_THRESHOLDS)), dtype=bool)
+    if n == 0 or not dts or not gts:
+        return matched
+    cats = [{"id": 1, "name": "person"}]
     gt = _coco({"images": images, "annotations": gts, "categories": cats})
     dt = _coco({"images": images, "annotations": dts, "categories": cats})
-    ev = COCOeval(gt, dt, "bbox")
+    ev = COCOeval(gt, dt, iou_type)
     p = ev.params
-    p.imgIds = image_ids
+    p.imgIds = [im["id"] for im in images]
     p.useCats = 0
     p.maxDets = [MAX_DETS]
     p.areaRng = [[0.0, 1e10]]
@@ -132,8 +141,7 @@ def match_people(data: FacetData, predictions: list[dict[str, Any]]) -> tuple[np
             continue
         cols = np.asarray(e["gtIds"], dtype=np.int64) - 1
         matched[cols] = (np.asarray(e["gtMatches"]) > 0).T
-    matched[~evaluated] = False
-    return matched, evaluated
+    return matched
 
 
 # ---------------------------------------------------------------- statistics
@@ -180,6 +188,7 @@ def rows_from_matches(
     n_boot: int = N_BOOT,
     seed: int = 0,
     per_class: bool = True,
+    task: str = "detection",
 ) -> list[dict[str, Any]]:
     membership: Membership = group_membership(data.people)
     for a, b in intersections:
@@ -210,7 +219,7 @@ def rows_from_matches(
                 boot = _boot_means(vals, rng, n_boot)
                 samples[(attr, g, metric)] = boot
                 lo, hi = _ci(boot)
-                row = {"task": "detection", "metric": metric, "attribute": attr, "group": g, "class": cls,
+                row = {"task": task, "metric": metric, "attribute": attr, "group": g, "class": cls,
                        "value": float(vals.mean()) if k else math.nan, "n": k, "ci_low": lo, "ci_high": hi}
                 if k == 0:
                     row["note"] = "no people in this group"
@@ -221,7 +230,7 @@ def rows_from_matches(
                 for gb in names[i + 1:]:
                     na, nb = sizes[(attr, ga)], sizes[(attr, gb)]
                     for metric in METRICS:
-                        row = {"task": "detection", "metric": f"disparity_{metric}", "attribute": attr,
+                        row = {"task": task, "metric": f"disparity_{metric}", "attribute": attr,
                                "group": f"{ga}-{gb}", "class": cls, "group_a": ga, "group_b": gb,
                                "value": math.nan, "n": min(na, nb), "n_a": na, "n_b": nb,
                                "ci_low": math.nan, "ci_high": math.nan}
@@ -278,7 +287,8 @@ def print_summary(rows: list[dict[str, Any]], console: Any = None) -> None:
     if overall:
         console.print("overall (n={}): ".format(overall["mAR"]["n"]) + ", ".join(
             f"{m} {_fmt(overall[m]['value'])}" for m in METRICS if m in overall))
-    table = Table(title="person detection mAR by attribute (all classes)")
+    task = rows[0].get("task", "detection") if rows else "detection"
+    table = Table(title=f"person {task} mAR by attribute (all classes)")
     for col in ("attribute", "groups", "worst group", "mAR", "largest gap", "gap"):
         table.add_column(col)
     attrs = list(dict.fromkeys(r["attribute"] for r in top if r["attribute"] != "all"))
