@@ -35,9 +35,8 @@ METRICS = ("AR50", "AR75", "mAR")
 
 
 # ---------------------------------------------------------------- predictions
-def load_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
-    """Read a COCO results list ``[{image_id, bbox: [x, y, w, h], score}, ...]`` and validate it."""
-    path = Path(path)
+def read_results_list(path: Path, fields: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """The items of a COCO results JSON list as ``(where, item)``, each an object with ``fields``."""
     try:
         with open(path, encoding="utf-8") as fh:
             items = json.load(fh)
@@ -47,15 +46,25 @@ def load_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
         raise UserError(f"{path}: not valid JSON: {exc} (write a COCO results list)") from None
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of detections (write a COCO results list)")
-    known = {int(i) for i in data.images["id"]}
-    out = []
+    shape = "{" + ", ".join(fields) + "}"
+    checked = []
     for k, d in enumerate(items):
         where = f"{path}: item {k}"
         if not isinstance(d, dict):
-            raise UserError(f"{where}: not an object (each detection is {{image_id, bbox, score}})")
-        for key in ("image_id", "bbox", "score"):
+            raise UserError(f"{where}: not an object (each detection is {shape})")
+        for key in fields:
             if key not in d:
-                raise UserError(f"{where}: field {key}: missing (each detection is {{image_id, bbox, score}})")
+                raise UserError(f"{where}: field {key}: missing (each detection is {shape})")
+        checked.append((where, d))
+    return checked
+
+
+def load_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
+    """Read a COCO results list ``[{image_id, bbox: [x, y, w, h], score}, ...]`` and validate it."""
+    path = Path(path)
+    known = {int(i) for i in data.images["id"]}
+    out = []
+    for where, d in read_results_list(path, ("image_id", "bbox", "score")):
         try:
             img = int(d["image_id"])
         except (TypeError, ValueError):

@@ -11,7 +11,6 @@ people, by pycocotools ``COCOeval`` with ``iouType="segm"`` and the detection se
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData
-from facet_eval.detection import N_BOOT, match_annotations, rows_from_matches
+from facet_eval.detection import N_BOOT, match_annotations, read_results_list, rows_from_matches
 from t2ibias.errors import UserError
 
 RLE_HINT = "write an RLE {'size': [height, width], 'counts': ...} as pycocotools.mask.encode gives"
@@ -99,24 +98,9 @@ def _image_sizes(data: FacetData) -> dict[int, tuple[int, int] | None]:
 def load_segm_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
     """Read a COCO results list ``[{image_id, segmentation: RLE, score}, ...]`` and validate it."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            items = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found (pass a COCO results JSON with --predictions)") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON: {exc} (write a COCO results list)") from None
-    if not isinstance(items, list):
-        raise UserError(f"{path}: expected a JSON list of detections (write a COCO results list)")
     sizes = _image_sizes(data)
     out = []
-    for k, d in enumerate(items):
-        where = f"{path}: item {k}"
-        if not isinstance(d, dict):
-            raise UserError(f"{where}: not an object (each detection is {{image_id, segmentation, score}})")
-        for key in ("image_id", "segmentation", "score"):
-            if key not in d:
-                raise UserError(f"{where}: field {key}: missing (each detection is {{image_id, segmentation, score}})")
+    for where, d in read_results_list(path, ("image_id", "segmentation", "score")):
         img = d["image_id"]
         if isinstance(img, bool) or not isinstance(img, int) or img not in sizes:
             raise UserError(f"{where}: field image_id: {img!r} is not an image of coco_boxes.json (use its image ids)")
