@@ -39,6 +39,28 @@ class FacetData:
     images: pd.DataFrame
     masks: dict[int, dict[str, Any]] = field(default_factory=dict)
 
+    def image_paths(self) -> dict[int, Path]:
+        """Image id → path of the image file, found under ``<root>/imgs_*/`` (the release's
+        folders), ``<root>/images/`` or ``<root>/``. Raises a UserError naming the first image
+        that is missing; only needed when a model is run on the images."""
+        found: dict[str, Path] = {}
+        folders = sorted(p for p in self.root.glob("imgs_*") if p.is_dir())
+        folders += [p for p in (self.root / "images", self.root) if p.is_dir()]
+        for folder in folders:
+            for f in folder.iterdir():
+                if f.suffix.lower() in (".jpg", ".jpeg", ".png") and f.name not in found:
+                    found[f.name] = f
+        out: dict[int, Path] = {}
+        for img_id, fname in zip(self.images["id"], self.images["file_name"]):
+            path = found.get(Path(str(fname)).name)
+            if path is None:
+                raise UserError(
+                    f"{self.root}: image {fname!r} (id {img_id}) not found under imgs_*/ "
+                    "(download and unpack the FACET image archives into the FACET root)"
+                )
+            out[int(img_id)] = path
+        return out
+
     @property
     def classes(self) -> list[str]:
         seen: dict[str, None] = {}

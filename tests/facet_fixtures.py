@@ -127,3 +127,20 @@ def known_dataset(root: Path) -> tuple[Path, list[dict[str, Any]], dict[str, dic
         "na": {"AR50": 1.0, "AR75": 1.0, "mAR": 1.0, "n": 1},
     }
     return root, dets, expected
+
+
+def write_images(root: Path, image_ids: list[int], size: tuple[int, int] = (1000, 1000), folder: str = "imgs_1",
+                 seed: int = 0) -> dict[int, Path]:
+    """Write noise JPEGs ``<root>/<folder>/sa_<id>.jpg`` for images of a fixture release."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    d = Path(root) / folder
+    d.mkdir(parents=True, exist_ok=True)
+    for i in image_ids:
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        out[i] = d / f"sa_{i}.jpg"
+        Image.fromarray(arr).save(out[i], quality=90)
+    return out
