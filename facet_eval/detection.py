@@ -199,11 +199,34 @@ def rows_from_matches(
     per_class: bool = True,
     task: str = "detection",
 ) -> list[dict[str, Any]]:
+    """Rows of AR50, AR75 and mAR from per-person match flags ``(n, T)`` (see :func:`match_people`)."""
+    per_person = {"AR50": matched[:, 0].astype(float), "AR75": matched[:, 5].astype(float),
+                  "mAR": matched.mean(axis=1)}
+    return rows_from_values(data, per_person, evaluated, intersections, n_boot, seed, per_class, task)
+
+
+def rows_from_values(
+    data: FacetData,
+    per_person: dict[str, np.ndarray],
+    evaluated: np.ndarray,
+    intersections: Iterable[tuple[str, str]] = (),
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    per_class: bool = True,
+    task: str = "detection",
+) -> list[dict[str, Any]]:
+    """Metric rows from one value per person and metric (``per_person[metric][i]`` for row ``i``
+    of ``data.people``, e.g. 1.0 matched / 0.0 missed), over the people with ``evaluated[i]``.
+
+    For every class (None = all classes) and every (attribute, group): the mean value with its
+    bootstrap CI; for every pair of non-``na`` groups of an attribute: the signed difference
+    ``disparity_<metric>`` = group_a − group_b (FACET eq. 1), computed only when both groups
+    have at least ``MIN_GROUP_SIZE`` people of that class, otherwise null with a note.
+    """
     membership: Membership = group_membership(data.people)
     for a, b in intersections:
         membership[f"{a}&{b}"] = intersect(membership, a, b)
-    per_person = {"AR50": matched[:, 0].astype(float), "AR75": matched[:, 5].astype(float),
-                  "mAR": matched.mean(axis=1)}
+    metrics = list(per_person)
     n = len(data.people)
     class_masks: list[tuple[str | None, np.ndarray]] = [(None, np.ones(n, dtype=bool))]
     if per_class:
@@ -223,7 +246,7 @@ def rows_from_matches(
             rng = _rng(seed, cls, attr, g)
             k = int(mask.sum())
             sizes[(attr, g)] = k
-            for metric in METRICS:
+            for metric in metrics:
                 vals = per_person[metric][mask]
                 boot = _boot_means(vals, rng, n_boot)
                 samples[(attr, g, metric)] = boot
@@ -238,7 +261,7 @@ def rows_from_matches(
             for i, ga in enumerate(names):
                 for gb in names[i + 1:]:
                     na, nb = sizes[(attr, ga)], sizes[(attr, gb)]
-                    for metric in METRICS:
+                    for metric in metrics:
                         row = {"task": task, "metric": f"disparity_{metric}", "attribute": attr,
                                "group": f"{ga}-{gb}", "class": cls, "group_a": ga, "group_b": gb,
                                "value": math.nan, "n": min(na, nb), "n_a": na, "n_b": nb,
@@ -286,26 +309,36 @@ def _fmt(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
 
+def main_metric_of(rows: list[dict[str, Any]]) -> str:
+    """The headline metric of some rows: mAR when present, else the first non-disparity metric."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows if not str(r["metric"]).startswith("disparity_")))
+    return "mAR" if "mAR" in metrics or not metrics else metrics[0]
+
+
 def print_summary(rows: list[dict[str, Any]], console: Any = None) -> None:
+    """The overall values and, per attribute, the worst group and the largest gap of the headline
+    metric (mAR for detection and segmentation, recall for classification)."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    main = main_metric_of(rows)
+    metrics = list(dict.fromkeys(r["metric"] for r in rows if not str(r["metric"]).startswith("disparity_")))
     top = [r for r in rows if r["class"] is None]
     overall = {r["metric"]: r for r in top if r["attribute"] == "all"}
-    if overall:
-        console.print("overall (n={}): ".format(overall["mAR"]["n"]) + ", ".join(
-            f"{m} {_fmt(overall[m]['value'])}" for m in METRICS if m in overall))
+    if main in overall:
+        console.print("overall (n={}): ".format(overall[main]["n"]) + ", ".join(
+            f"{m} {_fmt(overall[m]['value'])}" for m in metrics if m in overall))
     task = rows[0].get("task", "detection") if rows else "detection"
-    table = Table(title=f"person {task} mAR by attribute (all classes)")
-    for col in ("attribute", "groups", "worst group", "mAR", "largest gap", "gap"):
+    table = Table(title=f"person {task} {main} by attribute (all classes)")
+    for col in ("attribute", "groups", "worst group", main, "largest gap", "gap"):
         table.add_column(col)
     attrs = list(dict.fromkeys(r["attribute"] for r in top if r["attribute"] != "all"))
     for attr in attrs:
-        grp = [r for r in top if r["attribute"] == attr and r["metric"] == "mAR"
+        grp = [r for r in top if r["attribute"] == attr and r["metric"] == main
                and not is_na_group(r["group"]) and r["n"] > 0]
         worst = min(grp, key=lambda r: r["value"]) if grp else None
-        gaps = [r for r in top if r["attribute"] == attr and r["metric"] == "disparity_mAR"
+        gaps = [r for r in top if r["attribute"] == attr and r["metric"] == f"disparity_{main}"
                 and not (r["value"] is None or math.isnan(r["value"]))]
         gap = max(gaps, key=lambda r: abs(r["value"])) if gaps else None
         table.add_row(attr, str(len(grp)), worst["group"] if worst else "-", _fmt(worst["value"]) if worst else "-",
