@@ -55,9 +55,17 @@ def test_shipped_classifier_specs_load(name):
     spec = resolve_classifier_spec(name)
     assert spec.id == name
     assert PERSON_ATTRIBUTE in spec.attributes
-    assert set(spec.attributes) == {"person", "gender_presentation", "age_group"}
+    assert set(spec.attributes) == {"person", "gender_presentation", "age_group", "race", "race4", "skin_tone"}
     assert list(spec.attributes["gender_presentation"].labels) == ["masc", "fem"]
     assert list(spec.attributes["age_group"].labels) == ["young", "middle", "older"]
+    assert list(spec.attributes["race"].labels) == [
+        "white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern"]
+    assert list(spec.attributes["race4"].labels) == ["white", "black", "asian", "indian"]
+    assert list(spec.attributes["skin_tone"].labels) == [str(i) for i in range(1, 11)]
+    for axis in ("race", "race4", "skin_tone"):
+        attr = spec.attributes[axis]
+        assert "perceived" in attr.description.lower() and 0 < attr.abstain_margin < 1
+        assert all(len(prompts) >= 3 and len(set(prompts)) == len(prompts) for prompts in attr.labels.values())
     assert all("{}" in t for t in spec.templates)
     assert set(spec.preprocess) == {"image_size", "mean", "std", "interpolation", "resize_mode"}
     assert len(spec.fingerprint()) >= 16
@@ -456,7 +464,7 @@ def test_second_measure_reuses_the_cache(measured):
     run, _, first, second, data = measured
     assert first["measured"] == 2 and first["cached"] == 0
     assert first["faces"] >= 1
-    assert second == {"measured": 0, "cached": 2, "faces": 0}
+    assert second == {"measured": 0, "cached": 2, "faces": 0, "people": 0, "nobody": 0}
     assert (run / MEASUREMENTS_FILE).read_bytes() == data
     meas = read_measurements(run)
     assert set(meas["measurer"]) == {_default_measurer()}
@@ -474,7 +482,7 @@ def test_measurements_have_one_image_row_per_attribute_per_image(measured, tiny_
     assert len(whole) == len(keys) * len(tiny_spec.attributes)
     assert set(whole["key"]) == keys
     counts = whole.groupby(["key", "attribute"]).size()
-    assert (counts == 1).all() and len(counts) == 2 * 3
+    assert (counts == 1).all() and len(counts) == 2 * len(tiny_spec.attributes)
     assert (whole["face_index"] == -1).all()
     assert whole["box_x"].isna().all()
     for row in meas.itertuples():
@@ -507,7 +515,7 @@ def test_score_labels_the_astronaut_from_its_face(measured):
 
     run, face_key = measured[:2]
     labels = image_labels(run, read_spec(run))
-    assert len(labels) == 2 * 2  # two images, two axes besides `person`
+    assert len(labels) == 2 * 5  # two images, five axes besides `person`
     mine = labels[labels["key"] == face_key]
     assert set(mine["person_source"]) == {"face"}
     assert set(mine["n_faces"]) == {1}

@@ -27,6 +27,17 @@ TOP_KEYS = {
 }
 #: The attribute that decides whether an image without a detected face shows a person.
 PERSON_ATTRIBUTE = "person"
+#: Label vocabularies of the attributes other stages, reference tables and datasets share
+#: (FACET's perceived gender presentation and age bands, FairFace's race sets, the Monk Skin
+#: Tone scale 1 = lightest … 10 = darkest). A config may use a subset of them, never other names.
+KNOWN_LABELS: dict[str, tuple[str, ...]] = {
+    PERSON_ATTRIBUTE: ("person", "no_person"),
+    "gender_presentation": ("masc", "fem"),
+    "age_group": ("young", "middle", "older"),
+    "race": ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern"),
+    "race4": ("white", "black", "asian", "indian"),
+    "skin_tone": tuple(str(i) for i in range(1, 11)),
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,22 @@ class ClassifierSpec:
         }
 
 
+def _check_vocabulary(doc: Any, attributes: Any) -> None:
+    """An attribute with a shared vocabulary may only use its labels (checked in the file that defines it)."""
+    if not isinstance(attributes, dict):
+        return
+    for name, a in attributes.items():
+        allowed = KNOWN_LABELS.get(str(name))
+        if allowed is None or not isinstance(a, dict) or not isinstance(a.get("labels"), dict):
+            continue
+        for label in a["labels"]:
+            if str(label) not in allowed:
+                raise UserError(
+                    f"{doc.where('attributes', name, 'labels', label)}: unknown label {str(label)!r} of attribute {name!r} "
+                    f"(use one of: {', '.join(allowed)}; quote numbers, e.g. \"1\")"
+                )
+
+
 def _load_raw(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Any]:
     doc = load_located_yaml(path)
     data = doc.data
@@ -75,6 +102,7 @@ def _load_raw(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], A
     for key in data:
         if key not in TOP_KEYS:
             raise UserError(f"{doc.where(key)}: unknown key {key!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    _check_vocabulary(doc, data.get("attributes"))
     if "include" in data:
         parent = str(data["include"])
         if parent in seen:
@@ -117,7 +145,10 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
         margin = a.get("abstain_margin", 0.0)
         if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
             raise UserError(f"{where}: abstain_margin must be a number in [0, 1)")
-        attrs[name] = AttributeSpec(name, {k: list(v) for k, v in a["labels"].items()}, float(margin), str(a.get("description", "")))
+        attrs[name] = AttributeSpec(name, {str(k): list(v) for k, v in a["labels"].items()}, float(margin), str(a.get("description", "")))
+    scale = data.get("logit_scale", 100.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise UserError(f"{doc.where('logit_scale')}: logit_scale must be a positive number (the inverse softmax temperature; CLIP uses 100)")
     if PERSON_ATTRIBUTE not in attrs:
         raise UserError(f"{doc.where('attributes')}: attribute {PERSON_ATTRIBUTE!r} is required (it gates images where no face is found)")
     return ClassifierSpec(
@@ -126,7 +157,7 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
         pretrained=None if data.get("pretrained") is None else str(data["pretrained"]),
         quick_gelu=bool(data.get("quick_gelu", False)),
         preprocess=dict(pre),
-        logit_scale=float(data.get("logit_scale", 100.0)),
+        logit_scale=float(scale),
         templates=list(templates),
         attributes=attrs,
         arch_config=data.get("arch_config"),

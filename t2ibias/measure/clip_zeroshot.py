@@ -92,6 +92,34 @@ def ensure_classifier_weights(spec: ClassifierSpec) -> None:
         raise UserError(CLIPAttributeClassifier(spec)._missing(str(exc))) from None
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def weights_identity(spec: ClassifierSpec, weights: str | None) -> str:
+    """What the loaded weights are: the open_clip tag, or the sha256 of the checkpoint file."""
+    if weights is None:
+        return "none"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return f"open_clip:{spec.arch}:{weights}"
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _HASHES:
+        from t2ibias.measure.gate import file_sha256
+
+        _HASHES[memo] = file_sha256(path)
+    return f"sha256:{_HASHES[memo]}"
+
+
+def text_cache_path(spec: ClassifierSpec, weights: str | None, device: str) -> Path:
+    """Where the label-prompt embeddings of ``spec`` with ``weights`` on ``device`` are cached."""
+    from t2ibias.fingerprint import fingerprint
+
+    kind = str(device).split(":")[0]
+    key = fingerprint({"spec": spec.fingerprint(), "weights": weights_identity(spec, weights), "device": kind})
+    return cache_dir() / "text_embeddings" / f"{spec.id}-{key}.safetensors"
+
+
 class CLIPAttributeClassifier:
     """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`."""
 
@@ -104,7 +132,6 @@ class CLIPAttributeClassifier:
 
     def load(self) -> None:
         import open_clip
-        import torch
 
         _register_arch(self.spec)
         pretrained = self.spec.pretrained
@@ -132,17 +159,55 @@ class CLIPAttributeClassifier:
             raise UserError(self._missing(str(exc))) from None
         model.eval()
         self.model, self.preprocess = model, preprocess
+        self._text = self._cached_text_embeddings(pretrained)
+
+    def _cached_text_embeddings(self, weights: str | None) -> dict[str, Any]:
+        """Label embeddings from the disk cache, else encoded now and cached.
+
+        Keyed by the spec fingerprint (templates, prompts, architecture, temperature), the
+        weights identity (open_clip tag, or the checkpoint file's hash) and the device kind, so
+        an edited prompt or a swapped checkpoint never reuses stale embeddings.
+        """
+        from safetensors.torch import load_file, save_file
+
+        if weights is None:  # freshly initialized random weights: nothing stable to key a cache on
+            return self._encode_label_prompts()
+        path = text_cache_path(self.spec, weights, self.device)
+        if path.is_file():
+            try:
+                stored = load_file(str(path), device=str(self.device))
+                if set(stored) == set(self.spec.attributes):
+                    return {name: stored[name] for name in self.spec.attributes}
+            except Exception:  # a torn or foreign file: encode again and replace it
+                pass
+        text = self._encode_label_prompts()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".safetensors", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in text.items()}, tmp)
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache only costs the re-encoding next time
+            Path(tmp).unlink(missing_ok=True)
+        return text
+
+    def _encode_label_prompts(self) -> dict[str, Any]:
+        import open_clip
+        import torch
+
         tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        out = {}
         with torch.no_grad():
             for name, attr in self.spec.attributes.items():
                 rows = []
                 for prompts in attr.labels.values():
                     texts = [t.format(p) for t in self.spec.templates for p in prompts]
-                    emb = model.encode_text(tokenizer(texts).to(self.device)).float()
+                    emb = self.model.encode_text(tokenizer(texts).to(self.device)).float()
                     emb = emb / emb.norm(dim=-1, keepdim=True)
                     mean = emb.mean(dim=0)
                     rows.append(mean / mean.norm())
-                self._text[name] = torch.stack(rows)
+                out[name] = torch.stack(rows)
+        return out
 
     def _missing(self, reason: str) -> str:
         return (
@@ -152,13 +217,24 @@ class CLIPAttributeClassifier:
         )
 
     def encode_images(self, images: list[Any]) -> Any:
+        return self.encode_pixels(self.preprocess_images(images))
+
+    def preprocess_images(self, images: list[Any]) -> Any:
+        """The pinned preprocessing of PIL images, stacked on the CPU (safe in a worker thread)."""
         import torch
 
         if self.model is None:
             self.load()
-        batch = torch.stack([self.preprocess(img) for img in images]).to(self.device)
+        return torch.stack([self.preprocess(img) for img in images])
+
+    def encode_pixels(self, batch: Any) -> Any:
+        """L2-normalized image features of a preprocessed batch (as :meth:`preprocess_images` makes)."""
+        import torch
+
+        if self.model is None:
+            self.load()
         with torch.no_grad():
-            feats = self.model.encode_image(batch).float()
+            feats = self.model.encode_image(batch.to(self.device, non_blocking=True)).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
     def classify(self, images: list[Any]) -> list[dict[str, Prediction]]:

@@ -1,18 +1,25 @@
-"""Face gate on the cascades that ship inside OpenCV (<5): real signal with no downloads.
+"""Person and face gates: which parts of an image get measured.
 
-A Haar cascade finds frontal faces only; it misses profiles, small and occluded faces. Images
-where it finds none fall back to the CLIP ``person`` attribute, and stay counted either way.
-Stronger gates for users with weights (a YOLO person detector, RetinaFace/BlazeFace) plug in
-behind the same ``detect(image) -> list[Box]`` call.
+The default face gate runs the cascades that ship inside OpenCV (<5): real signal with no
+downloads. A Haar cascade finds frontal faces only; it misses profiles, small and occluded
+faces. Images where it finds none fall back to the CLIP ``person`` attribute, and stay counted
+either way. A YOLO person detector (ultralytics, weights by local path or release name) plugs in
+behind the same ``detect(image) -> list[Box]`` / ``fingerprint()`` calls; with it, faces are
+searched inside each person box, and an image with no person box counts as showing nobody.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from t2ibias.errors import UserError
 from t2ibias.fingerprint import fingerprint
 
 
@@ -26,6 +33,23 @@ class Box:
     @property
     def area(self) -> int:
         return self.w * self.h
+
+    def clipped(self, width: int, height: int) -> "Box":
+        """The part of the box inside a ``width`` × ``height`` image (possibly empty)."""
+        left, top = max(0, self.x), max(0, self.y)
+        right, bottom = min(width, self.x + self.w), min(height, self.y + self.h)
+        return Box(left, top, max(0, right - left), max(0, bottom - top))
+
+    def iou(self, other: "Box") -> float:
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def contains(self, other: "Box") -> bool:
+        return (self.x <= other.x and self.y <= other.y
+                and other.x + other.w <= self.x + self.w and other.y + other.h <= self.y + self.h)
 
 
 @dataclass(frozen=True)
@@ -42,14 +66,19 @@ class HaarFaceGate:
         return fingerprint({"gate": "haar", **asdict(self), "opencv": cv2.__version__})
 
     def _detector(self) -> Any:
+        """The cascade of the calling thread (one per thread: gating runs in worker threads)."""
         import cv2
 
-        det = getattr(self, "_cv", None)
+        local = getattr(self, "_cv", None)
+        if local is None:
+            local = threading.local()
+            object.__setattr__(self, "_cv", local)
+        det = getattr(local, "det", None)
         if det is None:
             det = cv2.CascadeClassifier(cv2.data.haarcascades + self.cascade)
             if det.empty():
                 raise RuntimeError(f"OpenCV cascade {self.cascade} missing; install opencv-python<5")
-            object.__setattr__(self, "_cv", det)
+            local.det = det
         return det
 
     def detect(self, image: Any) -> list[Box]:
@@ -65,8 +94,177 @@ class HaarFaceGate:
         return sorted(boxes, key=lambda b: -b.area)
 
     def crop(self, image: Any, box: Box) -> Any:
-        """The padded face crop, clipped to the image."""
+        """The padded face crop, clipped to the image (zero-size when the box lies outside it)."""
         px, py = int(round(box.w * self.padding)), int(round(box.h * self.padding))
         left, top = max(0, box.x - px), max(0, box.y - py)
         right, bottom = min(image.width, box.x + box.w + px), min(image.height, box.y + box.h + py)
-        return image.crop((left, top, right, bottom))
+        return image.crop((left, top, max(left, right), max(top, bottom)))
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "haar", **asdict(self)}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class YoloPersonGate:
+    """People found by an ultralytics YOLO detector (its ``person`` class only), largest first.
+
+    ``weights`` is a local ``.pt`` file or an ultralytics release name such as ``yolo11n.pt``
+    (downloaded by ultralytics when online). ``conf`` is the detection confidence threshold;
+    boxes overlapping a larger kept box by more than ``iou`` are dropped. ``device`` only says
+    where it runs and is not part of the fingerprint.
+    """
+
+    weights: str
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    max_people: int = 20
+    device: str = field(default="cpu", compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.conf <= 1:
+            raise UserError(f"person detector confidence {self.conf}: must be in [0, 1] (ultralytics' default is 0.25)")
+        if not 0 < self.iou <= 1:
+            raise UserError(f"person detector iou {self.iou}: must be in (0, 1]")
+
+    def _local_path(self) -> Path | None:
+        path = Path(self.weights).expanduser()
+        return path if path.is_file() else None
+
+    def _load(self) -> Any:
+        model = getattr(self, "_yolo", None)
+        if model is not None:
+            return model
+        local = self._local_path()
+        looks_like_path = os.sep in self.weights or "/" in self.weights or not self.weights.endswith(".pt")
+        if local is None and looks_like_path:
+            raise UserError(f"person detector {self.weights}: no such file (give a local YOLO .pt file or a release name such as yolo11n.pt)")
+        if local is not None:
+            os.environ.setdefault("YOLO_OFFLINE", "1")  # a local file needs no network: skip ultralytics' probes
+        elif os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise UserError(
+                f"person detector {self.weights}: not a local file and ultralytics is offline (YOLO_OFFLINE=1); "
+                "download the weights where there is network and pass their path"
+            )
+        from ultralytics import YOLO
+
+        try:
+            model = YOLO(str(local) if local is not None else self.weights)
+        except Exception as exc:  # network, unknown release names, bad files come in many types
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise UserError(
+                f"person detector {self.weights}: cannot load YOLO weights ({reason}); "
+                "pass a local .pt file or an ultralytics release name such as yolo11n.pt"
+            ) from None
+        names = getattr(model, "names", None) or {}
+        person = [int(i) for i, n in names.items() if str(n).lower() == "person"]
+        if not person:
+            raise UserError(f"person detector {self.weights}: the model has no 'person' class (use COCO-trained YOLO weights)")
+        object.__setattr__(self, "_yolo", model)
+        object.__setattr__(self, "_person_class", person[0])
+        return model
+
+    def weights_identity(self) -> str:
+        """sha256 of the weights file (local, or the one ultralytics downloaded)."""
+        ident = getattr(self, "_identity", None)
+        if ident is None:
+            local = self._local_path()
+            if local is None:
+                model = self._load()
+                local = Path(getattr(model, "ckpt_path", None) or self.weights)
+            ident = f"sha256:{file_sha256(local)}" if local.is_file() else f"name:{self.weights}"
+            object.__setattr__(self, "_identity", ident)
+        return ident
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "yolo", "weights": self.weights, "conf": self.conf, "iou": self.iou,
+                "imgsz": self.imgsz, "max_people": self.max_people}
+
+    def fingerprint(self) -> str:
+        import ultralytics
+
+        cfg = {**self.config(), "weights": self.weights_identity(), "ultralytics": ultralytics.__version__}
+        return fingerprint({"gate": "yolo-person", **cfg})
+
+    def detect_many(self, images: list[Any]) -> list[list[Box]]:
+        """People in each PIL image, largest first, clipped to the image; empty boxes dropped."""
+        if not images:
+            return []
+        model = self._load()
+        results = model.predict(
+            [img.convert("RGB") for img in images], conf=self.conf, iou=self.iou, imgsz=self.imgsz,
+            classes=[self._person_class], max_det=max(self.max_people * 4, self.max_people), device=self.device, verbose=False,
+        )
+        out = []
+        for img, res in zip(images, results):
+            boxes = []
+            xyxy = res.boxes.xyxy.cpu().numpy() if res.boxes is not None else np.zeros((0, 4))
+            for x0, y0, x1, y1 in xyxy:
+                box = Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0))).clipped(img.width, img.height)
+                if box.w > 0 and box.h > 0:
+                    boxes.append(box)
+            out.append(_suppress(sorted(boxes, key=lambda b: -b.area), self.iou)[: self.max_people])
+        return out
+
+    def detect(self, image: Any) -> list[Box]:
+        return self.detect_many([image])[0]
+
+    def crop(self, image: Any, box: Box) -> Any:
+        """The person crop, clipped to the image (no padding: the box already holds the body)."""
+        b = box.clipped(image.width, image.height)
+        return image.crop((b.x, b.y, b.x + b.w, b.y + b.h))
+
+
+def _suppress(boxes: list[Box], iou: float) -> list[Box]:
+    """Greedy suppression of boxes (largest first) overlapping a kept one by more than ``iou``."""
+    kept: list[Box] = []
+    for b in boxes:
+        if all(b.iou(k) <= iou for k in kept):
+            kept.append(b)
+    return kept
+
+
+@dataclass(frozen=True)
+class PersonFaceGate:
+    """The gate of a measurer: faces (Haar) alone, or faces searched inside YOLO person boxes.
+
+    Without a person detector its fingerprint is the face gate's own, so runs measured before
+    person detection existed keep their cached rows.
+    """
+
+    face: HaarFaceGate = field(default_factory=HaarFaceGate)
+    person: YoloPersonGate | None = None
+
+    def fingerprint(self) -> str:
+        if self.person is None:
+            return self.face.fingerprint()
+        return fingerprint({"person": self.person.fingerprint(), "face": self.face.fingerprint()})
+
+    def config(self) -> dict[str, Any]:
+        return {"face": self.face.config(), "person": None if self.person is None else self.person.config()}
+
+    def detect_many(self, images: list[Any]) -> list[tuple[list[Box], list[Box]]]:
+        """(people, faces) per image; faces largest first, in image coordinates, each found once."""
+        if self.person is None:
+            return [([], self.face.detect(img)) for img in images]
+        out = []
+        for img, people in zip(images, self.person.detect_many(images)):
+            faces: list[Box] = []
+            for p in people:
+                region = self.person.crop(img, p)
+                if region.width < 1 or region.height < 1:
+                    continue
+                for f in self.face.detect(region):
+                    moved = Box(f.x + p.x, f.y + p.y, f.w, f.h)
+                    if all(moved.iou(k) <= 0.5 for k in faces):  # overlapping people: one face, found twice
+                        faces.append(moved)
+            out.append((people, sorted(faces, key=lambda b: -b.area)))
+        return out

@@ -1,42 +1,78 @@
-"""The measure stage: gate every stored image, classify faces (or whole images), cache rows.
+"""The measure stage: gate every stored image, classify its units, cache rows.
 
-Rows go to ``measurements.parquet``, one per (image, unit, attribute), where a unit is the
-whole image or one detected face. They are keyed by (image key, measurer fingerprint): a re-run
-measures only images it has not seen with the same gate and classifier.
+Rows go to ``measurements.parquet``, one per (image, unit, attribute), where a unit is the whole
+image, one detected person (with a YOLO person gate) or one detected face. They are keyed by
+(image key, measurer fingerprint), and a measurer fingerprint covers the gate (its settings and
+weights) and the classifier: a re-run measures only images it has not seen with the same ones.
+
+Which gate a run was measured with is recorded in ``measure.json`` (the score stage reads it);
+every measurer whose rows are stored is described in ``measurers.json`` (fingerprint → info).
+Decoding, gating and CLIP preprocessing of the next batches run in worker threads while the
+classifier encodes the current one.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
+from t2ibias import __version__
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import fingerprint
 from t2ibias.measure.classifier_spec import ClassifierSpec, resolve_classifier_spec
-from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
-from t2ibias.measure.gate import HaarFaceGate
+from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier, Prediction
+from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, YoloPersonGate
 from t2ibias.run import image_jobs, read_prompts, read_spec
-from t2ibias.store.image_store import OK, ImageStore, atomic_write_bytes
+from t2ibias.store.image_store import OK, ImageStore, atomic_write_bytes, atomic_write_text
 
 MEASUREMENTS_FILE = "measurements.parquet"
 #: Whole-image CLIP embeddings (L2-normalized), for distances between groups of images.
 EMBEDDINGS_FILE = "embeddings.parquet"
+#: The gate and measurers the latest ``measure`` used; the score stage reads its gate from here.
+MEASURE_FILE = "measure.json"
+#: fingerprint → {"id", "kind", "gate", ...} for every measurer with rows in the measurement file.
+MEASURERS_FILE = "measurers.json"
 EMBEDDING_COLUMNS = ["key", "measurer", "embedding"]
 _ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
 COLUMNS = [
     "key", "measurer", "unit", "face_index", "box_x", "box_y", "box_w", "box_h",
     "attribute", "label", "top_label", "score", "margin", "probs",
 ]
+#: A row's unit: the whole image (face_index -1), the i-th person or the i-th face (largest first).
+UNITS = ("image", "person", "face")
 CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
+NO_PERSON_DETECTOR = ("", "none")
 
 
-def measurer_fingerprint(gate: HaarFaceGate, cspec: ClassifierSpec) -> str:
-    return fingerprint({"gate": gate.fingerprint(), "classifier": cspec.fingerprint()})
+class CropMeasurer(Protocol):
+    """A measurer of face crops (pixel skin tone, a FairFace network, ...)."""
+
+    id: str
+
+    def fingerprint(self) -> str: ...
+
+    def measure(self, crops: list[Any]) -> list[dict[str, Prediction]]: ...
+
+
+def measurer_fingerprint(gate: Any, cspec: ClassifierSpec) -> str:
+    """The CLIP measurer: ``gate`` is anything with ``fingerprint()`` (a gate, or its recorded fingerprint)."""
+    gfp = gate if isinstance(gate, str) else gate.fingerprint()
+    return fingerprint({"gate": gfp, "classifier": cspec.fingerprint()})
+
+
+def crop_measurer_fingerprint(gate: Any, measurer: CropMeasurer) -> str:
+    """A crop measurer's rows depend on the crops the gate cut and on the measurer itself."""
+    gfp = gate if isinstance(gate, str) else gate.fingerprint()
+    return fingerprint({"gate": gfp, "measurer": measurer.fingerprint()})
 
 
 def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
@@ -49,6 +85,72 @@ def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFr
         raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
 
 
+def _read_json(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
+
+
+def read_measure_config(run_dir: Path) -> dict[str, Any] | None:
+    """What ``measure.json`` recorded (gate config and fingerprint, measurers), or None before any measure."""
+    doc = _read_json(run_dir, MEASURE_FILE)
+    if doc is not None and (not isinstance(doc, dict) or not isinstance(doc.get("gate_fingerprint"), str)):
+        raise UserError(f"{run_dir / MEASURE_FILE}: gate_fingerprint: missing (delete the file and re-run `t2ibias measure {run_dir}`)")
+    return doc
+
+
+def read_measurers(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``measurers.json``: measurer fingerprint → what it is (id, kind, gate, ...)."""
+    doc = _read_json(run_dir, MEASURERS_FILE)
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UserError(f"{run_dir / MEASURERS_FILE}: must map measurer fingerprints to their info (delete it and re-run `t2ibias measure {run_dir}`)")
+    return doc
+
+
+def run_measurer(run_dir: Path, cspec: ClassifierSpec) -> str:
+    """Fingerprint of the CLIP measurer whose rows the score stage reads: the run's recorded gate
+    (the Haar face gate for runs measured before gates were recorded) with ``cspec``."""
+    cfg = read_measure_config(run_dir)
+    return measurer_fingerprint(cfg["gate_fingerprint"] if cfg else HaarFaceGate(), cspec)
+
+
+def run_has_person_detector(run_dir: Path) -> bool:
+    """Whether the run's recorded gate detects people (then an image with no person box shows nobody)."""
+    cfg = read_measure_config(run_dir) or {}
+    return bool((cfg.get("gate") or {}).get("person"))
+
+
+def create_gate(person_detector: str | None = None, person_conf: float = 0.25, device: str = "cpu") -> PersonFaceGate:
+    """The Haar face gate, with a YOLO person detector (weights path or release name) in front when given."""
+    if person_detector is None or person_detector.strip().lower() in NO_PERSON_DETECTOR:
+        return PersonFaceGate()
+    return PersonFaceGate(person=YoloPersonGate(person_detector, conf=float(person_conf), device=device))
+
+
+def _record_measurers(run_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+    known = read_measurers(run_dir)
+    merged = {**known, **entries}
+    if merged != known:
+        atomic_write_text(run_dir / MEASURERS_FILE, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measurement rows with one dtype per column, whoever wrote them."""
+    frame = frame[COLUMNS].copy()
+    frame["face_index"] = frame["face_index"].astype("int64")
+    for col in ("box_x", "box_y", "box_w", "box_h", "score", "margin"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    for col in ("key", "measurer", "unit", "attribute", "label", "top_label", "probs"):
+        frame[col] = frame[col].astype(str)
+    return frame
+
+
 def _write(run_dir: Path, frames: list[pd.DataFrame], embeddings: list[pd.DataFrame]) -> None:
     """Rewrite both files; a key measured again after a crash between the two writes keeps its last rows."""
     for name, parts, ident in ((EMBEDDINGS_FILE, embeddings, ["key", "measurer"]), (MEASUREMENTS_FILE, frames, _ROW_ID)):
@@ -56,25 +158,62 @@ def _write(run_dir: Path, frames: list[pd.DataFrame], embeddings: list[pd.DataFr
         if not parts:
             continue
         frame = pd.concat(parts, ignore_index=True).drop_duplicates(ident, keep="last")
+        if name == MEASUREMENTS_FILE:
+            frame = _typed(frame)
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
         atomic_write_bytes(run_dir / name, buf.getvalue())
 
 
-def _open_image(path: Path) -> Any:
+def append_measurements(run_dir: Path, frame: pd.DataFrame, measurer: str, info: dict[str, Any],
+                        source: str = "appended measurements") -> int:
+    """Merge externally produced rows (``COLUMNS`` format, e.g. imported FairFace predictions) into
+    ``measurements.parquet`` under ``measurer``, and record ``info`` for it in ``measurers.json``.
+
+    Rows with the same (key, measurer, unit, face_index, attribute) replace the stored ones; the
+    file is rewritten atomically. ``source`` names the input in error messages. Returns the
+    number of rows merged.
+    """
+    run_dir = Path(run_dir)
+    if not isinstance(measurer, str) or not measurer:
+        raise UserError(f"{source}: measurer: empty (give the fingerprint or id the rows are stored under)")
+    if not isinstance(info, dict):
+        raise UserError(f"{source}: info: must be a mapping such as {{'id': ..., 'kind': ...}}")
+    frame = frame.copy()
+    frame["measurer"] = measurer
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{source}: missing column {missing[0]!r} (rows need the columns {', '.join(COLUMNS)})")
+    bad_units = sorted(set(frame["unit"].astype(str)) - set(UNITS))
+    if bad_units:
+        raise UserError(f"{source}: unit: unknown value {bad_units[0]!r} (use one of {', '.join(UNITS)})")
+    if frame["key"].isna().any() or frame["attribute"].isna().any() or frame["label"].isna().any():
+        raise UserError(f"{source}: key, attribute and label must be set on every row (fill or drop the empty ones)")
+    frame["probs"] = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in frame["probs"]]
+    records = ImageStore(run_dir).records()
+    unknown = sorted(set(frame["key"].astype(str)) - set(records))
+    if unknown:
+        raise UserError(f"{source}: key: {len(unknown)} rows name images not in {run_dir} (first: {unknown[0]}; import them into the run they came from)")
+    _record_measurers(run_dir, {measurer: {"kind": "external", **info}})
+    _write(run_dir, [read_measurements(run_dir), _typed(frame)], [])
+    return len(frame)
+
+
+def _open_image(path: Path, run_dir: Path) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise UserError(
-            f"{path}: cannot read image ({exc}); run `t2ibias generate {path.parent.parent.parent}` to regenerate it"
+            f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"delete it and run `t2ibias generate {run_dir}` to regenerate it, then measure again"
         ) from None
 
 
 def _rows(key: str, measurer: str, unit: str, face_index: int, box: Any, preds: dict[str, Any]) -> list[dict[str, Any]]:
-    bx = (box.x, box.y, box.w, box.h) if box is not None else (None, None, None, None)
+    bx = (box.x, box.y, box.w, box.h) if box is not None else (math.nan,) * 4
     return [
         {
             "key": key, "measurer": measurer, "unit": unit, "face_index": face_index,
@@ -86,62 +225,199 @@ def _rows(key: str, measurer: str, unit: str, face_index: int, box: Any, preds: 
     ]
 
 
+@dataclass
+class _Unit:
+    unit: str
+    index: int
+    box: Box | None
+    crop: Any
+
+
+@dataclass
+class _Prepared:
+    key: str
+    units: list[_Unit] = field(default_factory=list)
+    n_people: int = 0
+    clip: bool = True  # the CLIP measurer still needs this image
+    extras: tuple[int, ...] = ()  # indices of the crop measurers that still need it
+    error: UserError | None = None
+
+    @property
+    def faces(self) -> list[_Unit]:
+        return [u for u in self.units if u.unit == "face"]
+
+
+def _nonempty(crop: Any) -> bool:
+    return crop is not None and crop.width > 0 and crop.height > 0
+
+
 def measure_stage(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 16,
     classifier: str | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    *,
+    person_detector: str | None = None,
+    person_conf: float | None = None,
+    extra_measurers: Sequence[CropMeasurer] = (),
+    workers: int = 1,
 ) -> dict[str, int]:
-    """Measure every intact image not yet measured by this (gate, classifier) pair."""
+    """Measure every intact image not yet measured by this gate with this classifier (and each of
+    ``extra_measurers``, on every face crop).
+
+    ``person_detector`` puts a YOLO person gate in front of the face gate: a local ``.pt`` file or
+    an ultralytics release name; ``"none"`` removes it; None keeps the one the run was last
+    measured with (none for a new run). ``person_conf`` is its confidence threshold (default
+    0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
+    """
     from t2ibias.generation.diffusers_adapter import resolve_device
 
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if workers < 1:
+        raise UserError(f"workers {workers}: must be at least 1")
+    run_dir = Path(run_dir)
     spec = read_spec(run_dir)
     cspec = resolve_classifier_spec(classifier or spec["classifier"]["id"])
-    gate = HaarFaceGate()
-    measurer = measurer_fingerprint(gate, cspec)
+    dev = resolve_device(device)
+    recorded = ((read_measure_config(run_dir) or {}).get("gate") or {}).get("person") or {}
+    if person_detector is None and recorded:
+        person_detector = recorded["weights"]
+        person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
+    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
+    gate_fp = gate.fingerprint()
+    measurer = measurer_fingerprint(gate_fp, cspec)
+    extras = list(extra_measurers)
+    extra_fps = [crop_measurer_fingerprint(gate_fp, m) for m in extras]
+    if len(set(extra_fps)) != len(extra_fps):
+        raise UserError("extra measurers: the same measurer is given twice (give each once)")
+    _record_measurers(run_dir, {
+        measurer: {"id": cspec.id, "kind": "clip", "classifier_fingerprint": cspec.fingerprint(),
+                   "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": gate_fp},
+        **{fp: {"id": m.id, "kind": "crop", "measurer_fingerprint": m.fingerprint(), "units": ["face"],
+                "gate": gate.config(), "gate_fingerprint": gate_fp} for m, fp in zip(extras, extra_fps)},
+    })
+    atomic_write_text(run_dir / MEASURE_FILE, json.dumps({
+        "t2ibias_version": __version__, "gate": gate.config(), "gate_fingerprint": gate_fp, "measurer": measurer,
+        "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
+        "extra_measurers": {m.id: fp for m, fp in zip(extras, extra_fps)},
+    }, indent=1, sort_keys=True) + "\n")
+
     jobs = image_jobs(spec, read_prompts(run_dir, spec))
     records = ImageStore(run_dir).records()
     ok_keys = [j.key for j in jobs if records.get(j.key, {}).get("status") == OK]
     existing = read_measurements(run_dir)
     existing_emb = read_measurements(run_dir, EMBEDDINGS_FILE)
-    seen = set(existing.loc[existing["measurer"] == measurer, "key"]) & set(
-        existing_emb.loc[existing_emb["measurer"] == measurer, "key"]
-    )
-    todo = [k for k in ok_keys if k not in seen]
+    mine = existing[existing["measurer"] == measurer]
+    clip_done = set(mine["key"]) & set(existing_emb.loc[existing_emb["measurer"] == measurer, "key"])
+    with_faces = set(mine.loc[mine["unit"] == "face", "key"])
+    extra_done = [set(existing.loc[existing["measurer"] == fp, "key"]) for fp in extra_fps]
+
+    def needs(key: str) -> tuple[bool, tuple[int, ...]]:
+        clip = key not in clip_done
+        # an image the gate found no face in has nothing for a crop measurer to do
+        todo_extra = tuple(i for i, done in enumerate(extra_done) if key not in done and (clip or key in with_faces))
+        return clip, todo_extra
+
+    todo = [k for k in ok_keys if any(x for x in needs(k))]
+    result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
     if not todo:
-        return {"measured": 0, "cached": len(ok_keys), "faces": 0}
-    clf = CLIPAttributeClassifier(cspec, resolve_device(device))
-    clf.load()
+        return result
+    clf = CLIPAttributeClassifier(cspec, dev)
+    if any(needs(k)[0] for k in todo):
+        clf.load()
     advance = progress(len(todo), len(ok_keys) - len(todo)) if progress else (lambda n: None)
+
+    def prepare(keys: list[str]) -> tuple[list[_Prepared], Any]:
+        out, images = [], []
+        for key in keys:
+            clip, todo_extra = needs(key)
+            item = _Prepared(key, clip=clip, extras=todo_extra)
+            try:
+                images.append(_open_image(run_dir / records[key]["path"], run_dir))
+            except UserError as exc:
+                item.error = exc
+            out.append(item)
+        good = [p for p in out if p.error is None]
+        for item, image, (people, faces) in zip(good, images, gate.detect_many(images)):
+            item.units.append(_Unit("image", -1, None, image))
+            people_crops = [(b, gate.person.crop(image, b)) for b in people] if gate.person is not None else []
+            for i, (box, crop) in enumerate([pc for pc in people_crops if _nonempty(pc[1])]):
+                item.units.append(_Unit("person", i, box, crop))
+            item.n_people = sum(u.unit == "person" for u in item.units)
+            face_crops = [(b, gate.face.crop(image, b)) for b in faces]
+            for i, (box, crop) in enumerate([fc for fc in face_crops if _nonempty(fc[1])]):  # zero-size crops skipped
+                item.units.append(_Unit("face", i, box, crop))
+        clip_units = [u.crop for p in good if p.clip for u in p.units]
+        pixels = clf.preprocess_images(clip_units) if clip_units else None
+        return out, pixels
+
     new_rows: list[dict[str, Any]] = []
     new_emb: list[dict[str, Any]] = []
-    n_faces = 0
-    since_checkpoint = 0
     frames, embeddings = [existing], [existing_emb]
-    for start in range(0, len(todo), batch_size):
-        keys = todo[start : start + batch_size]
-        units: list[tuple[str, str, int, Any, Any]] = []  # key, unit, face index, box, PIL image
-        for key in keys:
-            image = _open_image(run_dir / records[key]["path"])
-            units.append((key, "image", -1, None, image))
-            for i, box in enumerate(gate.detect(image)):
-                units.append((key, "face", i, box, gate.crop(image, box)))
-                n_faces += 1
-        feats = clf.encode_images([u[4] for u in units])
-        vectors = feats.cpu().numpy().astype("float32")
-        for (key, unit, idx, box, _), preds, vec in zip(units, clf.predict(feats), vectors):
-            new_rows.extend(_rows(key, measurer, unit, idx, box, preds))
-            if unit == "image":
-                new_emb.append({"key": key, "measurer": measurer, "embedding": vec})
-        advance(len(keys))
-        since_checkpoint += len(keys)
+    errors: list[UserError] = []
+    since_checkpoint = 0
+
+    def checkpoint() -> None:
+        nonlocal new_rows, new_emb, since_checkpoint
+        frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
+        embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
+        new_rows, new_emb, since_checkpoint = [], [], 0
+        _write(run_dir, frames, embeddings)
+
+    def consume(prepared: list[_Prepared], pixels: Any) -> None:
+        nonlocal since_checkpoint
+        good = [p for p in prepared if p.error is None]
+        errors.extend(p.error for p in prepared if p.error is not None)
+        clip_items = [(p, u) for p in good if p.clip for u in p.units]
+        preds: list[dict[str, Prediction]] = []
+        for start in range(0, len(clip_items), batch_size):
+            feats = clf.encode_pixels(pixels[start : start + batch_size])
+            vectors = feats.cpu().numpy().astype("float32")
+            preds += clf.predict(feats)
+            for (p, u), vec in zip(clip_items[start : start + batch_size], vectors):
+                if u.unit == "image":
+                    new_emb.append({"key": p.key, "measurer": measurer, "embedding": vec})
+        for (p, u), pr in zip(clip_items, preds):
+            new_rows.extend(_rows(p.key, measurer, u.unit, u.index, u.box, pr))
+        for i, (m, fp) in enumerate(zip(extras, extra_fps)):
+            crops = [(p, u) for p in good if i in p.extras for u in p.faces]
+            if not crops:
+                continue
+            answers = m.measure([u.crop for _, u in crops])
+            if len(answers) != len(crops):
+                raise RuntimeError(f"measurer {m.id!r} returned {len(answers)} answers for {len(crops)} crops")
+            for (p, u), pr in zip(crops, answers):
+                new_rows.extend(_rows(p.key, fp, "face", u.index, u.box, pr))
+        for p in good:
+            result["faces"] += len(p.faces)
+            result["people"] += p.n_people
+            result["nobody"] += (p.n_people == 0) if gate.person is not None else not p.faces
+        result["measured"] += len(good)
+        since_checkpoint += len(prepared)
+        advance(len(prepared))
         if since_checkpoint >= CHECKPOINT_EVERY:
-            frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
-            embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
-            new_rows, new_emb, since_checkpoint = [], [], 0
-            _write(run_dir, frames, embeddings)
-    frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
-    embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
-    _write(run_dir, frames, embeddings)
-    return {"measured": len(todo), "cached": len(ok_keys) - len(todo), "faces": n_faces}
+            checkpoint()
+
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2ibias-measure")
+    try:
+        pending = deque(pool.submit(prepare, b) for b in batches[: workers + 1])
+        upcoming = iter(batches[workers + 1 :])
+        while pending:
+            prepared, pixels = pending.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(prepare, following))
+            consume(prepared, pixels)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        checkpoint()  # nothing measured so far is lost
+        raise
+    pool.shutdown(wait=True)
+    checkpoint()
+    if errors:
+        more = f" ({len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
+        raise UserError(f"{errors[0]}{more}")
+    return result

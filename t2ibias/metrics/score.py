@@ -1,8 +1,9 @@
 """The score stage: one label per image and attribute, then long-format metric rows.
 
-An image's label for an attribute comes from its largest detected face; with no face, from the
-whole image if the classifier's ``person`` attribute says a person is there; otherwise it is
-``no_person``. Images blocked by a safety checker or that failed keep those statuses as labels.
+An image's label for an attribute comes from its largest detected face; with no face, from its
+largest detected person when the run was measured with a person detector (no person box: it is
+``no_person``); without one, from the whole image if the classifier's ``person`` attribute says a
+person is there; otherwise it is ``no_person``. Images blocked by a safety checker or that failed keep those statuses as labels.
 Nothing is dropped: ``abstain``, ``no_person``, ``blocked`` and ``failed`` are visible bins in
 every denominator, and skew metrics (computed over classified images only) carry that n.
 """
@@ -23,8 +24,7 @@ from t2ibias import __version__
 from t2ibias.errors import UserError
 from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
 from t2ibias.measure.clip_zeroshot import ABSTAIN
-from t2ibias.measure.gate import HaarFaceGate
-from t2ibias.measure.stage import EMBEDDINGS_FILE, measurer_fingerprint, read_measurements
+from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements, run_has_person_detector, run_measurer
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
 from t2ibias.metrics.bootstrap import bca_interval, percentile_interval, pooled_replicates, resample_counts
@@ -90,7 +90,8 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
 def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
     """One row per (image, attribute) with its label and where the label came from."""
     cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    measurer = measurer_fingerprint(HaarFaceGate(), cspec)
+    measurer = run_measurer(run_dir, cspec)  # the gate the run was measured with
+    person_gate = run_has_person_detector(run_dir)
     prompts = read_prompts(run_dir, spec)
     jobs = image_jobs(spec, prompts)
     records = ImageStore(run_dir).records()
@@ -105,20 +106,25 @@ def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
         raise UserError(f"{run_dir}: {len(unmeasured)} images are not measured with classifier {cspec.id!r} (run `t2ibias measure {run_dir}`)")
     axes = [a for a in cspec.attributes if a != PERSON_ATTRIBUTE]
     faces = meas[(meas["unit"] == "face") & (meas["face_index"] == 0)].set_index(["key", "attribute"])
+    people = meas[(meas["unit"] == "person") & (meas["face_index"] == 0)].set_index(["key", "attribute"])
     whole = meas[meas["unit"] == "image"].set_index(["key", "attribute"])
     n_faces = meas[(meas["unit"] == "face")].groupby("key")["face_index"].nunique()
+    n_people = meas[(meas["unit"] == "person")].groupby("key")["face_index"].nunique()
     rows = []
     for job in jobs:
         status = records[job.key]["status"]
         base = {"key": job.key, "prompt_id": job.prompt_id, "image_index": job.index}
-        nf = int(n_faces.get(job.key, 0))
+        nf, npeople = int(n_faces.get(job.key, 0)), int(n_people.get(job.key, 0))
         if status != OK:
             for axis in axes:
-                rows.append({**base, "attribute": axis, "label": status, "score": math.nan, "person_source": "none", "n_faces": 0})
+                rows.append({**base, "attribute": axis, "label": status, "score": math.nan, "person_source": "none",
+                             "n_faces": 0, "n_people": 0})
             continue
         if nf > 0:
             source, table = "face", faces
-        elif whole.loc[(job.key, PERSON_ATTRIBUTE), "label"] == PERSON_ATTRIBUTE:
+        elif npeople > 0:
+            source, table = "person", people
+        elif not person_gate and whole.loc[(job.key, PERSON_ATTRIBUTE), "label"] == PERSON_ATTRIBUTE:
             source, table = "clip", whole
         else:
             source, table = "none", None
@@ -128,7 +134,8 @@ def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
             else:
                 hit = table.loc[(job.key, axis)]
                 label, score = hit["label"], float(hit["score"])
-            rows.append({**base, "attribute": axis, "label": label, "score": score, "person_source": source, "n_faces": nf})
+            rows.append({**base, "attribute": axis, "label": label, "score": score, "person_source": source,
+                         "n_faces": nf, "n_people": npeople})
     return pd.DataFrame(rows)
 
 
@@ -352,7 +359,7 @@ def _location_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
     """Neutral-vs-place embedding distances, for prompt sets with geographic variants."""
     if "place" not in prompts or prompts["place"].isna().all():
         return []
-    measurer = measurer_fingerprint(HaarFaceGate(), resolve_classifier_spec(spec["classifier"]["id"]))
+    measurer = run_measurer(run_dir, resolve_classifier_spec(spec["classifier"]["id"]))
     emb = read_measurements(run_dir, EMBEDDINGS_FILE)
     emb = emb[emb["measurer"] == measurer]
     vectors = {k: np.asarray(v, dtype=np.float32) for k, v in zip(emb["key"], emb["embedding"])}
