@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -75,6 +76,77 @@ def segment(
 
 
 @app.command()
+def classify(
+    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/ (and imgs_*/ for --model).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json, metrics.csv, largest_gaps.csv, run.json.")],
+    model: Annotated[str | None, typer.Option("--model", metavar="ID", help="open_clip zero-shot classifier: a t2ibias classifier id or YAML path [default: clip-vit-b-32-openai when no --predictions].")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", metavar="FILE", help="JSON list (or .csv) of {person_id, class} or {image_id, class} for the single-person images.")] = None,
+    intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (with --model).")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch (with --model).")] = 64,
+) -> None:
+    """Person classification on single-person images: recall@1 per class and group, disparities, largest gaps."""
+    from facet_eval.classification import (
+        DEFAULT_MODEL,
+        evaluate_classification,
+        largest_gaps,
+        load_class_predictions,
+        predict_with_clip,
+        print_largest_gaps,
+        single_person_mask,
+        write_class_predictions,
+        write_largest_gaps,
+    )
+    from facet_eval.data import load_facet
+    from facet_eval.detection import write_outputs
+    from facet_eval.groups import group_membership
+    from facet_eval.groups import intersect as intersect_groups
+    from t2ibias.store.image_store import atomic_write_text
+
+    if model is not None and predictions is not None:
+        raise UserError("classify: pass either --model ID or --predictions FILE, not both")
+    if batch_size < 1:
+        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
+    pairs = _parse_intersect(intersect)
+    data = load_facet(facet_root)
+    membership = group_membership(data.people)
+    for a, b in pairs:
+        intersect_groups(membership, a, b)
+    n_single = int(single_person_mask(data).sum())
+    run: dict = {"task": "classification", "facet_root": str(facet_root.resolve()), "seed": seed,
+                 "n_single_person_people": n_single}
+    if predictions is not None:
+        preds = load_class_predictions(predictions, data)
+        run["predictions"] = str(predictions.resolve())
+    else:
+        model_id = model or DEFAULT_MODEL
+        step = max(1, n_single // 10)
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done // step != (done - batch_size) // step:
+                err.print(f"classified {done}/{total} images", highlight=False)
+
+        preds, info = predict_with_clip(data, model_id, device=device, batch_size=batch_size, progress=progress)
+        if info["parameters"].get("random_weights"):
+            err.print(f"note: {model_id} has random weights; its numbers are meaningless by construction", highlight=False)
+        run.update(model={"name": info["name"], "parameters": info["parameters"]}, device=info["device"],
+                   batch_size=batch_size, software={"torch": info["torch"], "open_clip": info["open_clip"]},
+                   predictions="predictions.json")
+    rows = evaluate_classification(data, preds, intersections=pairs, seed=seed)
+    gaps = largest_gaps(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    if predictions is None:
+        write_class_predictions(preds, out / "predictions.json")
+    write_outputs(rows, out)
+    write_largest_gaps(gaps, out / "largest_gaps.csv")
+    print_largest_gaps(gaps)
+    atomic_write_text(out / "run.json", json.dumps(run, indent=1) + "\n")
+    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, largest_gaps.csv and run.json ({len(rows)} rows, "
+               f"{n_single} single-person people)")
+
+
+@app.command()
 def submit(
     out_dir: Annotated[Path, typer.Argument(help="An evaluation output folder (with metrics.json).")],
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the submission JSON.")],
@@ -106,7 +178,7 @@ def leaderboard(
     submissions: Annotated[list[Path], typer.Argument(help="Submission JSON files.")],
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The HTML page to write.")],
 ) -> None:
-    """Rank submissions by overall mAR and by worst-group gap per attribute, in one self-contained page."""
+    """Rank submissions by the overall main metric (mAR; recall for classification) and by worst-group gap per attribute, in one self-contained page."""
     from facet_eval.leaderboard import write_leaderboard
 
     typer.echo(f"wrote {write_leaderboard(submissions, out)}")

@@ -28,7 +28,9 @@ SCHEMA_NAME = "facet-eval-submission"
 SCHEMA_VERSION = 1
 DATA_NAME = "FACET"
 TASKS = ("detection", "segmentation", "classification")
-MAIN_METRIC = {"detection": "mAR", "segmentation": "mAR", "classification": "recall@1"}
+#: The metric each task is ranked by, in order of preference: classification rows from
+#: ``facet-eval classify`` name it ``recall``; ``recall@1`` is accepted for other tools' rows.
+MAIN_METRIC = {"detection": ("mAR",), "segmentation": ("mAR",), "classification": ("recall", "recall@1")}
 TOLERANCE = 1e-9
 NO_ROOT_NOTE = "no FACET root given: annotation checksums not recorded"
 
@@ -39,10 +41,17 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # ----------------------------------------------------------------------------- summary
 
 
-def main_metric(task: str) -> str:
-    """The metric a task is ranked by: mAR for detection and segmentation, recall@1 for
-    classification (FACET, Gustafson et al. 2023, §4)."""
-    return MAIN_METRIC.get(task, "mAR")
+def main_metric(task: str, rows: list[Any] | None = None) -> str:
+    """The metric a task is ranked by: mAR for detection and segmentation, recall (top-1) for
+    classification (FACET, Gustafson et al. 2023, §4). With ``rows``, the first of the task's
+    accepted names that the rows use (``recall`` before ``recall@1``)."""
+    names = MAIN_METRIC.get(task, ("mAR",))
+    if rows:
+        used = {r.get("metric") for r in rows if isinstance(r, dict) and r.get("task") == task}
+        for name in names:
+            if name in used:
+                return name
+    return names[0]
 
 
 def is_disparity_row(row: dict[str, Any]) -> bool:
@@ -62,7 +71,7 @@ def compute_summary(rows: list[Any], task: str) -> dict[str, Any]:
     give the worst group (lowest value; ties broken by group name), the best group and
     ``gap`` = best − worst.
     """
-    metric = main_metric(task)
+    metric = main_metric(task, rows)
     usable = [
         r for r in rows
         if isinstance(r, dict) and r.get("task") == task and r.get("metric") == metric

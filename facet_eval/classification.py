@@ -1,0 +1,452 @@
+"""FACET person classification: recall@1 per (class, group), with disparities.
+
+Protocol (Gustafson et al. 2023, §4): only images with exactly one annotated person are used
+(the whole image is that person's example). A prediction is one class per person; it is
+correct when it equals the person's primary class (``class1``) or, when annotated, their
+secondary class (``class2``). Recall of a (class, group) is the share of that class's people
+in that group who were classified correctly; disparities are differences of recalls between
+two groups of an attribute, computed only when both have at least 50 people of the class.
+Rows, confidence intervals and outputs are those of :mod:`facet_eval.detection`.
+
+Predictions come from a file (:func:`load_class_predictions`) or from an open_clip zero-shot
+classifier run on the images (:func:`predict_with_clip`).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facet_eval.data import FacetData
+from facet_eval.detection import N_BOOT, rows_from_values
+from t2ibias.errors import UserError
+
+TASK = "classification"
+METRIC = "recall"
+DEFAULT_MODEL = "clip-vit-b-32-openai"
+TOP_GAPS = 5
+#: Attributes whose largest gaps are printed (all compared pairs go to largest_gaps.csv).
+PRINTED_ATTRIBUTES = ("gender_presentation", "skin_tone_bucket", "age_presentation")
+#: Prompt ensemble for class names; ``{a}`` is the indefinite article of the class, ``{c}`` the class.
+CLASS_TEMPLATES = (
+    "a photo of {a} {c}.",
+    "a photo of the {c}.",
+    "a photo of a person who is {a} {c}.",
+    "a cropped photo of {a} {c}.",
+)
+PREDICTION_SHAPE = "{person_id, class} or {image_id, class}"
+GAP_COLUMNS = ("attribute", "direction", "group_a", "group_b", "rank", "class", "gap", "ci_low", "ci_high",
+               "recall_a", "recall_b", "n_a", "n_b")
+
+
+# ---------------------------------------------------------------- people
+def single_person_mask(data: FacetData) -> np.ndarray:
+    """True for each person (row of ``data.people``) who is the only annotated person of their image."""
+    image_ids = data.people["image_id"].to_numpy()
+    if len(image_ids) == 0:
+        return np.zeros(0, dtype=bool)
+    uniq, counts = np.unique(image_ids, return_counts=True)
+    per_image = dict(zip(uniq.tolist(), counts.tolist()))
+    return np.array([per_image[i] == 1 for i in image_ids.tolist()], dtype=bool)
+
+
+# ---------------------------------------------------------------- predictions file
+def _read_json_items(path: Path) -> list[tuple[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            items = json.load(fh)
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON: {exc} (write a JSON list of {PREDICTION_SHAPE}, or a CSV)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read: {exc} (check the file)") from None
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of predictions (write [{PREDICTION_SHAPE}, ...])")
+    return [(f"{path}: item {k}", d) for k, d in enumerate(items)]
+
+
+def _read_csv_items(path: Path) -> list[tuple[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read: {exc} (check the file)") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if "class" not in header or not ({"person_id", "image_id"} & set(header)):
+        raise UserError(f"{path}:1: header: needs columns class and person_id or image_id, got {header} "
+                        "(write a header line such as person_id,class)")
+    out = []
+    for k, row in enumerate(reader):
+        clean = {str(key).strip(): (v.strip() if isinstance(v, str) else v)
+                 for key, v in row.items() if key is not None}
+        clean = {key: v for key, v in clean.items() if v not in ("", None)}
+        out.append((f"{path}: item {k} (line {k + 2})", clean))
+    return out
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v.strip())
+    return None
+
+
+def load_class_predictions(path: str | Path, data: FacetData) -> dict[int, str]:
+    """Read and validate class predictions: person_id → predicted class, for every
+    single-person person.
+
+    The file is a JSON list ``[{"person_id": int, "class": str}, ...]`` or a CSV with the same
+    columns (``.csv``). ``image_id`` may replace ``person_id``, meaning that image's only person.
+    Predictions for people of multi-person images (by person_id or image_id) are ignored, since
+    the protocol scores single-person images only; other keys are ignored too. Raises
+    :class:`UserError` naming the item for a missing field, an unknown id, a class that is not
+    one of the release's classes or a second prediction for the same person, and when a
+    single-person person has no prediction.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (pass a JSON list or CSV of {PREDICTION_SHAPE} with --predictions)")
+    items = _read_csv_items(path) if path.suffix.lower() == ".csv" else _read_json_items(path)
+
+    people = data.people
+    single = single_person_mask(data)
+    pids = [int(p) for p in people["person_id"]]
+    row_of = {p: i for i, p in enumerate(pids)}
+    image_of = dict(zip(pids, (int(i) for i in people["image_id"])))
+    known_images = {int(i) for i in data.images["id"]}
+    only_person = {image_of[p]: p for p, s in zip(pids, single) if s}
+    classes = data.classes
+    class_set = set(classes)
+
+    out: dict[int, str] = {}
+    first_item: dict[Any, str] = {}
+    for where, d in items:
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: not an object (each prediction is {PREDICTION_SHAPE})")
+        has_pid = d.get("person_id") not in (None, "")
+        has_img = d.get("image_id") not in (None, "")
+        if not has_pid and not has_img:
+            raise UserError(f"{where}: field person_id: missing (each prediction is {PREDICTION_SHAPE})")
+        if "class" not in d or d["class"] is None:
+            raise UserError(f"{where}: field class: missing (each prediction is {PREDICTION_SHAPE})")
+        cls = d["class"]
+        if not isinstance(cls, str):
+            raise UserError(f"{where}: field class: not a string: {cls!r} (write the class name, e.g. {classes[0]!r})")
+        if cls not in class_set:
+            close = difflib.get_close_matches(cls, classes, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"e.g. {', '.join(repr(c) for c in classes[:3])}"
+            raise UserError(f"{where}: field class: {cls!r} is not one of the {len(classes)} classes of this "
+                            f"FACET release ({hint})")
+        img = None
+        if has_img:
+            img = _as_int(d["image_id"])
+            if img is None:
+                raise UserError(f"{where}: field image_id: not an integer: {d['image_id']!r} (use coco_boxes.json image ids)")
+            if img not in known_images:
+                raise UserError(f"{where}: field image_id: {img} is not an image of coco_boxes.json (use its image ids)")
+        if has_pid:
+            pid = _as_int(d["person_id"])
+            if pid is None:
+                raise UserError(f"{where}: field person_id: not an integer: {d['person_id']!r} (use annotations.csv person_id values)")
+            if pid not in row_of:
+                raise UserError(f"{where}: field person_id: {pid} is not a person of annotations.csv (use its person_id values)")
+            if img is not None and img != image_of[pid]:
+                raise UserError(f"{where}: field image_id: {img} is not the image of person {pid} "
+                                f"(that is {image_of[pid]}; fix image_id or leave it out)")
+            key: Any = pid
+        else:
+            key = only_person.get(img, ("image", img))
+        if key in first_item:
+            raise UserError(f"{where}: duplicate prediction for {_describe(key)} (also {first_item[key]}; "
+                            "keep one prediction per person)")
+        first_item[key] = where.split(": ", 1)[1] if ": " in where else where
+        if isinstance(key, int) and single[row_of[key]]:
+            out[key] = cls
+    missing = [p for p, s in zip(pids, single) if s and p not in out]
+    if missing:
+        raise UserError(
+            f"{path}: {len(missing)} of {int(single.sum())} single-person people have no prediction, first "
+            f"person_id {missing[0]} (image_id {image_of[missing[0]]}) (predict one class for every person who is "
+            "alone in an image; `facet-eval classify --model` writes a complete predictions.json)"
+        )
+    return out
+
+
+def _describe(key: Any) -> str:
+    return f"image {key[1]}" if isinstance(key, tuple) else f"person {key}"
+
+
+def write_class_predictions(predictions: dict[int, str], path: str | Path) -> Path:
+    """Write predictions in the ``--predictions`` JSON format (sorted by person_id), atomically."""
+    from t2ibias.store.image_store import atomic_write_text
+
+    path = Path(path)
+    items = [{"person_id": int(p), "class": c} for p, c in sorted(predictions.items())]
+    atomic_write_text(path, json.dumps(items, indent=0) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- scoring
+def correct_flags(data: FacetData, predictions: dict[int, str]) -> np.ndarray:
+    """1.0 where the prediction for a person equals their class1 or class2, else 0.0."""
+    return np.array([1.0 if predictions.get(int(p)) in cls else 0.0
+                     for p, cls in zip(data.people["person_id"], data.people["classes"])], dtype=float)
+
+
+def evaluate_classification(
+    data: FacetData,
+    predictions: dict[int, str],
+    intersections: Iterable[tuple[str, str]] = (),
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    per_class: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows of ``recall`` and ``disparity_recall`` over single-person people (see the module doc)."""
+    return rows_from_values(data, {METRIC: correct_flags(data, predictions)}, single_person_mask(data),
+                            intersections, n_boot, seed, per_class, task=TASK)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[str, Any]]:
+    """For every compared group pair (a, b) of every attribute, the classes with the largest
+    recall gaps in each direction, as in FACET's Table 4: up to ``top`` classes where a − b > 0,
+    largest first, then up to ``top`` where b − a > 0 (ties by class name). Gaps are fractions
+    with the bootstrap CI of the difference and both group sizes."""
+    recall = {(r["attribute"], r["group"], r["class"]): r for r in rows if r["metric"] == METRIC}
+    pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["metric"] == f"disparity_{METRIC}" and r["class"] is not None and _finite(r["value"]):
+            pairs.setdefault((r["attribute"], r["group_a"], r["group_b"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    for (attr, ga, gb), found in pairs.items():
+        for first, second, sign in ((ga, gb, 1.0), (gb, ga, -1.0)):
+            ranked = sorted((r for r in found if sign * r["value"] > 0), key=lambda r: (-sign * r["value"], r["class"]))
+            for rank, r in enumerate(ranked[:top], 1):
+                lo, hi = r.get("ci_low"), r.get("ci_high")
+                lo, hi = (lo, hi) if sign > 0 else ((-hi if _finite(hi) else None), (-lo if _finite(lo) else None))
+                ra, rb = recall[(attr, first, r["class"])], recall[(attr, second, r["class"])]
+                out.append({"attribute": attr, "direction": f"{first}-{second}", "group_a": first, "group_b": second,
+                            "pair": (ga, gb),
+                            "rank": rank, "class": r["class"], "gap": sign * r["value"],
+                            "ci_low": lo if _finite(lo) else None, "ci_high": hi if _finite(hi) else None,
+                            "recall_a": ra["value"], "recall_b": rb["value"], "n_a": ra["n"], "n_b": rb["n"]})
+    return out
+
+
+def write_largest_gaps(gaps: list[dict[str, Any]], path: str | Path) -> Path:
+    """``largest_gaps.csv`` (columns :data:`GAP_COLUMNS`, fractions), atomically."""
+    from t2ibias.store.image_store import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(GAP_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for g in gaps:
+        w.writerow({k: ("" if g.get(k) is None else g[k]) for k in GAP_COLUMNS})
+    path = Path(path)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def _pts(v: Any) -> str:
+    return f"{100 * v:.1f}" if _finite(v) else "-"
+
+
+def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
+                       attributes: Iterable[str] = PRINTED_ATTRIBUTES) -> None:
+    """Print the largest gaps of the given attributes (and of intersections), one table per
+    group pair with both directions side by side, in recall points."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    wanted = set(attributes)
+    shown = [g for g in gaps if g["attribute"] in wanted or "&" in g["attribute"]]
+    if not shown:
+        console.print("largest gaps: none (no class has >= 50 single-person people in both groups of a "
+                      f"compared pair among {', '.join(sorted(wanted))})")
+        return
+    pairs: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = {}
+    for g in shown:
+        pairs.setdefault((g["attribute"], *g["pair"]), {}).setdefault(g["direction"], []).append(g)
+    for (attr, ga, gb), by_dir in pairs.items():
+        dirs = [f"{ga}-{gb}", f"{gb}-{ga}"]
+        table = Table(title=f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)")
+        for d in dirs:
+            table.add_column(f"{d.replace('-', ' − ')}")
+            table.add_column("gap", justify="right")
+            table.add_column("95% CI", justify="right")
+            table.add_column("n", justify="right")
+        lists = [by_dir.get(d, []) for d in dirs]
+        for i in range(max(len(x) for x in lists)):
+            cells: list[str] = []
+            for lst in lists:
+                if i < len(lst):
+                    g = lst[i]
+                    cells += [g["class"], _pts(g["gap"]), f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]",
+                              f"{g['n_a']}/{g['n_b']}"]
+                else:
+                    cells += ["", "", "", ""]
+            table.add_row(*cells)
+        console.print(table)
+
+
+# ---------------------------------------------------------------- zero-shot CLIP
+def _article(cls: str) -> str:
+    return "an" if cls[:1].lower() in "aeiou" else "a"
+
+
+def class_prompts(cls: str) -> list[str]:
+    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``."""
+    return [t.format(a=_article(cls), c=cls) for t in CLASS_TEMPLATES]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device: {device} requested but torch sees no GPU (use --device cpu or auto)")
+        return device
+    raise UserError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N (pick one of those)")
+
+
+def class_text_embeddings(model: Any, tokenizer: Any, classes: list[str], device: str) -> Any:
+    """``(C, D)`` L2-normalized text embeddings, each the renormalized mean over the class's prompts."""
+    import torch
+
+    prompts = [p for c in classes for p in class_prompts(c)]
+    with torch.no_grad():
+        emb = model.encode_text(tokenizer(prompts).to(device)).float()
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    mean = emb.reshape(len(classes), len(CLASS_TEMPLATES), -1).mean(dim=1)
+    return mean / mean.norm(dim=-1, keepdim=True)
+
+
+def load_image_tensor(path: Path, preprocess: Callable[[Any], Any]) -> Any:
+    """Decode one image as RGB and apply the classifier's preprocessing; UserError naming the
+    file when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: cannot read image: not a format PIL can decode (re-download or replace the file)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: cannot read image: {exc} (re-download or replace the file)") from None
+    return preprocess(rgb)
+
+
+def iter_image_batches(paths: list[Path], preprocess: Callable[[Any], Any], batch_size: int,
+                       workers: int | None = None, ahead: int = 2) -> Iterator[Any]:
+    """Stacked preprocessed batches of ``paths`` in order. A thread pool decodes and preprocesses
+    the next ``ahead`` batches while the caller computes on the current one."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facet-decode")
+    try:
+        pending: deque[list[Any]] = deque()
+        upcoming = iter(batches)
+        for _ in range(ahead):
+            first = next(upcoming, None)
+            if first is None:
+                break
+            pending.append([pool.submit(load_image_tensor, p, preprocess) for p in first])
+        while pending:
+            current = pending.popleft()
+            nxt = next(upcoming, None)
+            if nxt is not None:
+                pending.append([pool.submit(load_image_tensor, p, preprocess) for p in nxt])
+            yield torch.stack([f.result() for f in current])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def encode_batch(classifier: Any, batch: Any) -> Any:
+    """L2-normalized image features of a preprocessed batch, as ``encode_images`` computes them."""
+    import torch
+
+    with torch.no_grad():
+        feats = classifier.model.encode_image(batch.to(classifier.device)).float()
+    return feats / feats.norm(dim=-1, keepdim=True)
+
+
+def predict_with_clip(
+    data: FacetData,
+    model_id: str = DEFAULT_MODEL,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[int, str], dict[str, Any]]:
+    """Zero-shot top-1 class of every single-person person from the whole image, with an
+    open_clip classifier named by a t2ibias classifier id or YAML path.
+
+    Returns the predictions (person_id → class) and the model description for ``run.json``.
+    """
+    import open_clip
+    import torch
+
+    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
+    spec = resolve_classifier_spec(model_id)
+    dev = resolve_device(device)
+    single = single_person_mask(data)
+    people = data.people[single]
+    order = np.argsort(people["image_id"].to_numpy(), kind="stable")
+    pids = [int(p) for p in people["person_id"].to_numpy()[order]]
+    image_ids = [int(i) for i in people["image_id"].to_numpy()[order]]
+    paths_by_id = data.image_paths() if pids else {}
+    paths = [paths_by_id[i] for i in image_ids]
+
+    classifier = CLIPAttributeClassifier(spec, device=dev)
+    classifier.load()
+    tokenizer = open_clip.get_tokenizer(spec.arch)
+    classes = data.classes
+    text = class_text_embeddings(classifier.model, tokenizer, classes, dev)
+
+    top: list[int] = []
+    for batch in iter_image_batches(paths, classifier.preprocess, batch_size, workers):
+        feats = encode_batch(classifier, batch)
+        top.extend((feats @ text.T).argmax(dim=1).cpu().tolist())
+        if progress is not None:
+            progress(len(top), len(paths))
+    predictions = {p: classes[k] for p, k in zip(pids, top)}
+    info = {
+        "name": spec.id,
+        "parameters": {
+            "classifier": spec.id, "arch": spec.arch, "pretrained": spec.pretrained, "quick_gelu": spec.quick_gelu,
+            "image_size": spec.preprocess.get("image_size"), "templates": list(CLASS_TEMPLATES),
+            "random_weights": spec.random_weights, "fingerprint": spec.fingerprint(),
+        },
+        "device": dev,
+        "torch": torch.__version__,
+        "open_clip": getattr(open_clip, "__version__", "unknown"),
+    }
+    return predictions, info
