@@ -1,0 +1,436 @@
+"""FairFace perceived attributes: import FairFace's own CSV, or run its ResNet-34 on our face crops.
+
+FairFace (Kärkkäinen & Joo, WACV 2021) predicts, per aligned face, a perceived race (7 or 4
+classes), a perceived binary gender and a perceived age bin. Every label here is *perceived*:
+what a classifier trained on annotators' judgements says a face looks like, never a person's
+identity. Two ways in:
+
+* :func:`read_fairface_csv` + :func:`fairface_rows`: the CSV that FairFace's ``predict.py``
+  writes (dlib detection and alignment, both FairFace models) becomes ``measurements.parquet``
+  rows, one per (face, attribute).
+* :class:`FairFaceResNet34`: a FairFace checkpoint (``res34_fair_align_multi_{7,4}_*.pt``) run
+  on the face crops of this project's gate (no dlib alignment, so expect some loss of accuracy
+  against FairFace's published numbers).
+
+Attributes and their labels (t2ibias names, all perceived):
+
+* ``gender_presentation``: ``masc`` (FairFace ``Male``), ``fem`` (``Female``);
+* ``race``: the 7 FairFace classes, snake_cased (``latino_hispanic``, ``east_asian`` ...);
+* ``race4``: ``white``, ``black``, ``asian``, ``indian``;
+* ``age_fairface``: FairFace's nine age bins as they are (``0-2`` … ``70+``);
+* ``age_group``: FACET's bands ``young`` (<25), ``middle`` (25-65), ``older`` (>65) from the
+  age-bin probabilities through :data:`AGE_GROUP_SHARES`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from t2ibias.errors import UserError
+from t2ibias.fingerprint import fingerprint
+from t2ibias.measure.clip_zeroshot import Prediction
+
+# FairFace's label orders (the order of its output units and of its score arrays) → t2ibias labels.
+RACE7_LABELS: dict[str, str] = {
+    "White": "white",
+    "Black": "black",
+    "Latino_Hispanic": "latino_hispanic",
+    "East Asian": "east_asian",
+    "Southeast Asian": "southeast_asian",
+    "Indian": "indian",
+    "Middle Eastern": "middle_eastern",
+}
+RACE4_LABELS: dict[str, str] = {"White": "white", "Black": "black", "Asian": "asian", "Indian": "indian"}
+GENDER_LABELS: dict[str, str] = {"Male": "masc", "Female": "fem"}
+AGE_BINS: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+AGE_GROUPS: tuple[str, ...] = ("young", "middle", "older")
+
+#: Share of each FairFace age bin's probability that goes to each FACET age band (young <25,
+#: middle 25-65, older >65; FACET, Gustafson et al. 2023). Two bins straddle a FACET boundary and
+#: are split in proportion to the whole years on each side, as if ages were uniform inside a bin:
+#: ``20-29`` is 20-24 young / 25-29 middle (5 and 5 years → ½ and ½); ``60-69`` is 60-65 middle /
+#: 66-69 older (65 is still middle in FACET: 6 and 4 years → 0.6 and 0.4). A face's ``age_group``
+#: label is the band with the largest summed probability (a tie goes to the younger band).
+AGE_GROUP_SHARES: dict[str, dict[str, float]] = {
+    "0-2": {"young": 1.0},
+    "3-9": {"young": 1.0},
+    "10-19": {"young": 1.0},
+    "20-29": {"young": 0.5, "middle": 0.5},
+    "30-39": {"middle": 1.0},
+    "40-49": {"middle": 1.0},
+    "50-59": {"middle": 1.0},
+    "60-69": {"middle": 0.6, "older": 0.4},
+    "70+": {"older": 1.0},
+}
+
+#: attribute → its labels, in FairFace's output order (``race`` for 7-class, ``race4`` for 4-class).
+ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {
+    "race": tuple(RACE7_LABELS.values()),
+    "race4": tuple(RACE4_LABELS.values()),
+    "gender_presentation": tuple(GENDER_LABELS.values()),
+    "age_fairface": AGE_BINS,
+    "age_group": AGE_GROUPS,
+}
+
+#: The columns FairFace's predict.py writes, in its order.
+CSV_COLUMNS = (
+    "face_name_align", "race", "race4", "gender", "age",
+    "race_scores_fair", "race_scores_fair_4", "gender_scores_fair", "age_scores_fair",
+)
+# label column → (its FairFace labels in score order, its score column)
+_LABEL_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
+    "race": (tuple(RACE7_LABELS), "race_scores_fair"),
+    "race4": (tuple(RACE4_LABELS), "race_scores_fair_4"),
+    "gender": (tuple(GENDER_LABELS), "gender_scores_fair"),
+    "age": (AGE_BINS, "age_scores_fair"),
+}
+_USE_PREDICT = "use the CSV FairFace's predict.py writes"
+_FACE_NAME = re.compile(r"^(?P<stem>.+)_face(?P<index>\d+)\.[A-Za-z0-9]+$")
+_SUM_TOLERANCE = 0.01  # printed score arrays are rounded; anything further off is not a softmax
+_ARGMAX_TOLERANCE = 1e-4  # the label's printed score may lose to another by rounding only
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as FairFace normalizes
+_CHECKPOINT_FIX = "download res34_fair_align_multi_7_20190809.pt (or _4_) from the FairFace release and pass its path"
+
+
+def _age_group_probs(age_probs: dict[str, float]) -> dict[str, float]:
+    out = dict.fromkeys(AGE_GROUPS, 0.0)
+    for age_bin, p in age_probs.items():
+        for band, share in AGE_GROUP_SHARES[age_bin].items():
+            out[band] += share * p
+    return out
+
+
+def _prediction(probs: dict[str, float], top: str | None = None) -> Prediction:
+    """A prediction with no abstention: ``top`` (default: the most probable label, first on ties)."""
+    if top is None:
+        top = max(probs, key=lambda lab: probs[lab])  # max keeps the first of equal values
+    others = [v for lab, v in probs.items() if lab != top]
+    score = probs[top]
+    return Prediction(label=top, top_label=top, score=score, margin=score - max(others), probs=dict(probs))
+
+
+def _model_predictions(
+    race_attribute: str, race: dict[str, float], gender: dict[str, float], age: dict[str, float]
+) -> dict[str, Prediction]:
+    """Attribute → prediction from t2ibias-labelled probabilities, each label the most probable."""
+    preds = {race_attribute: _prediction(race)}
+    preds["gender_presentation"] = _prediction(gender)
+    preds["age_fairface"] = _prediction(age)
+    preds["age_group"] = _prediction(_age_group_probs(age))
+    return preds
+
+
+# ---------------------------------------------------------------------------------------- CSV
+
+
+def _one_line(value: str, limit: int = 60) -> str:
+    text = value if len(value) <= limit else value[:limit] + "…"
+    return repr(text)
+
+
+def _parse_scores(path: Path, column: str, line: int, text: str, labels: tuple[str, ...]) -> tuple[float, ...]:
+    where = f"{path}: {column}: line {line}"
+    body = text.strip()
+    if not (body.startswith("[") and body.endswith("]")):
+        raise UserError(f"{where}: {_one_line(text)} is not a score array like '[0.9 0.1]' ({_USE_PREDICT})")
+    parts = [p for p in re.split(r"[\s,]+", body[1:-1]) if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{where}: {_one_line(text)} is not an array of numbers ({_USE_PREDICT})") from None
+    if len(values) != len(labels):
+        raise UserError(
+            f"{where}: {len(values)} scores, expected {len(labels)} (one per label {', '.join(labels)}; {_USE_PREDICT})"
+        )
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UserError(f"{where}: {_one_line(text)} has a negative or non-finite score ({_USE_PREDICT})")
+    total = sum(values)
+    if abs(total - 1.0) > _SUM_TOLERANCE:
+        raise UserError(f"{where}: scores sum to {total:.4g}, not 1 ({_USE_PREDICT}, unedited)")
+    return tuple(v / total for v in values)
+
+
+def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (first line number, fields) of every non-blank record."""
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            header: list[str] | None = None
+            records: list[tuple[int, list[str]]] = []
+            last = 0
+            for fields in reader:
+                start, last = last + 1, reader.line_num
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                if header is None:
+                    header = [f.strip() for f in fields]
+                else:
+                    records.append((start, fields))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (pass the CSV FairFace's predict.py wrote)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text ({_USE_PREDICT})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: line {last + 1}: not valid CSV ({exc}; {_USE_PREDICT})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc}; pass the CSV FairFace's predict.py wrote)") from None
+    return header or [], records
+
+
+def read_fairface_csv(path: str | Path) -> pd.DataFrame:
+    """Read and check the CSV that FairFace's ``predict.py`` writes.
+
+    Returns one row per face with columns ``line`` (the CSV line the face's record starts on),
+    ``face_name_align``, ``image_stem`` and ``face_index`` (from the aligned face's file name
+    ``<image stem>_face<N>.<ext>``), the label columns ``race``, ``race4``, ``gender``, ``age`` as
+    FairFace writes them, and the four score columns as tuples of floats in FairFace's label
+    order, renormalized to sum to 1. ``df.attrs["source"]`` is the file's path. Any defect
+    raises :class:`UserError` naming the file, column and line.
+    """
+    path = Path(path)
+    header, records = _read_records(path)
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path}: columns: missing {', '.join(missing)} ({_USE_PREDICT})")
+    where = {c: header.index(c) for c in CSV_COLUMNS}
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int], int] = {}
+    for line, fields in records:
+        if len(fields) != len(header):
+            raise UserError(f"{path}: line {line}: {len(fields)} fields, expected {len(header)} as in the header ({_USE_PREDICT})")
+        raw = {c: fields[i] for c, i in where.items()}
+        name = raw["face_name_align"].strip()
+        base = re.split(r"[\\/]", name)[-1]
+        match = _FACE_NAME.match(base)
+        if match is None:
+            raise UserError(
+                f"{path}: face_name_align: line {line}: {_one_line(name)} is not named <image>_face<N>.<ext> ({_USE_PREDICT})"
+            )
+        stem, index = match["stem"], int(match["index"])
+        if (stem, index) in seen:
+            raise UserError(
+                f"{path}: face_name_align: line {line}: face {index} of image {stem!r} already on line "
+                f"{seen[stem, index]} (run predict.py once per folder and pass its CSV unmerged)"
+            )
+        seen[stem, index] = line
+        row: dict[str, Any] = {"line": line, "face_name_align": name, "image_stem": stem, "face_index": index}
+        for column, (labels, score_column) in _LABEL_COLUMNS.items():
+            value = raw[column].strip()
+            if value not in labels:
+                raise UserError(
+                    f"{path}: {column}: line {line}: unknown label {_one_line(value)} "
+                    f"(FairFace writes one of {', '.join(labels)}; {_USE_PREDICT})"
+                )
+            scores = _parse_scores(path, score_column, line, raw[score_column], labels)
+            if scores[labels.index(value)] < max(scores) - _ARGMAX_TOLERANCE:
+                raise UserError(
+                    f"{path}: {column}: line {line}: label {value!r} is not the top score of {score_column} "
+                    f"(columns shifted or edited; {_USE_PREDICT})"
+                )
+            row[column] = value
+            row[score_column] = scores
+        rows.append(row)
+    columns = ["line", "face_name_align", "image_stem", "face_index", "race", "race4", "gender", "age",
+               "race_scores_fair", "race_scores_fair_4", "gender_scores_fair", "age_scores_fair"]
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["source"] = str(path)
+    return df
+
+
+def _csv_predictions(row: Any) -> dict[str, Prediction]:
+    def probs(column: str, mapping: dict[str, str] | None) -> dict[str, float]:
+        labels, score_column = _LABEL_COLUMNS[column]
+        return {(mapping[lab] if mapping else lab): float(v) for lab, v in zip(labels, row[score_column])}
+
+    race, race4 = probs("race", RACE7_LABELS), probs("race4", RACE4_LABELS)
+    gender, age = probs("gender", GENDER_LABELS), probs("age", None)
+    return {
+        # the CSV's own label (already checked to hold the top score, up to printing)
+        "race": _prediction(race, RACE7_LABELS[row["race"]]),
+        "race4": _prediction(race4, RACE4_LABELS[row["race4"]]),
+        "gender_presentation": _prediction(gender, GENDER_LABELS[row["gender"]]),
+        "age_fairface": _prediction(age, row["age"]),
+        "age_group": _prediction(_age_group_probs(age)),
+    }
+
+
+def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -> pd.DataFrame:
+    """``measurements.parquet`` rows (columns :data:`t2ibias.measure.stage.COLUMNS`) of a FairFace CSV.
+
+    ``df`` is what :func:`read_fairface_csv` returns; ``image_keys`` maps an image file stem to
+    the run's image key (run images are ``images/<k0k1>/<key>.png``, so stem and key coincide).
+    One row per (face, attribute): unit ``face``, ``face_index`` = FairFace's ``_face<N>`` (dlib's
+    detection order, not largest first), no box, attributes ``race``, ``race4``,
+    ``gender_presentation``, ``age_fairface``, ``age_group``; no abstention (label = top label).
+    Faces of images that are not in the run raise :class:`UserError`.
+    """
+    from t2ibias.measure.stage import COLUMNS
+
+    source = df.attrs.get("source", "FairFace CSV")
+    unknown = df[~df["image_stem"].isin(image_keys)] if len(df) else df
+    if len(unknown):
+        first = unknown.iloc[0]
+        raise UserError(
+            f"{source}: face_name_align: {len(unknown)} of {len(df)} faces are of images not in this run, "
+            f"first {first['face_name_align']!r} (line {first['line']}) (run FairFace on this run's images/ folder)"
+        )
+    rows: list[dict[str, Any]] = []
+    for _, face in df.iterrows():
+        key, index = image_keys[face["image_stem"]], int(face["face_index"])
+        for attribute, p in _csv_predictions(face).items():
+            rows.append({
+                "key": key, "measurer": measurer, "unit": "face", "face_index": index,
+                "box_x": None, "box_y": None, "box_w": None, "box_h": None,
+                "attribute": attribute, "label": p.label, "top_label": p.top_label,
+                "score": p.score, "margin": p.margin, "probs": json.dumps(p.probs, sort_keys=True),
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fairface_csv_fingerprint(path: str | Path) -> str:
+    """Measurer id of a FairFace CSV: its content hash and the label mapping (not its path or time)."""
+    path = Path(path)
+    try:
+        digest = _sha256_file(path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc}; pass the CSV FairFace's predict.py wrote)") from None
+    return fingerprint({"measurer": "fairface-csv", "sha256": digest, "attributes": ATTRIBUTE_LABELS, "age_group": AGE_GROUP_SHARES})
+
+
+# ------------------------------------------------------------------------------- ResNet-34
+
+
+class FairFaceResNet34:
+    """FairFace's ResNet-34 (``fc`` of 18 outputs) on face crops, from a local checkpoint.
+
+    Output units as FairFace slices them: race ``[:7]`` (``variant=7``) or ``[:4]`` (``variant=4``,
+    reported as attribute ``race4``), gender ``[7:9]``, age ``[9:18]``, each softmaxed. Crops are
+    resized to 224×224 (no aspect-preserving crop, as FairFace) and ImageNet-normalized. FairFace
+    trained on dlib-aligned faces; our crops are unaligned, so treat the labels as a little noisier.
+    """
+
+    id = "fairface-resnet34"
+
+    def __init__(self, checkpoint: str | Path, variant: int = 7, device: str = "cpu", batch_size: int = 32) -> None:
+        if variant not in (4, 7):
+            raise UserError(f"{self.id}: variant: {variant!r} is not 7 or 4 (pass 7 for res34_fair_align_multi_7, 4 for _4_)")
+        if batch_size < 1:
+            raise UserError(f"{self.id}: batch_size: {batch_size} is below 1 (pass a positive batch size)")
+        self.checkpoint = Path(checkpoint).expanduser()
+        if not self.checkpoint.is_file():
+            raise UserError(f"{self.checkpoint}: no such checkpoint file ({_CHECKPOINT_FIX})")
+        self.variant = variant
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._transform: Any = None
+        self._sha256: str | None = None
+
+    @property
+    def race_attribute(self) -> str:
+        return "race" if self.variant == 7 else "race4"
+
+    @property
+    def attributes(self) -> dict[str, tuple[str, ...]]:
+        """Attribute → labels, in the order :meth:`measure` reports them."""
+        return {a: ATTRIBUTE_LABELS[a] for a in (self.race_attribute, "gender_presentation", "age_fairface", "age_group")}
+
+    def fingerprint(self) -> str:
+        import torchvision
+
+        if self._sha256 is None:
+            try:
+                self._sha256 = _sha256_file(self.checkpoint)
+            except OSError as exc:
+                raise UserError(f"{self.checkpoint}: cannot read ({exc.strerror or exc}; {_CHECKPOINT_FIX})") from None
+        return fingerprint({
+            "measurer": self.id, "checkpoint_sha256": self._sha256, "variant": self.variant,
+            "torchvision": torchvision.__version__, "preprocess": {"resize": [224, 224], "mean": _MEAN, "std": _STD},
+            "age_group": AGE_GROUP_SHARES,
+        })
+
+    def _state_dict(self) -> dict[str, Any]:
+        import torch
+
+        try:
+            obj = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # the unpickler fails on a foreign file in many ways (IndexError, EOFError ...)
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise UserError(f"{self.checkpoint}: not a readable PyTorch state_dict ({reason}; {_CHECKPOINT_FIX})") from None
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise UserError(f"{self.checkpoint}: holds no state_dict of tensors ({_CHECKPOINT_FIX})")
+        return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+    def load(self) -> None:
+        import torch
+        import torchvision
+        from torchvision import transforms
+
+        model = torchvision.models.resnet34(weights=None)
+        model.fc = torch.nn.Linear(model.fc.in_features, 18)
+        state = self._state_dict()
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        wrong = [f"{k} {tuple(state[k].shape)} not {tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            parts = []
+            for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+                if items:
+                    parts.append(f"{what} {len(items)}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}")
+            raise UserError(f"{self.checkpoint}: not a FairFace ResNet-34 with 18 outputs ({'; '.join(parts)}; {_CHECKPOINT_FIX})")
+        model.load_state_dict(state)
+        model.eval().to(self.device)
+        self._model = model
+        self._transform = transforms.Compose([
+            transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(_MEAN, _STD),
+        ])
+
+    def measure(self, crops: list[Any]) -> list[dict[str, Prediction]]:
+        """One dict attribute → prediction (no abstention) per face crop (PIL images)."""
+        import torch
+
+        for i, crop in enumerate(crops):
+            if crop.width < 1 or crop.height < 1:
+                raise UserError(f"{self.id}: crop {i}: zero size {crop.width}×{crop.height} (pass face crops of at least 1×1 pixel)")
+        if not crops:
+            return []
+        if self._model is None:
+            self.load()
+        n_race = self.variant
+        race_names = tuple(RACE7_LABELS.values()) if n_race == 7 else tuple(RACE4_LABELS.values())
+        out: list[dict[str, Prediction]] = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = torch.stack([self._transform(c.convert("RGB")) for c in crops[start : start + self.batch_size]])
+            with torch.no_grad():
+                logits = self._model(batch.to(self.device)).float().cpu()
+            race = logits[:, :n_race].softmax(dim=1).numpy()
+            gender = logits[:, 7:9].softmax(dim=1).numpy()
+            age = logits[:, 9:18].softmax(dim=1).numpy()
+            for r, g, a in zip(race, gender, age):
+                out.append(_model_predictions(
+                    self.race_attribute,
+                    race={lab: float(v) for lab, v in zip(race_names, r)},
+                    gender={lab: float(v) for lab, v in zip(GENDER_LABELS.values(), g)},
+                    age={lab: float(v) for lab, v in zip(AGE_BINS, a)},
+                ))
+        return out
