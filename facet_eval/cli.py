@@ -114,6 +114,9 @@ def classify(
     for a, b in pairs:
         intersect_groups(membership, a, b)
     n_single = int(single_person_mask(data).sum())
+    if n_single == 0:
+        raise UserError(f"{facet_root / 'annotations' / 'annotations.csv'}: no image has exactly one annotated person "
+                        "(classification scores people alone in an image; check the FACET root)")
     run: dict = {"task": "classification", "facet_root": str(facet_root.resolve()), "seed": seed,
                  "n_single_person_people": n_single}
     if predictions is not None:
