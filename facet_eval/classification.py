@@ -193,8 +193,8 @@ def write_class_predictions(predictions: dict[int, str], path: str | Path) -> Pa
     from t2ibias.store.image_store import atomic_write_text
 
     path = Path(path)
-    items = [{"person_id": int(p), "class": c} for p, c in sorted(predictions.items())]
-    atomic_write_text(path, json.dumps(items, indent=0) + "\n")
+    lines = [json.dumps({"person_id": int(p), "class": c}) for p, c in sorted(predictions.items())]
+    atomic_write_text(path, "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n")
     return path
 
 
@@ -226,7 +226,8 @@ def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[s
     """For every compared group pair (a, b) of every attribute, the classes with the largest
     recall gaps in each direction, as in FACET's Table 4: up to ``top`` classes where a − b > 0,
     largest first, then up to ``top`` where b − a > 0 (ties by class name). Gaps are fractions
-    with the bootstrap CI of the difference and both group sizes."""
+    with the bootstrap CI of the difference, both recalls and both group sizes; ``pair`` is the
+    compared (a, b) of the disparity row, ``direction`` the order of this gap."""
     recall = {(r["attribute"], r["group"], r["class"]): r for r in rows if r["metric"] == METRIC}
     pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:

@@ -265,6 +265,19 @@ def test_unreadable_predictions_file(known, tmp_path, content, message):
         load_class_predictions(path, load_facet(root))
 
 
+def test_unknown_model_and_bad_options_exit_2(known, tmp_path, monkeypatch, capsys):
+    root, _, _, _ = known
+    for extra, message in ((["--model", "clip-vit-b-32-opneai"], "clip-vit-b-32-openai"),
+                           (["--model", "tiny-random-clip", "--device", "tpu"], "--device: 'tpu'"),
+                           (["--model", "tiny-random-clip", "--batch-size", "0"], "--batch-size: 0"),
+                           (["--model", "tiny-random-clip", "--intersect", "gender_presentation,shoe_size"],
+                            "unknown attribute 'shoe_size'")):
+        code, _, err = run(monkeypatch, capsys, "classify", "--facet-root", str(root), "--out", str(tmp_path / "o"),
+                           *extra)
+        assert code == 2 and message in err and err.startswith("error: "), (extra, err)
+    assert not (tmp_path / "o").exists()
+
+
 def test_both_model_and_predictions_refused(known, tmp_path, monkeypatch, capsys):
     root, path, _, _ = known
     code, _, err = run(monkeypatch, capsys, "classify", "--facet-root", str(root), "--predictions", str(path),
