@@ -585,3 +585,419 @@ def test_a_crash_between_the_two_writes_remeasures_without_duplicates(tiny_run, 
     (run / EMBEDDINGS_FILE).unlink()  # measurements written, embeddings lost
     assert measure_stage(run, device="cpu")["measured"] == 2
     assert len(read_measurements(run)) == rows and len(read_measurements(run, EMBEDDINGS_FILE)) == 2
+
+
+# -- label vocabularies and the temperature ------------------------------------------------------
+
+@pytest.mark.parametrize("old, new, label, allowed", [
+    ('      fem: ["a woman"]', '      female: ["a woman"]', "female", "masc, fem"),
+    ('      masc: ["a man"]', '      male: ["a man"]', "male", "masc, fem"),
+])
+def test_unknown_label_of_a_known_attribute_points_at_its_line(tmp_path, old, new, label, allowed):
+    text = _own_yaml().replace(old, new)
+    line = text.splitlines().index(new) + 1
+    path = _own(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_classifier_spec_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert f"unknown label {label!r}" in message and allowed in message and "\n" not in message
+
+
+def test_unknown_skin_tone_label_and_unquoted_numbers(tmp_path):
+    tones = "".join(f'      "{i}": ["skin tone {i}"]\n' for i in range(1, 11))
+    good = _own_yaml() + "  skin_tone:\n    labels:\n" + tones
+    spec = load_classifier_spec_file(_own(tmp_path, good, "tones"))
+    assert list(spec.attributes["skin_tone"].labels) == [str(i) for i in range(1, 11)]
+    unquoted = load_classifier_spec_file(_own(tmp_path, good.replace('"3":', "3:"), "tones2"))
+    assert "3" in unquoted.attributes["skin_tone"].labels  # YAML ints become the same label names
+    bad = good.replace('"10":', '"11":')
+    path = _own(tmp_path, bad, "tones3")
+    with pytest.raises(UserError, match=r"unknown label '11' of attribute 'skin_tone' \(use one of: 1, 2, .*10"):
+        load_classifier_spec_file(path)
+
+
+def test_unknown_label_in_an_included_file_names_that_file(tmp_path):
+    _own(tmp_path, _own_yaml().replace('      fem: ["a woman"]', '      woman: ["a woman"]'), "parent")
+    child = _own(tmp_path, TINY_YAML.replace("include: clip-vit-l-14-openai", "include: parent"), "child")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'parent.yaml'}:\d+: unknown label 'woman'"):
+        load_classifier_spec_file(child)
+
+
+def test_attributes_without_a_known_vocabulary_take_any_labels(tmp_path):
+    text = _own_yaml() + '  hair:\n    labels:\n      short: ["short hair"]\n      long: ["long hair"]\n'
+    assert list(load_classifier_spec_file(_own(tmp_path, text)).attributes["hair"].labels) == ["short", "long"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "hot"])
+def test_logit_scale_must_be_positive(tmp_path, value):
+    path = _own(tmp_path, _own_yaml().replace("logit_scale: 100.0", f"logit_scale: {value}"))
+    with pytest.raises(UserError, match=rf"^{path}:\d+: logit_scale must be a positive number"):
+        load_classifier_spec_file(path)
+
+
+# -- cached text embeddings ----------------------------------------------------------------------
+
+def test_text_embeddings_are_cached_on_disk_and_reused(classifier, tiny_spec, monkeypatch):
+    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier, text_cache_path, tiny_clip_checkpoint
+
+    path = text_cache_path(tiny_spec, str(tiny_clip_checkpoint(tiny_spec)), "cpu")
+    assert path.is_file()  # written by the module's first load
+    calls = []
+
+    def no_text(self, *args, **kwargs):
+        calls.append(args)
+        raise AssertionError("encode_text called although the embeddings are cached")
+
+    monkeypatch.setattr(type(classifier.model), "encode_text", no_text)
+    again = CLIPAttributeClassifier(tiny_spec, "cpu")
+    again.load()
+    assert calls == []
+    assert set(again._text) == set(tiny_spec.attributes)
+    for name, emb in classifier._text.items():
+        assert again._text[name].dtype == emb.dtype
+        assert bool((again._text[name] == emb).all())
+    assert [p["gender_presentation"].probs for p in again.classify(_images())] == \
+        [p["gender_presentation"].probs for p in classifier.classify(_images())]
+
+
+def test_text_cache_key_follows_prompts_weights_and_device(tiny_spec, tmp_path):
+    from t2ibias.measure.clip_zeroshot import text_cache_path, tiny_clip_checkpoint
+
+    weights = str(tiny_clip_checkpoint(tiny_spec))
+    base = text_cache_path(tiny_spec, weights, "cpu")
+    other_prompts = dataclasses.replace(tiny_spec, templates=["a picture of {}."])
+    assert text_cache_path(other_prompts, weights, "cpu") != base
+    assert text_cache_path(tiny_spec, weights, "cuda:1") != base
+    assert text_cache_path(tiny_spec, "openai", "cpu") != base
+    copy_ = tmp_path / "copy.safetensors"
+    copy_.write_bytes(Path(weights).read_bytes())
+    assert text_cache_path(tiny_spec, str(copy_), "cpu") == base  # same bytes, same key
+    copy_.write_bytes(Path(weights).read_bytes() + b" ")
+    assert text_cache_path(tiny_spec, str(copy_), "cpu") != base
+
+
+def test_a_changed_prompt_is_encoded_again(classifier, tiny_spec, monkeypatch):
+    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+
+    real = type(classifier.model).encode_text
+    calls = []
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(classifier.model), "encode_text", spy)
+    attrs = dict(tiny_spec.attributes)
+    attrs["person"] = dataclasses.replace(attrs["person"], labels={"person": ["someone"], "no_person": ["nothing"]})
+    changed = CLIPAttributeClassifier(dataclasses.replace(tiny_spec, attributes=attrs), "cpu")
+    changed.load()
+    assert calls
+    assert not bool((changed._text["person"] == classifier._text["person"]).all())
+
+
+# -- the YOLO person gate ------------------------------------------------------------------------
+
+TINY_CONF = 1e-4  # random weights score every box near 1e-4: a tiny threshold makes them find "people"
+
+
+@pytest.fixture(scope="module")
+def tiny_yolo(tmp_path_factory) -> Path:
+    """A random-weight YOLO11n whose class 0 is "person", saved to a .pt file (built from config, offline)."""
+    root = tmp_path_factory.mktemp("yolo")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "config"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolo11n.yaml")
+    model.model.names = {0: "person", **{i: f"class{i}" for i in range(1, 80)}}
+    path = root / "person-yolo.pt"
+    model.save(str(path))
+    return path
+
+
+def _gated_astronaut() -> Image.Image:
+    """The astronaut at the left of a grey canvas."""
+    canvas = Image.new("RGB", (768, 512), (128, 128, 128))
+    canvas.paste(_astronaut(), (0, 0))
+    return canvas
+
+
+def test_yolo_gate_loads_a_local_file_and_finds_people_boxes(tiny_yolo):
+    from t2ibias.measure.gate import YoloPersonGate
+
+    gate = YoloPersonGate(str(tiny_yolo), conf=TINY_CONF)
+    image = _gated_astronaut()
+    boxes = gate.detect(image)
+    assert boxes and all(isinstance(b, Box) for b in boxes)
+    assert all(b.w > 0 and b.h > 0 and b.x >= 0 and b.y >= 0 and b.x + b.w <= 768 and b.y + b.h <= 512 for b in boxes)
+    assert [b.area for b in boxes] == sorted((b.area for b in boxes), reverse=True)
+    assert all(a.iou(b) <= gate.iou for i, a in enumerate(boxes) for b in boxes[i + 1 :])  # duplicates suppressed
+    assert len(boxes) <= gate.max_people
+    assert gate.detect(image) == boxes  # deterministic
+    batch = gate.detect_many([_grey(64), image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert batch[1] == boxes  # batch-mates of other sizes change nothing
+    assert YoloPersonGate(str(tiny_yolo), conf=1.0).detect(image) == []
+    crop = gate.crop(image, boxes[0])
+    assert crop.size == (boxes[0].w, boxes[0].h)
+
+
+def test_yolo_gate_fingerprint_follows_settings_and_weight_bytes(tiny_yolo, tmp_path):
+    from t2ibias.measure.gate import YoloPersonGate
+
+    base = YoloPersonGate(str(tiny_yolo), conf=TINY_CONF)
+    assert base.fingerprint() == YoloPersonGate(str(tiny_yolo), conf=TINY_CONF, device="cuda").fingerprint()
+    assert YoloPersonGate(str(tiny_yolo), conf=0.5).fingerprint() != base.fingerprint()
+    moved = tmp_path / "elsewhere.pt"
+    moved.write_bytes(tiny_yolo.read_bytes())
+    assert YoloPersonGate(str(moved), conf=TINY_CONF).weights_identity() == base.weights_identity()
+    assert base.config() == {"kind": "yolo", "weights": str(tiny_yolo), "conf": TINY_CONF, "iou": 0.7,
+                             "imgsz": 640, "max_people": 20}
+
+
+def test_yolo_gate_bad_weights_are_user_errors(tiny_yolo, tmp_path, monkeypatch):
+    import torch
+    from ultralytics import YOLO
+
+    from t2ibias.measure.gate import YoloPersonGate
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"yolo11n\.pt: not a local file and ultralytics is offline"):
+        YoloPersonGate("yolo11n.pt").detect(_grey())
+    with pytest.raises(UserError, match="no such file"):
+        YoloPersonGate(str(tmp_path / "missing" / "w.pt")).detect(_grey())
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"junk\.pt: cannot load YOLO weights"):
+        YoloPersonGate(str(junk)).detect(_grey())
+    torch.manual_seed(0)
+    cars = YOLO("yolo11n.yaml")
+    cars.model.names = {i: f"car{i}" for i in range(80)}
+    path = tmp_path / "cars.pt"
+    cars.save(str(path))
+    with pytest.raises(UserError, match="no 'person' class"):
+        YoloPersonGate(str(path)).detect(_grey())
+    with pytest.raises(UserError, match=r"confidence 1\.5"):
+        YoloPersonGate(str(tiny_yolo), conf=1.5)
+
+
+def test_person_face_gate_searches_faces_inside_people(tiny_yolo, gate):
+    from t2ibias.measure.gate import PersonFaceGate, YoloPersonGate
+
+    assert PersonFaceGate().fingerprint() == gate.fingerprint()  # runs measured before person gates keep their rows
+    combined = PersonFaceGate(person=YoloPersonGate(str(tiny_yolo), conf=TINY_CONF))
+    assert combined.fingerprint() != gate.fingerprint()
+    image = _gated_astronaut()
+    (people, faces), = combined.detect_many([image])
+    assert people == combined.person.detect(image)
+    assert all(any(p.contains(f) for p in people) for f in faces)
+    assert len({(f.x, f.y) for f in faces}) == len(faces)
+    assert all(a.iou(b) <= 0.5 for i, a in enumerate(faces) for b in faces[i + 1 :])
+    nobody = PersonFaceGate(person=YoloPersonGate(str(tiny_yolo), conf=1.0))
+    assert nobody.detect_many([image]) == [([], [])]  # no person box: no face search either
+
+
+# -- the stage with a person gate, crop measurers and imported rows --------------------------------
+
+def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(run, target)
+    return target
+
+
+def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yolo, tmp_path, tiny_spec):
+    from t2ibias.measure.gate import PersonFaceGate, YoloPersonGate
+    from t2ibias.measure.stage import (
+        MEASURE_FILE, measure_stage, measurer_fingerprint, read_measurements, read_measurers, run_measurer,
+    )
+    from t2ibias.metrics.score import image_labels
+    from t2ibias.run import read_spec
+
+    run = _copy(measured[0], tmp_path)
+    face_key = measured[1]
+    result = measure_stage(run, device="cpu", person_detector=str(tiny_yolo), person_conf=TINY_CONF)
+    assert result["measured"] == 2 and result["people"] >= 1
+    gate = PersonFaceGate(person=YoloPersonGate(str(tiny_yolo), conf=TINY_CONF))
+    fp = measurer_fingerprint(gate, tiny_spec)
+    assert fp != _default_measurer()
+    recorded = json.loads((run / MEASURE_FILE).read_text())
+    assert recorded["gate"]["person"]["weights"] == str(tiny_yolo) and recorded["gate"]["person"]["conf"] == TINY_CONF
+    assert recorded["measurer"] == fp and run_measurer(run, tiny_spec) == fp
+    info = read_measurers(run)[fp]
+    assert info["kind"] == "clip" and info["id"] == TINY and info["gate"] == gate.config()
+    meas = read_measurements(run)
+    mine = meas[meas["measurer"] == fp]
+    people = mine[mine["unit"] == "person"]
+    assert len(people) and people[["box_w", "box_h"]].gt(0).all().all()
+    assert set(people["attribute"]) == set(tiny_spec.attributes)
+    faces = mine[mine["unit"] == "face"].drop_duplicates("face_index")
+    boxes = [Box(int(r.box_x), int(r.box_y), int(r.box_w), int(r.box_h)) for r in people.drop_duplicates(["key", "face_index"]).itertuples()]
+    for f in faces.itertuples():
+        assert any(p.contains(Box(int(f.box_x), int(f.box_y), int(f.box_w), int(f.box_h))) for p in boxes)
+    assert len(mine[mine["unit"] == "image"]) == 2 * len(tiny_spec.attributes)  # every image still counted
+    # the old rows stay; score reads the measurer that was used
+    assert len(meas[meas["measurer"] == _default_measurer()]) == len(read_measurements(measured[0]))
+    labels = image_labels(run, read_spec(run))
+    assert len(labels) == 2 * 5
+    assert set(labels["person_source"]) <= {"face", "person", "none"}  # no CLIP fallback behind a person gate
+    n_people = people.groupby("key")["face_index"].nunique()
+    for row in labels.itertuples():
+        assert row.n_people == n_people.get(row.key, 0)
+        assert (row.person_source == "none") == (row.n_people == 0 and row.n_faces == 0)
+    assert labels.loc[labels["key"] == face_key, "n_people"].iloc[0] >= 1
+    # the gate is sticky: a plain re-run uses it and finds everything cached; "none" goes back to Haar
+    assert measure_stage(run, device="cpu")["measured"] == 0
+    assert run_measurer(run, tiny_spec) == fp
+    assert measure_stage(run, device="cpu", person_detector="none")["measured"] == 0
+    assert run_measurer(run, tiny_spec) == _default_measurer()
+
+
+def test_images_with_nobody_are_counted_as_no_person(measured, tiny_yolo, tmp_path):
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.metrics.score import NO_PERSON, image_labels
+    from t2ibias.run import read_spec
+
+    run = _copy(measured[0], tmp_path)
+    result = measure_stage(run, device="cpu", person_detector=str(tiny_yolo), person_conf=1.0)
+    assert result == {"measured": 2, "cached": 0, "faces": 0, "people": 0, "nobody": 2}
+    labels = image_labels(run, read_spec(run))
+    assert len(labels) == 2 * 5
+    assert set(labels["label"]) == {NO_PERSON} and set(labels["person_source"]) == {"none"}
+
+
+class _Brightness:
+    """A deterministic crop measurer: is the crop's mean grey level above 128?"""
+
+    id = "brightness"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def fingerprint(self) -> str:
+        return "brightness-v1"
+
+    def measure(self, crops):
+        from t2ibias.measure.clip_zeroshot import Prediction
+
+        out = []
+        for crop in crops:
+            self.seen.append(crop.size)
+            light = float(np.asarray(crop.convert("L"), dtype=float).mean()) / 255.0
+            probs = {"light": light, "dark": 1.0 - light}
+            top = max(probs, key=probs.get)
+            out.append({"brightness": Prediction(top, top, probs[top], abs(2 * light - 1), probs)})
+        return out
+
+
+def test_extra_measurers_run_on_every_face_crop_under_their_own_fingerprint(measured, tmp_path, gate):
+    from t2ibias.measure.gate import PersonFaceGate
+    from t2ibias.measure.stage import (
+        MEASUREMENTS_FILE, crop_measurer_fingerprint, measure_stage, read_measurements, read_measurers,
+    )
+
+    run = _copy(measured[0], tmp_path)
+    face_key = measured[1]
+    fake = _Brightness()
+    before = read_measurements(run)
+    result = measure_stage(run, device="cpu", extra_measurers=[fake])
+    assert result["measured"] == 1 and result["cached"] == 1  # CLIP rows cached; only the image with a face is opened
+    fp = crop_measurer_fingerprint(PersonFaceGate(), fake)
+    assert fp == crop_measurer_fingerprint(gate, fake) and fp != _default_measurer()
+    meas = read_measurements(run)
+    rows = meas[meas["measurer"] == fp]
+    clip_faces = before[(before["unit"] == "face")].drop_duplicates("face_index")
+    assert set(rows["key"]) == {face_key} and set(rows["unit"]) == {"face"}
+    assert sorted(rows["face_index"]) == sorted(clip_faces["face_index"])
+    for r in rows.itertuples():
+        c = clip_faces[clip_faces["face_index"] == r.face_index].iloc[0]
+        assert (r.box_x, r.box_y, r.box_w, r.box_h) == (c.box_x, c.box_y, c.box_w, c.box_h)
+        pad = round(r.box_w * 0.25)
+        assert (r.box_w + 2 * pad, r.box_h + 2 * round(r.box_h * 0.25)) in fake.seen
+        assert r.label in ("light", "dark") and json.loads(r.probs)[r.label] == pytest.approx(r.score)
+    info = read_measurers(run)[fp]
+    assert info == {"id": "brightness", "kind": "crop", "measurer_fingerprint": "brightness-v1", "units": ["face"],
+                    "gate": PersonFaceGate().config(), "gate_fingerprint": gate.fingerprint()}
+    pd.testing.assert_frame_equal(meas[meas["measurer"] != fp].reset_index(drop=True), before.reset_index(drop=True))
+    data = (run / MEASUREMENTS_FILE).read_bytes()
+    assert measure_stage(run, device="cpu", extra_measurers=[fake])["measured"] == 0
+    assert (run / MEASUREMENTS_FILE).read_bytes() == data
+    # a fresh run measures CLIP and the crop measurer in one pass, with the same answers
+    fresh = _copy(measured[0], tmp_path, "fresh")
+    (fresh / MEASUREMENTS_FILE).unlink()
+    measure_stage(fresh, device="cpu", extra_measurers=[_Brightness()], batch_size=1, workers=2)
+    again = read_measurements(fresh)
+    pd.testing.assert_frame_equal(again[again["measurer"] == fp].reset_index(drop=True), rows.reset_index(drop=True))
+    clip_again = again[again["measurer"] == _default_measurer()].sort_values(["key", "unit", "face_index", "attribute"])
+    clip_before = before.sort_values(["key", "unit", "face_index", "attribute"])
+    assert list(clip_again["top_label"]) == list(clip_before["top_label"])  # batch size and threads change nothing
+    np.testing.assert_allclose(clip_again["score"], clip_before["score"], atol=1e-5)
+
+
+def test_append_measurements_merges_rows_atomically_and_records_the_measurer(measured, tmp_path):
+    from t2ibias.measure.stage import COLUMNS, MEASUREMENTS_FILE, append_measurements, read_measurements, read_measurers
+
+    run = _copy(measured[0], tmp_path)
+    key = measured[1]
+    before = read_measurements(run)
+    rows = pd.DataFrame([{
+        "key": key, "measurer": "", "unit": "face", "face_index": 0, "box_x": 10, "box_y": 20, "box_w": 30, "box_h": 40,
+        "attribute": "race", "label": "white", "top_label": "white", "score": 0.7, "margin": 0.5,
+        "probs": {"white": 0.7, "black": 0.2, "indian": 0.1},
+    }])
+    info = {"id": "fairface-csv", "source": "fairface_predictions.csv"}
+    assert append_measurements(run, rows, "fairface-import", info) == 1
+    meas = read_measurements(run)
+    assert list(meas.columns) == COLUMNS
+    got = meas[meas["measurer"] == "fairface-import"]
+    assert len(got) == 1 and got.iloc[0]["label"] == "white" and json.loads(got.iloc[0]["probs"])["white"] == 0.7
+    assert read_measurers(run)["fairface-import"] == {"kind": "external", **info}
+    pd.testing.assert_frame_equal(meas[meas["measurer"] != "fairface-import"].reset_index(drop=True), before.reset_index(drop=True))
+    # the same row again replaces, never duplicates
+    append_measurements(run, rows.assign(label="black", top_label="black"), "fairface-import", info)
+    got = read_measurements(run).query("measurer == 'fairface-import'")
+    assert list(got["label"]) == ["black"]
+    data = (run / MEASUREMENTS_FILE).read_bytes()
+    with pytest.raises(UserError, match=r"^faces\.csv: missing column 'margin'"):
+        append_measurements(run, rows.drop(columns=["margin"]), "fairface-import", info, source="faces.csv")
+    with pytest.raises(UserError, match=r"key: 1 rows name images not in"):
+        append_measurements(run, rows.assign(key="f" * 64), "fairface-import", info)
+    with pytest.raises(UserError, match=r"unit: unknown value 'body'"):
+        append_measurements(run, rows.assign(unit="body"), "fairface-import", info)
+    assert (run / MEASUREMENTS_FILE).read_bytes() == data  # nothing written by a refused import
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+def test_an_unreadable_image_is_named_after_the_rest_is_checkpointed(measured, tmp_path):
+    from t2ibias.measure.stage import MEASUREMENTS_FILE, measure_stage, read_measurements
+    from t2ibias.store.image_store import ImageStore
+
+    run = _copy(measured[0], tmp_path)
+    (run / MEASUREMENTS_FILE).unlink()
+    face_key = measured[1]
+    records = ImageStore(run).records()
+    bad_key = next(k for k in records if k != face_key)
+    png = run / records[bad_key]["path"]
+    png.write_bytes(b"not a png at all")
+    with pytest.raises(UserError) as info:
+        measure_stage(run, device="cpu", batch_size=1)
+    message = str(info.value)
+    assert message.startswith(f"{png}: cannot read image") and f"t2ibias generate {run}" in message
+    assert "\n" not in message
+    assert set(read_measurements(run)["key"]) == {face_key}  # the readable image was measured and kept
+
+
+def test_zero_size_crops_are_skipped(measured, tmp_path, monkeypatch):
+    from t2ibias.measure.stage import MEASUREMENTS_FILE, measure_stage, read_measurements
+
+    run = _copy(measured[0], tmp_path)
+    (run / MEASUREMENTS_FILE).unlink()
+    monkeypatch.setattr(HaarFaceGate, "detect", lambda self, image: [Box(4, 4, 20, 20), Box(5000, 5000, 10, 10)])
+    result = measure_stage(run, device="cpu")
+    assert result["faces"] == 2  # one face per image; the box outside the image gave an empty crop
+    faces = read_measurements(run).query("unit == 'face'")
+    assert set(faces["face_index"]) == {0} and set(faces["box_x"]) == {4.0}

@@ -199,10 +199,19 @@ class YoloPersonGate:
         if not images:
             return []
         model = self._load()
-        results = model.predict(
-            [img.convert("RGB") for img in images], conf=self.conf, iou=self.iou, imgsz=self.imgsz,
-            classes=[self._person_class], max_det=max(self.max_people * 4, self.max_people), device=self.device, verbose=False,
-        )
+        # ultralytics letterboxes a batch of mixed sizes to one square shape but a lone image to a
+        # tighter one: predict per size so an image's boxes never depend on its batch-mates
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            by_size.setdefault(img.size, []).append(i)
+        results: list[Any] = [None] * len(images)
+        for idx in by_size.values():
+            found = model.predict(
+                [images[i].convert("RGB") for i in idx], conf=self.conf, iou=self.iou, imgsz=self.imgsz,
+                classes=[self._person_class], max_det=self.max_people * 4, device=self.device, verbose=False,
+            )
+            for i, res in zip(idx, found):
+                results[i] = res
         out = []
         for img, res in zip(images, results):
             boxes = []

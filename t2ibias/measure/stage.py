@@ -200,12 +200,14 @@ def append_measurements(run_dir: Path, frame: pd.DataFrame, measurer: str, info:
 
 
 def _open_image(path: Path, run_dir: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    # besides PIL's own errors: importing ultralytics patches Image.open to retry unknown files
+    # with an optional HEIF plugin, which then fails with ImportError
+    except Exception as exc:
         raise UserError(
             f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
             f"delete it and run `t2ibias generate {run_dir}` to regenerate it, then measure again"
