@@ -1,0 +1,746 @@
+"""Audit a perceived-attribute classifier against FACET's human annotations.
+
+Every bias number this project reports is read through a classifier, and a classifier errs
+differently across groups. This module measures how: it crops each annotated FACET person
+(Gustafson et al., ICCV 2023), asks the classifier for their perceived attributes and compares
+the answers with what FACET's annotators perceived.
+
+Per audited attribute it reports the confusion matrix (true class × predicted label, with
+``abstain`` as a column), overall and per-group accuracy with bootstrap intervals, abstention
+rates and calibration (expected calibration error over equal-width confidence bins, Guo et al.
+2017, with its reliability table). Groups are the attribute's own true classes and the
+cross-attribute groups gender presentation, age presentation, skin-tone bucket (lighter MST 1-3,
+medium 4-7, darker 8-10, from the median annotated value) and lighting. Per-group values,
+intervals, ``difference()`` and ``ratio()`` come from fairlearn's ``MetricFrame`` with its own
+bootstrap (all rows resampled together). FACET's minimum-n policy applies: groups with fewer
+than ``min_n`` items, and ``na`` groups, keep their rows but are left out of comparisons.
+
+Ground truth (perceived, FACET columns):
+
+- ``gender_presentation`` ← ``gender_presentation_{masc,fem,non_binary,na}``. People annotated
+  ``non_binary`` or ``na`` appear as their own rows of the confusion matrix but not in accuracy
+  (the classifier cannot be right about a class it does not have).
+- ``age_group`` ← ``age_presentation_{young,middle,older,na}`` (same rules).
+- ``skin_tone`` (labels ``"1"``..``"10"``) ← ``skin_tone_1..10`` vote counts: three annotators
+  each chose at least two adjacent Monk Skin Tone values. The reference value is the weighted
+  median of the votes (the lower median on a tie); ``accuracy`` is exact match to it,
+  ``within_range`` counts a prediction among the values any annotator chose, and ``abs_error``
+  is the mean absolute MST difference from the median (answered predictions only).
+
+The true class is the column with the most votes; a tie between classes is ``na``; a person
+with no vote in any column of an attribute is left out of that attribute's audit.
+
+Accuracy counts an abstention as an error; ``accuracy_answered`` leaves abstentions out and
+``abstain_rate`` reports them. Calibration uses ``Prediction.score`` (the probability of the top
+label) and whether the top label is right, abstentions included.
+
+Crops: the person's FACET box padded by 0.25 of its width and height on each side, clipped to
+the image. People annotated ``visible_minimal`` only (neither face nor torso visible) and people
+whose box has no area are skipped and counted.
+
+Run time: fairlearn's bootstrap refits a MetricFrame per replicate (tens of ms each), so an
+audit costs about ``n_boot`` × (number of group tables) × that; ``engine="vectorized"`` draws the
+same bootstrap as matrix products in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from t2ibias.errors import UserError
+from t2ibias.metrics.bootstrap import MIN_N, percentile_intervals
+from t2ibias.store.image_store import atomic_write_text
+
+SCHEMA = "t2ibias-audit/1"
+PADDING = 0.25
+N_BINS = 10
+ABSTAIN = "abstain"  # same spelling as t2ibias.measure.clip_zeroshot.ABSTAIN
+
+#: classifier attribute → (FACET column prefix, FACET classes in order)
+FACET_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gender_presentation": ("gender_presentation", ("masc", "fem", "non_binary", "na")),
+    "age_group": ("age_presentation", ("young", "middle", "older", "na")),
+    "skin_tone": ("skin_tone", tuple(str(i) for i in range(1, 11)) + ("na",)),
+}
+#: cross-attribute groupings (FACET attribute names); skin_tone_bucket is derived from the median MST
+CROSS_GROUPS = ("gender_presentation", "age_presentation", "skin_tone_bucket", "lighting")
+LIGHTING = ("well_lit", "dimly_lit", "underexposed", "overexposed", "na")
+BUCKETS = {"lighter": range(1, 4), "medium": range(4, 8), "darker": range(8, 11)}
+ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note")
+
+
+class Predictor(Protocol):
+    def measure(self, crops: list[Any]) -> list[dict[str, Any]]: ...
+
+
+class ClipPredictor:
+    """A CLIP zero-shot classifier spec as a predictor: ``measure(crops)`` classifies PIL crops."""
+
+    def __init__(self, spec: Any, device: str = "cpu") -> None:
+        from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+
+        self.spec = spec
+        self.id = spec.id
+        self.fingerprint = spec.fingerprint()
+        self.classifier = CLIPAttributeClassifier(spec, device)
+
+    def measure(self, crops: list[Any]) -> list[dict[str, Any]]:
+        return self.classifier.classify(crops)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def crop_box(box: tuple[float, float, float, float], image_size: tuple[int, int],
+             padding: float = PADDING) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) pixel box of an (x, y, w, h) box padded by ``padding`` × its size
+    on each side and clipped to the image; None when nothing of it lies inside the image."""
+    x, y, w, h = (float(v) for v in box)
+    if not (w > 0 and h > 0):
+        return None
+    width, height = image_size
+    left = max(0, math.floor(x - padding * w))
+    top = max(0, math.floor(y - padding * h))
+    right = min(width, math.ceil(x + w + padding * w))
+    bottom = min(height, math.ceil(y + h + padding * h))
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right, bottom
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def _votes(people: pd.DataFrame, prefix: str, classes: tuple[str, ...]) -> np.ndarray | None:
+    cols = [f"{prefix}_{c}" for c in classes]
+    if not any(c in people.columns for c in cols):
+        return None
+    out = np.zeros((len(people), len(cols)))
+    for j, c in enumerate(cols):
+        if c in people.columns:
+            out[:, j] = np.nan_to_num(pd.to_numeric(people[c], errors="coerce").to_numpy(dtype=float), nan=0.0)
+    return np.clip(out, 0, None)
+
+
+def _argmax_class(votes: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """Class with the most votes per row; ``na`` on a tie; None without any vote."""
+    out = np.full(len(votes), None, dtype=object)
+    top = votes.max(axis=1) if votes.size else np.zeros(0)
+    for i in np.flatnonzero(top > 0):
+        winners = np.flatnonzero(votes[i] == top[i])
+        out[i] = classes[winners[0]] if len(winners) == 1 else "na"
+    return out
+
+
+def weighted_median_mst(votes: np.ndarray) -> np.ndarray:
+    """Lower weighted median MST value (1..10) of vote counts (n, 10); 0 where there is no vote."""
+    votes = np.asarray(votes, dtype=float)
+    total = votes.sum(axis=1)
+    cum = np.cumsum(votes, axis=1)
+    med = (cum >= total[:, None] / 2.0).argmax(axis=1) + 1
+    return np.where(total > 0, med, 0)
+
+
+def ground_truth(people: pd.DataFrame) -> dict[str, Any]:
+    """True classes per classifier attribute (object arrays, None = not annotated) and group columns."""
+    truth: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
+    for attr in ("gender_presentation", "age_group"):
+        prefix, classes = FACET_ATTRIBUTES[attr]
+        v = _votes(people, prefix, classes)
+        if v is not None:
+            truth[attr] = _argmax_class(v, classes)
+    tones = _votes(people, "skin_tone", tuple(str(i) for i in range(1, 11)))
+    if tones is not None:
+        na = _votes(people, "skin_tone", ("na",))
+        med = weighted_median_mst(tones)
+        t = np.array([str(m) if m > 0 else None for m in med], dtype=object)
+        if na is not None:
+            t[(med == 0) & (na[:, 0] > 0)] = "na"
+        truth["skin_tone"] = t
+        extra["skin_median"] = med
+        extra["skin_chosen"] = tones > 0
+    groups: dict[str, np.ndarray] = {}
+    for attr, facet_name in (("gender_presentation", "gender_presentation"), ("age_group", "age_presentation")):
+        if attr in truth:
+            groups[facet_name] = np.array([t if t is not None else "na" for t in truth[attr]], dtype=object)
+    if "skin_tone" in truth:
+        med = extra["skin_median"]
+        groups["skin_tone"] = np.array([t if t is not None else "na" for t in truth["skin_tone"]], dtype=object)
+        bucket = np.full(len(med), "na", dtype=object)
+        for name, values in BUCKETS.items():
+            bucket[np.isin(med, list(values))] = name
+        groups["skin_tone_bucket"] = bucket
+    light = _votes(people, "lighting", LIGHTING)
+    if light is not None:
+        groups["lighting"] = np.array([t if t is not None else "na" for t in _argmax_class(light, LIGHTING)], dtype=object)
+    return {"truth": truth, "groups": groups, **extra}
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibration_table(scores: Any, correct: Any, n_bins: int = N_BINS) -> tuple[float, list[dict[str, Any]]]:
+    """Expected calibration error and reliability table over ``n_bins`` equal-width bins of [0, 1].
+
+    ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b| (Guo et al. 2017); a score of exactly
+    1 falls in the last bin. Rows with a non-finite score are left out. NaN ECE with no rows.
+    """
+    s = np.asarray(scores, dtype=float)
+    c = np.asarray(correct, dtype=float)
+    ok = np.isfinite(s)
+    s, c = s[ok], c[ok]
+    idx = np.clip((s * n_bins).astype(np.int64), 0, n_bins - 1) if s.size else np.zeros(0, dtype=np.int64)
+    rows = []
+    ece = 0.0
+    for b in range(n_bins):
+        m = idx == b
+        n_b = int(m.sum())
+        conf = float(s[m].mean()) if n_b else math.nan
+        acc = float(c[m].mean()) if n_b else math.nan
+        if n_b:
+            ece += n_b / s.size * abs(acc - conf)
+        rows.append({"bin_low": b / n_bins, "bin_high": (b + 1) / n_bins, "n": n_b,
+                     "mean_confidence": conf, "accuracy": acc})
+    return (float(ece) if s.size else math.nan), rows
+
+
+# --------------------------------------------------------------------------- metrics by group
+
+
+def _nanmean_of(values: np.ndarray) -> Callable[[Any, Any], float]:
+    def metric(y_true: Any, y_pred: Any) -> float:
+        v = values[np.asarray(y_true, dtype=np.int64)]
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if v.size else math.nan
+
+    return metric
+
+
+def _ece_of(scores: np.ndarray, correct: np.ndarray, n_bins: int) -> Callable[[Any, Any], float]:
+    def metric(y_true: Any, y_pred: Any) -> float:
+        rows = np.asarray(y_true, dtype=np.int64)
+        return calibration_table(scores[rows], correct[rows], n_bins)[0]
+
+    return metric
+
+
+def _frame(metrics: dict[str, Callable], rows: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
+           confidence: float) -> Any:
+    from fairlearn.metrics import MetricFrame
+
+    alpha = (1.0 - confidence) / 2.0
+    kwargs: dict[str, Any] = {}
+    if n_boot > 0:
+        kwargs = {"n_boot": int(n_boot), "ci_quantiles": [alpha, 1.0 - alpha], "random_state": int(seed)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # groups absent from a resample are NaN there
+        return MetricFrame(metrics=metrics, y_true=rows, y_pred=rows, sensitive_features=groups, **kwargs)
+
+
+def _ci(frame: Any, attr: str, key: Any, n_boot: int) -> tuple[float, float]:
+    if n_boot <= 0:
+        return math.nan, math.nan
+    lo, hi = getattr(frame, attr)
+    if isinstance(key, tuple):
+        return float(lo.loc[key]), float(hi.loc[key])
+    return float(lo[key]), float(hi[key])
+
+
+ENGINES = ("fairlearn", "vectorized")
+
+
+def _vectorized_replicates(per_row: dict[str, np.ndarray], ece_inputs: tuple[np.ndarray, np.ndarray] | None,
+                           codes: np.ndarray, n_groups: int, n_boot: int, seed: int, n_bins: int,
+                           chunk: int = 100) -> dict[str, np.ndarray]:
+    """Bootstrap replicates (B, n_groups + 1) per metric, the last column overall.
+
+    Rows are resampled all together, as fairlearn's MetricFrame bootstrap does: a replicate is a
+    multinomial weight per row, so every mean is a weighted sum and the whole bootstrap is a few
+    matrix products. ECE is Σ_bins |Σ w·(correct − score)| / Σ w, also linear inside the bins.
+    """
+    n = len(codes)
+    onehot = np.zeros((n, n_groups + 1))
+    onehot[np.arange(n), codes] = 1.0
+    onehot[:, n_groups] = 1.0
+    cols, spans = [], {}
+    for m, v in per_row.items():
+        ok = np.isfinite(v)
+        spans[m] = len(cols)
+        cols += [onehot * np.where(ok, v, 0.0)[:, None], onehot * ok[:, None]]
+    if ece_inputs is not None:
+        score, correct = ece_inputs
+        ok = np.isfinite(score)
+        bins = np.clip((np.where(ok, score, 0) * n_bins).astype(np.int64), 0, n_bins - 1)
+        gap = np.where(ok, correct - np.where(ok, score, 0), 0.0)
+        spans["ece"] = len(cols)
+        for b in range(n_bins):
+            cols.append(onehot * (gap * (bins == b))[:, None])
+        cols.append(onehot * ok[:, None])
+    design = np.concatenate(cols, axis=1)  # (n, blocks × (G + 1))
+    rng = np.random.default_rng(seed)
+    g1 = n_groups + 1
+    out: dict[str, list[np.ndarray]] = {m: [] for m in spans}
+    for a in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - a)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(float)
+        sums = (weights @ design).reshape(b, -1, g1)  # (b, blocks, G + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for m, k in spans.items():
+                if m == "ece":
+                    num = np.abs(sums[:, k:k + n_bins]).sum(axis=1)
+                    den = sums[:, k + n_bins]
+                else:
+                    num, den = sums[:, k], sums[:, k + 1]
+                out[m].append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
+    return {m: np.concatenate(v, axis=0) for m, v in out.items()}
+
+
+def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_inputs: tuple[np.ndarray, np.ndarray] | None,
+                n_boot: int, seed: int, confidence: float, min_n: int, n_bins: int = N_BINS, engine: str = "fairlearn"
+                ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Overall values, per-group rows and between-group comparisons of per-row metrics.
+
+    ``per_row`` maps a metric to one value per row (NaN where the row does not count for it);
+    the metric of a set of rows is the mean of its finite values. ``ece_inputs`` (scores, 0/1
+    correctness; NaN score = not counted) adds metric ``ece``. One fairlearn MetricFrame computes
+    them all (values, ``difference`` = max − min and ``ratio`` = min / max over groups with at
+    least ``min_n`` counted rows that are not ``na``). Intervals: ``engine="fairlearn"`` uses
+    MetricFrame's own bootstrap; ``"vectorized"`` draws the same resampling scheme (all rows
+    together) as matrix products, orders of magnitude faster, equal within Monte-Carlo error.
+    """
+    if engine not in ENGINES:
+        raise UserError(f"engine: {engine!r} is unknown (use one of {', '.join(ENGINES)})")
+    rows = np.arange(len(groups))
+    metrics: dict[str, Callable] = {m: _nanmean_of(v) for m, v in per_row.items()}
+    counted = {m: np.isfinite(v) for m, v in per_row.items()}
+    if ece_inputs is not None:
+        metrics["ece"] = _ece_of(ece_inputs[0], ece_inputs[1], n_bins)
+        counted["ece"] = np.isfinite(ece_inputs[0])
+    fl_boot = n_boot if engine == "fairlearn" else 0
+    frame = _frame(metrics, rows, groups, fl_boot, seed, confidence)
+    levels = [str(g) for g in frame.by_group.index]
+    reps: dict[str, np.ndarray] = {}
+    if engine == "vectorized" and n_boot > 0:
+        index = {g: j for j, g in enumerate(levels)}
+        codes = np.array([index[str(g)] for g in groups], dtype=np.int64)
+        reps = _vectorized_replicates(per_row, ece_inputs, codes, len(levels), n_boot, seed, n_bins)
+
+    def ci(m: str, j: int | None) -> tuple[float, float]:
+        if n_boot <= 0:
+            return math.nan, math.nan
+        if engine == "fairlearn":
+            return _ci(frame, "overall_ci" if j is None else "by_group_ci", m if j is None else (levels[j], m), n_boot)
+        lo, hi = percentile_intervals(reps[m][:, len(levels) if j is None else j], confidence)
+        return float(lo), float(hi)
+
+    overall: dict[str, dict[str, Any]] = {}
+    out_rows: list[dict[str, Any]] = []
+    kept_by_metric: dict[str, tuple[str, ...]] = {}
+    for m in metrics:
+        lo, hi = ci(m, None)
+        overall[m] = {"value": float(frame.overall[m]), "n": int(counted[m].sum()), "ci_low": lo, "ci_high": hi}
+        kept = []
+        for j, g in enumerate(levels):
+            n_g = int((counted[m] & (groups == g)).sum())
+            if n_g == 0:
+                continue
+            lo, hi = ci(m, j)
+            small = n_g < min_n
+            note = f"n={n_g} < {min_n}: not compared" if small else ("na group: not compared" if g == "na" else "")
+            out_rows.append({"group": g, "metric": m, "value": float(frame.by_group.loc[g, m]), "n": n_g,
+                             "ci_low": lo, "ci_high": hi, "note": note})
+            if not small and g != "na":
+                kept.append(g)
+        kept_by_metric[m] = tuple(kept)
+    comparisons = []
+    by_kept: dict[tuple[str, ...], list[str]] = {}
+    for m, kept in kept_by_metric.items():
+        by_kept.setdefault(kept, []).append(m)
+    nan = {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    for kept, ms in by_kept.items():
+        if len(kept) < 2:
+            comparisons += [{"metric": m, "groups": list(kept), "difference": dict(nan), "ratio": dict(nan),
+                             "note": "fewer than two groups with n >= min_n to compare"} for m in ms]
+            continue
+        sub = frame
+        if set(kept) != set(levels):
+            mask = np.isin(groups.astype(str), list(kept))
+            sub = _frame({m: metrics[m] for m in ms}, rows[mask], groups[mask], fl_boot, seed, confidence)
+        diff, ratio = sub.difference(), sub.ratio()
+        for m in ms:
+            d = {"value": float(diff[m]), "ci_low": math.nan, "ci_high": math.nan}
+            r = {"value": float(ratio[m]), "ci_low": math.nan, "ci_high": math.nan}
+            if n_boot > 0 and engine == "fairlearn":
+                (dlo, dhi), (rlo, rhi) = sub.difference_ci(), sub.ratio_ci()
+                d.update(ci_low=float(dlo[m]), ci_high=float(dhi[m]))
+                r.update(ci_low=float(rlo[m]), ci_high=float(rhi[m]))
+            elif n_boot > 0:
+                cols = reps[m][:, [levels.index(g) for g in kept]]
+                with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    top, bottom = np.nanmax(cols, axis=1), np.nanmin(cols, axis=1)
+                    ratio_reps = np.where(top > 0, bottom / np.where(top > 0, top, 1.0), np.nan)
+                d["ci_low"], d["ci_high"] = (float(x) for x in percentile_intervals(top - bottom, confidence))
+                r["ci_low"], r["ci_high"] = (float(x) for x in percentile_intervals(ratio_reps, confidence))
+            comparisons.append({"metric": m, "groups": list(kept), "difference": d, "ratio": r, "note": ""})
+    return overall, out_rows, comparisons
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
+    """Per person: "" (audited), "visible_minimal" or "empty_box"."""
+    n = len(people)
+    reason = np.full(n, "", dtype=object)
+
+    def col(name: str) -> np.ndarray:
+        if name not in people.columns:
+            return np.zeros(n)
+        return np.nan_to_num(pd.to_numeric(people[name], errors="coerce").to_numpy(dtype=float), nan=0.0)
+
+    minimal_only = (col("visible_minimal") > 0) & (col("visible_face") <= 0) & (col("visible_torso") <= 0)
+    reason[minimal_only] = "visible_minimal"
+    empty = ~((people["box_w"].to_numpy(dtype=float) > 0) & (people["box_h"].to_numpy(dtype=float) > 0))
+    reason[empty & (reason == "")] = "empty_box"
+    return reason
+
+
+def _label_order(attr: str, labels: list[str]) -> list[str]:
+    canon = [c for c in FACET_ATTRIBUTES[attr][1] if c != "na"]
+    return [c for c in canon if c in labels] + [c for c in labels if c not in canon]
+
+
+def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
+             progress: Callable[[int, int], None] | None) -> tuple[list[dict[str, Any]], np.ndarray, int]:
+    """Predictions for people ``order`` (row indices), image by image; also which got no crop."""
+    from PIL import Image
+
+    paths = facet.image_paths()
+    people = facet.people
+    sizes = {int(i): (w, h) for i, w, h in zip(facet.images["id"], facet.images["width"], facet.images["height"])}
+    preds: list[dict[str, Any] | None] = [None] * len(order)
+    outside = np.zeros(len(order), dtype=bool)
+    pending: list[tuple[int, Any]] = []
+    done = 0
+    n_rescaled = 0
+
+    def flush() -> None:
+        nonlocal done
+        if not pending:
+            return
+        out = predictor.measure([c for _, c in pending])
+        if len(out) != len(pending):
+            raise UserError(f"predictor {type(predictor).__name__}: measure() returned {len(out)} results for "
+                            f"{len(pending)} crops (return one dict per crop)")
+        for (k, _), p in zip(pending, out):
+            preds[k] = p
+        done += len(pending)
+        pending.clear()
+        if progress is not None:
+            progress(done, len(order))
+
+    image_ids = people["image_id"].to_numpy()[order]
+    for img_id in pd.unique(image_ids):
+        ks = np.flatnonzero(image_ids == img_id)
+        with Image.open(paths[int(img_id)]) as im:
+            im = im.convert("RGB")
+            sx = sy = 1.0
+            w0, h0 = sizes.get(int(img_id), (None, None))
+            if w0 and h0 and (int(w0), int(h0)) != im.size:
+                # boxes are in the annotated image's pixels; map them onto the file's size
+                sx, sy = im.size[0] / float(w0), im.size[1] / float(h0)
+                n_rescaled += 1
+            for k in ks:
+                r = people.iloc[int(order[k])]
+                box = (r["box_x"] * sx, r["box_y"] * sy, r["box_w"] * sx, r["box_h"] * sy)
+                cb = crop_box(box, im.size)
+                if cb is None:
+                    outside[k] = True
+                    continue
+                pending.append((int(k), im.crop(cb)))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+    return preds, outside, n_rescaled  # type: ignore[return-value]
+
+
+def _pred_fields(p: Any) -> tuple[str, str, float, dict[str, float]]:
+    label = str(getattr(p, "label"))
+    top = getattr(p, "top_label", None)
+    score = getattr(p, "score", None)
+    probs = getattr(p, "probs", None) or {}
+    try:
+        s = float(score) if score is not None else math.nan
+    except (TypeError, ValueError):
+        s = math.nan
+    return label, str(top) if top is not None else label, s, {str(k): float(v) for k, v in dict(probs).items()}
+
+
+def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, classifier_id: str, fingerprint: str,
+              limit: int | None = None, batch_size: int = 32, seed: int = 0, n_boot: int = 1000,
+              progress: Callable[[int, int], None] | None = None, confidence: float = 0.95,
+              min_n: int = MIN_N, engine: str = "fairlearn") -> dict[str, Any]:
+    """Audit ``predictor`` on the people of the FACET release at ``facet_root``; write
+    ``audit.json``, ``audit.csv``, ``confusion_<attribute>.csv`` and ``predictions.csv`` into
+    ``out_dir`` and return the audit.json content.
+
+    ``limit`` audits a random sample (seeded by ``seed``) of that many eligible people, in
+    release order; ``seed`` also seeds the bootstrap. ``progress(done, total)`` is called after
+    each batch of ``batch_size`` crops. ``engine`` picks how intervals are drawn (see
+    :func:`metric_rows`): ``"fairlearn"`` (MetricFrame's bootstrap) or ``"vectorized"``.
+    """
+    from facet_eval.data import load_facet
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size: {batch_size} (use a positive number)")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit: {limit} (use a positive number of people, or no limit)")
+    if engine not in ENGINES:
+        raise UserError(f"--engine: {engine!r} is unknown (use one of {', '.join(ENGINES)})")
+    if not 0 < confidence < 1:
+        raise UserError(f"confidence: {confidence} (use a number between 0 and 1)")
+    facet = load_facet(facet_root)
+    people = facet.people
+    out_dir = Path(out_dir)
+    reason = _skip_reasons(people)
+    eligible = np.flatnonzero(reason == "")
+    if limit is not None and limit < len(eligible):
+        eligible = np.sort(np.random.default_rng(seed).choice(eligible, size=limit, replace=False))
+    if len(eligible) == 0:
+        raise UserError(f"{facet.root}: no person to audit (every person is visible_minimal only or has an empty box)")
+
+    preds, outside, n_rescaled = _measure(predictor, facet, eligible, batch_size, progress)
+    reason[eligible[outside]] = "box_outside_image"
+    audited = eligible[~outside]
+    preds = [p for p, o in zip(preds, outside) if not o]
+    skipped = {r: int((reason == r).sum()) for r in ("visible_minimal", "empty_box", "box_outside_image")}
+
+    gt = ground_truth(people.iloc[audited].reset_index(drop=True))
+    returned = {a for p in preds for a in p}
+    audited_attrs = [a for a in FACET_ATTRIBUTES if a in returned and a in gt["truth"]]
+    if not audited_attrs:
+        raise UserError(
+            f"classifier {classifier_id!r}: returns none of the audited attributes {', '.join(FACET_ATTRIBUTES)} "
+            f"that the FACET release annotates (it returns {', '.join(sorted(returned)) or 'nothing'})"
+        )
+
+    attributes: dict[str, Any] = {}
+    long_rows: list[dict[str, Any]] = []
+    pred_rows: list[dict[str, Any]] = []
+    person_ids = people["person_id"].to_numpy()[audited]
+    for attr in audited_attrs:
+        truth = gt["truth"][attr]
+        have = np.array([t is not None and attr in p for t, p in zip(truth, preds)])
+        idx = np.flatnonzero(have)
+        fields = [_pred_fields(preds[i][attr]) for i in idx]
+        pred = np.array([f[0] for f in fields], dtype=object)
+        top = np.array([f[1] for f in fields], dtype=object)
+        score = np.array([f[2] for f in fields], dtype=float)
+        true = truth[idx].astype(object)
+        seen: dict[str, None] = {}
+        for f in fields:
+            seen.update({k: None for k in f[3]})
+            for lab in (f[0], f[1]):
+                if lab != ABSTAIN:
+                    seen.setdefault(lab, None)
+        labels = _label_order(attr, list(seen))
+        true_classes = list(FACET_ATTRIBUTES[attr][1])
+        if not set(labels) & set(true_classes):
+            raise UserError(
+                f"classifier {classifier_id!r}: attribute {attr}: labels {labels} match none of FACET's classes "
+                f"{[c for c in true_classes if c != 'na']} (name the labels as FACET does)"
+            )
+        in_labels = np.isin(true, labels)
+        answered = pred != ABSTAIN
+        hit = (pred == true).astype(float)
+        per_row: dict[str, np.ndarray] = {
+            "accuracy": np.where(in_labels, hit, np.nan),
+            "accuracy_answered": np.where(in_labels & answered, hit, np.nan),
+            "abstain_rate": (~answered).astype(float),
+        }
+        if attr == "skin_tone":
+            chosen = gt["skin_chosen"][idx]
+            med = gt["skin_median"][idx]
+            pred_num = np.array([int(p) if p.isdigit() and 1 <= int(p) <= 10 else 0 for p in pred])
+            within = np.array([chosen[i, pred_num[i] - 1] if pred_num[i] else False for i in range(len(idx))], dtype=float)
+            per_row["within_range"] = np.where(in_labels, within, np.nan)
+            per_row["abs_error"] = np.where(in_labels & (pred_num > 0), np.abs(pred_num - med).astype(float), np.nan)
+        correct_top = (top == true).astype(float)
+        ece_scores = np.where(in_labels, score, np.nan)
+        has_scores = bool(np.isfinite(ece_scores).any())
+
+        # confusion matrix
+        pred_cols = labels + [ABSTAIN]
+        extra = sorted({p for p in pred if p not in pred_cols})
+        pred_cols = labels + extra + [ABSTAIN]
+        counts = [[int(((true == t) & (pred == p)).sum()) for p in pred_cols] for t in true_classes]
+
+        entry: dict[str, Any] = {
+            "facet_attribute": FACET_ATTRIBUTES[attr][0],
+            "labels": labels,
+            "true_classes": true_classes,
+            "n": int(len(idx)),
+            "n_in_labels": int(in_labels.sum()),
+            "n_unannotated": int(len(truth) - len(idx)),
+            "confusion": {"true": true_classes, "pred": pred_cols, "counts": counts},
+        }
+        group_cols: dict[str, np.ndarray] = {FACET_ATTRIBUTES[attr][0]: true.astype(str)}
+        for g in CROSS_GROUPS:
+            if g in gt["groups"] and g not in group_cols:
+                group_cols[g] = gt["groups"][g][idx].astype(str)
+        by_group: list[dict[str, Any]] = []
+        comparisons: list[dict[str, Any]] = []
+        overall: dict[str, dict[str, Any]] = {}
+        for k, (gname, gcol) in enumerate(group_cols.items()):
+            ov, rows, comps = metric_rows(
+                per_row, gcol, ece_inputs=(ece_scores, correct_top) if has_scores else None,
+                n_boot=n_boot, seed=seed, confidence=confidence, min_n=min_n, engine=engine)
+            if k == 0:
+                overall = ov
+            by_group += [{"group_attribute": gname, **r} for r in rows]
+            comparisons += [{"group_attribute": gname, **c} for c in comps]
+        for m, v in overall.items():
+            entry[m] = v
+        entry["by_group"] = by_group
+        entry["comparisons"] = comparisons
+        if has_scores:
+            ece, bins = calibration_table(ece_scores, correct_top)
+            cal_groups = []
+            for gname, gcol in group_cols.items():
+                for g in sorted(set(gcol)):
+                    m = gcol == g
+                    if not np.isfinite(ece_scores[m]).any():
+                        continue
+                    g_ece, g_bins = calibration_table(ece_scores[m], correct_top[m])
+                    cal_groups.append({"group_attribute": gname, "group": g, "ece": g_ece,
+                                       "n": int(np.isfinite(ece_scores[m]).sum()), "bins": g_bins})
+            entry["calibration"] = {"n_bins": N_BINS, "score": "probability of the top label",
+                                    "ece": ece, "n": int(np.isfinite(ece_scores).sum()), "bins": bins,
+                                    "by_group": cal_groups}
+        else:
+            entry["calibration"] = {"n_bins": N_BINS, "ece": math.nan, "n": 0, "bins": [], "by_group": [],
+                                    "note": "the predictor gives no scores"}
+        attributes[attr] = entry
+        for m, v in overall.items():
+            long_rows.append({"attribute": attr, "group_attribute": "overall", "group": "all", "metric": m, **v, "note": ""})
+        long_rows += [{"attribute": attr, **r} for r in by_group]
+        for i, k in enumerate(idx):
+            pred_rows.append({"person_id": int(person_ids[k]), "attribute": attr, "true": true[i], "pred": pred[i],
+                              "top_label": top[i], "score": score[i]})
+
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "classifier": {"id": str(classifier_id), "fingerprint": str(fingerprint)},
+        "facet": {
+            "root": str(facet.root),
+            "annotations_sha256": _sha256(facet.root / "annotations" / "annotations.csv"),
+            "n_people": int(len(people)),
+            "n_audited": int(len(audited)),
+            "n_skipped": int(sum(skipped.values())),
+            "skipped": skipped,
+            "n_not_sampled": int(len(people) - len(audited) - sum(skipped.values())),
+            "n_images_rescaled": int(n_rescaled),
+        },
+        "settings": {"limit": limit, "seed": int(seed), "n_boot": int(n_boot), "batch_size": int(batch_size),
+                     "confidence": float(confidence), "min_n": int(min_n), "padding": PADDING,
+                     "engine": engine, "interval": "percentile bootstrap, all rows resampled together"},
+        "versions": _versions(),
+        "attributes": attributes,
+    }
+    _write_outputs(out_dir, result, long_rows, pred_rows)
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import fairlearn
+
+    import t2ibias
+
+    return {"t2ibias": t2ibias.__version__, "fairlearn": fairlearn.__version__, "numpy": np.__version__}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in r])
+    return buf.getvalue()
+
+
+def _write_outputs(out_dir: Path, result: dict[str, Any], long_rows: list[dict[str, Any]],
+                   pred_rows: list[dict[str, Any]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for attr, entry in result["attributes"].items():
+        conf = entry["confusion"]
+        atomic_write_text(out_dir / f"confusion_{attr}.csv",
+                          _csv_text(["true"] + conf["pred"], [[t] + row for t, row in zip(conf["true"], conf["counts"])]))
+    atomic_write_text(out_dir / "audit.csv", _csv_text(list(ROW_COLUMNS), [[r.get(c, "") for c in ROW_COLUMNS] for r in long_rows]))
+    pcols = ["person_id", "attribute", "true", "pred", "top_label", "score"]
+    atomic_write_text(out_dir / "predictions.csv", _csv_text(pcols, [[r[c] for c in pcols] for r in pred_rows]))
+    # NaN is written as null (strict JSON); audit.json goes last so its presence means a complete audit
+    atomic_write_text(out_dir / "audit.json", json.dumps(_json_safe(result), indent=2) + "\n")
+
+
+def load_audit(path: str | Path) -> dict[str, Any]:
+    """Read and check an ``audit.json`` (or the folder holding it); NaN values come back as None."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "audit.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (run `t2ibias audit` first, or pass its --out folder)") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON: {exc} (re-run `t2ibias audit`)") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: schema: not an audit object (pass an audit.json written by `t2ibias audit`)")
+    if data.get("schema") != SCHEMA:
+        raise UserError(f"{path}: schema: {data.get('schema')!r}, expected {SCHEMA!r} (re-run `t2ibias audit` with this version)")
+    for key in ("classifier", "facet", "attributes"):
+        if not isinstance(data.get(key), dict):
+            raise UserError(f"{path}: {key}: missing or not an object (re-run `t2ibias audit`)")
+    for attr, entry in data["attributes"].items():
+        conf = entry.get("confusion") if isinstance(entry, dict) else None
+        where = f"{path}: attributes.{attr}.confusion"
+        if not isinstance(conf, dict) or not all(isinstance(conf.get(k), list) for k in ("true", "pred", "counts")):
+            raise UserError(f"{where}: needs lists true, pred and counts (re-run `t2ibias audit`)")
+        counts = conf["counts"]
+        if len(counts) != len(conf["true"]) or any(not isinstance(r, list) or len(r) != len(conf["pred"]) for r in counts):
+            raise UserError(f"{where}: counts must be {len(conf['true'])} rows of {len(conf['pred'])} numbers (re-run `t2ibias audit`)")
+        if any(not isinstance(v, int) or v < 0 for r in counts for v in r):
+            raise UserError(f"{where}: counts must be non-negative integers (re-run `t2ibias audit`)")
+    return data
