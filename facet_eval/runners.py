@@ -221,15 +221,40 @@ def _coco_results(image_id: int, dets: _ImageDetections, h: int, w: int, task: s
 
 
 def _encode_masks(masks: np.ndarray, h: int, w: int) -> list[dict[str, Any]]:
-    from pycocotools import mask as mask_utils
-
-    masks = np.asarray(masks)
+    masks = np.asarray(masks, dtype=bool)
     if masks.shape[1:] != (h, w):
         raise RuntimeError(f"masks of shape {masks.shape[1:]} for an image of {h}x{w}")
-    if len(masks) == 0:
-        return []
-    encoded = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8, copy=False).transpose(1, 2, 0)))
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in encoded]
+    return [encode_mask(m) for m in masks]
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """COCO RLE (``counts`` a str) of a boolean (H, W) mask, equal to ``pycocotools.mask.encode``.
+
+    Only the columns the mask touches are put in column-major order (the rest are whole runs of
+    background), which avoids a Fortran-order copy of the full image per mask: on FACET's
+    ~1500x2250 images, 100 masks per image, that copy would dominate the run time."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    cols = np.flatnonzero(mask.any(axis=0))
+    if len(cols) == 0:
+        runs = [h * w]
+    else:
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        flat = np.ascontiguousarray(mask[:, x0:x1].T).ravel()  # the strip in column-major order
+        bounds = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]))
+        runs = np.diff(bounds).tolist()
+        if flat[0]:
+            runs.insert(0, 0)  # RLE starts with a (possibly empty) background run
+        runs[0] += x0 * h
+        tail = (w - x1) * h
+        if tail and flat[-1]:
+            runs.append(tail)
+        elif tail:
+            runs[-1] += tail
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 # ---------------------------------------------------------------- models

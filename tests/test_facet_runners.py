@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from facet_eval.data import load_facet
 from facet_eval.detection import evaluate_detection, load_predictions
-from facet_eval.runners import MAX_DETS, parse_torchvision_id, predict_people, write_predictions
+from facet_eval.runners import MAX_DETS, encode_mask, parse_torchvision_id, predict_people, write_predictions
 from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
 from t2ibias.errors import UserError
 from tests.facet_fixtures import person, write_facet, write_images
@@ -106,6 +106,22 @@ def check_results(preds, data, task):
     assert keys == sorted(keys)
     assert all(n <= MAX_DETS for n in per_image.values())
     return per_image
+
+
+def test_encode_mask_equals_pycocotools():
+    rng = np.random.default_rng(0)
+    h, w = 7, 9
+    cases = [np.zeros((h, w), bool), np.ones((h, w), bool), rng.random((h, w)) > 0.5]
+    for y0, y1, x0, x1 in [(0, 1, 0, 1), (6, 7, 8, 9), (0, 7, 3, 4), (2, 5, 0, 9), (3, 4, 8, 9), (0, 3, 0, 2)]:
+        m = np.zeros((h, w), bool)
+        m[y0:y1, x0:x1] = True
+        cases.append(m)
+    cases += [rng.random((h, w)) > t for t in (0.9, 0.97, 0.1)]
+    for m in cases:
+        ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        got = encode_mask(m)
+        assert got == {"size": [h, w], "counts": ref["counts"].decode("ascii")}
+        assert (mask_utils.decode({"size": [h, w], "counts": got["counts"].encode()}) == m).all()
 
 
 # ---------------------------------------------------------------- ultralytics
