@@ -15,6 +15,11 @@ Two kinds of model id:
   torch hub cache when there is network), or ``torchvision:<architecture>=PATH`` with a local
   ``state_dict`` file. Architectures: :data:`TORCHVISION_ARCHITECTURES`.
 
+What "person detection" means per library: ultralytics keeps a box when person is its best class
+(its own ``predict`` rule: confidence threshold 0, NMS at its default IoU 0.7); torchvision
+scores every proposal for every class with no threshold, runs its per-class NMS, and the 100
+best person boxes are kept (the 100 cap counts person boxes only, not boxes of other classes).
+
 Images are decoded as stored (no EXIF rotation unless that is what makes them match the size in
 ``coco_boxes.json``), in batches read ahead on worker threads, so memory stays bounded by the
 batch size; boxes and masks are in original image pixels.
@@ -153,7 +158,7 @@ def _annotated_sizes(data: FacetData) -> dict[int, tuple[int, int] | None]:
 
 def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """RGB uint8 (H, W, 3) of ``path`` as stored; EXIF-rotated only when that gives the annotated size."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
@@ -166,8 +171,10 @@ def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
                 raise UserError(f"{path}: image is {im.width}x{im.height} but coco_boxes.json says {size[1]}x{size[0]} "
                                 "(use the release's images, not resized copies)")
             return np.array(im.convert("RGB"))  # writable: torch tensors share it
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UserError(f"{path}: cannot read the image: {exc} (re-download the FACET image archive)") from None
+    except UserError:
+        raise
+    except Exception as exc:  # PIL's errors, and ImportError once ultralytics has patched Image.open
+        raise UserError(f"{path}: cannot read the image: {_first_line(exc)} (re-download the FACET image archive)") from None
 
 
 def _read_batches(ids: list[int], paths: dict[int, Path], sizes: dict[int, tuple[int, int] | None],

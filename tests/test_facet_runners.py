@@ -207,6 +207,14 @@ def test_resized_images_are_refused(tmp_path, yolo_models):
         predict_people(data, yolo_models["det"], device="cpu")
 
 
+def test_unreadable_image_is_named(tmp_path, yolo_models):
+    root = write_facet(tmp_path, [person(1, 1, [0, 0, 10, 10])], [1])
+    write_images(root, [1], size=(1000, 1000))
+    (root / "imgs_1" / "sa_1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"sa_1.jpg: cannot read the image"):
+        predict_people(load_facet(root), yolo_models["det"], device="cpu")
+
+
 def test_missing_images_are_named(tmp_path, yolo_models):
     root = write_facet(tmp_path, [person(1, 1, [0, 0, 10, 10])], [1, 2])
     write_images(root, [1], size=(1000, 1000))
