@@ -363,6 +363,39 @@ def test_predictor_without_audited_attributes(tmp_path, audited):
         run_audit(PersonOnly(), audited[0], tmp_path, classifier_id="p", fingerprint="f", n_boot=0)
 
 
+def test_missing_answers_are_abstentions(tmp_path, audited):
+    class NoSkinForFem(PaintedPredictor):
+        """Like PaintedPredictor, but finds no skin (no skin_tone at all) on crops it reads as fem."""
+
+        def measure(self, crops):
+            out = super().measure(crops)
+            return [{k: v for k, v in p.items() if not (k == "skin_tone" and p["gender_presentation"].label == "fem")}
+                    for p in out]
+
+    s = run_audit(NoSkinForFem(), audited[0], tmp_path, classifier_id="p", fingerprint="f", n_boot=0)["attributes"]["skin_tone"]
+    # fem-read people with skin annotations: C (1), D (12), F (2, skin na)
+    assert s["n_no_prediction"] == 15
+    assert s["labels"] == [str(i) for i in range(1, 11)]  # FACET's label space even if some are never predicted
+    assert s["abstain_rate"]["value"] == pytest.approx(15 / 38)
+    assert s["accuracy"]["value"] == pytest.approx(14 / 36)  # D and C were not exact anyway
+    assert s["within_range"]["value"] == pytest.approx(23 / 36)  # C's fem-read person was within range
+
+
+def test_labels_unlike_facet_are_rejected(tmp_path, audited):
+    class Renamed(PaintedPredictor):
+        def measure(self, crops):
+            names = {"masc": "Male", "fem": "Female", ABSTAIN: ABSTAIN}
+            out = super().measure(crops)
+            for p in out:
+                g = p["gender_presentation"]
+                p["gender_presentation"] = Prediction(names[g.label], names[g.top_label], g.score, g.margin,
+                                                      {names[k]: v for k, v in g.probs.items()})
+            return out
+
+    with pytest.raises(UserError, match="gender_presentation: labels .* match none of FACET's classes"):
+        run_audit(Renamed(), audited[0], tmp_path, classifier_id="p", fingerprint="f", n_boot=0)
+
+
 def test_missing_facet_root(tmp_path):
     with pytest.raises(UserError, match="annotations.csv"):
         run_audit(PaintedPredictor(), tmp_path / "nowhere", tmp_path / "out", classifier_id="p", fingerprint="f")

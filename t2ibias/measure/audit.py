@@ -30,7 +30,8 @@ Ground truth (perceived, FACET columns):
 The true class is the column with the most votes; a tie between classes is ``na``; a person
 with no vote in any column of an attribute is left out of that attribute's audit.
 
-Accuracy counts an abstention as an error; ``accuracy_answered`` leaves abstentions out and
+A crop the predictor returns no answer for on an attribute it answers elsewhere (e.g. no face
+found) counts as an abstention (``n_no_prediction``). Accuracy counts an abstention as an error; ``accuracy_answered`` leaves abstentions out and
 ``abstain_rate`` reports them. Calibration uses ``Prediction.score`` (the probability of the top
 label) and whether the top label is right, abstentions included.
 
@@ -72,6 +73,13 @@ FACET_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
     "gender_presentation": ("gender_presentation", ("masc", "fem", "non_binary", "na")),
     "age_group": ("age_presentation", ("young", "middle", "older", "na")),
     "skin_tone": ("skin_tone", tuple(str(i) for i in range(1, 11)) + ("na",)),
+}
+#: labels every audit of an attribute scores (FACET classes a classifier can be right about);
+#: people of the other classes (non_binary, na) are confusion rows but not in accuracy
+LABEL_SPACE: dict[str, tuple[str, ...]] = {
+    "gender_presentation": ("masc", "fem"),
+    "age_group": ("young", "middle", "older"),
+    "skin_tone": tuple(str(i) for i in range(1, 11)),
 }
 #: cross-attribute groupings (FACET attribute names); skin_tone_bucket is derived from the median MST
 CROSS_GROUPS = ("gender_presentation", "age_presentation", "skin_tone_bucket", "lighting")
@@ -426,11 +434,6 @@ def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
     return reason
 
 
-def _label_order(attr: str, labels: list[str]) -> list[str]:
-    canon = [c for c in FACET_ATTRIBUTES[attr][1] if c != "na"]
-    return [c for c in canon if c in labels] + [c for c in labels if c not in canon]
-
-
 def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
              progress: Callable[[int, int], None] | None) -> tuple[list[dict[str, Any]], np.ndarray, int]:
     """Predictions for people ``order`` (row indices), image by image; also which got no crop."""
@@ -551,9 +554,11 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     person_ids = people["person_id"].to_numpy()[audited]
     for attr in audited_attrs:
         truth = gt["truth"][attr]
-        have = np.array([t is not None and attr in p for t, p in zip(truth, preds)])
-        idx = np.flatnonzero(have)
-        fields = [_pred_fields(preds[i][attr]) for i in idx]
+        idx = np.flatnonzero(np.array([t is not None for t in truth], dtype=bool))
+        # a crop the predictor gave no answer for (e.g. no face found) is an abstention
+        no_answer = (ABSTAIN, ABSTAIN, math.nan, {})
+        fields = [_pred_fields(preds[i][attr]) if attr in preds[i] else no_answer for i in idx]
+        n_no_prediction = sum(1 for i in idx if attr not in preds[i])
         pred = np.array([f[0] for f in fields], dtype=object)
         top = np.array([f[1] for f in fields], dtype=object)
         score = np.array([f[2] for f in fields], dtype=float)
@@ -564,13 +569,13 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             for lab in (f[0], f[1]):
                 if lab != ABSTAIN:
                     seen.setdefault(lab, None)
-        labels = _label_order(attr, list(seen))
-        true_classes = list(FACET_ATTRIBUTES[attr][1])
-        if not set(labels) & set(true_classes):
+        if seen and not set(seen) & set(LABEL_SPACE[attr]):
             raise UserError(
-                f"classifier {classifier_id!r}: attribute {attr}: labels {labels} match none of FACET's classes "
-                f"{[c for c in true_classes if c != 'na']} (name the labels as FACET does)"
+                f"classifier {classifier_id!r}: attribute {attr}: labels {sorted(seen)} match none of FACET's classes "
+                f"{list(LABEL_SPACE[attr])} (name the labels as FACET does)"
             )
+        labels = list(LABEL_SPACE[attr]) + [lab for lab in seen if lab not in LABEL_SPACE[attr]]
+        true_classes = list(FACET_ATTRIBUTES[attr][1])
         in_labels = np.isin(true, labels)
         answered = pred != ABSTAIN
         hit = (pred == true).astype(float)
@@ -603,6 +608,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             "n": int(len(idx)),
             "n_in_labels": int(in_labels.sum()),
             "n_unannotated": int(len(truth) - len(idx)),
+            "n_no_prediction": int(n_no_prediction),
             "confusion": {"true": true_classes, "pred": pred_cols, "counts": counts},
         }
         group_cols: dict[str, np.ndarray] = {FACET_ATTRIBUTES[attr][0]: true.astype(str)}
