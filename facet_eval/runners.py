@@ -83,6 +83,7 @@ def predict_people(
     batch_size: int = 16,
     person_class: int | None = None,
     progress: Progress | None = None,
+    info: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``model`` on the images of ``data`` and return its person detections as a COCO
     results list ``[{image_id, category_id: 1, bbox: [x, y, w, h], score[, segmentation]}]``.
@@ -93,6 +94,10 @@ def predict_people(
     model's class index for people, needed only when the model does not name a class "person"
     (ultralytics) or is not a COCO-shaped head (torchvision). ``progress(done, total)`` is called
     after each batch of images. Order: image id, then score descending.
+
+    When ``info`` is a dict it is filled with what a results file should record about the run:
+    ``name`` (the model id), ``parameters`` (library, weights and their sha256 when local, person
+    class, thresholds), ``device``, ``software`` (library versions) and ``n_images``.
     """
     if task not in TASKS:
         raise UserError(f"task {task!r}: unknown task (use detection or segmentation)")
@@ -100,13 +105,15 @@ def predict_people(
         raise UserError(f"batch size {batch_size!r}: must be a positive integer (e.g. 16)")
     if person_class is not None and (isinstance(person_class, bool) or not isinstance(person_class, int) or person_class < 0):
         raise UserError(f"person class {person_class!r}: must be a class index >= 0 (see the model's class names)")
-    runner = _open_model(model, task, device, person_class)
+    runner, run_info = _open_model(model, task, device, person_class)
     paths = data.image_paths()
     ids = sorted(paths)
     if task == "segmentation" and data.masks:
         pid_image = dict(zip(data.people["person_id"].astype(int), data.people["image_id"].astype(int)))
         with_masks = {pid_image[p] for p in data.masks if p in pid_image}
         ids = [i for i in ids if i in with_masks]
+    if info is not None:
+        info.update(run_info, n_images=len(ids))
     sizes = _annotated_sizes(data)
     out: list[dict[str, Any]] = []
     done = 0
@@ -265,7 +272,7 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- models
-def _open_model(model: str, task: str, device: str, person_class: int | None) -> Runner:
+def _open_model(model: str, task: str, device: str, person_class: int | None) -> tuple[Runner, dict[str, Any]]:
     if not isinstance(model, str) or not model.strip():
         raise UserError("model: empty id (pass a .pt path, an ultralytics release name such as yolo11x.pt, "
                         f"or {TORCHVISION_PREFIX}fasterrcnn_resnet50_fpn)")
@@ -282,7 +289,7 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _open_ultralytics(model: str, task: str, device: str, person_class: int | None) -> Runner:
+def _open_ultralytics(model: str, task: str, device: str, person_class: int | None) -> tuple[Runner, dict[str, Any]]:
     path = Path(model).expanduser()
     local = path.is_file()
     if not local and (path.exists() or "/" in model or os.sep in model):
@@ -324,7 +331,16 @@ def _open_ultralytics(model: str, task: str, device: str, person_class: int | No
             out.append(_ImageDetections(boxes, scores, masks))
         return out
 
-    return run
+    import ultralytics
+
+    weights_file = Path(getattr(yolo, "ckpt_path", None) or (path if local else ""))
+    params = {"library": "ultralytics", "weights": str(path.resolve()) if local else model,
+              "weights_sha256": _sha256(weights_file) if weights_file.is_file() else None,
+              "model_task": yolo.task, "person_class": cls, "person_class_name": names[cls],
+              "conf": 0.0, "max_det": MAX_DETS, "imgsz": yolo.overrides.get("imgsz"),
+              "retina_masks": task == "segmentation"}
+    return run, {"name": model, "parameters": params, "device": device,
+                 "software": {"torch": _version("torch"), "ultralytics": ultralytics.__version__}}
 
 
 def _ultralytics_person(model: str, names: dict[int, str], person_class: int | None) -> int:
@@ -341,7 +357,7 @@ def _ultralytics_person(model: str, names: dict[int, str], person_class: int | N
     return found[0]
 
 
-def _open_torchvision(model: str, task: str, device: str, person_class: int | None) -> Runner:
+def _open_torchvision(model: str, task: str, device: str, person_class: int | None) -> tuple[Runner, dict[str, Any]]:
     import torch
     import torchvision.models.detection as tvd
 
@@ -401,7 +417,35 @@ def _open_torchvision(model: str, task: str, device: str, person_class: int | No
             out.append(_ImageDetections(o["boxes"].float().cpu().numpy(), o["scores"].float().cpu().numpy(), masks))
         return out
 
-    return run
+    params: dict[str, Any] = {
+        "library": "torchvision", "architecture": name,
+        "weights": f"{weights_enum}.COCO_V1" if weights_path is None else str(weights_path.resolve()),
+        "weights_sha256": None if weights_path is None else _sha256(weights_path),
+        "num_classes": num_classes, "person_label": label, "box_score_thresh": 0.0, "max_person_detections": MAX_DETS,
+    }
+    if task == "segmentation":
+        params["mask_threshold"] = MASK_THRESHOLD
+    return run, {"name": model, "parameters": params, "device": device,
+                 "software": {"torch": _version("torch"), "torchvision": _version("torchvision")}}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _load_state_dict(model: str, path: Path) -> dict[str, Any]:

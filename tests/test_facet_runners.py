@@ -3,6 +3,7 @@ produce COCO results lists that the FACET loaders accept and the evaluators scor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -12,7 +13,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from facet_eval.data import load_facet
-from facet_eval.detection import evaluate_detection, load_predictions
+from facet_eval.detection import evaluate_detection, load_predictions, match_people, rows_from_matches
 from facet_eval.runners import MAX_DETS, encode_mask, parse_torchvision_id, predict_people, write_predictions
 from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
 from t2ibias.errors import UserError
@@ -126,13 +127,17 @@ def test_encode_mask_equals_pycocotools():
 
 # ---------------------------------------------------------------- ultralytics
 def test_yolo_detection_by_path_is_scored(facet, yolo_models, tmp_path):
-    calls = []
+    calls, info = [], {}
     preds = predict_people(facet, yolo_models["det"], "detection", device="cpu", batch_size=2,
-                           progress=lambda done, total: calls.append((done, total)))
+                           progress=lambda done, total: calls.append((done, total)), info=info)
     per_image = check_results(preds, facet, "detection")
     assert preds, "random weights with no confidence threshold still give person boxes"
     assert set(per_image) <= {1, 2, 3}
     assert calls == [(2, 3), (3, 3)]
+    p = info["parameters"]
+    assert info["name"] == yolo_models["det"] and info["device"] == "cpu" and info["n_images"] == 3
+    assert p["person_class"] == 0 and p["person_class_name"] == "person" and p["conf"] == 0.0
+    assert p["weights_sha256"] == hashlib.sha256(open(yolo_models["det"], "rb").read()).hexdigest()
     path = write_predictions(preds, tmp_path / "out" / "preds.json")
     loaded = load_predictions(path, facet)
     assert [(d["image_id"], d["bbox"], d["score"]) for d in loaded] == [(d["image_id"], d["bbox"], d["score"]) for d in preds]
@@ -155,7 +160,12 @@ def test_yolo_segmentation_masks_at_image_size(facet, yolo_models, tmp_path):
     rows = evaluate_segmentation(facet, loaded, n_boot=20)
     overall = next(r for r in rows if r["metric"] == "mAR" and r["attribute"] == "all" and r["class"] is None)
     assert overall["n"] == 2
-    load_predictions(path, facet)  # the same file carries boxes for the box side of Table 7
+    # box recall over the same (masked) people from the same run, as docs/facet_reproduce.md does
+    boxes = load_predictions(path, facet)
+    matched, evaluated = match_people(facet, boxes)
+    has_mask = facet.people["person_id"].isin(list(facet.masks)).to_numpy()
+    box_rows = rows_from_matches(facet, matched, evaluated & has_mask, n_boot=20, per_class=False)
+    assert next(r for r in box_rows if r["metric"] == "mAR" and r["attribute"] == "all")["n"] == 2
 
 
 def test_yolo_detector_cannot_segment(facet, yolo_models):
@@ -284,7 +294,12 @@ def test_torchvision_state_dict_detection_and_segmentation(facet, tiny_torchvisi
     assert any(r["metric"] == "AR50" and r["attribute"] == "gender_presentation" for r in rows)
 
     mrcnn = tiny_torchvision[("maskrcnn_resnet50_fpn", 91)]
-    segm = predict_people(facet, f"torchvision:maskrcnn_resnet50_fpn={mrcnn}", "segmentation", device="cpu", batch_size=1)
+    info = {}
+    segm = predict_people(facet, f"torchvision:maskrcnn_resnet50_fpn={mrcnn}", "segmentation", device="cpu",
+                          batch_size=1, info=info)
+    assert info["parameters"]["weights_sha256"] == hashlib.sha256(mrcnn.read_bytes()).hexdigest()
+    assert info["parameters"]["person_label"] == 1 and info["parameters"]["box_score_thresh"] == 0.0
+    assert info["n_images"] == 1
     check_results(segm, facet, "segmentation")
     assert {d["image_id"] for d in segm} == {1}
     loaded = load_segm_predictions(write_predictions(segm, tmp_path / "s.json"), facet)
