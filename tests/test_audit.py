@@ -396,6 +396,39 @@ def test_labels_unlike_facet_are_rejected(tmp_path, audited):
         run_audit(Renamed(), audited[0], tmp_path, classifier_id="p", fingerprint="f", n_boot=0)
 
 
+def test_agreement_and_correction_from_audits(tmp_path, audited):
+    from t2ibias.metrics.agreement import agreement_rows, paired_predictions
+    from t2ibias.metrics.correction import corrected_from_audit
+
+    class AlwaysMasc(PaintedPredictor):
+        def measure(self, crops):
+            out = super().measure(crops)
+            for p in out:
+                p["gender_presentation"] = Prediction("masc", "masc", 0.9, 0.8, {"masc": 0.9, "fem": 0.1})
+            return out
+
+    out_a = audited[1]
+    run_audit(AlwaysMasc(), audited[0], tmp_path, classifier_id="masc", fingerprint="m", n_boot=0)
+    frame = paired_predictions(out_a, tmp_path, "gender_presentation")
+    assert len(frame) == 39
+    rows = agreement_rows(frame, n_boot=200)
+    overall = {r["metric"]: r for r in rows if r["group"] is None}
+    # painted reads 23 masc, 15 fem, 1 abstention; the other always says masc
+    assert overall["agreement"]["value"] == pytest.approx(23 / 38) and overall["agreement"]["n_excluded"] == 1
+    assert overall["kappa"]["value"] == pytest.approx(0.0)
+    fem = {r["metric"]: r for r in rows if r["group"] == "fem"}
+    assert fem["agreement"]["value"] == pytest.approx(4 / 16)
+
+    corrected = {r["label"]: r for r in corrected_from_audit({"masc": 60, "fem": 40}, out_a, "gender_presentation", n_boot=0)}
+    # audit rows masc (18, 1 | 1 abstain) and fem (4, 12): P = [[18/19, 1/19], [1/4, 3/4]]
+    p = np.array([[18 / 19, 1 / 19], [0.25, 0.75]])
+    expected = np.linalg.solve(p.T, [0.6, 0.4])
+    assert [corrected["masc"]["corrected"], corrected["fem"]["corrected"]] == pytest.approx(expected.tolist())
+    assert corrected["masc"]["audit_classifier"] == "painted"
+    with pytest.raises(UserError, match="no audit of 'race'"):
+        corrected_from_audit({"masc": 1}, out_a, "race")
+
+
 def test_missing_facet_root(tmp_path):
     with pytest.raises(UserError, match="annotations.csv"):
         run_audit(PaintedPredictor(), tmp_path / "nowhere", tmp_path / "out", classifier_id="p", fingerprint="f")

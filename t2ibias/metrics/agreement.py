@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,31 @@ def agreement_rows(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, co
             m = groups == g
             rows += _scope(a[m & ~excluded], b[m & ~excluded], int((m & excluded).sum()), g, n_boot, rng, confidence)
     return rows
+
+
+def paired_predictions(audit_a: str | Path, audit_b: str | Path, attribute: str, *, group: str = "true") -> pd.DataFrame:
+    """Frame for :func:`agreement_rows` from the ``predictions.csv`` of two audits of the same
+    FACET people: unit = person_id, label_a / label_b = each classifier's label for ``attribute``,
+    group = the annotators' class (``group="true"``) or classifier a's label (``group="label_a"``).
+    People audited by only one of the two are left out."""
+    if group not in ("true", "label_a"):
+        raise UserError(f"group: {group!r} (use 'true' or 'label_a')")
+    frames = []
+    for name, folder in (("a", audit_a), ("b", audit_b)):
+        path = Path(folder)
+        path = path / "predictions.csv" if path.is_dir() else path
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise UserError(f"{path}: file not found (pass the --out folder of `t2ibias audit`)") from None
+        for col in ("person_id", "attribute", "true", "pred"):
+            if col not in df.columns:
+                raise UserError(f"{path}: column {col}: missing (re-run `t2ibias audit`)")
+        df = df[df["attribute"] == attribute]
+        if df.empty:
+            raise UserError(f"{path}: attribute {attribute!r}: no predictions (audit a classifier that returns it)")
+        frames.append(df[["person_id", "true", "pred"]].rename(columns={"pred": f"label_{name}", "true": f"true_{name}"}))
+    merged = frames[0].merge(frames[1], on="person_id", how="inner")
+    out = pd.DataFrame({"unit": merged["person_id"], "label_a": merged["label_a"], "label_b": merged["label_b"]})
+    out["group"] = merged["true_a"] if group == "true" else merged["label_a"]
+    return out

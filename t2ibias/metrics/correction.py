@@ -26,6 +26,7 @@ modelled: the corrected shares are shares among the classifier's labels.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,3 +187,27 @@ def corrected_proportions(observed: dict[str, int], confusion: dict[str, Any], *
             "n_boot": int(n_boot), "note": "; ".join(notes),
         })
     return out
+
+
+def corrected_from_audit(observed: dict[str, int], audit: dict[str, Any] | str | Path, attribute: str, *,
+                         n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                         where: str = "observed") -> list[dict[str, Any]]:
+    """:func:`corrected_proportions` with the confusion of ``attribute`` from an audit (a loaded
+    audit.json dict, the file, or its folder), each row also naming the audited classifier."""
+    from t2ibias.measure.audit import load_audit
+
+    source = "audit"
+    if not isinstance(audit, dict):
+        source = str(audit)
+        audit = load_audit(audit)
+    attrs = audit.get("attributes") or {}
+    if attribute not in attrs:
+        raise UserError(f"{source}: attributes: no audit of {attribute!r} (audited: {', '.join(attrs) or 'none'}; "
+                        "audit a classifier that returns it)")
+    rows = corrected_proportions(observed, attrs[attribute]["confusion"], n_boot=n_boot, seed=seed,
+                                 confidence=confidence, where=where)
+    clf = audit.get("classifier") or {}
+    for r in rows:
+        r["audit_classifier"] = clf.get("id")
+        r["audit_fingerprint"] = clf.get("fingerprint")
+    return rows
