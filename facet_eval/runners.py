@@ -105,8 +105,8 @@ def predict_people(
         raise UserError(f"batch size {batch_size!r}: must be a positive integer (e.g. 16)")
     if person_class is not None and (isinstance(person_class, bool) or not isinstance(person_class, int) or person_class < 0):
         raise UserError(f"person class {person_class!r}: must be a class index >= 0 (see the model's class names)")
+    paths = data.image_paths()  # a missing image is reported before any model is loaded
     runner, run_info = _open_model(model, task, device, person_class)
-    paths = data.image_paths()
     ids = sorted(paths)
     if task == "segmentation" and data.masks:
         pid_image = dict(zip(data.people["person_id"].astype(int), data.people["image_id"].astype(int)))
