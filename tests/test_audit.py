@@ -331,6 +331,9 @@ def test_output_files(audited):
         preds = list(csv.DictReader(fh))
     assert len([p for p in preds if p["attribute"] == "gender_presentation"]) == 39
     assert load_audit(out)["facet"]["n_audited"] == 39
+    html = (out / "audit.html").read_text()
+    assert "Classifier audit: painted" in html and "skin_tone_bucket" in html
+    assert "<td>masc</td><td>18</td><td>1</td><td>1</td>" in html
 
 
 def test_limit_samples_people(tmp_path, audited):
