@@ -32,47 +32,107 @@ def _parse_intersect(text: str | None) -> list[tuple[str, str]]:
     return [(parts[0], parts[1])]
 
 
+ModelOpt = Annotated[str | None, typer.Option("--model", metavar="ID", help=(
+    "Run a person model on the release images: an ultralytics checkpoint (local .pt, or a release name such as "
+    "yolo11x.pt / yolo11x-seg.pt, downloaded when online) or torchvision:fasterrcnn_resnet50_fpn / "
+    "torchvision:maskrcnn_resnet50_fpn[=WEIGHTS.pth]."))]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (with --model).")]
+PersonClassOpt = Annotated[int | None, typer.Option("--person-class", metavar="N", help="The model's class index for people, when it has no class named 'person' (with --model).")]
+
+
+def _person_predictions(task: str, data, out: Path, model: str | None, predictions: Path | None, device: str,
+                        batch_size: int, person_class: int | None) -> tuple[list, dict]:
+    """Predictions from --predictions FILE or from running --model (written to <out>/predictions.json)."""
+    from facet_eval.detection import load_predictions
+    from facet_eval.segmentation import load_segm_predictions
+
+    if (model is None) == (predictions is None):
+        raise UserError(f"{'detect' if task == 'detection' else 'segment'}: pass exactly one of --model ID or --predictions FILE")
+    run: dict = {"task": task, "facet_root": str(data.root.resolve())}
+    if predictions is not None:
+        load = load_predictions if task == "detection" else load_segm_predictions
+        run["predictions"] = str(predictions.resolve())
+        return load(predictions, data), run
+    from facet_eval.runners import predict_people, write_predictions
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 16)")
+    info: dict = {}
+    n_images = len(data.images)
+    step = max(1, n_images // 10)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done // step != (done - batch_size) // step:
+            err.print(f"{task}: {done}/{total} images", highlight=False)
+
+    preds = predict_people(data, model, task=task, device=device, batch_size=batch_size,
+                           person_class=person_class, progress=progress, info=info)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(preds, out / "predictions.json")
+    run.update(model={"name": info.get("name", model), "parameters": info.get("parameters", {})},
+               device=info.get("device"), software=info.get("software"), n_images=info.get("n_images"),
+               batch_size=batch_size, predictions="predictions.json")
+    return preds, run
+
+
+def _write_run(out: Path, run: dict, seed: int) -> None:
+    from t2ibias.store.image_store import atomic_write_text
+
+    run["seed"] = seed
+    atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+
+
 @app.command()
 def detect(
-    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json and metrics.csv.")],
-    predictions: Annotated[Path, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, bbox, score}] of person boxes (category ignored).")],
+    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/ (and imgs_*/ for --model).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json, metrics.csv, run.json (and predictions.json with --model).")],
+    predictions: Annotated[Path | None, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, bbox, score}] of person boxes (category ignored).")] = None,
+    model: ModelOpt = None,
     intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch (with --model).")] = 16,
+    person_class: PersonClassOpt = None,
 ) -> None:
     """Class-agnostic person detection: AR50, AR75, mAR per group, per class, with disparities."""
     from facet_eval.data import load_facet
-    from facet_eval.detection import evaluate_detection, load_predictions, write_outputs
+    from facet_eval.detection import evaluate_detection, write_outputs
 
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
-    preds = load_predictions(predictions, data)
+    preds, run = _person_predictions("detection", data, out, model, predictions, device, batch_size, person_class)
     rows = evaluate_detection(data, preds, intersections=pairs, seed=seed)
     write_outputs(rows, out)
-    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'} ({len(rows)} rows)")
+    _write_run(out, run, seed)
+    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
 
 
 @app.command()
 def segment(
-    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/ (with coco_masks.json).")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json and metrics.csv.")],
-    predictions: Annotated[Path, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, segmentation (RLE), score}] of person masks (category ignored).")],
+    facet_root: Annotated[Path, typer.Option("--facet-root", help="FACET root holding annotations/ (with coco_masks.json; imgs_*/ for --model).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for metrics.json, metrics.csv, run.json (and predictions.json with --model).")],
+    predictions: Annotated[Path | None, typer.Option("--predictions", metavar="FILE", help="COCO results JSON [{image_id, segmentation (RLE), score}] of person masks (category ignored).")] = None,
+    model: ModelOpt = None,
     intersect: Annotated[str | None, typer.Option("--intersect", help="Also score intersections of two attributes: A,B.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch (with --model).")] = 8,
+    person_class: PersonClassOpt = None,
 ) -> None:
     """Class-agnostic person segmentation (mask IoU, people with a person mask only): AR50, AR75, mAR per group."""
     from facet_eval.data import load_facet
     from facet_eval.detection import write_outputs
-    from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
+    from facet_eval.segmentation import evaluate_segmentation
 
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     if not data.masks:
         raise UserError(f"{facet_root / 'annotations' / 'coco_masks.json'}: no person masks found (segmentation needs the release's coco_masks.json)")
-    preds = load_segm_predictions(predictions, data)
+    preds, run = _person_predictions("segmentation", data, out, model, predictions, device, batch_size, person_class)
     rows = evaluate_segmentation(data, preds, intersections=pairs, seed=seed)
     write_outputs(rows, out)
-    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.csv'} ({len(rows)} rows)")
+    _write_run(out, run, seed)
+    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
 
 
 @app.command()

@@ -350,3 +350,41 @@ def test_real_fasterrcnn_architecture_from_state_dict(facet, tmp_path, one_torch
     per_image = check_results(preds, facet, "detection")
     assert set(per_image) == {1, 2, 3}
     load_predictions(write_predictions(preds, tmp_path / "p.json"), facet)
+
+
+def test_cli_detect_and_segment_with_model(facet, yolo_models, tmp_path, monkeypatch, capsys):
+    """`facet-eval detect|segment --model PATH` runs the model, keeps its predictions, and scores
+    exactly what re-scoring those predictions with --predictions gives; then it submits."""
+    from tests.test_facet_cli import run
+
+    root = str(facet.root)
+    for task, cmd, key in (("detection", "detect", "det"), ("segmentation", "segment", "seg")):
+        a, b = tmp_path / f"{cmd}-model", tmp_path / f"{cmd}-file"
+        code, _, err = run(monkeypatch, capsys, cmd, "--facet-root", root, "--model", yolo_models[key], "--out", str(a),
+                           "--batch-size", "2", "--device", "cpu")
+        assert code == 0, err
+        run_info = json.loads((a / "run.json").read_text())
+        assert run_info["task"] == task and run_info["model"]["name"] == yolo_models[key]
+        assert run_info["predictions"] == "predictions.json"
+        code, _, err = run(monkeypatch, capsys, cmd, "--facet-root", root, "--predictions", str(a / "predictions.json"),
+                           "--out", str(b))
+        assert code == 0, err
+        assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
+        code, _, err = run(monkeypatch, capsys, "submit", str(a), "--out", str(tmp_path / f"{cmd}.json"))
+        assert code == 0, err
+
+
+def test_cli_model_and_predictions_are_exclusive(facet, yolo_models, tmp_path, monkeypatch, capsys):
+    from tests.test_facet_cli import run
+
+    root = str(facet.root)
+    code, _, err = run(monkeypatch, capsys, "detect", "--facet-root", root, "--out", str(tmp_path / "x"))
+    assert code == 2 and "exactly one of --model" in err
+    preds = write_predictions([], tmp_path / "p.json")
+    code, _, err = run(monkeypatch, capsys, "detect", "--facet-root", root, "--out", str(tmp_path / "x"),
+                       "--model", yolo_models["det"], "--predictions", str(preds))
+    assert code == 2 and "exactly one of --model" in err
+    code, _, err = run(monkeypatch, capsys, "detect", "--facet-root", root, "--out", str(tmp_path / "y"),
+                       "--model", yolo_models["noperson"])
+    assert code == 2 and "--person-class" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y" / "metrics.json").exists()
