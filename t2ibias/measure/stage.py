@@ -327,8 +327,10 @@ def measure_stage(
     if not todo:
         return result
     clf = CLIPAttributeClassifier(cspec, dev)
-    if any(needs(k)[0] for k in todo):
-        clf.load()
+    # the classifier loads in its own thread while the first batches are decoded and gated
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t2ibias-load")
+    loaded = loader.submit(clf.load) if any(needs(k)[0] for k in todo) else None
+    loader.shutdown(wait=False)
     advance = progress(len(todo), len(ok_keys) - len(todo)) if progress else (lambda n: None)
 
     def prepare(keys: list[str]) -> tuple[list[_Prepared], Any]:
@@ -352,7 +354,10 @@ def measure_stage(
             for i, (box, crop) in enumerate([fc for fc in face_crops if _nonempty(fc[1])]):  # zero-size crops skipped
                 item.units.append(_Unit("face", i, box, crop))
         clip_units = [u.crop for p in good if p.clip for u in p.units]
-        pixels = clf.preprocess_images(clip_units) if clip_units else None
+        pixels = None
+        if clip_units and loaded is not None:
+            loaded.result()  # the pinned preprocessing comes with the model
+            pixels = clf.preprocess_images(clip_units)
         return out, pixels
 
     new_rows: list[dict[str, Any]] = []
@@ -373,6 +378,8 @@ def measure_stage(
         good = [p for p in prepared if p.error is None]
         errors.extend(p.error for p in prepared if p.error is not None)
         clip_items = [(p, u) for p in good if p.clip for u in p.units]
+        if clip_items and loaded is not None:
+            loaded.result()
         preds: list[dict[str, Prediction]] = []
         for start in range(0, len(clip_items), batch_size):
             feats = clf.encode_pixels(pixels[start : start + batch_size])
@@ -415,6 +422,8 @@ def measure_stage(
             consume(prepared, pixels)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
+        if loaded is not None and not loaded.done():
+            loaded.cancel()
         checkpoint()  # nothing measured so far is lost
         raise
     pool.shutdown(wait=True)
