@@ -11,7 +11,7 @@ the size real generators produce. Then, on the same images and batch size:
 Both load the classifier the same way (text embeddings from the disk cache after the warm-up).
 
     python benchmarks/bench_measure.py [--classifier tiny-random-clip] [--device auto] [--batch-size 16]
-        [--seeds 8] [--upscale 512] [--workers 1] [--person-detector yolo11n.pt] [--repeats 3]
+        [--seeds 8] [--upscale 512] [--workers 1] [--person-detector yolo11n.pt] [--person-conf 0.25] [--repeats 3]
 
 With real weights on a GPU box: ``--classifier clip-vit-l-14-openai --device cuda --upscale 512``.
 """
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--upscale", type=int, default=0, metavar="PX", help="resize the generated images to PX × PX first (0: keep)")
     ap.add_argument("--workers", type=int, default=1, help="measure_stage's decode/gate/preprocess threads")
     ap.add_argument("--person-detector", default=None, help="YOLO weights (local .pt or release name) for the person gate")
+    ap.add_argument("--person-conf", type=float, default=None, help="person gate confidence threshold (default 0.25)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
@@ -112,7 +113,8 @@ def main() -> None:
             (run / name).unlink(missing_ok=True)
         t0 = time.perf_counter()
         result = measure_stage(run, device=device, batch_size=args.batch_size, classifier=args.classifier,
-                               person_detector=args.person_detector or "none", workers=args.workers)
+                               person_detector=args.person_detector or "none", person_conf=args.person_conf,
+                               workers=args.workers)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0, result
@@ -126,7 +128,7 @@ def main() -> None:
         our_times.append(t)
     t0 = time.perf_counter()
     cached = measure_stage(run, device=device, batch_size=args.batch_size, classifier=args.classifier,
-                           person_detector=args.person_detector or "none")
+                           person_detector=args.person_detector or "none", person_conf=args.person_conf)
     resume_s = time.perf_counter() - t0
     n = len(paths)
     r, o = min(raw_times), min(our_times)

@@ -849,6 +849,13 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
         assert row.n_people == n_people.get(row.key, 0)
         assert (row.person_source == "none") == (row.n_people == 0 and row.n_faces == 0)
     assert labels.loc[labels["key"] == face_key, "n_people"].iloc[0] >= 1
+    # worker threads and batch size change no box
+    threaded = _copy(measured[0], tmp_path, "threaded")
+    measure_stage(threaded, device="cpu", person_detector=str(tiny_yolo), person_conf=TINY_CONF, batch_size=1, workers=2)
+    other = read_measurements(threaded).query("measurer == @fp")
+    cols = ["key", "unit", "face_index", "attribute", "box_x", "box_y", "box_w", "box_h", "top_label"]
+    pd.testing.assert_frame_equal(other[cols].sort_values(cols[:4]).reset_index(drop=True),
+                                  mine[cols].sort_values(cols[:4]).reset_index(drop=True))
     # the gate is sticky: a plain re-run uses it and finds everything cached; "none" goes back to Haar
     assert measure_stage(run, device="cpu")["measured"] == 0
     assert run_measurer(run, tiny_spec) == fp

@@ -198,6 +198,16 @@ class YoloPersonGate:
         """People in each PIL image, largest first, clipped to the image; empty boxes dropped."""
         if not images:
             return []
+        with self._lock():  # an ultralytics predictor is not thread-safe; gating runs in worker threads
+            return self._detect_many(images)
+
+    def _lock(self) -> threading.Lock:
+        lock = self.__dict__.get("_mutex")
+        if lock is None:
+            lock = self.__dict__.setdefault("_mutex", threading.Lock())
+        return lock
+
+    def _detect_many(self, images: list[Any]) -> list[list[Box]]:
         model = self._load()
         # ultralytics letterboxes a batch of mixed sizes to one square shape but a lone image to a
         # tighter one: predict per size so an image's boxes never depend on its batch-mates
