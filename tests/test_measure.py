@@ -708,8 +708,10 @@ def tiny_yolo(tmp_path_factory) -> Path:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "config"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import torch
-    from ultralytics import YOLO
 
+    from t2ibias.measure.gate import ultralytics_yolo
+
+    YOLO = ultralytics_yolo()
     torch.manual_seed(0)
     model = YOLO("yolo11n.yaml")
     model.model.names = {0: "person", **{i: f"class{i}" for i in range(1, 80)}}
@@ -742,6 +744,10 @@ def test_yolo_gate_loads_a_local_file_and_finds_people_boxes(tiny_yolo):
     assert YoloPersonGate(str(tiny_yolo), conf=1.0).detect(image) == []
     crop = gate.crop(image, boxes[0])
     assert crop.size == (boxes[0].w, boxes[0].h)
+    # ultralytics' process-wide Image.open patch is undone: unreadable files raise PIL's own error
+    with pytest.raises(Exception) as info:
+        Image.open(io.BytesIO(b"not an image"))
+    assert type(info.value).__module__.startswith("PIL")
 
 
 def test_yolo_gate_fingerprint_follows_settings_and_weight_bytes(tiny_yolo, tmp_path):
@@ -759,9 +765,10 @@ def test_yolo_gate_fingerprint_follows_settings_and_weight_bytes(tiny_yolo, tmp_
 
 def test_yolo_gate_bad_weights_are_user_errors(tiny_yolo, tmp_path, monkeypatch):
     import torch
-    from ultralytics import YOLO
 
-    from t2ibias.measure.gate import YoloPersonGate
+    from t2ibias.measure.gate import YoloPersonGate, ultralytics_yolo
+
+    YOLO = ultralytics_yolo()
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     with pytest.raises(UserError, match=r"yolo11n\.pt: not a local file and ultralytics is offline"):

@@ -154,8 +154,7 @@ class YoloPersonGate:
                 f"person detector {self.weights}: not a local file and ultralytics is offline (YOLO_OFFLINE=1); "
                 "download the weights where there is network and pass their path"
             )
-        from ultralytics import YOLO
-
+        YOLO = ultralytics_yolo()
         try:
             model = YOLO(str(local) if local is not None else self.weights)
         except Exception as exc:  # network, unknown release names, bad files come in many types
@@ -240,6 +239,23 @@ class YoloPersonGate:
         """The person crop, clipped to the image (no padding: the box already holds the body)."""
         b = box.clipped(image.width, image.height)
         return image.crop((b.x, b.y, b.x + b.w, b.y + b.h))
+
+
+def ultralytics_yolo() -> Any:
+    """``ultralytics.YOLO``, with PIL's own ``Image.open`` put back.
+
+    Importing ultralytics swaps ``PIL.Image.open`` process-wide for a wrapper that, on a file PIL
+    cannot identify, tries to install an optional HEIF plugin and fails with ImportError; every
+    other reader of images in t2ibias expects PIL's own errors.
+    """
+    from PIL import Image
+    from ultralytics import YOLO
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
+    return YOLO
 
 
 def _suppress(boxes: list[Box], iou: float) -> list[Box]:
