@@ -101,6 +101,12 @@ def print_summary(run_dir: Path) -> None:
         out.print(table)
 
 
+PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]
+PersonConfOpt = Annotated[Optional[float], typer.Option("--person-conf", metavar="P", help="Confidence threshold of the person gate [default: 0.25, or the run's recorded one].")]
+AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURER", help="A second measurer on every face crop, for agreement: pixel-mst, fairface:PATH or fairface4:PATH (a FairFace ResNet-34 checkpoint); repeat for several.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches.")]
+
+
 @app.command()
 def sweep(
     model: Annotated[str, typer.Option("--model", metavar="ID|FOLDER", help="Generator id (`t2ibias ls models`), a generator YAML file, or a local diffusers folder.")],
@@ -117,6 +123,8 @@ def sweep(
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", metavar="NAME", help="Model name to ask at an --llm endpoint.")] = None,
     docs: Annotated[Optional[Path], typer.Option("--docs", metavar="DIR", help="Folder of .txt/.md documents: adds fai_rk prompts from BM25-retrieved passages (needs --llm).")] = None,
     fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
+    person_detector: PersonDetectorOpt = None,
+    also: AlsoOpt = None,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.run import SweepRequest, prepare_run
@@ -135,16 +143,37 @@ def sweep(
         err.print(f"[yellow]warning: {spec['prompt_truncation']}[/yellow]", highlight=False)
     if spec.get("model_is_random"):
         err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
-    _stages(out_dir, device, batch_size)
+    if person_detector or also:
+        from t2ibias.measure.measurers import resolve_crop_measurer
+        from t2ibias.measure.stage import create_gate
+
+        create_gate(person_detector).fingerprint()  # missing weights fail before any image is generated
+        for name in also or []:
+            resolve_crop_measurer(name).fingerprint()
+    _stages(out_dir, device, batch_size, measure_opts=MeasureOptions(person_detector, None, also))
 
 
-def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "percentile") -> None:
+class MeasureOptions:
+    """What `measure` (and `sweep`) pass to the measure stage besides device and batch size."""
+
+    def __init__(self, person_detector: str | None = None, person_conf: float | None = None, also: list[str] | None = None,
+                 workers: int = 2, fairface: Path | None = None) -> None:
+        self.person_detector = person_detector
+        self.person_conf = person_conf
+        self.also = list(also or [])
+        self.workers = workers
+        self.fairface = fairface
+
+
+def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "percentile",
+            measure_opts: MeasureOptions | None = None, audit: Path | None = None) -> None:
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import score_stage
     from t2ibias.report.html import write_model_card, write_report
     from t2ibias.run import generate_stage, read_spec
 
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
+    mo = measure_opts or MeasureOptions()
     if only in (None, "generate"):
         with _progress("generate") as bar:
             g = generate_stage(run_dir, device=device, batch_size=batch_size, progress=bar)
@@ -153,11 +182,23 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
             f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
         )
     if only in (None, "measure"):
+        from t2ibias.generation.diffusers_adapter import resolve_device
+        from t2ibias.measure.measurers import resolve_crop_measurer
+
+        extras = [resolve_crop_measurer(name, resolve_device(device)) for name in mo.also]
+        if mo.fairface is not None:
+            from t2ibias.measure.fairface import import_fairface_csv
+
+            n = import_fairface_csv(run_dir, mo.fairface)
+            err.print(f"measure: imported {n} FairFace faces from {mo.fairface}")
         with _progress("measure") as bar:
-            m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar)
-        err.print(f"measure: {m['measured']} images measured ({m['faces']} faces found), {m['cached']} cached")
+            m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar,
+                              person_detector=mo.person_detector, person_conf=mo.person_conf,
+                              extra_measurers=extras, workers=mo.workers)
+        people = f", {m['people']} people" if m.get("people") else ""
+        err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):
-        score_stage(run_dir, ci)
+        score_stage(run_dir, ci, audit=audit)
         print_summary(run_dir)
     if only in (None, "report"):
         report = write_report(run_dir)
@@ -173,18 +214,28 @@ def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt =
 
 
 @app.command()
-def measure(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 16) -> None:
-    """Gate and classify every image not yet measured by the run's classifier."""
-    _stages(run_dir, device, batch_size, "measure")
+def measure(
+    run_dir: RunDir,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 16,
+    person_detector: PersonDetectorOpt = None,
+    person_conf: PersonConfOpt = None,
+    also: AlsoOpt = None,
+    fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
+    workers: WorkersOpt = 2,
+) -> None:
+    """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface))
 
 
 @app.command()
 def score(
     run_dir: RunDir,
     ci: Annotated[str, typer.Option("--ci", metavar="percentile|bca", help="Bootstrap interval: percentile, or bias-corrected and accelerated.")] = "percentile",
+    audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with [default: the latest `t2ibias audit` of the run's classifier].")] = None,
 ) -> None:
-    """Recompute image labels and metrics.json from the measurements, and print the summary."""
-    _stages(run_dir, "cpu", 1, "score", ci=ci)
+    """Recompute image labels, metrics.json and instrument.json from the measurements; print the summary."""
+    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit)
 
 
 @app.command()
@@ -299,6 +350,15 @@ def _register_factuality() -> None:
 
 
 _register_factuality()
+
+
+def _register_audit() -> None:
+    from t2ibias.audit_cli import audit
+
+    app.command("audit")(audit)
+
+
+_register_audit()
 
 
 def version_callback(value: bool) -> None:

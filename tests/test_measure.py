@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -410,35 +409,12 @@ def test_unknown_pretrained_tag_is_a_user_error(tiny_spec):
 
 # -- the measure stage on a tiny run -------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A generated two-image run whose second image is replaced by the astronaut photo."""
-    from t2ibias.run import SweepRequest, generate_stage, prepare_run
-    from t2ibias.store.image_store import ImageStore
+    from tests.run_fixtures import make_face_run
 
-    run = tmp_path_factory.mktemp("measure") / "run"
-    req = SweepRequest(model="tiny-random-sd", prompt_sets=["demo"], n_seeds=1, limit=2, device="cpu")
-    prepare_run(run, req)
-    result = generate_stage(run, device="cpu")
-    assert result.total == 2 and result.generated == 2
-    store = ImageStore(run)
-    records = store.records()
-    assert len(records) == 2
-    key, row = sorted(records.items())[1]
-    path = run / row["path"]
-    buf = io.BytesIO()
-    _astronaut().save(buf, format="PNG")
-    path.write_bytes(buf.getvalue())
-    fixed = {**row, "sha256": _sha256(path), "width": 512, "height": 512}
-    with open(run / "manifest-0.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(fixed, sort_keys=True) + "\n")
-    assert ImageStore(run).records()[key]["sha256"] == fixed["sha256"]
-    assert ImageStore(run).is_intact(fixed)
-    return run, key
+    return make_face_run(tmp_path_factory.mktemp("measure") / "run")
 
 
 @pytest.fixture(scope="module")

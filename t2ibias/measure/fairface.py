@@ -313,6 +313,25 @@ def fairface_csv_fingerprint(path: str | Path) -> str:
     return fingerprint({"measurer": "fairface-csv", "sha256": digest, "attributes": ATTRIBUTE_LABELS, "age_group": AGE_GROUP_SHARES})
 
 
+def import_fairface_csv(run_dir: str | Path, path: str | Path) -> int:
+    """Read a FairFace CSV made on ``run_dir``'s images and merge its faces into the run's
+    measurements (measurer ``fairface-csv``, fingerprinted by the file's content); returns the
+    number of faces. Nothing is written when any line of the CSV is bad."""
+    from t2ibias.measure.stage import append_measurements
+    from t2ibias.store.image_store import ImageStore
+
+    run_dir, path = Path(run_dir), Path(path)
+    df = read_fairface_csv(path)
+    records = ImageStore(run_dir).records()
+    image_keys = {Path(str(rec.get("path", key))).stem: key for key, rec in records.items()}
+    measurer = fairface_csv_fingerprint(path)
+    rows = fairface_rows(df, image_keys, measurer)
+    if len(rows):
+        append_measurements(run_dir, rows, measurer, {"id": "fairface-csv", "source": str(path.resolve()),
+                                                      "attributes": list(ATTRIBUTE_LABELS)}, source=str(path))
+    return int(len(df))
+
+
 # ------------------------------------------------------------------------------- ResNet-34
 
 

@@ -371,8 +371,10 @@ def _json_safe(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def score_stage(run_dir: Path, ci_method: str = "percentile") -> dict[str, Any]:
-    """Write ``image_labels.parquet``, ``metrics.json`` and ``metrics.csv``; return the metrics document."""
+def score_stage(run_dir: Path, ci_method: str = "percentile", audit: str | Path | None = None) -> dict[str, Any]:
+    """Write ``image_labels.parquet``, ``metrics.json``, ``metrics.csv`` and ``instrument.json``
+    (the classifier's audit, corrected proportions, agreement between measurers; ``audit`` is an
+    audit file to use instead of the classifier's registered one); return the metrics document."""
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
     labels = image_labels(run_dir, spec)
@@ -390,4 +392,8 @@ def score_stage(run_dir: Path, ci_method: str = "percentile") -> dict[str, Any]:
     }
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=list(ROW_KEYS)).to_csv(index=False))
+    from t2ibias.metrics.instrument import INSTRUMENT_FILE, instrument_doc
+
+    instrument = instrument_doc(run_dir, spec, prompts, labels, audit=audit)
+    atomic_write_text(run_dir / INSTRUMENT_FILE, json.dumps(instrument, indent=1, allow_nan=False) + "\n")
     return doc

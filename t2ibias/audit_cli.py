@@ -1,0 +1,72 @@
+"""``t2ibias audit``: measure a perceived-attribute classifier's own per-group error on FACET."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from t2ibias.errors import UserError
+
+AUDITS_DIR = "audits"
+
+
+def registered_audit_path(fingerprint: str) -> Path:
+    """Where ``t2ibias audit`` keeps the latest audit of a classifier (by its fingerprint)."""
+    from t2ibias.paths import cache_dir
+
+    return cache_dir() / AUDITS_DIR / f"{fingerprint}.json"
+
+
+def find_audit(fingerprint: str) -> Path | None:
+    """The registered audit of the classifier with this fingerprint, if one was run."""
+    path = registered_audit_path(fingerprint)
+    return path if path.is_file() else None
+
+
+def audit(
+    classifier: Annotated[str, typer.Option("--classifier", metavar="ID", help="A classifier id or YAML file (`t2ibias ls classifiers`), pixel-mst, or fairface:PATH / fairface4:PATH.")],
+    facet_root: Annotated[Path, typer.Option("--facet-root", metavar="DIR", help="FACET release root (annotations/ and imgs_*/).")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where to write audit.json, audit.csv, confusion_*.csv, predictions.csv, audit.html.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Audit a seeded random sample of N people (all eligible people by default).")] = None,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (a GPU when one is visible), cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Crops per classifier call.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample and of the bootstrap.")] = 0,
+    n_boot: Annotated[int, typer.Option("--n-boot", metavar="N", help="Bootstrap resamples for the intervals.")] = 1000,
+    engine: Annotated[str, typer.Option("--engine", metavar="vectorized|fairlearn", help="How intervals are drawn: the same all-rows bootstrap as matrix products (fast), or fairlearn MetricFrame refits (slow).")] = "vectorized",
+) -> None:
+    """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
+    calibration, with bootstrap intervals. The sweep report of a run measured with this classifier
+    then shows the audit and confusion-corrected proportions beside the raw ones."""
+    from t2ibias.generation.diffusers_adapter import resolve_device
+    from t2ibias.measure.audit import run_audit
+    from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
+    from t2ibias.store.image_store import atomic_write_text
+
+    if n_boot < 0:
+        raise UserError(f"--n-boot: {n_boot} (use 0 for no intervals, or e.g. 1000)")
+    predictor = resolve_measurer(classifier, resolve_device(device))
+    fp = measurer_fingerprint_of(predictor)
+    step = {"next": 0}
+
+    def progress(done: int, total: int) -> None:
+        if done >= step["next"] or done == total:
+            typer.echo(f"audit: {done}/{total} people", err=True)
+            step["next"] = done + max(1, total // 10)
+
+    result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
+                       limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine)
+    target = registered_audit_path(fp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "audit.json", target.with_suffix(".tmp"))
+    target.with_suffix(".tmp").replace(target)
+    atomic_write_text(out / "registered.txt", f"{target}\n")
+    for attr, entry in result["attributes"].items():
+        acc = entry.get("accuracy") or {}
+        value = acc.get("value")
+        shown = "-" if value is None or value != value else f"{100 * value:.1f}%"
+        typer.echo(f"{attr}: accuracy {shown} (n={acc.get('n')}), abstained {100 * (entry.get('abstain_rate') or {}).get('value', 0):.1f}%")
+    typer.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}; runs measured with {classifier} now report it")
+

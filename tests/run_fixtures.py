@@ -1,0 +1,36 @@
+"""A tiny generated run whose second image is a real photo with a face (for gate/measure tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+from skimage import data as skdata
+
+
+def make_face_run(run: Path) -> tuple[Path, str]:
+    """Generate a two-image run at ``run`` (tiny-random-sd, demo prompts) and replace its second
+    image by the astronaut photo (OpenCV's face cascade finds one face in it). Returns (run, key
+    of the photo)."""
+    from t2ibias.run import SweepRequest, generate_stage, prepare_run
+    from t2ibias.store.image_store import ImageStore
+
+    req = SweepRequest(model="tiny-random-sd", prompt_sets=["demo"], n_seeds=1, limit=2, device="cpu")
+    prepare_run(run, req)
+    result = generate_stage(run, device="cpu")
+    assert result.total == 2 and result.generated == 2
+    records = ImageStore(run).records()
+    assert len(records) == 2
+    key, row = sorted(records.items())[1]
+    path = run / row["path"]
+    buf = io.BytesIO()
+    Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    fixed = {**row, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": 512, "height": 512}
+    with open(run / "manifest-0.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(fixed, sort_keys=True) + "\n")
+    assert ImageStore(run).is_intact(fixed)
+    return run, key
