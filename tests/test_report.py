@@ -232,11 +232,30 @@ def test_model_card(run: Path) -> None:
     assert "Warning" not in card
 
 
-def test_out_path_and_audit(run: Path, tmp_path: Path) -> None:
-    (run / "audit.json").write_text(json.dumps({"checks": {"seeds_unique": True}}))
+def test_out_path_and_instrument(run: Path, tmp_path: Path) -> None:
     out = write_report(run, tmp_path / "elsewhere.html")
-    assert out == tmp_path / "elsewhere.html" and "seeds_unique" in out.read_text(encoding="utf-8")
-    assert write_model_card(run, tmp_path) == tmp_path / "model_card.md"
+    assert out == tmp_path / "elsewhere.html"
+    html = out.read_text(encoding="utf-8")
+    assert "has no audit" in html and "t2ibias audit --classifier" in html and "Only one measurer" in html
+    group = {"group": "darker", "value": 0.61, "n": 120, "ci_low": 0.52, "ci_high": 0.70}
+    (run / "instrument.json").write_text(json.dumps({
+        "audit": {"source": "a/audit.json", "classifier": {"id": "tiny-clip"}, "n_audited": 500,
+                  "matches_run_classifier": True,
+                  "attributes": {"gender_presentation": {
+                      "accuracy": {"value": 0.8, "n": 500, "ci_low": 0.76, "ci_high": 0.84},
+                      "worst_group": group, "best_group": {**group, "group": "lighter", "value": 0.9}}}},
+        "corrected": [{"attribute": "gender_presentation", "group_by": "all", "group": "all", "label": "masc",
+                       "raw": 0.7, "raw_ci_low": 0.6, "raw_ci_high": 0.8, "corrected": 0.75, "ci_low": 0.62,
+                       "ci_high": 0.88, "n_answered": 6, "note": ""}],
+        "agreement": [{"attribute": "skin_tone", "measurer_a": "tiny-clip", "measurer_b": "pixel-mst", "group": None,
+                       "metric": "kappa", "value": 0.41, "ci_low": 0.2, "ci_high": 0.6, "n": 30, "n_excluded": 2,
+                       "pairing": "same face crops"}],
+    }))
+    html = write_report(run, tmp_path / "again.html").read_text(encoding="utf-8")
+    assert "darker: 0.61 [0.52, 0.70] n=120" in html and "0.29" in html  # worst group and the gap
+    assert "0.75 [0.62, 0.88]" in html and "tiny-clip vs pixel-mst" in html and "0.41 [0.20, 0.60] n=30" in html
+    card = write_model_card(run, tmp_path).read_text(encoding="utf-8")
+    assert "darker" in card and "0.75 [0.62, 0.88]" in card and "pixel-mst" in card
 
 
 @pytest.mark.parametrize(("name", "hint"), [("metrics.json", "t2ibias score"), ("spec.json", "t2ibias generate"),

@@ -1,7 +1,7 @@
 """Render a scored run directory as a self-contained ``report.html`` and a ``model_card.md`` section.
 
 The report reads a run's output files only (``spec.json``, ``prompts.parquet``, ``manifest*.jsonl``,
-``image_labels.parquet``, ``metrics.json`` and, when present, ``audit.json``). It never recomputes a
+``image_labels.parquet``, ``metrics.json`` and, when present, ``instrument.json``). It never recomputes a
 metric: every number shown comes from ``metrics.json``; images are only counted and thumbnailed.
 """
 
@@ -173,13 +173,10 @@ def load_run(run_dir: Path) -> Run:
     manifest, bad = _read_manifest(run_dir, generate)
     labels = _read_parquet(run_dir / "image_labels.parquet", measure, LABEL_COLUMNS)
     metrics = _read_json(run_dir / "metrics.json", score)
-    audit = None
-    if (run_dir / "audit.json").is_file():
-        try:
-            audit = json.loads((run_dir / "audit.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            audit = {"error": f"audit.json unreadable: {e}"}
-    return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, audit)
+    instrument = None
+    if (run_dir / "instrument.json").is_file():
+        instrument = _read_json(run_dir / "instrument.json", score)
+    return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, instrument)
 
 
 # --------------------------------------------------------------------------- context
@@ -434,8 +431,57 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "families": [{"family": f, "tables": tables.for_group("family", f),
                       "subjects": [{"subject": s, "prompts": ps} for s, ps in subjects.items()]}
                      for f, subjects in families.items()],
-        "audit": None if run.audit is None else json.dumps(run.audit, indent=2, sort_keys=True, default=str),
+        "instrument": _instrument_context(run.audit, clf.get("id")),
     }
+
+
+def _pct(cell: Any) -> str:
+    """An ``{value, n, ci_low, ci_high}`` dict as ``0.62 [0.41, 0.80] n=8``."""
+    if not isinstance(cell, dict):
+        return MISSING
+    return fmt_estimate(cell.get("value"), cell.get("ci_low"), cell.get("ci_high"), cell.get("n"))
+
+
+def _instrument_context(doc: Any, classifier_id: Any) -> dict:
+    """The measurement-instrument section: audit summary, corrected shares, agreement."""
+    doc = doc if isinstance(doc, dict) else {}
+    audit = doc.get("audit") if isinstance(doc.get("audit"), dict) else None
+    ctx: dict[str, Any] = {"classifier_id": classifier_id, "audit": None, "corrected": [], "agreement": []}
+    if audit is not None:
+        rows = []
+        for attr, a in (audit.get("attributes") or {}).items():
+            worst, best = a.get("worst_group") or {}, a.get("best_group") or {}
+            gap = _num(best.get("value")) - _num(worst.get("value"))
+            rows.append({
+                "attribute": attr, "accuracy": _pct(a.get("accuracy")), "abstain": _pct(a.get("abstain_rate")),
+                "ece": _pct(a.get("ece")), "within_range": _pct(a.get("within_range")) if a.get("within_range") else None,
+                "worst": f"{worst.get('group')}: {_pct(worst)}" if worst else MISSING,
+                "best": f"{best.get('group')}: {_pct(best)}" if best else MISSING,
+                "gap": f"{gap:.2f}" if math.isfinite(gap) else MISSING,
+            })
+        clf = audit.get("classifier") or {}
+        ctx["audit"] = {"source": audit.get("source"), "classifier": clf.get("id"), "n_audited": audit.get("n_audited"),
+                        "matches": bool(audit.get("matches_run_classifier")), "note": audit.get("note"), "rows": rows}
+    for r in doc.get("corrected") or []:
+        if r.get("group_by") not in ("all", "family"):
+            continue
+        ctx["corrected"].append({
+            "attribute": r.get("attribute"), "group": "all images" if r.get("group_by") == "all" else f"family {r.get('group')}",
+            "label": r.get("label") or MISSING,
+            "raw": fmt_estimate(r.get("raw"), r.get("raw_ci_low"), r.get("raw_ci_high")),
+            "corrected": fmt_estimate(r.get("corrected"), r.get("ci_low"), r.get("ci_high")),
+            "n": r.get("n_answered"), "note": r.get("note") or "",
+        })
+    for r in doc.get("agreement") or []:
+        if r.get("metric") != "kappa":
+            continue
+        ctx["agreement"].append({
+            "attribute": r.get("attribute"), "pair": f"{r.get('measurer_a')} vs {r.get('measurer_b')}",
+            "pairing": r.get("pairing"), "group": "overall" if r.get("group") is None else f"family {r.get('group')}",
+            "kappa": fmt_estimate(r.get("value"), r.get("ci_low"), r.get("ci_high"), r.get("n")),
+            "excluded": r.get("n_excluded"), "note": r.get("note") or "",
+        })
+    return ctx
 
 
 # --------------------------------------------------------------------------- rendering

@@ -1,0 +1,224 @@
+"""The instrument beside the estimate, end to end through the CLI: a second measurer on the same
+face crops, FairFace predictions imported from a CSV, a classifier audit on FACET people, and
+instrument.json (audit, corrected proportions, agreement) in the scored run and its report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from t2ibias.measure.fairface import AGE_BINS, CSV_COLUMNS
+from t2ibias.metrics.correction import corrected_proportions
+
+TINY = "tiny-random-clip"
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from t2ibias.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["t2ibias", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def face_run(tmp_path_factory):
+    from tests.run_fixtures import make_face_run
+
+    from t2ibias.measure.stage import measure_stage
+
+    run_dir, key = make_face_run(tmp_path_factory.mktemp("instrument") / "run")
+    measure_stage(run_dir, device="cpu")
+    return run_dir, key
+
+
+@pytest.fixture
+def run(face_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(face_run[0], target)
+    return target, face_run[1]
+
+
+def _instrument(run_dir: Path) -> dict:
+    return json.loads((run_dir / "instrument.json").read_text())
+
+
+def _fairface_csv(path: Path, key: str, gender: str = "Female") -> Path:
+    def onehot(n: int, i: int) -> str:
+        v = np.full(n, 0.02 / (n - 1), dtype=np.float32)
+        v[i] = 0.98
+        return np.array2string(v)
+
+    row = {"face_name_align": f"detected_faces/{key}_face0.jpg", "race": "East Asian", "race4": "Asian",
+           "gender": gender, "age": "30-39", "race_scores_fair": onehot(7, 3), "race_scores_fair_4": onehot(4, 2),
+           "gender_scores_fair": onehot(2, 1 if gender == "Female" else 0),
+           "age_scores_fair": onehot(9, AGE_BINS.index("30-39"))}
+    pd.DataFrame([row], columns=list(CSV_COLUMNS)).to_csv(path, index=False)
+    return path
+
+
+def test_second_measurer_on_the_same_crops_gives_agreement_rows(run, monkeypatch, capsys, one_torch_thread):
+    run_dir, face_key = run
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--also", "pixel-mst")
+    assert code == 0, err
+    measurers = json.loads((run_dir / "measurers.json").read_text())
+    assert {m["id"] for m in measurers.values()} >= {TINY, "pixel-mst"}
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
+    assert code == 0, err
+    doc = _instrument(run_dir)
+    rows = [r for r in doc["agreement"] if r["measurer_b"] == "pixel-mst"]
+    assert {r["attribute"] for r in rows} == {"skin_tone"}
+    overall = [r for r in rows if r["group"] is None]
+    assert overall and all(r["pairing"] == "same face crops" for r in rows)
+    # one face in the run (the astronaut): one pair, or none when either side abstained
+    assert {r["n"] + r["n_excluded"] for r in overall} == {1}
+
+
+def test_fairface_csv_import_and_agreement(run, monkeypatch, capsys, tmp_path, one_torch_thread):
+    run_dir, face_key = run
+    csv = _fairface_csv(tmp_path / "fairface.csv", face_key)
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
+    assert code == 0, err
+    assert "imported 1 FairFace faces" in err
+    from t2ibias.measure.stage import read_measurements, read_measurers
+
+    info = {fp: m for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv"}
+    assert len(info) == 1
+    meas = read_measurements(run_dir)
+    ff = meas[meas["measurer"] == next(iter(info))]
+    assert set(ff["key"]) == {face_key}
+    assert ff.set_index("attribute").loc["gender_presentation", "label"] == "fem"
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
+    assert code == 0, err
+    rows = [r for r in _instrument(run_dir)["agreement"] if r["measurer_b"] == "fairface-csv"]
+    assert {"gender_presentation", "age_group", "race", "race4"} <= {r["attribute"] for r in rows}
+    assert all(r["pairing"] == "images with exactly one face on both sides" for r in rows)
+    g = next(r for r in rows if r["attribute"] == "gender_presentation" and r["group"] is None and r["metric"] == "agreement")
+    clip = meas[(meas["measurer"] != next(iter(info))) & (meas["unit"] == "face") & (meas["attribute"] == "gender_presentation")]
+    clip_label = clip["label"].iloc[0]
+    if clip_label == "abstain":
+        assert g["n"] == 0
+    else:
+        assert g["n"] == 1 and g["value"] == float(clip_label == "fem")
+
+
+def test_bad_fairface_csv_is_one_line_and_loses_nothing(run, monkeypatch, capsys, tmp_path):
+    run_dir, face_key = run
+    before = (run_dir / "measurements.parquet").read_bytes()
+    csv = _fairface_csv(tmp_path / "bad.csv", face_key)
+    pd.read_csv(csv).drop(columns=["age"]).to_csv(csv, index=False)
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--fairface", str(csv))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "bad.csv" in err and "age" in err
+    assert (run_dir / "measurements.parquet").read_bytes() == before
+    other = _fairface_csv(tmp_path / "other.csv", "0" * 32)
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--fairface", str(other))
+    assert code == 2 and "not in this run" in err
+    assert (run_dir / "measurements.parquet").read_bytes() == before
+
+
+def test_unknown_second_measurer_is_refused(run, monkeypatch, capsys):
+    run_dir, _ = run
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--also", "mst-by-eye")
+    assert code == 2 and "pixel-mst" in err and len(err.strip().splitlines()) == 1
+
+
+def _audit_file(path: Path, counts: list[list[int]]) -> Path:
+    from t2ibias.measure.audit import SCHEMA
+
+    doc = {"schema": SCHEMA, "classifier": {"id": "x", "fingerprint": "not-this-one"},
+           "facet": {"n_audited": int(np.sum(counts))},
+           "attributes": {"gender_presentation": {
+               "facet_attribute": "gender_presentation", "labels": ["masc", "fem"],
+               "true_classes": ["masc", "fem", "non_binary", "na"],
+               "confusion": {"true": ["masc", "fem", "non_binary", "na"], "pred": ["masc", "fem", "abstain"],
+                             "counts": counts + [[0, 0, 0], [0, 0, 0]]},
+               "accuracy": {"value": 0.85, "n": 40, "ci_low": 0.7, "ci_high": 0.95}, "by_group": []}}}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_explicit_audit_of_another_classifier_is_shown_but_not_applied(run, monkeypatch, capsys, tmp_path):
+    run_dir, _ = run
+    audit = _audit_file(tmp_path / "audit.json", [[18, 2, 0], [4, 16, 0]])
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir), "--audit", str(audit))
+    assert code == 0, err
+    doc = _instrument(run_dir)
+    assert doc["audit"]["matches_run_classifier"] is False and doc["corrected"] == []
+    assert "no correction" in doc["audit"]["note"]
+
+
+def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys, tmp_path, one_torch_thread):
+    """`t2ibias audit` on FACET people, then the run measured with that classifier is corrected
+    by the registered audit: the corrected shares are those of inverting its confusion matrix."""
+    from tests.test_audit import build_fixture
+
+    run_dir, _ = run
+    facet = tmp_path / "facet"
+    build_fixture(facet)
+    out = tmp_path / "audit"
+    code, stdout, err = cli(monkeypatch, capsys, "audit", "--classifier", TINY, "--facet-root", str(facet),
+                            "--out", str(out), "--device", "cpu", "--n-boot", "50")
+    assert code == 0, err
+    assert (out / "audit.json").is_file() and (out / "audit.html").is_file()
+    audit = json.loads((out / "audit.json").read_text())
+    registered = Path((out / "registered.txt").read_text().strip())
+    assert json.loads(registered.read_text()) == audit
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
+    assert code == 0, err
+    doc = _instrument(run_dir)
+    assert doc["audit"]["matches_run_classifier"] is True
+    assert doc["audit"]["source"] == str(registered)
+    labels = pd.read_parquet(run_dir / "image_labels.parquet")
+    sub = labels[labels["attribute"] == "gender_presentation"]
+    observed = {lab: int((sub["label"] == lab).sum()) for lab in ("masc", "fem", "abstain")}
+    got = [r for r in doc["corrected"] if r["attribute"] == "gender_presentation" and r["group_by"] == "all"]
+    if sum(observed[k] for k in ("masc", "fem")) == 0:
+        assert got == []
+        return
+    try:
+        want = corrected_proportions(observed, audit["attributes"]["gender_presentation"], n_boot=0)
+    except Exception as exc:  # a random classifier can leave a true class without answers
+        assert got and got[0]["label"] is None and str(exc) in got[0]["note"]
+        return
+    assert [r["label"] for r in got] == [w["label"] for w in want]
+    for r, w in zip(got, want):
+        assert r["corrected"] == pytest.approx(w["corrected"]) and r["raw"] == pytest.approx(w["raw"])
+
+
+def test_correction_rows_match_the_inverse_of_a_given_audit(tmp_path):
+    from t2ibias.metrics.instrument import corrected_rows
+
+    audit = json.loads(_audit_file(tmp_path / "a.json", [[18, 2, 0], [4, 16, 0]]).read_text())
+    labels = pd.DataFrame({"key": ["a", "b", "c", "d"], "prompt_id": ["p"] * 4, "attribute": ["gender_presentation"] * 4,
+                           "label": ["masc", "masc", "fem", "abstain"]})
+    prompts = pd.DataFrame({"prompt_id": ["p"], "family": ["occupation"], "intervention": ["none"]})
+    rows = corrected_rows(labels, prompts, audit, n_boot=200)
+    allrows = {r["label"]: r for r in rows if r["group_by"] == "all"}
+    # P(pred|true) = [[.9,.1],[.2,.8]]; q = (2/3, 1/3): masc = (q_m - 0.2) / 0.7
+    assert allrows["masc"]["corrected"] == pytest.approx((2 / 3 - 0.2) / 0.7)
+    assert allrows["masc"]["n_abstain"] == 1 and allrows["masc"]["raw"] == pytest.approx(2 / 3)
+    assert allrows["masc"]["ci_low"] <= allrows["masc"]["corrected"] <= allrows["masc"]["ci_high"]
+    assert {r["group_by"] for r in rows} == {"all", "intervention"}  # one family: no family split
+
+
+def test_report_shows_the_instrument(run, monkeypatch, capsys, tmp_path):
+    run_dir, _ = run
+    audit = _audit_file(tmp_path / "audit.json", [[18, 2, 0], [4, 16, 0]])
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir), "--audit", str(audit))
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "report", str(run_dir))
+    assert code == 0, err
+    html = (run_dir / "report.html").read_text()
+    assert "Measurement instrument" in html and "audit of another classifier" in html
