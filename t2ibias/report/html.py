@@ -470,7 +470,8 @@ def _instrument_context(doc: Any, classifier_id: Any) -> dict:
             "label": r.get("label") or MISSING,
             "raw": fmt_estimate(r.get("raw"), r.get("raw_ci_low"), r.get("raw_ci_high")),
             "corrected": fmt_estimate(r.get("corrected"), r.get("ci_low"), r.get("ci_high")),
-            "n": r.get("n_answered"), "note": r.get("note") or "",
+            "n": r.get("n_answered"), "note": r.get("note") or "", "unstable": bool(r.get("ill_conditioned")),
+            "corrected_ok": r.get("label") is not None,
         })
     for r in doc.get("agreement") or []:
         if r.get("metric") != "kappa":
