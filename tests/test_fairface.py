@@ -73,7 +73,10 @@ def _predict_py_frame() -> pd.DataFrame:
 
 
 def _write(frame: pd.DataFrame, path: Path) -> Path:
-    frame.to_csv(path, index=False)  # str(ndarray) as predict.py gets it: wrapped over lines
+    # str(ndarray) as predict.py gets it with numpy's default print options: wrapped over lines
+    # (importing ultralytics widens numpy's line width for the whole process)
+    with np.printoptions(linewidth=75, precision=8, suppress=False, floatmode="maxprec"):
+        frame.to_csv(path, index=False)
     return path
 
 

@@ -159,7 +159,7 @@ def test_explicit_audit_of_another_classifier_is_shown_but_not_applied(run, monk
     assert "no correction" in doc["audit"]["note"]
 
 
-def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys, tmp_path, one_torch_thread):
+def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys, tmp_path, one_torch_thread, request):
     """`t2ibias audit` on FACET people, then the run measured with that classifier is corrected
     by the registered audit: the corrected shares are those of inverting its confusion matrix."""
     from tests.test_audit import build_fixture
@@ -174,6 +174,7 @@ def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys
     assert (out / "audit.json").is_file() and (out / "audit.html").is_file()
     audit = json.loads((out / "audit.json").read_text())
     registered = Path((out / "registered.txt").read_text().strip())
+    request.addfinalizer(registered.unlink)  # later tests score tiny-random-clip runs without an audit
     assert json.loads(registered.read_text()) == audit
     code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
     assert code == 0, err

@@ -290,13 +290,15 @@ def _rng(base_seed: int, *parts: str) -> np.random.Generator:
 
 
 def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any], ci_method: str = "percentile") -> list[dict[str, Any]]:
+    """Metric rows for every attribute of the run's classifier that ``labels`` holds."""
     if ci_method not in CI_METHODS:
         raise UserError(f"--ci {ci_method}: unknown interval method (use {' or '.join(CI_METHODS)})")
     cspec = resolve_classifier_spec(spec["classifier"]["id"])
     order = list(prompts["prompt_id"])
     base_seed = int(spec.get("base_seed", 0))
     rows: list[dict[str, Any]] = []
-    for axis in [a for a in cspec.attributes if a != PERSON_ATTRIBUTE]:
+    present = set(labels["attribute"])
+    for axis in [a for a in cspec.attributes if a != PERSON_ATTRIBUTE and a in present]:
         class_labels = list(cspec.attributes[axis].labels)
         bins = class_labels + list(BINS)
         sub = labels[labels["attribute"] == axis]
