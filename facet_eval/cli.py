@@ -75,11 +75,15 @@ def _person_predictions(task: str, data, out: Path, model: str | None, predictio
     return preds, run
 
 
-def _write_run(out: Path, run: dict, seed: int) -> None:
+def _finish(rows: list, out: Path, run: dict, seed: int) -> None:
+    """Write metrics.json, metrics.csv and run.json, print the summary."""
+    from facet_eval.detection import write_outputs
     from t2ibias.store.image_store import atomic_write_text
 
+    write_outputs(rows, out)
     run["seed"] = seed
     atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
 
 
 @app.command()
@@ -96,15 +100,12 @@ def detect(
 ) -> None:
     """Class-agnostic person detection: AR50, AR75, mAR per group, per class, with disparities."""
     from facet_eval.data import load_facet
-    from facet_eval.detection import evaluate_detection, write_outputs
+    from facet_eval.detection import evaluate_detection
 
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     preds, run = _person_predictions("detection", data, out, model, predictions, device, batch_size, person_class)
-    rows = evaluate_detection(data, preds, intersections=pairs, seed=seed)
-    write_outputs(rows, out)
-    _write_run(out, run, seed)
-    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
+    _finish(evaluate_detection(data, preds, intersections=pairs, seed=seed), out, run, seed)
 
 
 @app.command()
@@ -121,7 +122,6 @@ def segment(
 ) -> None:
     """Class-agnostic person segmentation (mask IoU, people with a person mask only): AR50, AR75, mAR per group."""
     from facet_eval.data import load_facet
-    from facet_eval.detection import write_outputs
     from facet_eval.segmentation import evaluate_segmentation
 
     pairs = _parse_intersect(intersect)
@@ -129,10 +129,7 @@ def segment(
     if not data.masks:
         raise UserError(f"{facet_root / 'annotations' / 'coco_masks.json'}: no person masks found (segmentation needs the release's coco_masks.json)")
     preds, run = _person_predictions("segmentation", data, out, model, predictions, device, batch_size, person_class)
-    rows = evaluate_segmentation(data, preds, intersections=pairs, seed=seed)
-    write_outputs(rows, out)
-    _write_run(out, run, seed)
-    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
+    _finish(evaluate_segmentation(data, preds, intersections=pairs, seed=seed), out, run, seed)
 
 
 @app.command()

@@ -40,6 +40,7 @@ import numpy as np
 
 from facet_eval.data import FacetData
 from t2ibias.errors import UserError
+from t2ibias.fingerprint import file_sha256
 
 MAX_DETS = 100
 TASKS = ("detection", "segmentation")
@@ -335,7 +336,7 @@ def _open_ultralytics(model: str, task: str, device: str, person_class: int | No
 
     weights_file = Path(getattr(yolo, "ckpt_path", None) or (path if local else ""))
     params = {"library": "ultralytics", "weights": str(path.resolve()) if local else model,
-              "weights_sha256": _sha256(weights_file) if weights_file.is_file() else None,
+              "weights_sha256": file_sha256(weights_file) if weights_file.is_file() else None,
               "model_task": yolo.task, "person_class": cls, "person_class_name": names[cls],
               "conf": 0.0, "max_det": MAX_DETS, "imgsz": yolo.overrides.get("imgsz"),
               "retina_masks": task == "segmentation"}
@@ -420,7 +421,7 @@ def _open_torchvision(model: str, task: str, device: str, person_class: int | No
     params: dict[str, Any] = {
         "library": "torchvision", "architecture": name,
         "weights": f"{weights_enum}.COCO_V1" if weights_path is None else str(weights_path.resolve()),
-        "weights_sha256": None if weights_path is None else _sha256(weights_path),
+        "weights_sha256": None if weights_path is None else file_sha256(weights_path),
         "num_classes": num_classes, "person_label": label, "box_score_thresh": 0.0, "max_person_detections": MAX_DETS,
     }
     if task == "segmentation":
@@ -438,14 +439,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_state_dict(model: str, path: Path) -> dict[str, Any]:

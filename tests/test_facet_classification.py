@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +23,9 @@ from facet_eval.classification import (
 from facet_eval.data import load_facet
 from t2ibias.errors import UserError
 from tests.facet_fixtures import FULL, person, write_facet, write_images
+from tests.test_facet_cli import run
 
 SMALL = [10, 10, 50, 50]
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from facet_eval.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["facet-eval", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _row(rows, metric, attribute, group, cls=None):

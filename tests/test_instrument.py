@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,9 @@ import pytest
 
 from t2ibias.measure.fairface import AGE_BINS, CSV_COLUMNS
 from t2ibias.metrics.correction import corrected_proportions
+from tests.test_cli import in_process as cli
 
 TINY = "tiny-random-clip"
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from t2ibias.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["t2ibias", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,6 @@ same bootstrap as matrix products in seconds.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -60,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from t2ibias.errors import UserError
+from t2ibias.fingerprint import file_sha256
 from t2ibias.metrics.bootstrap import MIN_N, percentile_intervals
 from t2ibias.store.image_store import atomic_write_text
 
@@ -409,12 +409,6 @@ def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_input
 # --------------------------------------------------------------------------- the audit
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
@@ -661,7 +655,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
         "classifier": {"id": str(classifier_id), "fingerprint": str(fingerprint)},
         "facet": {
             "root": str(facet.root),
-            "annotations_sha256": _sha256(facet.root / "annotations" / "annotations.csv"),
+            "annotations_sha256": file_sha256(facet.root / "annotations" / "annotations.csv"),
             "n_people": int(len(people)),
             "n_audited": int(len(audited)),
             "n_skipped": int(sum(skipped.values())),

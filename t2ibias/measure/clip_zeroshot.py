@@ -105,7 +105,7 @@ def weights_identity(spec: ClassifierSpec, weights: str | None) -> str:
     stat = path.stat()
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _HASHES:
-        from t2ibias.measure.gate import file_sha256
+        from t2ibias.fingerprint import file_sha256
 
         _HASHES[memo] = file_sha256(path)
     return f"sha256:{_HASHES[memo]}"

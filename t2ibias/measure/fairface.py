@@ -25,7 +25,6 @@ Attributes and their labels (t2ibias names, all perceived):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -35,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
+from t2ibias.fingerprint import file_sha256, fingerprint
 from t2ibias.measure.clip_zeroshot import Prediction
 
 # FairFace's label orders (the order of its output units and of its score arrays) → t2ibias labels.
@@ -295,19 +294,13 @@ def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fairface_csv_fingerprint(path: str | Path) -> str:
     """Measurer id of a FairFace CSV: its content hash and the label mapping (not its path or time)."""
     path = Path(path)
     try:
-        digest = _sha256_file(path)
+        digest = file_sha256(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc}; pass the CSV FairFace's predict.py wrote)") from None
     return fingerprint({"measurer": "fairface-csv", "sha256": digest, "attributes": ATTRIBUTE_LABELS, "age_group": AGE_GROUP_SHARES})
@@ -375,7 +368,7 @@ class FairFaceResNet34:
 
         if self._sha256 is None:
             try:
-                self._sha256 = _sha256_file(self.checkpoint)
+                self._sha256 = file_sha256(self.checkpoint)
             except OSError as exc:
                 raise UserError(f"{self.checkpoint}: cannot read ({exc.strerror or exc}; {_CHECKPOINT_FIX})") from None
         return fingerprint({

@@ -10,7 +10,6 @@ searched inside each person box, and an image with no person box counts as showi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
+from t2ibias.fingerprint import file_sha256, fingerprint
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,6 @@ class HaarFaceGate:
         return {"kind": "haar", **asdict(self)}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
