@@ -123,7 +123,7 @@ def corrected_rows(labels: pd.DataFrame, prompts: pd.DataFrame, audit: dict[str,
             continue
         audit_labels = [p for p in entry["confusion"]["pred"] if p != ABSTAIN]
         for group_by, group, mask in _groupings(sub, prompts):
-            chosen = sub[mask.reindex(sub.index, fill_value=False)]
+            chosen = sub[mask]
             counts = chosen["label"].value_counts()
             observed = {lab: int(counts.get(lab, 0)) for lab in audit_labels}
             observed[ABSTAIN] = int(counts.get(ABSTAIN, 0))
