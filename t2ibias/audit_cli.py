@@ -35,6 +35,7 @@ def audit(
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Crops per classifier call.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample and of the bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option("--n-boot", metavar="N", help="Bootstrap resamples for the intervals.")] = 1000,
+    crops: Annotated[str, typer.Option("--crops", metavar="face|person", help="What the classifier sees: the largest face the run's face gate finds in each person's box (as `t2ibias measure` labels images; no face = abstention), or the whole padded person box.")] = "face",
     engine: Annotated[str, typer.Option("--engine", metavar="vectorized|fairlearn", help="How intervals are drawn: the same all-rows bootstrap as matrix products (fast), or fairlearn MetricFrame refits (slow).")] = "vectorized",
 ) -> None:
     """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
@@ -42,9 +43,12 @@ def audit(
     then shows the audit and confusion-corrected proportions beside the raw ones."""
     from t2ibias.generation.diffusers_adapter import resolve_device
     from t2ibias.measure.audit import run_audit
+    from t2ibias.measure.gate import HaarFaceGate
     from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
     from t2ibias.store.image_store import atomic_write_text
 
+    if crops not in ("face", "person"):
+        raise UserError(f"--crops: {crops!r} (use face or person)")
     if n_boot < 0:
         raise UserError(f"--n-boot: {n_boot} (use 0 for no intervals, or e.g. 1000)")
     predictor = resolve_measurer(classifier, resolve_device(device))
@@ -57,12 +61,16 @@ def audit(
             step["next"] = done + max(1, total // 10)
 
     result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
-                       limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine)
+                       limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine,
+                       face_gate=HaarFaceGate() if crops == "face" else None)
     target = registered_audit_path(fp)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "audit.json", target.with_suffix(".tmp"))
     target.with_suffix(".tmp").replace(target)
     atomic_write_text(out / "registered.txt", f"{target}\n")
+    if crops == "face":
+        facet = result["facet"]
+        typer.echo(f"no face found for {facet['n_no_face']} of {facet['n_audited']} people (counted as abstentions)")
     for attr, entry in result["attributes"].items():
         acc = entry.get("accuracy") or {}
         value = acc.get("value")

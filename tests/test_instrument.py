@@ -156,7 +156,7 @@ def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys
     build_fixture(facet)
     out = tmp_path / "audit"
     code, stdout, err = cli(monkeypatch, capsys, "audit", "--classifier", TINY, "--facet-root", str(facet),
-                            "--out", str(out), "--device", "cpu", "--n-boot", "50")
+                            "--out", str(out), "--device", "cpu", "--n-boot", "50", "--crops", "person")
     assert code == 0, err
     assert (out / "audit.json").is_file() and (out / "audit.html").is_file()
     audit = json.loads((out / "audit.json").read_text())
@@ -210,3 +210,48 @@ def test_report_shows_the_instrument(run, monkeypatch, capsys, tmp_path):
     assert code == 0, err
     html = (run_dir / "report.html").read_text()
     assert "Measurement instrument" in html and "audit of another classifier" in html
+
+
+def test_audit_on_face_crops_sees_the_face_the_measure_stage_would(tmp_path, monkeypatch, capsys):
+    """With face crops the classifier sees the largest face in each person box (padded as the
+    measure stage pads it); a person with no face found is an abstention, not a skip."""
+    import json as _json
+
+    from PIL import Image
+    from skimage import data as skdata
+
+    from t2ibias.measure.audit import run_audit
+    from t2ibias.measure.clip_zeroshot import Prediction
+    from t2ibias.measure.gate import HaarFaceGate
+    from tests.facet_fixtures import person, write_facet
+
+    root = tmp_path / "facet"
+    people = [person(1, 1, [100, 20, 300, 490], gender_presentation_fem=1),
+              person(2, 2, [10, 10, 200, 200], gender_presentation_masc=1)]
+    write_facet(root, people, [1, 2])
+    coco = _json.loads((root / "annotations" / "coco_boxes.json").read_text())
+    for im in coco["images"]:
+        im["width"], im["height"] = 512, 512
+    (root / "annotations" / "coco_boxes.json").write_text(_json.dumps(coco))
+    (root / "imgs_1").mkdir()
+    Image.fromarray(skdata.astronaut()).save(root / "imgs_1" / "sa_1.jpg")
+    Image.new("RGB", (512, 512), (40, 120, 200)).save(root / "imgs_1" / "sa_2.jpg")
+
+    class Recorder:
+        id, fingerprint, seen = "recorder", "rec", []
+
+        def measure(self, crops):
+            self.seen.extend(c.size for c in crops)
+            return [{"gender_presentation": Prediction("fem", "fem", 0.9, 0.8, {"masc": 0.1, "fem": 0.9})} for _ in crops]
+
+    rec = Recorder()
+    result = run_audit(rec, root, tmp_path / "out", classifier_id="recorder", fingerprint="rec", n_boot=0,
+                       face_gate=HaarFaceGate())
+    assert len(rec.seen) == 1  # only the astronaut's face
+    w, h = rec.seen[0]
+    assert 120 <= w <= 160 and 120 <= h <= 160  # a ~93 px face padded by 0.25 on each side
+    assert result["facet"]["n_no_face"] == 1 and result["facet"]["n_audited"] == 2
+    g = result["attributes"]["gender_presentation"]
+    assert g["n_no_prediction"] == 1
+    assert g["confusion"]["counts"][:2] == [[0, 0, 1], [0, 1, 0]]  # masc person: no face → abstain
+    assert result["settings"]["crops"].startswith("largest face")

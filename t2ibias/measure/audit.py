@@ -429,8 +429,15 @@ def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
 
 
 def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
-             progress: Callable[[int, int], None] | None) -> tuple[list[dict[str, Any]], np.ndarray, int]:
-    """Predictions for people ``order`` (row indices), image by image; also which got no crop."""
+             progress: Callable[[int, int], None] | None,
+             face_gate: Any = None) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
+    """Predictions for people ``order`` (row indices), image by image; also which got no crop.
+
+    With ``face_gate`` (anything with ``detect(image)`` largest first and ``crop(image, box)``)
+    the predictor sees the largest face found in each person crop, as the measure stage does; a
+    person with no face found gets no answer (an abstention). Returns the predictions, the
+    people whose box lies outside the image, the number of rescaled images and of people with
+    no face found."""
     from PIL import Image
 
     paths = facet.image_paths()
@@ -441,6 +448,7 @@ def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
     pending: list[tuple[int, Any]] = []
     done = 0
     n_rescaled = 0
+    n_no_face = 0
 
     def flush() -> None:
         nonlocal done
@@ -475,11 +483,21 @@ def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
                 if cb is None:
                     outside[k] = True
                     continue
-                pending.append((int(k), im.crop(cb)))
+                crop = im.crop(cb)
+                if face_gate is not None:
+                    faces = face_gate.detect(crop)
+                    face = face_gate.crop(crop, faces[0]) if faces else None
+                    if face is None or face.width == 0 or face.height == 0:
+                        preds[k] = {}
+                        n_no_face += 1
+                        done += 1
+                        continue
+                    crop = face
+                pending.append((int(k), crop))
                 if len(pending) >= batch_size:
                     flush()
         flush()
-    return preds, outside, n_rescaled  # type: ignore[return-value]
+    return preds, outside, n_rescaled, n_no_face  # type: ignore[return-value]
 
 
 def _pred_fields(p: Any) -> tuple[str, str, float, dict[str, float]]:
@@ -497,7 +515,7 @@ def _pred_fields(p: Any) -> tuple[str, str, float, dict[str, float]]:
 def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, classifier_id: str, fingerprint: str,
               limit: int | None = None, batch_size: int = 32, seed: int = 0, n_boot: int = 1000,
               progress: Callable[[int, int], None] | None = None, confidence: float = 0.95,
-              min_n: int = MIN_N, engine: str = "fairlearn") -> dict[str, Any]:
+              min_n: int = MIN_N, engine: str = "fairlearn", face_gate: Any = None) -> dict[str, Any]:
     """Audit ``predictor`` on the people of the FACET release at ``facet_root``; write
     ``audit.json``, ``audit.csv``, ``confusion_<attribute>.csv``, ``predictions.csv`` and
     ``audit.html`` into ``out_dir`` and return the audit.json content (NaN as float; the file
@@ -507,6 +525,8 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     release order; ``seed`` also seeds the bootstrap. ``progress(done, total)`` is called after
     each batch of ``batch_size`` crops. ``engine`` picks how intervals are drawn (see
     :func:`metric_rows`): ``"fairlearn"`` (MetricFrame's bootstrap) or ``"vectorized"``.
+    ``face_gate`` audits on the largest face found in each person crop (how the measure stage
+    labels an image) instead of the person crop; people with no face found count as abstentions.
     """
     from facet_eval.data import load_facet
 
@@ -528,7 +548,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     if len(eligible) == 0:
         raise UserError(f"{facet.root}: no person to audit (every person is visible_minimal only or has an empty box)")
 
-    preds, outside, n_rescaled = _measure(predictor, facet, eligible, batch_size, progress)
+    preds, outside, n_rescaled, n_no_face = _measure(predictor, facet, eligible, batch_size, progress, face_gate)
     reason[eligible[outside]] = "box_outside_image"
     audited = eligible[~outside]
     preds = [p for p, o in zip(preds, outside) if not o]
@@ -662,8 +682,11 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             "skipped": skipped,
             "n_not_sampled": int(len(people) - len(audited) - sum(skipped.values())),
             "n_images_rescaled": int(n_rescaled),
+            "n_no_face": int(n_no_face),
         },
-        "settings": {"limit": limit, "seed": int(seed), "n_boot": int(n_boot), "batch_size": int(batch_size),
+        "settings": {"crops": "person" if face_gate is None else "largest face in the person crop",
+                     "face_gate": None if face_gate is None else face_gate.config(),
+                     "limit": limit, "seed": int(seed), "n_boot": int(n_boot), "batch_size": int(batch_size),
                      "confidence": float(confidence), "min_n": int(min_n), "padding": PADDING,
                      "engine": engine, "interval": "percentile bootstrap, all rows resampled together"},
         "versions": _versions(),
