@@ -227,7 +227,9 @@ def test_audit_on_face_crops_sees_the_face_the_measure_stage_would(tmp_path, mon
 
     root = tmp_path / "facet"
     people = [person(1, 1, [100, 20, 300, 490], gender_presentation_fem=1),
-              person(2, 2, [10, 10, 200, 200], gender_presentation_masc=1)]
+              person(2, 2, [10, 10, 200, 200], gender_presentation_masc=1),
+              # a neighbour right of the astronaut's face: her face is in the padded box, not in his
+              person(3, 1, [240, 40, 260, 400], gender_presentation_masc=1)]
     write_facet(root, people, [1, 2])
     coco = _json.loads((root / "annotations" / "coco_boxes.json").read_text())
     for im in coco["images"]:
@@ -250,8 +252,8 @@ def test_audit_on_face_crops_sees_the_face_the_measure_stage_would(tmp_path, mon
     assert len(rec.seen) == 1  # only the astronaut's face
     w, h = rec.seen[0]
     assert 120 <= w <= 160 and 120 <= h <= 160  # a ~93 px face padded by 0.25 on each side
-    assert result["facet"]["n_no_face"] == 1 and result["facet"]["n_audited"] == 2
+    assert result["facet"]["n_no_face"] == 2 and result["facet"]["n_audited"] == 3
     g = result["attributes"]["gender_presentation"]
-    assert g["n_no_prediction"] == 1
-    assert g["confusion"]["counts"][:2] == [[0, 0, 1], [0, 1, 0]]  # masc person: no face → abstain
+    assert g["n_no_prediction"] == 2
+    assert g["confusion"]["counts"][:2] == [[0, 0, 2], [0, 1, 0]]  # masc people: no own face → abstain
     assert result["settings"]["crops"].startswith("largest face")

@@ -434,7 +434,8 @@ def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
     """Predictions for people ``order`` (row indices), image by image; also which got no crop.
 
     With ``face_gate`` (anything with ``detect(image)`` largest first and ``crop(image, box)``)
-    the predictor sees the largest face found in each person crop, as the measure stage does; a
+    the predictor sees the largest face centred inside each person's box, as the measure stage
+    labels an image by its largest face; a
     person with no face found gets no answer (an abstention). Returns the predictions, the
     people whose box lies outside the image, the number of rescaled images and of people with
     no face found."""
@@ -485,7 +486,11 @@ def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
                     continue
                 crop = im.crop(cb)
                 if face_gate is not None:
-                    faces = face_gate.detect(crop)
+                    # the largest face whose centre lies in the person's own (unpadded) box,
+                    # not a neighbour's face that the padding brought in
+                    bx, by = box[0] - cb[0], box[1] - cb[1]
+                    faces = [f for f in face_gate.detect(crop)
+                             if bx <= f.x + f.w / 2 <= bx + box[2] and by <= f.y + f.h / 2 <= by + box[3]]
                     face = face_gate.crop(crop, faces[0]) if faces else None
                     if face is None or face.width == 0 or face.height == 0:
                         preds[k] = {}
