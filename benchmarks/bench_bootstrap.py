@@ -40,7 +40,7 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2ibias.metrics.bootstrap import (
+from t2ibias.stats.bootstrap import (
     group_intervals,
     percentile_interval,
     pooled_replicates,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2ibias.metrics.bootstrap import percentile_interval, resample_clusters, resample_counts
+from t2ibias.stats.bootstrap import percentile_interval, resample_clusters, resample_counts
 from t2ibias.metrics.score import BINS, ROW_KEYS, _group_rows, compute_metrics
 from t2ibias.metrics.skew import SKEW_METRICS, normalized_entropy, proportions, total_variation_uniform
 

@@ -1,5 +1,4 @@
-"""Reference-based skew, peers' legacy metrics, BCa intervals, the minimum-n policy and
-disaggregated performance (offline, no models)."""
+"""Reference-based skew, peers' legacy metrics, BCa intervals and the minimum-n policy (offline, no models)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import scipy.stats
 
 from t2ibias.errors import UserError
 from t2ibias.metrics import legacy
-from t2ibias.metrics.bootstrap import (
+from t2ibias.stats.bootstrap import (
     MIN_N,
     acceleration,
     bca_interval,
@@ -27,7 +26,6 @@ from t2ibias.metrics.bootstrap import (
     resample_counts,
     resample_counts_many,
 )
-from t2ibias.metrics.disaggregated import by_group, fairlearn_has_bootstrap
 from t2ibias.metrics.skew import (
     EXTRA_SKEW_METRICS,
     SKEW_METRICS,
@@ -530,117 +528,3 @@ def test_gap_or_nan_minimum_n_policy():
     assert gap_or_nan(0.8, 12, 0.6, 30, min_n=10) == (pytest.approx(0.2), "")
     value, note = gap_or_nan(math.nan, 80, 0.6, 80, names=("X", "Y"))
     assert math.isnan(value) and note == "no value for group X"
-
-
-# -- disaggregated performance ----------------------------------------------------------------------
-
-def _audit_data():
-    """Hand-built audit: per group, (rows, correct, positives, true positives)."""
-    spec = {"A": (100, 80, 60, 45), "B": (60, 30, 50, 20), "C": (20, 18, 10, 9)}
-    yt, yp, g = [], [], []
-    for name, (rows, correct, pos, tp) in spec.items():
-        neg = rows - pos
-        fn_ = pos - tp
-        tn = correct - tp  # correct negatives
-        fp = neg - tn
-        yt += [1] * tp + [1] * fn_ + [0] * tn + [0] * fp
-        yp += [1] * tp + [0] * fn_ + [0] * tn + [1] * fp
-        g += [name] * rows
-    return np.array(yt), np.array(yp), np.array(g)
-
-
-ENGINE_FOR_POINTS = ["vectorized"] + (["fairlearn"] if fairlearn_has_bootstrap() else [])
-
-
-@pytest.mark.parametrize("engine", ENGINE_FOR_POINTS)
-def test_by_group_hand_counts(engine):
-    yt, yp, g = _audit_data()
-    acc = by_group(yt, yp, g, "accuracy", n_resamples=40, engine=engine)
-    t = acc.table.set_index("group")
-    np.testing.assert_allclose(t["value"], [0.8, 0.5, 0.9])
-    assert list(t["n"]) == [100, 60, 20] and list(t["n_group"]) == [100, 60, 20]
-    assert t.loc["C", "note"] == "n=20 < 50: not compared" and t.loc["A", "note"] == ""
-    assert acc.overall == pytest.approx(128 / 180)
-    # C (n = 20) is left out: difference over A and B only
-    d, r = acc.difference(), acc.ratio()
-    assert d["value"] == pytest.approx(0.3) and r["value"] == pytest.approx(0.5 / 0.8)
-    assert d["groups"] == ["A", "B"] and "n=20 < 50 for group C" in d["note"]
-    assert d["ci_low"] <= d["value"] <= d["ci_high"]
-    rec = by_group(yt, yp, g, "recall", n_resamples=40, engine=engine)
-    t = rec.table.set_index("group")
-    np.testing.assert_allclose(t["value"], [0.75, 0.4, 0.9])
-    assert list(t["n"]) == [60, 50, 10]  # recall averages over the positives
-    assert rec.difference()["value"] == pytest.approx(0.35)
-    assert rec.ratio()["value"] == pytest.approx(0.4 / 0.75)
-    assert (rec.table["ci_low"] <= rec.table["value"]).all() and (rec.table["value"] <= rec.table["ci_high"]).all()
-
-
-def test_by_group_point_values_match_fairlearn_with_sklearn_metrics():
-    from fairlearn.metrics import MetricFrame
-    from sklearn.metrics import accuracy_score, recall_score
-
-    rng = np.random.default_rng(21)
-    n = 900
-    yt = rng.integers(0, 2, n)
-    yp = np.where(rng.random(n) < 0.75, yt, 1 - yt)
-    g = rng.choice(["x", "y", "z"], n, p=[0.5, 0.3, 0.2])
-    for metric, sk in (("accuracy", accuracy_score), ("recall", recall_score)):
-        ours = by_group(yt, yp, g, metric, n_resamples=20, engine="vectorized")
-        frame = MetricFrame(metrics=sk, y_true=yt, y_pred=yp, sensitive_features=g)
-        np.testing.assert_allclose(ours.table["value"], frame.by_group.to_numpy())
-        assert ours.difference()["value"] == pytest.approx(frame.difference())
-        assert ours.ratio()["value"] == pytest.approx(frame.ratio())
-        assert ours.overall == pytest.approx(frame.overall)
-
-
-@pytest.mark.skipif(not fairlearn_has_bootstrap(), reason="this fairlearn's MetricFrame has no bootstrap")
-def test_fairlearn_engine_uses_metricframes_own_bootstrap_and_agrees_with_vectorized():
-    from fairlearn.metrics import MetricFrame
-
-    rng = np.random.default_rng(22)
-    n = 800
-    yt = rng.integers(0, 2, n)
-    yp = np.where(rng.random(n) < 0.8, yt, 1 - yt)
-    g = rng.choice(["p", "q"], n, p=[0.6, 0.4])
-    fl = by_group(yt, yp, g, "accuracy", n_resamples=100, seed=5)
-    assert fl.engine == "fairlearn"
-    frame = MetricFrame(metrics=lambda a, b: float(np.mean(a == b)), y_true=yt, y_pred=yp, sensitive_features=g,
-                        n_boot=100, ci_quantiles=[0.025, 0.975], random_state=5)
-    np.testing.assert_allclose(fl.table["ci_low"], frame.by_group_ci[0].to_numpy())
-    np.testing.assert_allclose(fl.table["ci_high"], frame.by_group_ci[1].to_numpy())
-    assert fl.difference()["ci_low"] == pytest.approx(frame.difference_ci()[0])
-    assert fl.ratio()["ci_high"] == pytest.approx(frame.ratio_ci()[1])
-    vec = by_group(yt, yp, g, "accuracy", n_resamples=4000, seed=5, engine="vectorized")
-    np.testing.assert_allclose(vec.table["ci_low"], fl.table["ci_low"], atol=0.025)
-    np.testing.assert_allclose(vec.table["ci_high"], fl.table["ci_high"], atol=0.025)
-    assert vec.difference()["ci_high"] == pytest.approx(fl.difference()["ci_high"], abs=0.03)
-
-
-def test_by_group_with_fewer_than_two_comparable_groups_has_nan_summaries():
-    yt, yp, g = _audit_data()
-    keep = g != "A"
-    out = by_group(yt[keep], yp[keep], g[keep], "recall", n_resamples=50, engine="vectorized")
-    # B has 50 positives (comparable), C 10 (not): nothing to compare B with
-    d = out.difference()
-    assert math.isnan(d["value"]) and math.isnan(d["ci_low"])
-    assert "n=10 < 50 for group C" in d["note"] and "fewer than two groups" in d["note"]
-    assert math.isnan(out.ratio()["value"])
-    everything = by_group(yt, yp, g, "recall", n_resamples=50, engine="vectorized", min_n=5)
-    assert everything.difference()["groups"] == ["A", "B", "C"] and everything.difference()["note"] == ""
-    assert everything.difference()["value"] == pytest.approx(0.9 - 0.4)
-
-
-def test_by_group_vectorized_is_seeded_and_validates_input():
-    yt, yp, g = _audit_data()
-    a = by_group(yt, yp, g, n_resamples=200, seed=1, engine="vectorized").table
-    b = by_group(yt, yp, g, n_resamples=200, seed=1, engine="vectorized").table
-    c = by_group(yt, yp, g, n_resamples=200, seed=2, engine="vectorized").table
-    pd.testing.assert_frame_equal(a, b)
-    assert not a["ci_low"].equals(c["ci_low"])
-    assert list(a.columns) == ["group", "value", "ci_low", "ci_high", "n", "n_group", "note"]
-    with pytest.raises(ValueError, match="unknown metric"):
-        by_group(yt, yp, g, "precision")
-    with pytest.raises(ValueError, match="unknown engine"):
-        by_group(yt, yp, g, engine="gpu")
-    with pytest.raises(ValueError, match="same length"):
-        by_group(yt, yp[:-1], g)

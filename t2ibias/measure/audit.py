@@ -60,7 +60,7 @@ import pandas as pd
 
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256
-from t2ibias.metrics.bootstrap import MIN_N, percentile_intervals
+from t2ibias.stats.bootstrap import MIN_N, percentile_intervals
 from t2ibias.store.image_store import atomic_write_text
 
 SCHEMA = "t2ibias-audit/1"

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from t2ibias.errors import UserError
-from t2ibias.metrics.bootstrap import percentile_intervals
+from t2ibias.stats.bootstrap import percentile_intervals
 
 ABSTAIN = "abstain"
 REQUIRED = ("unit", "label_a", "label_b")

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from t2ibias.errors import UserError
-from t2ibias.metrics.bootstrap import percentile_intervals
+from t2ibias.stats.bootstrap import percentile_intervals
 
 ABSTAIN = "abstain"
 COND_LIMIT = 100.0

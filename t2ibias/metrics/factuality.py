@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from t2ibias.errors import UserError
-from t2ibias.metrics.bootstrap import percentile_interval
+from t2ibias.stats.bootstrap import percentile_interval
 from t2ibias.prompts.dofair import LABEL_ALIASES, LABELS
 
 AXES = tuple(LABELS)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.metrics.bootstrap import percentile_interval
+from t2ibias.stats.bootstrap import percentile_interval
 
 METRIC = "location_distance"
 DEFINITION = (

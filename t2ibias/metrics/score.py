@@ -27,7 +27,7 @@ from t2ibias.measure.clip_zeroshot import ABSTAIN
 from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements, run_has_person_detector, run_measurer
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
-from t2ibias.metrics.bootstrap import bca_interval, percentile_interval, pooled_replicates, resample_counts
+from t2ibias.stats.bootstrap import bca_interval, percentile_interval, pooled_replicates, resample_counts
 from t2ibias.metrics import legacy
 from t2ibias.metrics.skew import EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions, total_variation
 from t2ibias.run import image_jobs, read_prompts, read_spec

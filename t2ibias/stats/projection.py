@@ -1,0 +1,133 @@
+"""Intervals for skew statistics that stay valid at and near balance.
+
+A bootstrap of total variation, entropy or a max–min gap cannot reach the boundary: at exact
+balance every resample is at least as skewed as the truth, so the interval excludes the true 0.
+Here the interval of a statistic f(p) is the projection of a simultaneous confidence region for the
+label shares p: [min f, max f] over the region. Whatever p is, the region holds it with probability
+at least the confidence level, and then f(p) lies in the projection, for every statistic at once.
+
+The region is the box of per-label Clopper–Pearson intervals at level α/K (Bonferroni over the K
+labels), intersected with the simplex (K = 2 needs no Bonferroni: the two shares determine each
+other). This is the construction of simultaneous multinomial intervals with guaranteed coverage
+(Goodman, Technometrics 1965, uses the same Bonferroni step on asymptotic intervals); exact
+per-label intervals keep the guarantee at the few images per prompt of a sweep. The price is width:
+the projection is conservative for one statistic far from the boundary.
+
+Extremes over the box ∩ simplex (every statistic here is convex in p, entropy concave):
+- the least skewed point is p*_k = clip(t·r_k, l_k, u_k) with t set so that Σp* = 1 (r the
+  reference, uniform for reference-free statistics): the KKT point of the separable convex
+  problems (squared distance, KL, JS, negative entropy), and a point of smallest max–min range;
+- the least total variation to r is ½(Σ|q − r| + |1 − Σq|) with q = clip(r, l, u), in closed form;
+- the most skewed value of a convex statistic is attained at a vertex of the polytope: K − 1
+  shares at a bound and the last one fixing the sum (K·2^(K−1) candidates, enumerated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+from t2ibias.stats.binomial import clopper_pearson
+
+Stat = Callable[[np.ndarray], np.ndarray]  # shares (..., K) -> (...)
+#: prompts whose vertices are enumerated at once (memory: chunk × K·2^(K−1) × K × 8 bytes)
+CHUNK = 64
+MAX_LABELS = 12
+
+
+def simultaneous_box(counts: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of shape (..., K): per-label Clopper–Pearson at level 1 − α/K (1 − α for K = 2)."""
+    counts = np.asarray(counts, dtype=float)
+    k = counts.shape[-1]
+    n = counts.sum(axis=-1, keepdims=True)
+    level = confidence if k <= 2 else 1.0 - (1.0 - confidence) / k
+    return clopper_pearson(counts, np.broadcast_to(n, counts.shape), level)
+
+
+def least_skewed_point(lo: np.ndarray, hi: np.ndarray, ref: np.ndarray, iters: int = 60) -> np.ndarray:
+    """p*_k = clip(t·r_k, lo_k, hi_k) with Σ p* = 1, by bisection on t (vectorized over leading axes)."""
+    ref = np.broadcast_to(np.asarray(ref, dtype=float), lo.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_hi = np.nanmax(np.where(ref > 0, hi / ref, 0.0), axis=-1, keepdims=True) + 1.0
+    t_lo = np.zeros_like(t_hi)
+    for _ in range(iters):
+        mid = 0.5 * (t_lo + t_hi)
+        total = np.clip(mid * ref, lo, hi).sum(axis=-1, keepdims=True)
+        low = total < 1.0
+        t_lo = np.where(low, mid, t_lo)
+        t_hi = np.where(low, t_hi, mid)
+    p = np.clip(0.5 * (t_lo + t_hi) * ref, lo, hi)
+    # the remaining rounding goes to the labels that are not at a bound
+    free = (p > lo) & (p < hi)
+    gap = 1.0 - p.sum(axis=-1, keepdims=True)
+    nfree = free.sum(axis=-1, keepdims=True)
+    return np.where(free & (nfree > 0), p + gap / np.maximum(nfree, 1), p)
+
+
+def least_total_variation(lo: np.ndarray, hi: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """min over box ∩ simplex of ½Σ|p − r|: ½(Σ|q − r| + |1 − Σq|) with q = clip(r, lo, hi)."""
+    ref = np.broadcast_to(np.asarray(ref, dtype=float), lo.shape)
+    q = np.clip(ref, lo, hi)
+    return 0.5 * (np.abs(q - ref).sum(axis=-1) + np.abs(1.0 - q.sum(axis=-1)))
+
+
+@lru_cache(maxsize=None)
+def _patterns(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex patterns: (free index (V,), upper-bound mask (V, K)) for K·2^(K−1) vertices."""
+    bits = ((np.arange(2 ** (k - 1))[:, None] >> np.arange(k - 1)) & 1).astype(bool)  # (2^(K−1), K−1)
+    free, masks = [], []
+    for j in range(k):
+        m = np.insert(bits, j, False, axis=1)
+        free.append(np.full(len(m), j))
+        masks.append(m)
+    return np.concatenate(free), np.concatenate(masks)
+
+
+def vertices(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate vertices (N, V, K) of box ∩ simplex for boxes (N, K), and which are feasible (N, V)."""
+    k = lo.shape[-1]
+    if k > MAX_LABELS:
+        raise ValueError(f"{k} labels: vertex enumeration is limited to {MAX_LABELS}")
+    free, upper = _patterns(k)
+    onehot = np.eye(k, dtype=bool)[free]  # (V, K)
+    p = np.where(upper[None], hi[:, None, :], lo[:, None, :])
+    p = np.where(onehot[None], 0.0, p)
+    rest = 1.0 - p.sum(axis=-1)  # (N, V): the free share
+    lo_f, hi_f = lo[:, free], hi[:, free]
+    feasible = (rest >= lo_f - 1e-12) & (rest <= hi_f + 1e-12)
+    p = np.where(onehot[None], rest[..., None], p)
+    return p, feasible
+
+
+def projection_interval(counts: np.ndarray, stat: Stat, *, concave: bool = False, ref: np.ndarray | None = None,
+                        tv_ref: np.ndarray | None = None, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """[min, max] of ``stat`` over the simultaneous region of each row of ``counts`` (..., K).
+
+    ``stat`` maps shares (..., K) to (...) and is convex in p (``concave=True`` for entropy-like
+    statistics, whose extremes swap). ``ref`` is the point the statistic is smallest at (uniform when
+    None); ``tv_ref`` marks total variation to that reference, whose minimum has a closed form. Empty
+    rows give NaN.
+    """
+    counts = np.asarray(counts, dtype=float)
+    shape, k = counts.shape[:-1], counts.shape[-1]
+    flat = counts.reshape(-1, k)
+    r = np.full(k, 1.0 / k) if ref is None else np.asarray(ref, dtype=float)
+    r = np.broadcast_to(r, counts.shape).reshape(-1, k)
+    lo_out = np.full(len(flat), np.nan)
+    hi_out = np.full(len(flat), np.nan)
+    ok = flat.sum(axis=-1) > 0
+    idx = np.flatnonzero(ok)
+    for a in range(0, len(idx), CHUNK):
+        sel = idx[a : a + CHUNK]
+        lo, hi = simultaneous_box(flat[sel], confidence)
+        best = stat(least_skewed_point(lo, hi, r[sel]))
+        if tv_ref is not None:
+            best = least_total_variation(lo, hi, r[sel])
+        verts, feasible = vertices(lo, hi)
+        vals = stat(verts)
+        worst = np.where(feasible, vals, -np.inf if not concave else np.inf)
+        worst = worst.min(axis=1) if concave else worst.max(axis=1)
+        lo_out[sel], hi_out[sel] = (worst, best) if concave else (best, worst)
+    return lo_out.reshape(shape), hi_out.reshape(shape)
