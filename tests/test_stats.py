@@ -123,7 +123,7 @@ def test_korn_graubard_is_wider_with_fewer_prompts_at_the_same_variance() -> Non
 
 #: name -> (statistic of shares, keyword arguments of projection_interval)
 SKEW = {
-    "tv": (total_variation_uniform, {"tv_ref": "uniform"}),
+    "tv": (total_variation_uniform, {"tv_ref": True}),
     "gap": (max_min_gap, {}),
     "std": (legacy.std, {}),
     "mad": (legacy.mad, {}),
@@ -159,7 +159,7 @@ def projection_coverage(n: int, p: np.ndarray, stat, kwargs: dict, ref=None) -> 
 def test_projection_at_exact_balance_reaches_balance(name: str, k: int, n: int) -> None:
     stat, kwargs = SKEW[name]
     counts = np.full((1, k), n)
-    lo, hi = projection_interval(counts, stat, **{kw: (np.full(k, 1 / k) if v == "uniform" else v) for kw, v in kwargs.items()})
+    lo, hi = projection_interval(counts, stat, **kwargs)
     if name == "entropy":
         assert hi[0] == pytest.approx(1.0, abs=1e-9) and lo[0] < 1.0
     else:
@@ -177,7 +177,6 @@ P_TRUE = {
 @pytest.mark.parametrize("n,k", [(4, 3), (6, 2), (10, 2), (12, 3), (8, 4)])
 def test_projection_interval_covers_by_exact_enumeration(name: str, n: int, k: int) -> None:
     stat, kwargs = SKEW[name]
-    kwargs = {kw: (np.full(k, 1 / k) if v == "uniform" else v) for kw, v in kwargs.items()}
     for p in P_TRUE[k]:
         cov = projection_coverage(n, p, stat, kwargs)
         assert cov >= 0.95 - 1e-9, f"{name} n={n} p={p}: exact coverage {cov:.4f}"
@@ -187,17 +186,17 @@ def test_projection_interval_covers_by_exact_enumeration(name: str, n: int, k: i
 def test_projection_interval_to_a_reference_covers_by_exact_enumeration(n: int, k: int) -> None:
     ref = np.array([0.3, 0.7]) if k == 2 else np.array([0.5, 0.3, 0.2])
     for p in (ref, 0.8 * ref + 0.2 / k, np.eye(k)[0] * 0.8 + 0.2 / k):
-        tv = projection_coverage(n, p, lambda q: total_variation(q, ref), {"tv_ref": ref}, ref=ref)
+        tv = projection_coverage(n, p, lambda q: total_variation(q, ref), {"tv_ref": True}, ref=ref)
         js = projection_coverage(n, p, lambda q: js_divergence(q, ref), {}, ref=ref)
         assert tv >= 0.95 - 1e-9 and js >= 0.95 - 1e-9, f"n={n} p={p}: TV {tv:.4f}, JS {js:.4f}"
     counts = np.round(ref * n * 10).astype(int)[None]  # observed shares equal to the reference
-    lo, _ = projection_interval(counts, lambda q: total_variation(q, ref), ref=ref, tv_ref=ref)
+    lo, _ = projection_interval(counts, lambda q: total_variation(q, ref), ref=ref, tv_ref=True)
     assert lo[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_projection_interval_of_an_empty_row_is_nan_and_keeps_leading_shape() -> None:
     counts = np.array([[[3, 1], [0, 0]], [[2, 2], [4, 0]]])
-    lo, hi = projection_interval(counts, total_variation_uniform, tv_ref=np.full(2, 0.5))
+    lo, hi = projection_interval(counts, total_variation_uniform, tv_ref=True)
     assert lo.shape == (2, 2)
     assert np.isnan(lo[0, 1]) and np.isnan(hi[0, 1])
     assert np.isfinite(lo[[0, 1, 1], [0, 0, 1]]).all()
