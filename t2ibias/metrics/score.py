@@ -348,7 +348,7 @@ def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_lab
         pooled_value = float(m.fn(pooled_cls))
         plo, phi = (float(b[0]) for b in pooled_bounds[m.name])
         simpson = ""
-        if max(mlo, plo) > min(mhi, phi):
+        if not mlo - 1e-9 <= pooled_value <= mhi + 1e-9:  # Simpson: pooling moved the figure out of the headline's interval
             simpson = f"pooled counts give {pooled_value:.3f}: prompts skewed in different directions cancel when pooled"
         rows.append(_row(m.name, axis, group_by, group, None, mean, (mlo, mhi), n_cls,
                          _join(f"mean over {int(has.sum())} prompts", "p_value: all prompts balanced (Fisher)", simpson),
