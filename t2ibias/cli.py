@@ -73,7 +73,11 @@ def print_summary(run_dir: Path) -> None:
     spec = read_spec(run_dir)
     rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
     prompts = read_prompts(run_dir, spec)
-    index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows}
+    # one prompt's rows, and over prompts the headline (mean over prompts); pooled counts are noted below
+    index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows
+             if r.get("aggregate", "prompt" if r["group_by"] == "prompt_id" else "mean_over_prompts") in ("prompt", "mean_over_prompts")
+             or r["metric"] == "count"}
+    pooled = {(r["metric"], r["axis"]): r for r in rows if r.get("aggregate") == "pooled" and r["group_by"] == "all"}
     if spec.get("model_is_random") or spec["classifier"].get("is_random"):
         err.print("[bold yellow]random weights (generator or classifier): every number below is meaningless by construction[/bold yellow]")
     groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "all prompts")]
@@ -93,17 +97,32 @@ def print_summary(run_dir: Path) -> None:
         for b in bins:
             table.add_column(b.replace("_", " "), justify="right")
         table.add_column("TV to uniform [95% CI]", justify="right")
+        table.add_column("q", justify="right")
         for group_by, group, text in groups:
             cells = [text, str(index[("count", axis, group_by, group, bins[0])]["n"])]
             cells += [f"{index[('proportion', axis, group_by, group, b)]['value']:.2f}" for b in bins]
-            cells.append(_fmt(index.get(("total_variation_uniform", axis, group_by, group, None))))
+            tv = index.get(("total_variation_uniform", axis, group_by, group, None))
+            cells.append(_fmt(tv) + (" *" if tv and "n < min_n" in (tv.get("note") or "") else ""))
+            q = tv.get("q_value") if tv else None
+            cells.append("—" if q is None else f"{q:.2g}")
             table.add_row(*cells, style="bold" if group_by == "all" else None)
         out.print(table)
+        tv_all, tv_pooled = index.get(("total_variation_uniform", axis, "all", "all", None)), pooled.get(("total_variation_uniform", axis))
+        notes = ["all prompts: the mean over prompts of each prompt's figure; q: Benjamini-Hochberg q-value of the exact "
+                 "test of balance (significant: q < 0.05); * fewer images than --min-n"]
+        if tv_all and tv_pooled and tv_pooled.get("value") is not None:
+            notes.append(f"pooled counts: TV {_fmt(tv_pooled)}" + (" — prompts skewed in different directions cancel when pooled"
+                                                                     if "cancel" in (tv_all.get("note") or "") else ""))
+        for line in notes:
+            out.print(line, highlight=False, markup=False)
 
 
 PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]
 PersonConfOpt = Annotated[Optional[float], typer.Option("--person-conf", metavar="P", help="Confidence threshold of the person gate [default: 0.25, or the run's recorded one].")]
 AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURER", help="A second measurer on every face crop, for agreement: pixel-mst, fairface:PATH or fairface4:PATH (a FairFace ResNet-34 checkpoint); repeat for several.")]
+CiOpt = Annotated[str, typer.Option("--ci", metavar="clopper-pearson|wilson|jeffreys", help="Interval of a share in one prompt: exact Clopper-Pearson (coverage at least nominal at every n), Wilson or Jeffreys. Skew statistics always use intervals that hold at balance.")]
+ConfidenceOpt = Annotated[float, typer.Option("--confidence", metavar="C", help="Confidence level of every interval, strictly between 0 and 1.")]
+MinNOpt = Annotated[int, typer.Option("--min-n", metavar="N", help="A per-prompt figure on fewer images is shown but flagged `n < min_n` and never ranked (FACET's rule).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches.")]
 
 
@@ -125,9 +144,19 @@ def sweep(
     fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
     person_detector: PersonDetectorOpt = None,
     also: AlsoOpt = None,
+    min_n: MinNOpt = 50,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
+    from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
     from t2ibias.run import SweepRequest, prepare_run
+
+    check_options("clopper-pearson", 0.95, min_n)
+    if seeds >= 1:
+        half = share_halfwidth(seeds)
+        line = f"per-prompt shares will carry 95 % intervals about ±{half:.2f} wide at {seeds} images per prompt (exact, at a share of ½)"
+        if half > 0.15:
+            line = f"warning: {line}; ±0.15 needs about {share_seeds_for(0.15)} images per prompt (--seeds)"
+        err.print(line, style="yellow" if half > 0.15 else None, highlight=False, markup=False)
 
     if out_dir is None:
         name = Path(model).name if Path(model).exists() else model
@@ -150,7 +179,7 @@ def sweep(
         create_gate(person_detector).fingerprint()  # missing weights fail before any image is generated
         for name in also or []:
             resolve_crop_measurer(name).fingerprint()
-    _stages(out_dir, device, batch_size, measure_opts=MeasureOptions(person_detector, None, also))
+    _stages(out_dir, device, batch_size, measure_opts=MeasureOptions(person_detector, None, also), min_n=min_n)
 
 
 class MeasureOptions:
@@ -165,13 +194,17 @@ class MeasureOptions:
         self.fairface = fairface
 
 
-def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "percentile",
-            measure_opts: MeasureOptions | None = None, audit: Path | None = None) -> None:
+def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
+            measure_opts: MeasureOptions | None = None, audit: Path | None = None, confidence: float = 0.95,
+            min_n: int = 50) -> None:
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import score_stage
     from t2ibias.report.html import write_model_card, write_report
     from t2ibias.run import generate_stage, read_spec
 
+    from t2ibias.metrics.score import check_options
+
+    check_options(ci, confidence, min_n)
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
     mo = measure_opts or MeasureOptions()
     if only in (None, "generate"):
@@ -198,7 +231,7 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
         people = f", {m['people']} people" if m.get("people") else ""
         err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):
-        score_stage(run_dir, ci, audit=audit)
+        score_stage(run_dir, ci, audit=audit, confidence=confidence, min_n=min_n)
         print_summary(run_dir)
     if only in (None, "report"):
         report = write_report(run_dir)
@@ -231,11 +264,13 @@ def measure(
 @app.command()
 def score(
     run_dir: RunDir,
-    ci: Annotated[str, typer.Option("--ci", metavar="percentile|bca", help="Bootstrap interval: percentile, or bias-corrected and accelerated.")] = "percentile",
+    ci: CiOpt = "clopper-pearson",
     audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with [default: the latest `t2ibias audit` of the run's classifier].")] = None,
+    confidence: ConfidenceOpt = 0.95,
+    min_n: MinNOpt = 50,
 ) -> None:
     """Recompute image labels, metrics.json and instrument.json from the measurements; print the summary."""
-    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit)
+    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n)
 
 
 @app.command()
@@ -268,7 +303,8 @@ def ls(
         items = [{"id": n, "arch": s.arch, "pretrained": s.pretrained, "attributes": ",".join(s.attributes),
                   "random_weights": s.random_weights} for n in CLASSIFIERS for s in [CLASSIFIERS.get(n)]]
     else:
-        items = [{"id": k, "higher_is_better": v["higher_is_better"], "definition": v["definition"]} for k, v in METRIC_INFO.items()]
+        items = [{"id": k, "higher_is_better": v["higher_is_better"], "interval": v.get("interval") or "none",
+                  "definition": v["definition"]} for k, v in METRIC_INFO.items()]
     if as_json:
         out.print_json(json.dumps(items))
         return

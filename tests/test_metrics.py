@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from t2ibias.stats.bootstrap import percentile_interval, resample_clusters, resample_counts
-from t2ibias.metrics.score import BINS, ROW_KEYS, _group_rows, compute_metrics
+from t2ibias.metrics.score import BINS, ROW_KEYS, compute_metrics
 from t2ibias.metrics.skew import SKEW_METRICS, normalized_entropy, proportions, total_variation_uniform
 
 CLASSIFIER = "tiny-random-clip"
@@ -212,8 +212,13 @@ def metric_rows() -> list[dict]:
     return compute_metrics(_labels(), PROMPTS, {"classifier": {"id": CLASSIFIER}, "base_seed": 0})
 
 
-def _pick(rows, metric, axis, group_by, group, label=None):
-    hits = [r for r in rows if (r["metric"], r["axis"], r["group_by"], r["group"], r["label"]) == (metric, axis, group_by, group, label)]
+def _pick(rows, metric, axis, group_by, group, label=None, aggregate=None):
+    """One row; over several prompts the headline (mean over prompts) unless ``aggregate`` says otherwise."""
+    aggregate = aggregate or ("prompt" if group_by == "prompt_id" else "mean_over_prompts")
+    if metric == "count" or metric.endswith("_seed_sd"):
+        aggregate = "prompt" if group_by == "prompt_id" else "pooled"
+    hits = [r for r in rows if (r["metric"], r["axis"], r["group_by"], r["group"], r["label"], r["aggregate"])
+            == (metric, axis, group_by, group, label, aggregate)]
     assert len(hits) == 1, (metric, axis, group_by, group, label, len(hits))
     return hits[0]
 
@@ -247,13 +252,16 @@ def test_proportions_count_every_bin_in_the_denominator(metric_rows):
     assert all(r["n"] == 5 for r in p1.values())
     assert sum(r["value"] for r in p1.values()) == pytest.approx(1.0)
     assert _pick(metric_rows, "count", ax, "prompt_id", "p1", "masc")["value"] == 2
-    occ = _pick(metric_rows, "proportion", ax, "family", "occupation", "failed")
+    occ = _pick(metric_rows, "proportion", ax, "family", "occupation", "failed", "pooled")
     assert occ["value"] == pytest.approx(1 / 7) and occ["n"] == 7
-    everything = _pick(metric_rows, "proportion", ax, "all", "all", "fem")
+    # the headline weighs prompts equally: p1 0 of 5 failed, p2 1 of 2
+    assert _pick(metric_rows, "proportion", ax, "family", "occupation", "failed")["value"] == pytest.approx(0.25)
+    everything = _pick(metric_rows, "proportion", ax, "all", "all", "fem", "pooled")
     assert everything["value"] == pytest.approx(3 / 11) and everything["n"] == 11
     for group_by, group in [("prompt_id", "p2"), ("family", "trait"), ("all", "all")]:
-        shares = [_pick(metric_rows, "proportion", ax, group_by, group, lab)["value"] for lab in ["masc", "fem", *BINS]]
-        assert sum(shares) == pytest.approx(1.0)
+        for aggregate in (None, "pooled") if group_by != "prompt_id" else (None,):
+            shares = [_pick(metric_rows, "proportion", ax, group_by, group, lab, aggregate)["value"] for lab in ["masc", "fem", *BINS]]
+            assert sum(shares) == pytest.approx(1.0)
 
 
 def test_skew_uses_classified_images_only(metric_rows):
@@ -268,8 +276,10 @@ def test_skew_uses_classified_images_only(metric_rows):
     assert _pick(metric_rows, "normalized_entropy", ax, "family", "trait")["value"] == pytest.approx(1.0)
     occ = _pick(metric_rows, "total_variation_uniform", ax, "family", "occupation")
     assert occ["value"] == pytest.approx(1 / 6) and occ["n"] == 3
-    everything = _pick(metric_rows, "total_variation_uniform", ax, "all", "all")
+    everything = _pick(metric_rows, "total_variation_uniform", ax, "all", "all", aggregate="pooled")
     assert everything["value"] == pytest.approx(1 / 14) and everything["n"] == 7
+    # mean over the prompts with classified images: p1 1/6, p3 0
+    assert _pick(metric_rows, "total_variation_uniform", ax, "all", "all")["value"] == pytest.approx(1 / 12)
     age = _pick(metric_rows, "total_variation_uniform", "age_group", "prompt_id", "p1")
     # young 1, middle 2, older 1 of 4 classified
     assert age["value"] == pytest.approx(0.5 * (1 / 12 + 1 / 6 + 1 / 12)) and age["n"] == 4
@@ -307,19 +317,24 @@ def test_intervals_contain_the_point_estimate(metric_rows):
     assert checked > 50
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("classified", [[2000, 2000], [1000, 1000, 1000], [3000, 1000]])
-def test_intervals_contain_the_estimate_for_large_groups(classified, seed):
+def test_intervals_contain_the_estimate_for_large_groups(classified):
     # a balanced group has TV 0 and entropy 1, at the edge of what any resample can reach
-    labels = [f"l{i}" for i in range(len(classified))]
-    counts = np.array([classified + [7, 0, 0, 0]])
-    rows = _group_rows("axis", "prompt_id", "p", labels + list(BINS), len(labels), counts, np.random.default_rng(seed))
-    skew = [r for r in rows if r["metric"] in ("total_variation_uniform", "normalized_entropy")]
+    labels = ["masc", "fem"] if len(classified) == 2 else ["young", "middle", "older"]
+    axis = "gender_presentation" if len(classified) == 2 else "age_group"
+    values = [lab for lab, c in zip(labels, classified) for _ in range(c)] + ["abstain"] * 7
+    frame = pd.DataFrame({"key": [str(i) for i in range(len(values))], "prompt_id": "p", "image_index": range(len(values)),
+                          "attribute": axis, "label": values})
+    rows = compute_metrics(frame, pd.DataFrame({"prompt_id": ["p"], "family": ["f"]}), {"classifier": {"id": CLASSIFIER}})
+    skew = [r for r in rows if r["metric"] in ("total_variation_uniform", "normalized_entropy") and r["group_by"] == "prompt_id"]
     assert len(skew) == 2
     for row in skew:
         assert row["ci_low"] <= row["value"] <= row["ci_high"], row
-        assert row["ci_high"] - row["ci_low"] < 0.05
+        assert row["ci_high"] - row["ci_low"] < 0.06
         assert row["n"] == sum(classified)
+        if classified[0] == classified[-1]:  # balance lies inside the interval
+            assert (row["ci_low"] if row["metric"] == "total_variation_uniform" else row["ci_high"]) == pytest.approx(
+                0.0 if row["metric"] == "total_variation_uniform" else 1.0)
 
 
 def test_metrics_are_reproducible_and_clustered_over_prompts(metric_rows):
@@ -327,7 +342,7 @@ def test_metrics_are_reproducible_and_clustered_over_prompts(metric_rows):
     assert pd.DataFrame(again).equals(pd.DataFrame(metric_rows))
     other = compute_metrics(_labels(), PROMPTS, {"classifier": {"id": CLASSIFIER}, "base_seed": 1})
     ends = [((a["ci_low"], a["ci_high"]), (b["ci_low"], b["ci_high"])) for a, b in zip(metric_rows, other) if not math.isnan(a["ci_low"])]
-    assert any(x != y for x, y in ends)  # another base seed, other resamples
+    assert ends and all(x == y for x, y in ends)  # closed-form intervals: no resampling noise
     # the same labels split into prompts that disagree widen the family interval
     split = pd.DataFrame(
         [{"key": f"{p}{i}", "prompt_id": p, "image_index": i, "attribute": ax, "label": lab}
@@ -362,10 +377,11 @@ def test_seed_to_seed_variation_is_reported_apart_from_the_bootstrap(metric_rows
     ax = "gender_presentation"
     # masc share per seed slot, pooled over prompts: slot 0 1/3, 1 1/3, 2 1/2, 3 1/2, 4 0 -> sample sd 0.2041
     masc = _pick(metric_rows, "proportion_seed_sd", ax, "all", "all", "masc")
-    assert masc["value"] == pytest.approx(math.sqrt((2 * (1 / 6) ** 2 + (1 / 3) ** 2) / 4)) and masc["n"] == 5
-    # TV per slot over classified images: 0, 0, 0, 0.5, (slot 4 has none) -> sd of [0, 0, 0, 0.5] = 0.25, n = 4
+    # divided by √5: the run-to-run spread of a figure that averages 5 seed slots
+    assert masc["value"] == pytest.approx(math.sqrt((2 * (1 / 6) ** 2 + (1 / 3) ** 2) / 4) / math.sqrt(5)) and masc["n"] == 5
+    # TV per slot over classified images: 0, 0, 0, 0.5, (slot 4 has none) -> sd of [0, 0, 0, 0.5] = 0.25, / √4, n = 4
     tv = _pick(metric_rows, "total_variation_uniform_seed_sd", ax, "all", "all")
-    assert tv["value"] == pytest.approx(0.25) and tv["n"] == 4
+    assert tv["value"] == pytest.approx(0.125) and tv["n"] == 4
     assert "seed slots" in tv["note"]
 
 
@@ -376,8 +392,10 @@ def test_metrics_are_split_by_every_prompt_column_with_several_values():
     assert {("template_id", "face"), ("template_id", "portrait"), ("subject", "doctor"), ("subject", "kind person")} <= groups
     assert not any(g[0] == "intervention" for g in groups)  # one value only: the same as "all"
     # template "face" pools p1 and p3: masc 2 + 2 of 9 images
-    face = _pick(rows, "proportion", "gender_presentation", "template_id", "face", "masc")
+    face = _pick(rows, "proportion", "gender_presentation", "template_id", "face", "masc", "pooled")
     assert face["value"] == pytest.approx(4 / 9) and face["n"] == 9
+    # the headline: mean of p1's 2/5 and p3's 2/4
+    assert _pick(rows, "proportion", "gender_presentation", "template_id", "face", "masc")["value"] == pytest.approx(0.45)
 
 
 def test_labour_statistics_reference_for_occupation_prompts():
@@ -400,24 +418,26 @@ def test_labour_statistics_reference_for_occupation_prompts():
     assert math.isnan(_pick(rows, "total_variation_reference", "gender_presentation", "prompt_id", "p2")["value"])
     assert not [r for r in rows if r["metric"] == "total_variation_reference" and r["group"] == "p3"]
     # the subject "nurse" pools p1 and p2 against the same reference; age has no reference
-    assert _pick(rows, "total_variation_reference", "gender_presentation", "subject", "nurse")["n"] == 3
+    nurse = _pick(rows, "total_variation_reference", "gender_presentation", "subject", "nurse")
+    assert nurse["n"] == 3 and nurse["value"] == pytest.approx(tv["value"])  # p2 has no classified image
     assert not [r for r in rows if r["metric"] == "total_variation_reference" and r["axis"] == "age_group"]
 
 
-def test_bca_intervals_are_available_and_contain_their_estimates():
+def test_share_interval_methods_are_selectable_and_bad_options_are_user_errors():
     from t2ibias.errors import UserError
 
     spec = {"classifier": {"id": CLASSIFIER}, "base_seed": 0}
-    percentile = compute_metrics(_labels(), PROMPTS, spec)
-    bca = compute_metrics(_labels(), PROMPTS, spec, ci_method="bca")
-    assert [(r["metric"], r["group"], r["label"], r["value"]) for r in bca] == [
-        (r["metric"], r["group"], r["label"], r["value"]) for r in percentile
-    ]  # same estimates, other intervals
-    changed = [b for b, p in zip(bca, percentile) if (b["ci_low"], b["ci_high"]) != (p["ci_low"], p["ci_high"])
-               and not math.isnan(b["ci_low"])]
-    assert changed
-    for r in bca:
-        if r["metric"] in ("total_variation_uniform", "normalized_entropy") and not math.isnan(r["value"]):
-            assert r["ci_low"] - 1e-12 <= r["value"] <= r["ci_high"] + 1e-12
+    exact = compute_metrics(_labels(), PROMPTS, spec)
+    wilson = compute_metrics(_labels(), PROMPTS, spec, ci_method="wilson")
+    assert [(r["metric"], r["group"], r["label"], r["value"]) for r in wilson] == [
+        (r["metric"], r["group"], r["label"], r["value"]) for r in exact
+    ]  # same estimates, other share intervals
+    changed = [(w, e) for w, e in zip(wilson, exact) if w["method"] == "wilson"]
+    assert changed and all(e["method"] == "clopper-pearson" for _, e in changed)
+    assert any((w["ci_low"], w["ci_high"]) != (e["ci_low"], e["ci_high"]) for w, e in changed)
     with pytest.raises(UserError, match="--ci"):
         compute_metrics(_labels(), PROMPTS, spec, ci_method="studentized")
+    with pytest.raises(UserError, match="--confidence"):
+        compute_metrics(_labels(), PROMPTS, spec, confidence=1.5)
+    with pytest.raises(UserError, match="--min-n"):
+        compute_metrics(_labels(), PROMPTS, spec, min_n=0)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from t2ibias import __version__
 from t2ibias.errors import UserError
@@ -27,9 +28,12 @@ from t2ibias.measure.clip_zeroshot import ABSTAIN
 from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements, run_has_person_detector, run_measurer
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
-from t2ibias.stats.bootstrap import bca_interval, percentile_interval, pooled_replicates, resample_counts
+from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
+from t2ibias.stats.projection import box_projection, projection_interval, simultaneous_box
+from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics import legacy
-from t2ibias.metrics.skew import EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions, total_variation
+from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, normalized_entropy, proportions,
+                                 total_variation, total_variation_uniform)
 from t2ibias.run import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text
 
@@ -56,10 +60,13 @@ REFERENCE_METRICS = (
 )
 REFERENCE_METRIC_NAMES = {m.name for m in REFERENCE_METRICS} | {"share_minus_reference"}
 N_RESAMPLES = 1000
+PROJECTION_NAME = "simultaneous-projection"
+PAIRED_NAME = "paired t over matched prompts"
 #: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
 GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
 CONFIDENCE = 0.95
-ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note")
+ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note",
+            "aggregate", "method", "p_value", "q_value")
 
 METRIC_INFO: dict[str, dict[str, Any]] = {
     "count": {"definition": "Number of images with this label or status.", "higher_is_better": None},
@@ -74,17 +81,46 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
     },
     location.METRIC: {"definition": location.DEFINITION, "higher_is_better": None},
     "proportion_seed_sd": {
-        "definition": "Seed-to-seed variation of a label's all-prompt share: its standard deviation across seed slots (image index), each slot alone.",
+        "definition": "Run-to-run variation of a label's all-prompt share: the standard deviation across seed slots (image index), each slot alone, divided by √(slots).",
         "higher_is_better": None,
     },
     **{
         f"{m.name}_seed_sd": {
-            "definition": f"Seed-to-seed variation of {m.name.replace('_', ' ')} over all prompts: its standard deviation across seed slots.",
+            "definition": f"Run-to-run variation of {m.name.replace('_', ' ')} over all prompts: its standard deviation across seed slots, divided by √(slots).",
             "higher_is_better": None,
         }
         for m in SKEW_METRICS
     },
 }
+
+
+_SHARE_INTERVAL = "per prompt: the --ci share interval (clopper-pearson by default); over prompts: korn-graubard"
+_SKEW_INTERVAL = f"per prompt and pooled: {PROJECTION_NAME}; mean over prompts: mean of per-prompt bounds"
+for _name, _info in METRIC_INFO.items():
+    _info["interval"] = (_SHARE_INTERVAL if _name == "proportion"
+                         else "clopper-pearson minus the reference" if _name == "share_minus_reference"
+                         else "bootstrap percentile" if _name == location.METRIC
+                         else None if _name == "count" or _name.endswith("_seed_sd") else _SKEW_INTERVAL)
+    if _name in {m.name for m in GROUP_METRICS + REFERENCE_METRICS} or _name == "proportion":
+        _info["interval"] += f"; paired differences: {PAIRED_NAME}"
+
+
+def share_halfwidth(n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the exact interval of a share of ½ among n images: what a prompt's figures can resolve."""
+    lo, hi = clopper_pearson(np.array([n / 2.0]), np.array([float(n)]), confidence)
+    return float(hi[0] - lo[0]) / 2.0
+
+
+def share_seeds_for(halfwidth: float, confidence: float = CONFIDENCE) -> int:
+    """Fewest images per prompt whose exact share interval at ½ is at most ±``halfwidth``."""
+    n = 1
+    while share_halfwidth(n, confidence) > halfwidth:
+        n = n * 2
+    lo, hi = n // 2, n
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if share_halfwidth(mid, confidence) <= halfwidth else (mid, hi)
+    return hi
 
 
 def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
@@ -140,128 +176,239 @@ def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
 
 
 def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, value: float,
-         ci: tuple[float, float] | None, n: int, note: str = "") -> dict[str, Any]:
+         ci: tuple[float, float] | None, n: int, note: str = "", *, aggregate: str | None = None, method: str = "",
+         p_value: float = math.nan) -> dict[str, Any]:
     ci = ci or (math.nan, math.nan)
     return {
         "metric": metric, "axis": axis, "group_by": group_by, "group": group, "label": label,
-        "value": float(value), "ci_low": ci[0], "ci_high": ci[1], "n": int(n),
+        "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n),
         "higher_is_better": METRIC_INFO[metric]["higher_is_better"], "note": note,
+        "aggregate": aggregate or ("prompt" if group_by == "prompt_id" else "pooled"),
+        "method": method, "p_value": float(p_value), "q_value": math.nan,
     }
 
 
-CI_METHODS = ("percentile", "bca")
+CI_METHODS = SHARE_METHODS
+DEFAULT_CI = DEFAULT_SHARE_METHOD
+MIN_N = 50  # FACET's rule: a per-prompt figure on fewer images is shown, flagged, and never ranked
+PROJECTION = PROJECTION_NAME
+MEAN_OF_BOUNDS = "mean of per-prompt bounds"
+PAIRED = PAIRED_NAME
 
 
-def _group_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int,
-                cluster_counts: np.ndarray, rng: np.random.Generator,
-                reference: tuple[np.ndarray, str] | None = None, ci_method: str = "percentile") -> list[dict[str, Any]]:
-    """Rows for one group: counts, proportions (all bins), skew metrics (classified only), and,
-    given ``reference`` = (shares over the class labels, where they come from), the distance to it.
+#: For each reference-free statistic: is it concave in the shares (entropy) rather than convex?
+_CONCAVE = {"normalized_entropy"}
 
-    Intervals are percentile intervals, or BCa ones (falling back to percentile where BCa is
-    undefined). Skew and distance intervals are widened to contain their estimate: resampling
-    only moves skew away from balance, so near balance a percentile interval can miss it.
+
+def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
+                 confidence: float = CONFIDENCE) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Projection intervals of every reference-free statistic for rows of classified counts (N, K).
+
+    With ``lo``/``hi`` the simultaneous box is given (the pooled box over prompts); otherwise it is
+    the per-row Clopper–Pearson–Bonferroni box of :mod:`t2ibias.stats.projection`.
     """
-    counts = cluster_counts.sum(axis=0)
-    total = int(counts.sum())
-    single = len(cluster_counts) == 1
-    reps = resample_counts(counts, N_RESAMPLES, rng) if single else pooled_replicates(cluster_counts, N_RESAMPLES, rng)
-    data = counts if single else cluster_counts
-
-    def interval(stat: Any, estimate: float, widen: bool = False) -> tuple[float, float]:
-        replicates = stat(reps)
-        lo = hi = math.nan
-        if ci_method == "bca":
-            lo, hi = bca_interval(stat, data, replicates, estimate, CONFIDENCE)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            lo, hi = percentile_interval(replicates, CONFIDENCE)
-        return (min(lo, estimate), max(hi, estimate)) if widen else (lo, hi)
-
-    rows = []
-    shares = proportions(counts)
-    for k, label in enumerate(bins):
-        rows.append(_row("count", axis, group_by, group, label, counts[k], None, total))
-        rows.append(_row("proportion", axis, group_by, group, label, shares[k],
-                         interval(lambda c, k=k: proportions(c)[..., k], float(shares[k])), total))
-    classified = counts[:n_labels]
-    n_cls = int(classified.sum())
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    k = classified.shape[-1]
+    n = len(classified)
+    ok = classified.sum(axis=-1) > 0 if lo is None else np.isfinite(lo).all(axis=-1)
+    idx = np.flatnonzero(ok)
+    if lo is None and len(idx):
+        lo_b, hi_b = simultaneous_box(classified[idx], confidence)
+    elif len(idx):
+        lo_b, hi_b = lo[idx], hi[idx]
     for m in GROUP_METRICS:
-        if n_cls == 0:
-            rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group"))
-            continue
-        value = float(m.fn(classified))
-        rows.append(_row(m.name, axis, group_by, group, None, value,
-                         interval(lambda c, m=m: m.fn(c[..., :n_labels]), value, widen=True), n_cls))
-    if reference is None:
-        return rows
-    ref, source = reference
-    if not np.isfinite(ref).all() or n_cls == 0:
-        note = f"{source}: no published reference shares" if n_cls else "no classified images in this group"
-        return rows + [_row(m.name, axis, group_by, group, None, math.nan, None, n_cls, note) for m in REFERENCE_METRICS]
-    for m in REFERENCE_METRICS:
-        value = float(m.fn(classified, ref))
-        rows.append(_row(m.name, axis, group_by, group, None, value,
-                         interval(lambda c, m=m: m.fn(c[..., :n_labels], ref), value, widen=True), n_cls, f"reference: {source}"))
-    gaps = proportions(classified) - ref
-    for k, label in enumerate(bins[:n_labels]):
-        rows.append(_row("share_minus_reference", axis, group_by, group, label, float(gaps[k]),
-                         interval(lambda c, k=k: proportions(c[..., :n_labels])[..., k] - ref[k], float(gaps[k])),
-                         n_cls, f"reference {ref[k]:.3f} ({source})"))
+        a, b = np.full(n, np.nan), np.full(n, np.nan)
+        if len(idx) and k >= 2:
+            if m.name in ("total_variation_uniform", "dalleval_mad"):
+                tv_lo, tv_hi = box_projection(lo_b, hi_b, total_variation_uniform, tv_ref=True)
+                scale = 1.0 if m.name == "total_variation_uniform" else 2.0 / k
+                a[idx], b[idx] = tv_lo * scale, tv_hi * scale
+            else:
+                a[idx], b[idx] = box_projection(lo_b, hi_b, m.fn, concave=m.name in _CONCAVE)
+        out[m.name] = (a, b)
+    return out
+
+
+def _per_prompt(matrix: np.ndarray, n_labels: int, confidence: float, seed: int) -> dict[str, Any]:
+    """Everything per prompt that rows and aggregates share: counts, shares and their intervals,
+    skew values and projection intervals, the balance test."""
+    totals = matrix.sum(axis=1)
+    classified = matrix[:, :n_labels]
+    n_cls = classified.sum(axis=1)
+    shares = proportions(matrix)
+    return {
+        "totals": totals, "shares": shares, "classified": classified, "n_cls": n_cls,
+        "values": {m.name: np.asarray(m.fn(classified), dtype=float) for m in GROUP_METRICS},
+        "bounds": _skew_bounds(classified, confidence=confidence),
+        "balance_p": fit_pvalues(classified, seed=seed) if n_labels >= 2 else np.full(len(matrix), np.nan),
+    }
+
+
+def _small(n: int, min_n: int) -> str:
+    return "n < min_n" if n < min_n else ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(x for x in notes if x)
+
+
+def _prompt_rows(axis: str, order: list[str], bins: list[str], n_labels: int, matrix: np.ndarray, pp: dict[str, Any],
+                 refs: dict[str, tuple[np.ndarray, str]], confidence: float, ci_method: str, min_n: int,
+                 seed: int) -> list[dict[str, Any]]:
+    """Per-prompt rows: counts; shares of all images with ``ci_method`` intervals; skew statistics of
+    the classified images with projection intervals and the p-value of the exact test of balance;
+    distances to a reference with the test of fit to it."""
+    totals, shares = pp["totals"], pp["shares"]
+    share_lo, share_hi = share_interval(matrix, totals[:, None], confidence, ci_method)
+    rows: list[dict[str, Any]] = []
+    for i, pid in enumerate(order):
+        total, n_cls = int(totals[i]), int(pp["n_cls"][i])
+        for k, label in enumerate(bins):
+            rows.append(_row("count", axis, "prompt_id", pid, label, matrix[i, k], None, total))
+            rows.append(_row("proportion", axis, "prompt_id", pid, label, shares[i, k],
+                             (share_lo[i, k], share_hi[i, k]) if total else None, total, _small(total, min_n),
+                             method=ci_method if total else ""))
+        for m in GROUP_METRICS:
+            if n_cls == 0:
+                rows.append(_row(m.name, axis, "prompt_id", pid, None, math.nan, None, 0, "no classified images in this group"))
+                continue
+            lo, hi = pp["bounds"][m.name]
+            rows.append(_row(m.name, axis, "prompt_id", pid, None, pp["values"][m.name][i], (lo[i], hi[i]), n_cls,
+                             _join(_small(n_cls, min_n), "p_value: exact test of balance"), method=PROJECTION,
+                             p_value=pp["balance_p"][i]))
+        if pid in refs:
+            rows += _reference_rows(axis, "prompt_id", pid, bins[:n_labels], pp["classified"][i], refs[pid],
+                                    confidence, min_n, seed)
     return rows
 
 
-#: Prompts whose replicates are drawn together (memory: chunk × resamples × labels × 8 bytes).
-PROMPT_CHUNK = 256
+def _reference_rows(axis: str, group_by: str, group: str, labels: list[str], classified: np.ndarray,
+                    reference: tuple[np.ndarray, str], confidence: float, min_n: int, seed: int) -> list[dict[str, Any]]:
+    """Distance of one prompt's classified counts to a reference (labour statistics), with intervals
+    valid at a perfect match and the exact test of fit to the reference."""
+    ref, source = reference
+    n_cls = int(classified.sum())
+    if not np.isfinite(ref).all() or n_cls == 0:
+        note = f"{source}: no published reference shares" if n_cls else "no classified images in this group"
+        return [_row(m.name, axis, group_by, group, None, math.nan, None, n_cls, note) for m in REFERENCE_METRICS]
+    rows = []
+    p_fit = float(fit_pvalues(classified[None], ref, seed=seed)[0])
+    note = _join(_small(n_cls, min_n), f"reference: {source}", "p_value: exact test of fit to the reference")
+    for m in REFERENCE_METRICS:
+        value = float(m.fn(classified, ref))
+        stat = (lambda p: total_variation(p, ref)) if m.name == "total_variation_reference" else (lambda p: js_divergence(p, ref))
+        lo, hi = projection_interval(classified[None], stat, ref=ref, tv_ref=m.name == "total_variation_reference",
+                                     confidence=confidence)
+        rows.append(_row(m.name, axis, group_by, group, None, value, (lo[0], hi[0]), n_cls, note, method=PROJECTION, p_value=p_fit))
+    share = classified / n_cls
+    lo, hi = clopper_pearson(classified, np.full(len(classified), n_cls), confidence)
+    for k, label in enumerate(labels):
+        p = float(stats.binomtest(int(classified[k]), n_cls, float(ref[k])).pvalue) if 0 < ref[k] < 1 else math.nan
+        rows.append(_row("share_minus_reference", axis, group_by, group, label, float(share[k] - ref[k]),
+                         (lo[k] - ref[k], hi[k] - ref[k]), n_cls,
+                         _join(_small(n_cls, min_n), f"reference {ref[k]:.3f} ({source})", "p_value: exact binomial test"),
+                         method="clopper-pearson", p_value=p))
+    return rows
 
 
-def _quantiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval along axis 1 of (groups, resamples) or (groups, resamples, K);
-    a row with non-finite replicates takes :func:`percentile_interval`, which drops them."""
-    levels = [(1.0 - CONFIDENCE) / 2.0, (1.0 + CONFIDENCE) / 2.0]
-    moved = np.moveaxis(values, 1, -1)  # (groups, ..., resamples)
-    flat = moved.reshape(-1, values.shape[1])
-    lo, hi = np.full(len(flat), np.nan), np.full(len(flat), np.nan)
-    ok = np.isfinite(flat).all(axis=1)
-    if ok.any():
-        lo[ok], hi[ok] = np.quantile(flat[ok], levels, axis=1)
-    for j in np.flatnonzero(~ok):
-        lo[j], hi[j] = percentile_interval(flat[j], CONFIDENCE)
-    return lo.reshape(moved.shape[:-1]), hi.reshape(moved.shape[:-1])
+def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int, matrix: np.ndarray,
+                    pp: dict[str, Any], idx: list[int], prompt_refs: list[tuple[np.ndarray, str] | None],
+                    confidence: float, seed: int) -> list[dict[str, Any]]:
+    """Rows for a group of prompts: the mean over prompts of each per-prompt figure (the headline,
+    DALL-Eval's aggregate) and the pooled-counts figure beside it, each with a prompt-level interval."""
+    sub = matrix[idx]
+    counts = sub.sum(axis=0)
+    total = int(counts.sum())
+    n_prompts = len(idx)
+    rows = [_row("count", axis, group_by, group, label, counts[k], None, total) for k, label in enumerate(bins)]
+    agg = cluster_shares(sub, sub.sum(axis=1), confidence)
+    for k, label in enumerate(bins):
+        for name in ("mean_over_prompts", "pooled"):
+            est, lo, hi = agg[name]
+            rows.append(_row("proportion", axis, group_by, group, label, est[k], (lo[k], hi[k]), total,
+                             f"over {n_prompts} prompts", aggregate=name, method="korn-graubard" if n_prompts > 1 else "clopper-pearson"))
+    classified = sub[:, :n_labels]
+    n_cls_each = classified.sum(axis=1)
+    n_cls = int(n_cls_each.sum())
+    has = n_cls_each > 0
+    pooled_cls = classified.sum(axis=0)
+    level = confidence if n_labels <= 2 else 1.0 - (1.0 - confidence) / n_labels
+    box = cluster_shares(classified[has], n_cls_each[has], level)["pooled"] if has.any() else None
+    pooled_bounds = _skew_bounds(pooled_cls[None], box[1][None], box[2][None]) if box is not None else None
+    for m in GROUP_METRICS:
+        if n_cls == 0:
+            for name in ("mean_over_prompts", "pooled"):
+                rows.append(_row(m.name, axis, group_by, group, None, math.nan, None, 0, "no classified images in this group", aggregate=name))
+            continue
+        vals = pp["values"][m.name][idx][has]
+        lo_i, hi_i = (b[idx][has] for b in pp["bounds"][m.name])
+        mean, mlo, mhi = float(vals.mean()), float(lo_i.mean()), float(hi_i.mean())
+        pvals = pp["balance_p"][idx][has]
+        p_all = float(stats.combine_pvalues(pvals[np.isfinite(pvals)], method="fisher").pvalue) if np.isfinite(pvals).any() else math.nan
+        pooled_value = float(m.fn(pooled_cls))
+        plo, phi = (float(b[0]) for b in pooled_bounds[m.name])
+        simpson = ""
+        if not mlo - 1e-9 <= pooled_value <= mhi + 1e-9:  # Simpson: pooling moved the figure out of the headline's interval
+            simpson = f"pooled counts give {pooled_value:.3f}: prompts skewed in different directions cancel when pooled"
+        rows.append(_row(m.name, axis, group_by, group, None, mean, (mlo, mhi), n_cls,
+                         _join(f"mean over {int(has.sum())} prompts", "p_value: all prompts balanced (Fisher)", simpson),
+                         aggregate="mean_over_prompts", method=MEAN_OF_BOUNDS, p_value=p_all))
+        rows.append(_row(m.name, axis, group_by, group, None, pooled_value, (plo, phi), n_cls,
+                         _join(f"counts pooled over {int(has.sum())} prompts", simpson and "see the mean over prompts"),
+                         aggregate="pooled", method=PROJECTION + " (korn-graubard box)"))
+    refs = [prompt_refs[i] for i in idx]
+    if n_prompts and all(r is not None for r in refs) and n_labels >= 2:
+        per = [{(r["metric"], r["label"]): r for r in _reference_rows(axis, "prompt_id", "", bins[:n_labels], pp["classified"][i], r,
+                                                                      confidence, 0, seed)} for i, r in zip(idx, refs)]
+        sources = {r[1] for r in refs}
+        for key in dict.fromkeys(k for p in per for k in p):
+            got = [p[key] for p in per if key in p and math.isfinite(p[key]["value"])]
+            if not got:
+                continue
+            rows.append(_row(key[0], axis, group_by, group, key[1], float(np.mean([g["value"] for g in got])),
+                             (float(np.mean([g["ci_low"] for g in got])), float(np.mean([g["ci_high"] for g in got]))), n_cls,
+                             _join(f"mean over {len(got)} prompts", f"reference: {next(iter(sources))}" if len(sources) == 1 else f"{len(sources)} references"),
+                             aggregate="mean_over_prompts", method=MEAN_OF_BOUNDS))
+    return rows
 
 
-def _prompt_rows(axis: str, order: list[str], bins: list[str], n_labels: int, matrix: np.ndarray,
-                 refs: dict[str, tuple[np.ndarray, str]], base_seed: int) -> list[dict[str, Any]]:
-    """Per-prompt rows, as :func:`_group_rows` makes them with percentile intervals, with the
-    replicates of many prompts drawn in one multinomial call and every metric vectorized over them."""
+def _paired_rows(axis: str, order: list[str], prompts: pd.DataFrame, bins: list[str], n_labels: int,
+                 pp: dict[str, Any], confidence: float) -> list[dict[str, Any]]:
+    """Each intervention against ``none`` on the same subject, template and seed indices: the mean over
+    matched prompt pairs of the difference of each per-prompt figure, a t interval over pairs and the
+    paired test of no difference."""
+    if "intervention" not in prompts or "none" not in set(prompts["intervention"].astype(str)):
+        return []
+    keys = [c for c in ("family", "subject", "template_id", "place") if c in prompts]
+    pos = {pid: i for i, pid in enumerate(order)}
+    frame = prompts.assign(_i=[pos.get(p, -1) for p in prompts["prompt_id"]])
+    frame = frame[frame["_i"] >= 0]
+    key_of = lambda r: tuple(str(r[c]) for c in keys)
+    base = {key_of(r): int(r["_i"]) for _, r in frame.iterrows() if str(r["intervention"]) == "none"}
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(order), PROMPT_CHUNK):
-        counts = matrix[start : start + PROMPT_CHUNK]
-        pids = order[start : start + PROMPT_CHUNK]
-        totals = counts.sum(axis=1)
-        rng = _rng(base_seed, axis, "prompt_id", str(start))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pvals = np.where(totals[:, None] > 0, counts / np.maximum(totals[:, None], 1), 1.0 / counts.shape[1])
-        reps = rng.multinomial(totals[:, None], pvals[:, None, :], size=(len(pids), N_RESAMPLES))  # (P, B, K)
-        share_lo, share_hi = _quantiles(proportions(reps))
-        classified, rep_cls = counts[:, :n_labels], reps[..., :n_labels]
-        metric_values = {m.name: (m.fn(classified), *_quantiles(m.fn(rep_cls))) for m in GROUP_METRICS}
-        shares = proportions(counts)
-        for i, pid in enumerate(pids):
-            total, n_cls = int(totals[i]), int(classified[i].sum())
-            for k, label in enumerate(bins):
-                rows.append(_row("count", axis, "prompt_id", pid, label, counts[i, k], None, total))
-                ci = (share_lo[i, k], share_hi[i, k]) if total else None
-                rows.append(_row("proportion", axis, "prompt_id", pid, label, shares[i, k], ci, total))
-            for m in GROUP_METRICS:
-                if n_cls == 0:
-                    rows.append(_row(m.name, axis, "prompt_id", pid, None, math.nan, None, 0, "no classified images in this group"))
-                    continue
-                value, lo, hi = (float(a[i]) for a in metric_values[m.name])
-                rows.append(_row(m.name, axis, "prompt_id", pid, None, value, (min(lo, value), max(hi, value)), n_cls))
-            if pid in refs:  # few prompts have a reference: the per-group path is cheap enough
-                ref_rows = _group_rows(axis, "prompt_id", pid, bins, n_labels, counts[i : i + 1],
-                                       _rng(base_seed, axis, "prompt_id", pid), refs[pid])
-                rows += [r for r in ref_rows if r["metric"] in REFERENCE_METRIC_NAMES]
+    for name in dict.fromkeys(str(v) for v in frame["intervention"]):
+        if name == "none":
+            continue
+        pairs = [(base[key_of(r)], int(r["_i"])) for _, r in frame.iterrows()
+                 if str(r["intervention"]) == name and key_of(r) in base]
+        if not pairs:
+            continue
+        a = np.array([p[0] for p in pairs])
+        b = np.array([p[1] for p in pairs])
+        note = f"{len(pairs)} prompt pairs matched on {', '.join(keys)}; difference = {name} − none"
+        n_img = int(pp["totals"][b].sum())
+        for k, label in enumerate(bins):
+            ok = (pp["totals"][a] > 0) & (pp["totals"][b] > 0)
+            diff = pp["shares"][b, k] - pp["shares"][a, k]
+            mean, lo, hi, p = t_interval(diff[ok], confidence)
+            rows.append(_row("proportion", axis, "intervention_vs_none", name, label, mean, (lo, hi), n_img, note,
+                             aggregate="mean_over_prompts", method=PAIRED, p_value=p))
+        for m in GROUP_METRICS:
+            v = pp["values"][m.name]
+            diff = v[b] - v[a]
+            mean, lo, hi, p = t_interval(diff, confidence)
+            rows.append(_row(m.name, axis, "intervention_vs_none", name, None, mean, (lo, hi),
+                             int(pp["n_cls"][b].sum()), note, aggregate="mean_over_prompts", method=PAIRED, p_value=p))
     return rows
 
 
@@ -285,74 +432,101 @@ def _references(prompts: pd.DataFrame, axis: str, labels: list[str]) -> dict[str
     return out
 
 
-def _rng(base_seed: int, *parts: str) -> np.random.Generator:
-    return np.random.default_rng([base_seed, zlib.crc32("\x1f".join(parts).encode())])
+def _add_qvalues(rows: list[dict[str, Any]]) -> None:
+    """Benjamini–Hochberg q-values over each table of tests: rows of one (axis, metric, label,
+    group_by, aggregate) family, e.g. TV's test of balance over every prompt of an attribute."""
+    families: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if isinstance(r.get("p_value"), float) and math.isfinite(r["p_value"]):
+            families.setdefault((r["axis"], r["metric"], r["label"], r["group_by"], r["aggregate"]), []).append(i)
+    for members in families.values():
+        q = bh_qvalues(np.array([rows[i]["p_value"] for i in members]))
+        for i, v in zip(members, q):
+            rows[i]["q_value"] = float(v)
 
 
-def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any], ci_method: str = "percentile") -> list[dict[str, Any]]:
-    """Metric rows for every attribute of the run's classifier that ``labels`` holds."""
+def check_options(ci_method: str, confidence: float, min_n: int) -> None:
+    """One-line errors for interval options a user typed."""
     if ci_method not in CI_METHODS:
-        raise UserError(f"--ci {ci_method}: unknown interval method (use {' or '.join(CI_METHODS)})")
+        raise UserError(f"--ci {ci_method}: unknown interval method (use {', '.join(CI_METHODS)})")
+    if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
+        raise UserError(f"--confidence {confidence}: must lie strictly between 0 and 1 (e.g. 0.95)")
+    if not (isinstance(min_n, int) and min_n >= 1):
+        raise UserError(f"--min-n {min_n}: must be a whole number of images of at least 1 (default {MIN_N})")
+
+
+def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any], ci_method: str = DEFAULT_CI, *,
+                    confidence: float = CONFIDENCE, min_n: int = MIN_N) -> list[dict[str, Any]]:
+    """Metric rows for every attribute of the run's classifier that ``labels`` holds."""
+    check_options(ci_method, confidence, min_n)
     cspec = resolve_classifier_spec(spec["classifier"]["id"])
     order = list(prompts["prompt_id"])
     base_seed = int(spec.get("base_seed", 0))
     rows: list[dict[str, Any]] = []
-    present = set(labels["attribute"])
+    present = set(labels["attribute"].unique())
     for axis in [a for a in cspec.attributes if a != PERSON_ATTRIBUTE and a in present]:
         class_labels = list(cspec.attributes[axis].labels)
         bins = class_labels + list(BINS)
+        n_labels = len(class_labels)
         sub = labels[labels["attribute"] == axis]
         unknown = set(sub["label"].unique()) - set(bins)
         if unknown:
             raise UserError(f"measurements: label {sorted(unknown)[0]!r} of {axis!r} is not in classifier {cspec.id!r} (re-run `t2ibias measure`)")
         matrix = _count_matrix(sub["prompt_id"], order, sub["label"], bins)
         refs = _references(prompts, axis, class_labels)
-        if ci_method == "percentile":
-            rows += _prompt_rows(axis, order, bins, len(class_labels), matrix, refs, base_seed)
-        else:
-            for i, pid in enumerate(order):
-                rows += _group_rows(axis, "prompt_id", pid, bins, len(class_labels), matrix[i : i + 1],
-                                    _rng(base_seed, axis, "prompt_id", pid), refs.get(pid), ci_method)
+        seed = zlib.crc32(f"{base_seed}/{axis}".encode())
+        pp = _per_prompt(matrix, n_labels, confidence, seed)
+        rows += _prompt_rows(axis, order, bins, n_labels, matrix, pp, refs, confidence, ci_method, min_n, seed)
+        prompt_refs = [refs.get(pid) for pid in order]
         for column in GROUP_COLUMNS:
             values = [str(v) for v in prompts[column]] if column in prompts else []
             if len(set(values)) < 2 and column != "family":
                 continue  # one group only: the same numbers as "all"
             for value in dict.fromkeys(values):
                 idx = [i for i, v in enumerate(values) if v == value]
-                group_refs = {refs[order[i]][1]: refs[order[i]] for i in idx if order[i] in refs}
-                shared = next(iter(group_refs.values())) if len(group_refs) == 1 and len(idx) == sum(order[i] in refs for i in idx) else None
-                rows += _group_rows(axis, column, value, bins, len(class_labels), matrix[idx],
-                                    _rng(base_seed, axis, column, value), shared, ci_method)
-        rows += _group_rows(axis, "all", "all", bins, len(class_labels), matrix, _rng(base_seed, axis, "all"), None, ci_method)
-        rows += _seed_rows(axis, bins, len(class_labels), sub)
+                rows += _aggregate_rows(axis, column, value, bins, n_labels, matrix, pp, idx, prompt_refs, confidence, seed)
+        rows += _aggregate_rows(axis, "all", "all", bins, n_labels, matrix, pp, list(range(len(order))), prompt_refs, confidence, seed)
+        rows += _paired_rows(axis, order, prompts, bins, n_labels, pp, confidence)
+        rows += _seed_rows(axis, bins, n_labels, sub)
+    _add_qvalues(rows)
     return rows
+
+
+def _codes(values: pd.Series, order: list[Any]) -> np.ndarray:
+    """Position of each value in ``order`` (−1 if absent), factorizing first: a million Arrow strings
+    are encoded once instead of converted to Python objects."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    pos = pd.Index(order).get_indexer(pd.Index(uniques)).astype(np.int64)
+    return np.where(codes >= 0, pos[np.maximum(codes, 0)], -1)
 
 
 def _count_matrix(rows: pd.Series, row_order: list[Any], labels: pd.Series, bins: list[str]) -> np.ndarray:
     """(len(row_order), len(bins)) counts of ``labels`` per value of ``rows`` (values outside the order are dropped)."""
-    r = pd.Categorical(rows.to_numpy(), categories=row_order).codes.astype(np.int64)
-    c = pd.Categorical(labels.to_numpy(), categories=bins).codes.astype(np.int64)
+    r = _codes(rows, row_order)
+    c = _codes(labels, bins)
     keep = (r >= 0) & (c >= 0)
     flat = np.bincount(r[keep] * len(bins) + c[keep], minlength=len(row_order) * len(bins))
     return flat.reshape(len(row_order), len(bins))
 
 
 def _seed_rows(axis: str, bins: list[str], n_labels: int, sub: pd.DataFrame) -> list[dict[str, Any]]:
-    """Seed-to-seed variation, apart from the bootstrap over prompts: the standard deviation,
-    across image indices (seed slots), of each all-prompt estimate computed from one slot alone."""
+    """Run-to-run variation of the all-prompt figures: the standard deviation, across image indices
+    (seed slots), of each figure computed from one slot alone, divided by √S — the spread one expects
+    between two whole runs of S seeds each (a share averages S independent slots)."""
     slots = sorted(sub["image_index"].unique())
     if len(slots) < 2:
         return []
     counts = _count_matrix(sub["image_index"], slots, sub["label"], bins)
     rows = []
     shares = proportions(counts)
-    note = f"standard deviation over {len(slots)} seed slots"
+    root = math.sqrt(len(slots))
+    note = f"standard deviation over {len(slots)} seed slots / √{len(slots)}"
     for k, label in enumerate(bins):
-        rows.append(_row("proportion_seed_sd", axis, "all", "all", label, float(np.std(shares[:, k], ddof=1)), None, len(slots), note))
+        rows.append(_row("proportion_seed_sd", axis, "all", "all", label, float(np.std(shares[:, k], ddof=1)) / root, None, len(slots), note))
     for m in SKEW_METRICS:
         per_slot = m.fn(counts[:, :n_labels])
         finite = per_slot[np.isfinite(per_slot)]
-        value = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+        value = float(np.std(finite, ddof=1)) / math.sqrt(len(finite)) if len(finite) >= 2 else math.nan
         rows.append(_row(f"{m.name}_seed_sd", axis, "all", "all", None, value, None, len(finite), note))
     return rows
 
@@ -370,29 +544,64 @@ def _location_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
 
 
 def _json_safe(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def score_stage(run_dir: Path, ci_method: str = "percentile", audit: str | Path | None = None) -> dict[str, Any]:
+def _complete(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of another module (location distances) in the full row schema."""
+    out = {k: row.get(k) for k in ROW_KEYS}
+    out["aggregate"] = row.get("aggregate") or ("prompt" if row.get("group_by") == "prompt_id" else "pooled")
+    out["method"] = row.get("method") or ("bootstrap percentile" if row.get("ci_low") is not None else "")
+    for key in ("p_value", "q_value"):
+        out[key] = row.get(key, math.nan)
+    return out
+
+
+#: How each interval is made, for metrics.json, ``t2ibias ls metrics`` and the report.
+INTERVAL_METHODS = {
+    "clopper-pearson": "exact binomial interval (Clopper & Pearson 1934): coverage ≥ the nominal level for every share and n",
+    "wilson": "Wilson score interval (1927)",
+    "jeffreys": "Jeffreys equal-tailed Beta(k+½, n−k+½) interval",
+    "korn-graubard": "over prompts: Clopper–Pearson at the effective size p(1−p)/var, var cluster-robust over prompts, df = prompts − 1 (Korn & Graubard 1998)",
+    PROJECTION: "[min, max] of the statistic over a simultaneous Clopper–Pearson–Bonferroni box of the label shares: valid at and near balance",
+    PROJECTION + " (korn-graubard box)": "the same projection over a box of per-label Korn–Graubard intervals pooled over prompts",
+    MEAN_OF_BOUNDS: "mean over prompts of the per-prompt projection bounds (conservative)",
+    PAIRED: "t interval over matched prompt pairs; p-value of the paired t test",
+    "bootstrap percentile": "percentile bootstrap",
+}
+
+
+def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | None = None, *,
+                confidence: float = CONFIDENCE, min_n: int = MIN_N) -> dict[str, Any]:
     """Write ``image_labels.parquet``, ``metrics.json``, ``metrics.csv`` and ``instrument.json``
     (the classifier's audit, corrected proportions, agreement between measurers; ``audit`` is an
-    audit file to use instead of the classifier's registered one); return the metrics document."""
+    audit file to use instead of the classifier's registered one); return the metrics document.
+
+    ``ci_method`` is the per-prompt share interval; skew intervals are projections that hold at
+    balance; every row names its method, and tests carry Benjamini–Hochberg q-values."""
+    check_options(ci_method, confidence, min_n)
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
     labels = image_labels(run_dir, spec)
-    rows = compute_metrics(labels, prompts, spec, ci_method) + _location_rows(run_dir, spec, prompts, labels)
+    rows = compute_metrics(labels, prompts, spec, ci_method, confidence=confidence, min_n=min_n)
+    rows += [_complete(r) for r in _location_rows(run_dir, spec, prompts, labels)]
     buf = io.BytesIO()
     labels.to_parquet(buf, index=False)
     atomic_write_bytes(run_dir / IMAGE_LABELS_FILE, buf.getvalue())
     doc = {
         "t2ibias_version": __version__,
         "run_fingerprint": spec["fingerprint"],
-        "bootstrap": {"n_resamples": N_RESAMPLES, "method": ci_method, "confidence": CONFIDENCE, "seed": int(spec.get("base_seed", 0)),
-                      "resampling": "images within a prompt; prompts then images within them for family and all"},
+        "intervals": {"share_method": ci_method, "confidence": confidence, "min_n": min_n,
+                      "methods": {m: INTERVAL_METHODS[m] for m in dict.fromkeys(r["method"] for r in rows) if m in INTERVAL_METHODS},
+                      "significant": "q_value < 0.05 (Benjamini-Hochberg over the rows of one table)",
+                      "aggregates": {"prompt": "one prompt", "mean_over_prompts": "mean over prompts of the per-prompt figure (the headline)",
+                                     "pooled": "counts pooled over prompts (shown beside the mean, never instead)"}},
+        "bootstrap": {"n_resamples": N_RESAMPLES, "confidence": confidence, "seed": int(spec.get("base_seed", 0)),
+                      "resampling": "location distances only: images within a prompt; prompts for all prompts"},
         "metrics": METRIC_INFO,
         "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
     }
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1, allow_nan=False) + "\n")
     atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=list(ROW_KEYS)).to_csv(index=False))
     from t2ibias.metrics.instrument import INSTRUMENT_FILE, instrument_doc
 

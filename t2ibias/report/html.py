@@ -88,7 +88,11 @@ def _cell(row: dict, with_n: bool = True) -> dict:
     note = str(row.get("note") or "")
     if text == MISSING and not note:
         note = "no value"
-    return {"text": text, "note": note, "missing": text == MISSING}
+    q = _num(row.get("q_value"))
+    if math.isfinite(q):
+        note = "; ".join(x for x in (note, f"q = {q:.2g}" + (" (significant)" if q < 0.05 else "")) if x)
+    method = str(row.get("method") or "")
+    return {"text": text, "note": note, "missing": text == MISSING, "method": method}
 
 
 def _direction(higher_is_better: Any) -> str:
@@ -242,7 +246,9 @@ def _ordered(names: list[str], first: tuple[str, ...]) -> list[str]:
 
 
 #: Splits of the prompts shown beside the per-family tables: a claim should not rest on one cue.
-SPLIT_TITLES = {"intervention": "By intervention", "template_id": "By template", "subject": "By subject"}
+SPLIT_TITLES = {"intervention": "By intervention", "intervention_vs_none": "Each intervention minus none (paired over matched prompts)",
+                "template_id": "By template", "subject": "By subject"}
+POOLED_SUFFIX = "__pooled"
 
 
 class _Tables:
@@ -251,6 +257,15 @@ class _Tables:
     def __init__(self, metrics: dict, attributes: list[str]) -> None:
         rows = [r for r in metrics.get("rows") or [] if isinstance(r, dict)]
         self.defs = {str(k): v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, dict)}
+        # over several prompts the headline is the mean over prompts; the pooled-counts figure of the
+        # same metric is shown beside it under its own name, never in its place
+        rows = [dict(r, metric=f"{r.get('metric')}{POOLED_SUFFIX}")
+                if r.get("aggregate") == "pooled" and r.get("metric") != "count" and r.get("group_by") != "prompt_id" else r
+                for r in rows]
+        for name in [str(r.get("metric")) for r in rows if str(r.get("metric")).endswith(POOLED_SUFFIX)]:
+            base = self.defs.get(name[: -len(POOLED_SUFFIX)], {})
+            self.defs.setdefault(name, {**base, "definition": f"{base.get('definition', '')} Computed on counts pooled over the prompts; "
+                                                          "prompts skewed in different directions cancel here, not in the mean over prompts."})
         for r in rows:  # a metric without a definition entry still has its rows' direction
             self.defs.setdefault(str(r.get("metric")), {"higher_is_better": r.get("higher_is_better")})
         self.axes = _ordered([str(r.get("axis")) for r in rows] + attributes, ())
@@ -268,7 +283,10 @@ class _Tables:
 
     def info(self, metric: str) -> dict:
         d = self.defs.get(metric, {})
-        return {"metric": metric, "name": METRIC_NAMES.get(metric, metric.replace("_", " ")),
+        pooled = metric.endswith(POOLED_SUFFIX)
+        base = metric[: -len(POOLED_SUFFIX)] if pooled else metric
+        name = METRIC_NAMES.get(base, base.replace("_", " ")) + (" (pooled counts)" if pooled else "")
+        return {"metric": metric, "name": name, "interval": str(d.get("interval") or "none"),
                 "definition": str(d.get("definition") or ""), "higher_is_better": d.get("higher_is_better"),
                 "direction": _direction(d.get("higher_is_better"))}
 

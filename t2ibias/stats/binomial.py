@@ -13,7 +13,9 @@ Over many prompts (clusters of images that share a prompt), a share is either th
 prompts of the per-prompt shares or the pooled share Σk / Σn. Its variance is the cluster-robust
 (between-prompt) one, and the interval is Korn & Graubard's (Survey Methodology 1998): a
 Clopper–Pearson interval at the effective sample size n* = p̂(1 − p̂) / var̂(p̂), with its
-degrees of freedom set to prompts − 1. A share of 0 or 1 in every prompt has zero estimated
+degrees of freedom set to prompts − 1, so it covers the share in the population of prompts the
+prompts stand for (and, more than enough, the share over these very prompts). The variance is never
+taken below the within-prompt binomial one. A share of 0 or 1 in every prompt has zero estimated
 variance; n* is then the number of images, so the interval still has width.
 """
 
@@ -128,13 +130,20 @@ def cluster_shares(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> di
         return {"mean_over_prompts": (pooled, lo, hi), "pooled": (pooled, lo, hi)}
     shares = k / n[:, None]
     mean = shares.mean(axis=0)
-    var_mean = shares.var(axis=0, ddof=1) / c
     resid = k - pooled[None, :] * n[:, None]
-    var_pooled = (resid**2).sum(axis=0) * c / (c - 1) / total**2
+    # never below the within-prompt (binomial) variance: few prompts can agree by chance
+    within = np.where(n[:, None] > 1, shares * (1 - shares) / np.maximum(n[:, None] - 1, 1), 0.0)
+    between_mean = shares.var(axis=0, ddof=1) / c
+    within_mean = within.sum(axis=0) / c**2
+    between_pooled = (resid**2).sum(axis=0) * c / (c - 1) / total**2
+    within_pooled = (within * n[:, None] ** 2).sum(axis=0) / total**2
     # the binomial variance of a mean of C shares is Σ p(1−p)/n_c / C²: its effective size C² / Σ(1/n_c)
     n_mean = c * c / (1.0 / n).sum()
     out = {}
-    for name, est, var, n_max in (("mean_over_prompts", mean, var_mean, n_mean), ("pooled", pooled, var_pooled, total)):
-        lo, hi = korn_graubard(est, var, n_max, c - 1, confidence)
+    for name, est, between, within_v, n_max in (("mean_over_prompts", mean, between_mean, within_mean, n_mean),
+                                               ("pooled", pooled, between_pooled, within_pooled, total)):
+        # C − 1 degrees of freedom when the between-prompt variance is used; the binomial floor has n − 1
+        df = np.where(between >= within_v, c - 1, n_max - 1)
+        lo, hi = korn_graubard(est, np.maximum(between, within_v), n_max, df, confidence)
         out[name] = (est, lo, hi)
     return out

@@ -97,37 +97,46 @@ def vertices(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rest = 1.0 - p.sum(axis=-1)  # (N, V): the free share
     lo_f, hi_f = lo[:, free], hi[:, free]
     feasible = (rest >= lo_f - 1e-12) & (rest <= hi_f + 1e-12)
-    p = np.where(onehot[None], rest[..., None], p)
+    p = np.where(onehot[None], np.clip(rest, 0.0, 1.0)[..., None], p)
     return p, feasible
 
 
+def box_projection(lo: np.ndarray, hi: np.ndarray, stat: Stat, *, concave: bool = False, ref: np.ndarray | None = None,
+                   tv_ref: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """[min, max] of ``stat`` over box ∩ simplex for boxes (N, K) (see :func:`projection_interval`)."""
+    n, k = lo.shape
+    r = np.broadcast_to(np.full(k, 1.0 / k) if ref is None else np.asarray(ref, dtype=float), lo.shape)
+    lo_out, hi_out = np.full(n, np.nan), np.full(n, np.nan)
+    for a in range(0, n, CHUNK):
+        sl = slice(a, a + CHUNK)
+        if tv_ref:
+            best = least_total_variation(lo[sl], hi[sl], r[sl])
+        else:
+            best = stat(least_skewed_point(lo[sl], hi[sl], r[sl]))
+        verts, feasible = vertices(lo[sl], hi[sl])
+        vals = np.where(feasible, stat(verts), np.inf if concave else -np.inf)
+        worst = vals.min(axis=1) if concave else vals.max(axis=1)
+        lo_out[sl], hi_out[sl] = (worst, best) if concave else (best, worst)
+    return lo_out, hi_out
+
+
 def projection_interval(counts: np.ndarray, stat: Stat, *, concave: bool = False, ref: np.ndarray | None = None,
-                        tv_ref: np.ndarray | None = None, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+                        tv_ref: bool = False, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """[min, max] of ``stat`` over the simultaneous region of each row of ``counts`` (..., K).
 
     ``stat`` maps shares (..., K) to (...) and is convex in p (``concave=True`` for entropy-like
     statistics, whose extremes swap). ``ref`` is the point the statistic is smallest at (uniform when
-    None); ``tv_ref`` marks total variation to that reference, whose minimum has a closed form. Empty
-    rows give NaN.
+    None; one per row allowed); ``tv_ref`` says the statistic is total variation to that reference,
+    whose minimum has a closed form. Empty rows give NaN.
     """
     counts = np.asarray(counts, dtype=float)
     shape, k = counts.shape[:-1], counts.shape[-1]
     flat = counts.reshape(-1, k)
-    r = np.full(k, 1.0 / k) if ref is None else np.asarray(ref, dtype=float)
-    r = np.broadcast_to(r, counts.shape).reshape(-1, k)
+    r = None if ref is None else np.broadcast_to(np.asarray(ref, dtype=float), counts.shape).reshape(-1, k)
     lo_out = np.full(len(flat), np.nan)
     hi_out = np.full(len(flat), np.nan)
-    ok = flat.sum(axis=-1) > 0
-    idx = np.flatnonzero(ok)
-    for a in range(0, len(idx), CHUNK):
-        sel = idx[a : a + CHUNK]
-        lo, hi = simultaneous_box(flat[sel], confidence)
-        best = stat(least_skewed_point(lo, hi, r[sel]))
-        if tv_ref is not None:
-            best = least_total_variation(lo, hi, r[sel])
-        verts, feasible = vertices(lo, hi)
-        vals = stat(verts)
-        worst = np.where(feasible, vals, -np.inf if not concave else np.inf)
-        worst = worst.min(axis=1) if concave else worst.max(axis=1)
-        lo_out[sel], hi_out[sel] = (worst, best) if concave else (best, worst)
+    ok = np.flatnonzero(flat.sum(axis=-1) > 0)
+    if len(ok):
+        lo, hi = simultaneous_box(flat[ok], confidence)
+        lo_out[ok], hi_out[ok] = box_projection(lo, hi, stat, concave=concave, ref=None if r is None else r[ok], tv_ref=tv_ref)
     return lo_out.reshape(shape), hi_out.reshape(shape)
