@@ -28,6 +28,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -98,10 +99,8 @@ class Sim:
         starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
         labels = pd.DataFrame({"key": np.arange(sizes.sum()).astype(str), "prompt_id": np.repeat(pids, sizes),
                                "image_index": np.arange(sizes.sum()) - starts, "attribute": self.axis, "label": label})
-        prompts = pd.DataFrame(self.columns)
-        if "family" not in prompts:
-            prompts["family"] = "coverage"
-        return labels, prompts
+        # no family column unless a case sets one: its group (and "all") would repeat every prompt's work
+        return labels, pd.DataFrame(self.columns)
 
 
 @dataclass
@@ -387,13 +386,13 @@ SECTIONS = ("share", "skew", "aggregate", "reference", "paired")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer replicates: a few minutes")
-    ap.add_argument("--replicates", type=int, default=None, help="replicates per per-prompt case (default 2000, quick 400)")
-    ap.add_argument("--aggregate-replicates", type=int, default=None, help="replicates per aggregate case (default 500, quick 100)")
+    ap.add_argument("--replicates", type=int, default=None, help="replicates per per-prompt case (default 1000, quick 200; a quarter with a reference)")
+    ap.add_argument("--aggregate-replicates", type=int, default=None, help="replicates per aggregate case (default 300, quick 60; half with a reference or paired)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = ap.parse_args()
-    reps = args.replicates or (400 if args.quick else 2000)
-    agg = args.aggregate_replicates or (100 if args.quick else 500)
+    reps = args.replicates or (200 if args.quick else 1000)
+    agg = args.aggregate_replicates or (60 if args.quick else 300)
     rngs = dict(zip(SECTIONS, np.random.default_rng(args.seed).spawn(len(SECTIONS))))
 
     t0 = time.perf_counter()
@@ -410,6 +409,7 @@ def main() -> None:
         res["section"] = section
         parts.append(res)
         timings.append((section, method, len(sim.counts), time.perf_counter() - t))
+        print(f"{section} ({method}): {len(sim.counts)} prompts in {timings[-1][3]:.1f} s", file=sys.stderr, flush=True)
 
     if "share" in args.sections:
         sim, methods = share_cases(rngs["share"], reps, cases)
@@ -422,10 +422,11 @@ def main() -> None:
         run("aggregate", aggregate_cases(rngs["aggregate"], agg, cases, args.quick))
         run("aggregate", aggregate_cases_k4(rngs["aggregate"], agg, cases))
     if "reference" in args.sections:
-        for sim in reference_cases(rngs["reference"], reps // 2, cases, agg):
+        # the score stage draws a fresh exact null for every reference prompt: fewer replicates here
+        for sim in reference_cases(rngs["reference"], max(reps // 4, 1), cases, max(agg // 2, 1)):
             run("reference", sim)
     if "paired" in args.sections:
-        for sim in paired_cases(rngs["paired"], agg, cases):
+        for sim in paired_cases(rngs["paired"], max(agg // 2, 1), cases):
             run("paired", sim)
     result = pd.concat(parts, ignore_index=True)
     result = result.groupby(["section", "case", "metric", "label", "aggregate", "method", "target"], sort=False).agg(
@@ -436,7 +437,8 @@ def main() -> None:
 
     text, findings = table(result, cases)
     print(f"# Coverage of the score stage's 95 % intervals ({'quick' if args.quick else 'full'} run, seed {args.seed})\n")
-    print(f"{reps} replicates per per-prompt case, {agg} per aggregate case; run time {elapsed:.0f} s.\n")
+    print(f"{reps} replicates per per-prompt case ({max(reps // 4, 1)} with a reference), {agg} per aggregate case "
+          f"({max(agg // 2, 1)} with a reference or paired); run time {elapsed:.0f} s.\n")
     print("## Worst case per interval\n")
     print(summary(result) + "\n")
     print(f"## Below {TARGET:.0%} by more than two MC standard errors, where the method claims validity\n")
