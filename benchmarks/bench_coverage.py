@@ -329,7 +329,7 @@ def table(result: pd.DataFrame, cases: dict[int, Case]) -> tuple[str, list[str]]
     head = ("| section | case | K | n | P | metric | label | aggregate | method | target | valid | flag | R | nominal "
             "| observed | MC se | mean width | status |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    findings = []
+    findings: dict[tuple, list[str]] = {}
     for _, r in result.iterrows():
         c = cases[int(r["case"])]
         se = math.sqrt(r["observed"] * (1 - r["observed"]) / r["R"])
@@ -341,9 +341,10 @@ def table(result: pd.DataFrame, cases: dict[int, Case]) -> tuple[str, list[str]]
                      f"| {r['method']} | {r['target']} | {valid} | {flag} | {int(r['R'])} | {NOMINAL:.2f} | {r['observed']:.3f} "
                      f"| {se:.3f} | {fmt(r['width'])} | {status} |")
         if low and valid == "yes":
-            findings.append(f"{r['metric']} [{r['aggregate']}, {r['method']}, target {r['target']}]: {r['observed']:.3f} ± {se:.3f} "
-                            f"— {c.section}: {c.description}, K = {c.k}, n = {c.n}, P = {c.prompts}")
-    return "\n".join(lines), findings
+            where = (f"{c.section}: {c.description}, K = {c.k}, n = {c.n}, P = {c.prompts} — {r['aggregate']}, {r['method']}, "
+                     f"target {r['target']}: {r['observed']:.3f} ± {se:.3f}")
+            findings.setdefault((where,), []).append(str(r["metric"]))
+    return "\n".join(lines), [f"{key[0]} ({', '.join(metrics)})" for key, metrics in findings.items()]
 
 
 def balance_tests(result: pd.DataFrame, cases: dict[int, Case]) -> str:
@@ -357,7 +358,9 @@ def balance_tests(result: pd.DataFrame, cases: dict[int, Case]) -> str:
             continue
         rate = r["rejected"] * r["R"] / r["tested"]
         se = math.sqrt(0.05 * 0.95 / r["tested"])
-        test = "balance (exact X²)" if c.section != "reference" else "fit to reference (exact X²)"
+        test = "fit to reference (exact X²)" if c.section == "reference" else "balance (exact X²)"
+        if r["aggregate"] != "prompt":
+            test = "every prompt balanced (Fisher over prompts)"
         lines.append(f"| {test} | {c.k} | {c.n} | {c.prompts} | {r['aggregate']} | {int(r['tested'])} | {rate:.3f} | {se:.3f} |")
     return "\n".join(lines)
 
