@@ -251,13 +251,14 @@ def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[s
 
 def write_largest_gaps(gaps: list[dict[str, Any]], path: str | Path) -> Path:
     """``largest_gaps.csv`` (columns :data:`GAP_COLUMNS`, fractions), atomically."""
+    from t2ibias.csvsafe import escape_cell
     from t2ibias.store.image_store import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(GAP_COLUMNS), lineterminator="\n")
     w.writeheader()
     for g in gaps:
-        w.writerow({k: ("" if g.get(k) is None else g[k]) for k in GAP_COLUMNS})
+        w.writerow({k: ("" if g.get(k) is None else escape_cell(g[k])) for k in GAP_COLUMNS})
     path = Path(path)
     atomic_write_text(path, buf.getvalue())
     return path
@@ -272,6 +273,7 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
     """Print the largest gaps of the given attributes (and of intersections), one table per
     group pair with both directions side by side, in recall points."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -279,16 +281,16 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
     shown = [g for g in gaps if g["attribute"] in wanted or "&" in g["attribute"]]
     if not shown:
         console.print("largest gaps: none (no class has >= 50 single-person people in both groups of a "
-                      f"compared pair among {', '.join(sorted(wanted))})")
+                      f"compared pair among {', '.join(sorted(wanted))})", markup=False)
         return
     pairs: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = {}
     for g in shown:
         pairs.setdefault((g["attribute"], *g["pair"]), {}).setdefault(g["direction"], []).append(g)
     for (attr, ga, gb), by_dir in pairs.items():
         dirs = [f"{ga}-{gb}", f"{gb}-{ga}"]
-        table = Table(title=f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)")
+        table = Table(title=escape(f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)"))
         for d in dirs:
-            table.add_column(f"{d.replace('-', ' − ')}")
+            table.add_column(escape(d.replace("-", " − ")))
             table.add_column("gap", justify="right")
             table.add_column("95% CI", justify="right")
             table.add_column("n", justify="right")
@@ -298,7 +300,7 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
             for lst in lists:
                 if i < len(lst):
                     g = lst[i]
-                    cells += [g["class"], _pts(g["gap"]), f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]",
+                    cells += [escape(str(g["class"])), _pts(g["gap"]), escape(f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]"),
                               f"{g['n_a']}/{g['n_b']}"]
                 else:
                     cells += ["", "", "", ""]

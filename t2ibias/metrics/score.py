@@ -393,7 +393,8 @@ def score_stage(run_dir: Path, ci_method: str = "percentile", audit: str | Path 
         "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
     }
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1) + "\n")
-    atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=list(ROW_KEYS)).to_csv(index=False))
+    from t2ibias.csvsafe import frame_to_csv
+    atomic_write_text(run_dir / "metrics.csv", frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
     from t2ibias.metrics.instrument import INSTRUMENT_FILE, instrument_doc
 
     instrument = instrument_doc(run_dir, spec, prompts, labels, audit=audit)
