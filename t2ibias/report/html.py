@@ -23,7 +23,7 @@ from PIL import Image
 
 from t2ibias import __version__
 from t2ibias.errors import UserError
-from t2ibias.store.image_store import ImageStore, atomic_write_text
+from t2ibias.store.image_store import ImageStore, atomic_write_text, confined_path
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
@@ -184,14 +184,10 @@ def load_run(run_dir: Path) -> Run:
 
 def _image_file(run_dir: Path, rel: Any) -> Path | None:
     """The image file a manifest path names, or None when it is empty or leaves the run dir."""
-    if not rel:
-        return None
-    path = run_dir / str(rel)
     try:
-        path.resolve().relative_to(run_dir.resolve())
-    except ValueError:
+        return confined_path(run_dir, rel)
+    except UserError:
         return None
-    return path
 
 
 def _has_file(run_dir: Path, rec: dict) -> bool:
@@ -330,7 +326,7 @@ def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumb
         if not _has_file(run.dir, rec):
             placeholder, title = "missing", title + f"\nfile missing: {rec.get('path')}"
         elif thumbs:
-            src = _thumbnail(run.dir / str(rec["path"]))
+            src = _thumbnail(_image_file(run.dir, rec["path"]))
             if src is None:
                 placeholder, title = "unreadable", title + f"\nunreadable image: {rec.get('path')}"
     return {"key": rec.get("key"), "src": src, "placeholder": placeholder, "caption": caption,
