@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,9 +485,45 @@ def _instrument_context(doc: Any, classifier_id: Any) -> dict:
 # --------------------------------------------------------------------------- rendering
 
 
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029]")
+#: Characters that start markdown syntax anywhere in a line (emphasis, code, links, images,
+#: strikethrough, table cells, escapes); ``<``, ``>`` and ``&`` become HTML entities instead.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|~]")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _one_line(text: Any) -> str:
+    return _LINE_BREAK.sub(" ", str(text))
+
+
 def _md(text: Any) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    """Text shown as itself in markdown: no HTML, link, image, emphasis or table cell can start in it.
+
+    Config files and run files are untrusted (a generator YAML may hold ``<script>`` or
+    ``[x](javascript:...)``), so every value placed in the model card goes through here or :func:`_code`.
+    """
+    out = re.sub(r"[&<>]", lambda m: _HTML_ENTITIES[m.group()], _one_line(text))
+    out = _MD_SPECIAL.sub(lambda m: "\\" + m.group(), out)
+    return re.sub("_", _underscore, out)
+
+
+def _underscore(m: re.Match) -> str:
+    """An underscore between two letters or digits cannot open or close emphasis: ``no_person`` stays."""
+    s, i = m.string, m.start()
+    return "_" if 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum() else "\\_"
+
+
+def _code(text: Any, table: bool = False) -> str:
+    """``text`` as one inline code span, whatever backticks it holds (markdown shows a code span
+    literally: no HTML or link inside it is rendered); ``table``: inside a table cell."""
+    body = _one_line(text)
+    if not body.strip():
+        return _md(body) or MISSING
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body[0] in "` " or body[-1] in "` " else ""
+    if table:
+        body = body.replace("|", "\\|")
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 _ENV = jinja2.Environment(
@@ -498,6 +535,7 @@ _ENV = jinja2.Environment(
     keep_trailing_newline=True,
 )
 _ENV.filters["md"] = _md
+_ENV.filters["code"] = _code
 
 
 def _write_atomic(path: Path, text: str) -> Path:
