@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from facet_eval.data import FacetData
+from facet_eval.data import FacetData, canonical_class
 from facet_eval.detection import N_BOOT, rows_from_values
 from t2ibias.errors import UserError
 
@@ -144,6 +144,7 @@ def load_class_predictions(path: str | Path, data: FacetData) -> dict[int, str]:
         cls = d["class"]
         if not isinstance(cls, str):
             raise UserError(f"{where}: field class: not a string: {cls!r} (write the class name, e.g. {classes[0]!r})")
+        cls = canonical_class(cls)  # `disk_jockey` as the release's scripts write it is `disk jockey`
         if cls not in class_set:
             close = difflib.get_close_matches(cls, classes, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"e.g. {', '.join(repr(c) for c in classes[:3])}"
@@ -314,8 +315,10 @@ def _article(cls: str) -> str:
 
 
 def class_prompts(cls: str) -> list[str]:
-    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``."""
-    return [t.format(a=_article(cls), c=cls) for t in CLASS_TEMPLATES]
+    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``;
+    a class written with underscores is prompted in words (``a photo of a disk jockey.``)."""
+    words = canonical_class(cls)
+    return [t.format(a=_article(words), c=words) for t in CLASS_TEMPLATES]
 
 
 def resolve_device(device: str) -> str:
