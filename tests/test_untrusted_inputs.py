@@ -283,3 +283,22 @@ def test_report_never_thumbnails_a_file_outside_the_run(tmp_path):
     (run / "manifest-000.jsonl").write_text("\n".join(lines) + "\n")
     html = write_report(run).read_text(encoding="utf-8")
     assert f"file missing: {secret}" in html
+
+
+def test_factuality_tables_show_culture_and_intervention_names_as_typed():
+    import pandas as pd
+
+    from t2ibias.factuality_cli import results_table, tax_rich_table
+
+    cell = {"n_instances": 2, "n_scored": 1, **{f"{m}{s}": (None if s else 0.5) for m in (
+        "dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",
+        "factual_diversity_divergence", "success_rate") for s in ("", "_ci")}}
+    result = {**cell, "by_culture": {MARKUP: cell}}
+    console = Console(record=True, width=400)
+    console.print(results_table(result, "title " + MARKUP))
+    tax = pd.DataFrame([{"intervention": MARKUP, "n_paired": 1, **{f"delta_{m}{s}": 0.1 for m in (
+        "dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1", "diversity")
+        for s in ("", "_ci_low", "_ci_high")}}])
+    console.print(tax_rich_table(tax))
+    text = console.export_text()
+    assert text.count("[/x] [bold]loud[/bold]") == 3
