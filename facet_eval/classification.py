@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from facet_eval.data import FacetData
+from facet_eval.data import FacetData, canonical_class
 from facet_eval.detection import N_BOOT, rows_from_values
 from t2ibias.errors import UserError
 
@@ -144,6 +144,7 @@ def load_class_predictions(path: str | Path, data: FacetData) -> dict[int, str]:
         cls = d["class"]
         if not isinstance(cls, str):
             raise UserError(f"{where}: field class: not a string: {cls!r} (write the class name, e.g. {classes[0]!r})")
+        cls = canonical_class(cls)  # `disk_jockey` as the release's scripts write it is `disk jockey`
         if cls not in class_set:
             close = difflib.get_close_matches(cls, classes, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"e.g. {', '.join(repr(c) for c in classes[:3])}"
@@ -251,13 +252,14 @@ def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[s
 
 def write_largest_gaps(gaps: list[dict[str, Any]], path: str | Path) -> Path:
     """``largest_gaps.csv`` (columns :data:`GAP_COLUMNS`, fractions), atomically."""
+    from t2ibias.csvsafe import escape_cell
     from t2ibias.store.image_store import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(GAP_COLUMNS), lineterminator="\n")
     w.writeheader()
     for g in gaps:
-        w.writerow({k: ("" if g.get(k) is None else g[k]) for k in GAP_COLUMNS})
+        w.writerow({k: ("" if g.get(k) is None else escape_cell(g[k])) for k in GAP_COLUMNS})
     path = Path(path)
     atomic_write_text(path, buf.getvalue())
     return path
@@ -272,6 +274,7 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
     """Print the largest gaps of the given attributes (and of intersections), one table per
     group pair with both directions side by side, in recall points."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -279,16 +282,16 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
     shown = [g for g in gaps if g["attribute"] in wanted or "&" in g["attribute"]]
     if not shown:
         console.print("largest gaps: none (no class has >= 50 single-person people in both groups of a "
-                      f"compared pair among {', '.join(sorted(wanted))})")
+                      f"compared pair among {', '.join(sorted(wanted))})", markup=False)
         return
     pairs: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = {}
     for g in shown:
         pairs.setdefault((g["attribute"], *g["pair"]), {}).setdefault(g["direction"], []).append(g)
     for (attr, ga, gb), by_dir in pairs.items():
         dirs = [f"{ga}-{gb}", f"{gb}-{ga}"]
-        table = Table(title=f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)")
+        table = Table(title=escape(f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)"))
         for d in dirs:
-            table.add_column(f"{d.replace('-', ' − ')}")
+            table.add_column(escape(d.replace("-", " − ")))
             table.add_column("gap", justify="right")
             table.add_column("95% CI", justify="right")
             table.add_column("n", justify="right")
@@ -298,7 +301,7 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
             for lst in lists:
                 if i < len(lst):
                     g = lst[i]
-                    cells += [g["class"], _pts(g["gap"]), f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]",
+                    cells += [escape(str(g["class"])), _pts(g["gap"]), escape(f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]"),
                               f"{g['n_a']}/{g['n_b']}"]
                 else:
                     cells += ["", "", "", ""]
@@ -312,8 +315,10 @@ def _article(cls: str) -> str:
 
 
 def class_prompts(cls: str) -> list[str]:
-    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``."""
-    return [t.format(a=_article(cls), c=cls) for t in CLASS_TEMPLATES]
+    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``;
+    a class written with underscores is prompted in words (``a photo of a disk jockey.``)."""
+    words = canonical_class(cls)
+    return [t.format(a=_article(words), c=words) for t in CLASS_TEMPLATES]
 
 
 def resolve_device(device: str) -> str:

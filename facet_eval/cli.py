@@ -189,7 +189,7 @@ def classify(
 
         preds, info = predict_with_clip(data, model_id, device=device, batch_size=batch_size, progress=progress)
         if info["parameters"].get("random_weights"):
-            err.print(f"note: {model_id} has random weights; its numbers are meaningless by construction", highlight=False)
+            err.print(f"note: {model_id} has random weights; its numbers are meaningless by construction", highlight=False, markup=False)
         run.update(model={"name": info["name"], "parameters": info["parameters"]}, device=info["device"],
                    batch_size=batch_size, software={"torch": info["torch"], "open_clip": info["open_clip"]},
                    predictions="predictions.json")

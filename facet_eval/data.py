@@ -24,6 +24,13 @@ REQUIRED_COLUMNS = ("person_id", "filename", "class1", "class2", "bounding_box")
 BOX_KEYS = ("x", "y", "width", "height")
 
 
+def canonical_class(name: str) -> str:
+    """A FACET class in its one spelling: words joined by single spaces (``disk_jockey`` and
+    ``disk  jockey`` are ``disk jockey``). Scripts around the release write multi-word classes
+    with underscores; the loader and predictions files accept either."""
+    return " ".join(name.replace("_", " ").split())
+
+
 @dataclass
 class FacetData:
     """People (one row each, CSV order) and images of a FACET release.
@@ -144,7 +151,7 @@ def load_facet(root: str | Path) -> FacetData:
     people = pd.DataFrame({"person_id": pids, "filename": df["filename"].str.strip()})
     for col in ("class1", "class2"):
         people[col] = pd.Series(
-            [None if v.strip() in ("", "None", "none", "nan", "NaN") else v.strip() for v in df[col]], dtype=object
+            [None if v.strip() in ("", "None", "none", "nan", "NaN") else canonical_class(v) for v in df[col]], dtype=object
         )
     for col in attr_cols:
         raw = df[col].str.strip()

@@ -290,6 +290,7 @@ def _clean(v: Any) -> Any:
 def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, console: Any = None) -> None:
     """Write ``metrics.json`` (``{"rows": [...]}``, NaN as null) and ``metrics.csv`` atomically,
     then print a summary."""
+    from t2ibias.csvsafe import frame_to_csv
     from t2ibias.store.image_store import atomic_write_text
 
     out = Path(out_dir)
@@ -301,7 +302,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, console: Any 
         for k in r:
             if k not in columns:
                 columns.append(k)
-    atomic_write_text(out / "metrics.csv", pd.DataFrame(clean, columns=columns).to_csv(index=False))
+    atomic_write_text(out / "metrics.csv", frame_to_csv(pd.DataFrame(clean, columns=columns)))
     print_summary(rows, console)
 
 
@@ -319,6 +320,7 @@ def print_summary(rows: list[dict[str, Any]], console: Any = None) -> None:
     """The overall values and, per attribute, the worst group and the largest gap of the headline
     metric (mAR for detection and segmentation, recall for classification)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -328,9 +330,9 @@ def print_summary(rows: list[dict[str, Any]], console: Any = None) -> None:
     overall = {r["metric"]: r for r in top if r["attribute"] == "all"}
     if main in overall:
         console.print("overall (n={}): ".format(overall[main]["n"]) + ", ".join(
-            f"{m} {_fmt(overall[m]['value'])}" for m in metrics if m in overall))
+            f"{m} {_fmt(overall[m]['value'])}" for m in metrics if m in overall), markup=False)
     task = rows[0].get("task", "detection") if rows else "detection"
-    table = Table(title=f"person {task} {main} by attribute (all classes)")
+    table = Table(title=escape(f"person {task} {main} by attribute (all classes)"))
     for col in ("attribute", "groups", "worst group", main, "largest gap", "gap"):
         table.add_column(col)
     attrs = list(dict.fromkeys(r["attribute"] for r in top if r["attribute"] != "all"))
@@ -341,6 +343,7 @@ def print_summary(rows: list[dict[str, Any]], console: Any = None) -> None:
         gaps = [r for r in top if r["attribute"] == attr and r["metric"] == f"disparity_{main}"
                 and not (r["value"] is None or math.isnan(r["value"]))]
         gap = max(gaps, key=lambda r: abs(r["value"])) if gaps else None
-        table.add_row(attr, str(len(grp)), worst["group"] if worst else "-", _fmt(worst["value"]) if worst else "-",
-                      gap["group"] if gap else "-", _fmt(gap["value"]) if gap else "-")
+        table.add_row(escape(str(attr)), str(len(grp)), escape(str(worst["group"])) if worst else "-",
+                      _fmt(worst["value"]) if worst else "-", escape(str(gap["group"])) if gap else "-",
+                      _fmt(gap["value"]) if gap else "-")
     console.print(table)

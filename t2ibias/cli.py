@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -88,18 +89,16 @@ def print_summary(run_dir: Path) -> None:
         caption = f"{sum(totals.values())} images · " + " · ".join(
             f"{b.replace('_', ' ')} {totals[b]}" for b in ("abstain", "no_person", "blocked", "failed") if b in totals
         )
-        table = Table(
-            title=f"{axis} (perceived) · {spec['model']['id']} · {spec['n_seeds']} images per prompt · {spec['classifier']['id']}",
-            caption=caption,
-        )
+        title = f"{axis} (perceived) · {spec['model']['id']} · {spec['n_seeds']} images per prompt · {spec['classifier']['id']}"
+        table = Table(title=escape(title), caption=escape(caption))
         table.add_column("prompt", overflow="fold", max_width=44)
         table.add_column("n", justify="right")
         for b in bins:
-            table.add_column(b.replace("_", " "), justify="right")
+            table.add_column(escape(b.replace("_", " ")), justify="right")
         table.add_column("TV to uniform [95% CI]", justify="right")
         table.add_column("q", justify="right")
         for group_by, group, text in groups:
-            cells = [text, str(index[("count", axis, group_by, group, bins[0])]["n"])]
+            cells = [escape(str(text)), str(index[("count", axis, group_by, group, bins[0])]["n"])]
             cells += [f"{index[('proportion', axis, group_by, group, b)]['value']:.2f}" for b in bins]
             tv = index.get(("total_variation_uniform", axis, group_by, group, None))
             cells.append(_fmt(tv) + (" *" if tv and "n < min_n" in (tv.get("note") or "") else ""))
@@ -169,9 +168,9 @@ def sweep(
         model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model, str(docs) if docs else None
     ), force=force)
     if spec.get("prompt_truncation"):
-        err.print(f"[yellow]warning: {spec['prompt_truncation']}[/yellow]", highlight=False)
+        err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
     if spec.get("model_is_random"):
-        err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
+        err.print(f"[yellow]{escape(str(spec['model']['id']))} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate
@@ -223,7 +222,7 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
             from t2ibias.measure.fairface import import_fairface_csv
 
             n = import_fairface_csv(run_dir, mo.fairface)
-            err.print(f"measure: imported {n} FairFace faces from {mo.fairface}")
+            err.print(f"measure: imported {n} FairFace faces from {mo.fairface}", markup=False)
         with _progress("measure") as bar:
             m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar,
                               person_detector=mo.person_detector, person_conf=mo.person_conf,
@@ -236,8 +235,8 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
     if only in (None, "report"):
         report = write_report(run_dir)
         write_model_card(run_dir)
-        out.print(f"report: {report}")
-        out.print(f"model card: {run_dir / 'model_card.md'}")
+        out.print(f"report: {report}", markup=False)
+        out.print(f"model card: {run_dir / 'model_card.md'}", markup=False)
 
 
 @app.command()
@@ -312,7 +311,7 @@ def ls(
     for col in items[0] if items else ["id"]:
         table.add_column(col, overflow="fold")
     for item in items:
-        table.add_row(*[str(v) for v in item.values()])
+        table.add_row(*[escape(str(v)) for v in item.values()])
     out.print(table)
 
 
@@ -347,6 +346,8 @@ def _validate_run(run_dir: Path) -> str:
     store = ImageStore(run_dir)
     records = store.records()
     status = {j.key: records.get(j.key, {}).get("status", "not generated") for j in jobs}
+    for key in (k for k, st in status.items() if st == "ok"):
+        store.image_file(records[key])  # a path that leaves the run is an error of its own, not "missing"
     bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k])]
     if bad:
         raise UserError(f"{run_dir}: {len(bad)} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
@@ -362,7 +363,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir() and (path / "spec.json").exists():
-        out.print(f"ok  {_validate_run(path)}")
+        out.print(f"ok  {_validate_run(path)}", markup=False)
         return
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:
@@ -370,7 +371,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
     problems = []
     for f in files:
         try:
-            out.print(f"ok  {f}: {_validate_file(f)}", highlight=False)
+            out.print(f"ok  {f}: {_validate_file(f)}", markup=False, highlight=False)
         except UserError as exc:
             problems.append(str(exc))
     for p in problems:

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from t2ibias.errors import UserError
@@ -73,7 +74,7 @@ def results_table(result: dict[str, Any], title: str) -> Table:
     """A rich table of a :func:`score_factuality` result: overall, then one row per culture."""
     metrics = ("dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",
                "factual_diversity_divergence", "success_rate")
-    table = Table(title=title, caption="values [95% bootstrap CI over instances]; n = instances, scored = with ≥ 1 face")
+    table = Table(title=escape(title), caption=escape("values [95% bootstrap CI over instances]; n = instances, scored = with ≥ 1 face"))
     table.add_column("culture", overflow="fold")
     table.add_column("n", justify="right")
     table.add_column("scored", justify="right")
@@ -81,7 +82,7 @@ def results_table(result: dict[str, Any], title: str) -> Table:
         table.add_column(_SHORT[m], justify="right")
     rows = [("all", result, "bold"), *((c, r, None) for c, r in result["by_culture"].items())]
     for name, r, style in rows:
-        table.add_row(name, str(r["n_instances"]), str(r["n_scored"]), *(_cell(r[m], r[f"{m}_ci"]) for m in metrics), style=style)
+        table.add_row(escape(str(name)), str(r["n_instances"]), str(r["n_scored"]), *(_cell(r[m], r[f"{m}_ci"]) for m in metrics), style=style)
     return table
 
 
@@ -113,7 +114,7 @@ def factuality(
         result["factuality_tax"] = json.loads(tax_df.to_json(orient="records"))
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        console.print(f"wrote {json_out}", highlight=False)
+        console.print(f"wrote {json_out}", highlight=False, markup=False)
 
 
 def factuality_tax_table(
@@ -156,13 +157,13 @@ def factuality_tax_table(
 
 def tax_rich_table(tax: pd.DataFrame, title: str = "factuality tax (intervention − none)") -> Table:
     """A rich table of :func:`factuality_tax_table` output."""
-    table = Table(title=title, caption="Δ [95% paired bootstrap CI]; negative DDA/IDA/IDF = factuality lost, positive diversity = gained")
+    table = Table(title=escape(title), caption=escape("Δ [95% paired bootstrap CI]; negative DDA/IDA/IDF = factuality lost, positive diversity = gained"))
     table.add_column("intervention")
     table.add_column("pairs", justify="right")
     for m in TAX_METRICS:
         table.add_column(f"Δ {_SHORT[m]}", justify="right")
     for row in tax.to_dict("records"):
-        table.add_row(row["intervention"], str(row["n_paired"]), *(
+        table.add_row(escape(str(row["intervention"])), str(row["n_paired"]), *(
             _cell(row[f"delta_{m}"], [row[f"delta_{m}_ci_low"], row[f"delta_{m}_ci_high"]]) for m in TAX_METRICS
         ))
     return table

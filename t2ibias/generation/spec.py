@@ -78,6 +78,33 @@ _FIELDS = {f.name for f in dataclasses.fields(GeneratorSpec)}
 _REQUIRED = ("source", "pipeline")
 
 
+#: Fields that are text (None allowed for the optional ones), mappings, or yes/no flags.
+_TEXT_FIELDS = ("id", "source", "pipeline", "revision", "licence", "notes")
+_OPTIONAL_TEXT_FIELDS = ("variant", "scheduler")
+_MAPPING_FIELDS = ("scheduler_config", "call_kwargs")
+_FLAG_FIELDS = ("random_weights",)
+
+
+def _check_field_types(doc: Any, data: dict[str, Any]) -> None:
+    """Every text, mapping and flag field has its type (a number or list would reach the hub, the
+    pipeline or the model card as something else)."""
+    for name in _TEXT_FIELDS + _OPTIONAL_TEXT_FIELDS:
+        value = data.get(name)
+        if name in data and not isinstance(value, str) and not (value is None and name in _OPTIONAL_TEXT_FIELDS):
+            raise UserError(f"{doc.where(name)}: {name} must be text, not {type(value).__name__} {value!r} "
+                            f"(quote it: {name}: \"...\")")
+    for name in ("source", "pipeline", "revision"):
+        if name in data and not data[name].strip():
+            raise UserError(f"{doc.where(name)}: {name} is empty (give a value or remove the field)")
+    for name in _MAPPING_FIELDS:
+        value = data.get(name, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"{doc.where(name)}: {name} must be a mapping of names to values (e.g. {name}: {{key: value}})")
+    for name in _FLAG_FIELDS:
+        if name in data and not isinstance(data[name], bool):
+            raise UserError(f"{doc.where(name)}: {name} must be true or false, not {data[name]!r}")
+
+
 def load_generator_spec_file(path: Path) -> GeneratorSpec:
     """Read and check one generator YAML file; errors say ``file:line: problem (fix)``."""
     doc = load_located_yaml(path)
@@ -92,6 +119,7 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
     for name in _REQUIRED:
         if not data.get(name):
             raise UserError(f"{doc.where()}: missing field {name!r} (add `{name}: ...`)")
+    _check_field_types(doc, data)
     if data.get("dtype", "float16") not in DTYPES:
         raise UserError(f"{doc.where('dtype')}: dtype must be one of {', '.join(DTYPES)}")
     for name in ("steps", "height", "width"):

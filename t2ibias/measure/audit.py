@@ -723,11 +723,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    from t2ibias.csvsafe import escape_cell
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    w.writerow([escape_cell(h) for h in header])
     for r in rows:
-        w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in r])
+        w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else escape_cell(v) for v in r])
     return buf.getvalue()
 
 

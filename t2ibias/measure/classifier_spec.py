@@ -9,6 +9,7 @@ attributes of another classifier file.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def _load_raw(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], A
             raise UserError(f"{doc.where(key)}: unknown key {key!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
     _check_vocabulary(doc, data.get("attributes"))
     if "include" in data:
-        parent = str(data["include"])
+        parent = data["include"]
+        if not isinstance(parent, str) or not parent or any(c in parent for c in "/\\") or parent.startswith("."):
+            raise UserError(f"{doc.where('include')}: include must name a classifier id, not {parent!r} (a file name without .yaml)")
         if parent in seen:
             raise UserError(f"{doc.where('include')}: include cycle through {parent!r}")
         parent_path = CLASSIFIER_DIR / f"{parent}.yaml"
@@ -118,14 +121,48 @@ def _load_raw(path: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], A
     return data, doc
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_field_types(doc: Any, data: dict[str, Any]) -> None:
+    """Text, flag and mapping fields have their types (``quick_gelu: "false"`` would otherwise
+    read as true, and a list as an architecture name)."""
+    if not isinstance(data["arch"], str) or not data["arch"].strip():
+        raise UserError(f"{doc.where('arch')}: arch must be an open_clip architecture name (text, e.g. ViT-B-32)")
+    if data.get("pretrained") is not None and (not isinstance(data["pretrained"], str) or not data["pretrained"].strip()):
+        raise UserError(f"{doc.where('pretrained')}: pretrained must be an open_clip tag or a checkpoint path (text), or null")
+    for name in ("quick_gelu", "random_weights"):
+        if name in data and not isinstance(data[name], bool):
+            raise UserError(f"{doc.where(name)}: {name} must be true or false, not {data[name]!r}")
+    if data.get("arch_config") is not None and not isinstance(data["arch_config"], dict):
+        raise UserError(f"{doc.where('arch_config')}: arch_config must be a mapping of open_clip model settings, or null")
+
+
+def _check_preprocess_types(doc: Any, pre: dict[str, Any]) -> None:
+    size = pre["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise UserError(f"{doc.where('preprocess', 'image_size')}: image_size must be a positive integer (e.g. 224)")
+    for name in ("mean", "std"):
+        v = pre[name]
+        if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v) or (name == "std" and min(v) <= 0):
+            raise UserError(f"{doc.where('preprocess', name)}: {name} must be three numbers, one per RGB channel"
+                            + (" (all above 0)" if name == "std" else ""))
+    for name in ("interpolation", "resize_mode"):
+        if not isinstance(pre[name], str):
+            raise UserError(f"{doc.where('preprocess', name)}: {name} must be text (e.g. bicubic, shortest)")
+
+
 def load_classifier_spec_file(path: Path) -> ClassifierSpec:
     data, doc = _load_raw(path)
     for key in ("arch", "preprocess", "templates", "attributes"):
         if key not in data:
             raise UserError(f"{doc.where()}: missing key {key!r} (add `{key}: ...` or `include:` a classifier that has it)")
+    _check_field_types(doc, data)
     pre = data["preprocess"]
     if not isinstance(pre, dict) or set(pre) != PREPROCESS_KEYS:
         raise UserError(f"{doc.where('preprocess')}: preprocess must pin exactly {', '.join(sorted(PREPROCESS_KEYS))}")
+    _check_preprocess_types(doc, pre)
     templates = data["templates"]
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
         raise UserError(f"{doc.where('templates')}: templates must be a list of strings each with one {{}} for the label prompt")
@@ -145,6 +182,8 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
         margin = a.get("abstain_margin", 0.0)
         if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
             raise UserError(f"{where}: abstain_margin must be a number in [0, 1)")
+        if not isinstance(a.get("description", ""), str):
+            raise UserError(f"{doc.where('attributes', name, 'description')}: description must be text (quote it)")
         attrs[name] = AttributeSpec(name, {str(k): list(v) for k, v in a["labels"].items()}, float(margin), str(a.get("description", "")))
     scale = data.get("logit_scale", 100.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:

@@ -6,11 +6,14 @@ what a classifier trained on annotators' judgements says a face looks like, neve
 identity. Two ways in:
 
 * :func:`read_fairface_csv` + :func:`fairface_rows`: the CSV that FairFace's ``predict.py``
-  writes (dlib detection and alignment, both FairFace models) becomes ``measurements.parquet``
-  rows, one per (face, attribute).
-* :class:`FairFaceResNet34`: a FairFace checkpoint (``res34_fair_align_multi_{7,4}_*.pt``) run
-  on the face crops of this project's gate (no dlib alignment, so expect some loss of accuracy
-  against FairFace's published numbers).
+  writes (dlib detection and alignment; race, gender and age from the 7-race model, ``race4``
+  from the 4-race model) becomes ``measurements.parquet`` rows, one per (face, attribute). The
+  copy of ``predict.py`` in DoFaiR's release runs the 7-race model only and writes no ``race4``
+  columns; both layouts are read.
+* :class:`FairFaceResNet34`: a FairFace checkpoint (``fairface_alldata_20191111.pt``, 7 races,
+  or ``fairface_alldata_4race_20191111.pt``, 4 races; the older ``res34_fair_align_multi_*`` files
+  too) run on the face crops of this project's gate (no dlib alignment, so expect some loss of
+  accuracy against FairFace's published numbers).
 
 Attributes and their labels (t2ibias names, all perceived):
 
@@ -84,6 +87,9 @@ CSV_COLUMNS = (
     "face_name_align", "race", "race4", "gender", "age",
     "race_scores_fair", "race_scores_fair_4", "gender_scores_fair", "age_scores_fair",
 )
+#: The 4-race model's columns: absent from the CSV of a predict.py that runs the 7-race model only
+#: (DoFaiR's copy), so both are optional, but one without the other is a damaged file.
+RACE4_COLUMNS = ("race4", "race_scores_fair_4")
 # label column → (its FairFace labels in score order, its score column)
 _LABEL_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
     "race": (tuple(RACE7_LABELS), "race_scores_fair"),
@@ -96,7 +102,10 @@ _FACE_NAME = re.compile(r"^(?P<stem>.+)_face(?P<index>\d+)\.[A-Za-z0-9]+$")
 _SUM_TOLERANCE = 0.01  # printed score arrays are rounded; anything further off is not a softmax
 _ARGMAX_TOLERANCE = 1e-4  # the label's printed score may lose to another by rounding only
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as FairFace normalizes
-_CHECKPOINT_FIX = "download res34_fair_align_multi_7_20190809.pt (or _4_) from the FairFace release and pass its path"
+_CHECKPOINT_FIX = (
+    "download fairface_alldata_20191111.pt (7 races; fairface_alldata_4race_20191111.pt for fairface4:) "
+    "from the FairFace release and pass its path"
+)
 
 
 def _age_group_probs(age_probs: dict[str, float]) -> dict[str, float]:
@@ -191,15 +200,19 @@ def read_fairface_csv(path: str | Path) -> pd.DataFrame:
     ``face_name_align``, ``image_stem`` and ``face_index`` (from the aligned face's file name
     ``<image stem>_face<N>.<ext>``), the label columns ``race``, ``race4``, ``gender``, ``age`` as
     FairFace writes them, and the four score columns as tuples of floats in FairFace's label
-    order, renormalized to sum to 1. ``df.attrs["source"]`` is the file's path. Any defect
-    raises :class:`UserError` naming the file, column and line.
+    order, renormalized to sum to 1. A file without the 4-race columns (DoFaiR's predict.py)
+    has None in ``race4`` and ``race_scores_fair_4``. ``df.attrs["source"]`` is the file's path.
+    Any defect raises :class:`UserError` naming the file, column and line.
     """
     path = Path(path)
     header, records = _read_records(path)
-    missing = [c for c in CSV_COLUMNS if c not in header]
+    has_race4 = any(c in header for c in RACE4_COLUMNS)
+    wanted = [c for c in CSV_COLUMNS if has_race4 or c not in RACE4_COLUMNS]
+    missing = [c for c in wanted if c not in header]
     if missing:
         raise UserError(f"{path}: columns: missing {', '.join(missing)} ({_USE_PREDICT})")
-    where = {c: header.index(c) for c in CSV_COLUMNS}
+    where = {c: header.index(c) for c in wanted}
+    label_columns = {c: v for c, v in _LABEL_COLUMNS.items() if c in where}
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], int] = {}
     for line, fields in records:
@@ -220,8 +233,9 @@ def read_fairface_csv(path: str | Path) -> pd.DataFrame:
                 f"{seen[stem, index]} (run predict.py once per folder and pass its CSV unmerged)"
             )
         seen[stem, index] = line
-        row: dict[str, Any] = {"line": line, "face_name_align": name, "image_stem": stem, "face_index": index}
-        for column, (labels, score_column) in _LABEL_COLUMNS.items():
+        row: dict[str, Any] = {"line": line, "face_name_align": name, "image_stem": stem, "face_index": index,
+                               "race4": None, "race_scores_fair_4": None}
+        for column, (labels, score_column) in label_columns.items():
             value = raw[column].strip()
             if value not in labels:
                 raise UserError(
@@ -249,16 +263,17 @@ def _csv_predictions(row: Any) -> dict[str, Prediction]:
         labels, score_column = _LABEL_COLUMNS[column]
         return {(mapping[lab] if mapping else lab): float(v) for lab, v in zip(labels, row[score_column])}
 
-    race, race4 = probs("race", RACE7_LABELS), probs("race4", RACE4_LABELS)
-    gender, age = probs("gender", GENDER_LABELS), probs("age", None)
-    return {
+    race, gender, age = probs("race", RACE7_LABELS), probs("gender", GENDER_LABELS), probs("age", None)
+    preds = {
         # the CSV's own label (already checked to hold the top score, up to printing)
         "race": _prediction(race, RACE7_LABELS[row["race"]]),
-        "race4": _prediction(race4, RACE4_LABELS[row["race4"]]),
         "gender_presentation": _prediction(gender, GENDER_LABELS[row["gender"]]),
         "age_fairface": _prediction(age, row["age"]),
         "age_group": _prediction(_age_group_probs(age)),
     }
+    if row["race4"] is not None:  # a CSV without the 4-race model's columns has no race4
+        preds["race4"] = _prediction(probs("race4", RACE4_LABELS), RACE4_LABELS[row["race4"]])
+    return preds
 
 
 def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -> pd.DataFrame:
@@ -267,8 +282,8 @@ def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -
     ``df`` is what :func:`read_fairface_csv` returns; ``image_keys`` maps an image file stem to
     the run's image key (run images are ``images/<k0k1>/<key>.png``, so stem and key coincide).
     One row per (face, attribute): unit ``face``, ``face_index`` = FairFace's ``_face<N>`` (dlib's
-    detection order, not largest first), no box, attributes ``race``, ``race4``,
-    ``gender_presentation``, ``age_fairface``, ``age_group``; no abstention (label = top label).
+    detection order, not largest first), no box, attributes ``race``, ``race4`` (when the CSV has
+    it), ``gender_presentation``, ``age_fairface``, ``age_group``; no abstention (label = top label).
     Faces of images that are not in the run raise :class:`UserError`.
     """
     from t2ibias.measure.stage import COLUMNS
@@ -320,8 +335,9 @@ def import_fairface_csv(run_dir: str | Path, path: str | Path) -> int:
     measurer = fairface_csv_fingerprint(path)
     rows = fairface_rows(df, image_keys, measurer)
     if len(rows):
+        attributes = [a for a in ATTRIBUTE_LABELS if a in set(rows["attribute"])]
         append_measurements(run_dir, rows, measurer, {"id": "fairface-csv", "source": str(path.resolve()),
-                                                      "attributes": list(ATTRIBUTE_LABELS)}, source=str(path))
+                                                      "attributes": attributes}, source=str(path))
     return int(len(df))
 
 
@@ -331,8 +347,10 @@ def import_fairface_csv(run_dir: str | Path, path: str | Path) -> int:
 class FairFaceResNet34:
     """FairFace's ResNet-34 (``fc`` of 18 outputs) on face crops, from a local checkpoint.
 
-    Output units as FairFace slices them: race ``[:7]`` (``variant=7``) or ``[:4]`` (``variant=4``,
-    reported as attribute ``race4``), gender ``[7:9]``, age ``[9:18]``, each softmaxed. Crops are
+    Output units as FairFace slices them, each softmaxed: the 7-race model (``variant=7``) gives
+    race ``[:7]``, gender ``[7:9]`` and age ``[9:18]``; the 4-race model (``variant=4``) gives
+    ``race4`` from ``[:4]`` only, since FairFace's ``predict.py`` reads nothing else from it (its
+    gender and age come from the 7-race model: measure with both for all attributes). Crops are
     resized to 224×224 (no aspect-preserving crop, as FairFace) and ImageNet-normalized. FairFace
     trained on dlib-aligned faces; our crops are unaligned, so treat the labels as a little noisier.
     """
@@ -361,7 +379,9 @@ class FairFaceResNet34:
     @property
     def attributes(self) -> dict[str, tuple[str, ...]]:
         """Attribute → labels, in the order :meth:`measure` reports them."""
-        return {a: ATTRIBUTE_LABELS[a] for a in (self.race_attribute, "gender_presentation", "age_fairface", "age_group")}
+        if self.variant == 4:
+            return {"race4": ATTRIBUTE_LABELS["race4"]}
+        return {a: ATTRIBUTE_LABELS[a] for a in ("race", "gender_presentation", "age_fairface", "age_group")}
 
     def fingerprint(self) -> str:
         import torchvision
@@ -372,7 +392,7 @@ class FairFaceResNet34:
             except OSError as exc:
                 raise UserError(f"{self.checkpoint}: cannot read ({exc.strerror or exc}; {_CHECKPOINT_FIX})") from None
         return fingerprint({
-            "measurer": self.id, "checkpoint_sha256": self._sha256, "variant": self.variant,
+            "measurer": self.id, "checkpoint_sha256": self._sha256, "variant": self.variant, "outputs": list(self.attributes),
             "torchvision": torchvision.__version__, "preprocess": {"resize": [224, 224], "mean": _MEAN, "std": _STD},
             "age_group": AGE_GROUP_SHARES,
         })
@@ -436,6 +456,9 @@ class FairFaceResNet34:
             with torch.no_grad():
                 logits = self._model(batch.to(self.device)).float().cpu()
             race = logits[:, :n_race].softmax(dim=1).numpy()
+            if n_race == 4:
+                out.extend({"race4": _prediction({lab: float(v) for lab, v in zip(race_names, r)})} for r in race)
+                continue
             gender = logits[:, 7:9].softmax(dim=1).numpy()
             age = logits[:, 9:18].softmax(dim=1).numpy()
             for r, g, a in zip(race, gender, age):

@@ -2,8 +2,8 @@
 
 - a classifier config id or YAML file (``t2ibias ls classifiers``): CLIP zero-shot;
 - ``pixel-mst``: Monk skin tone from the skin pixels of a face crop (CIEDE2000 to the swatches);
-- ``fairface:PATH`` / ``fairface4:PATH``: a FairFace ResNet-34 checkpoint (7 or 4 race classes)
-  given by local path.
+- ``fairface:PATH`` / ``fairface4:PATH``: a FairFace ResNet-34 checkpoint given by local path:
+  the 7-race model (race, gender, age) or the 4-race model (``race4`` only, as FairFace uses it).
 
 Each has ``id``, a fingerprint and ``measure(crops) -> list[dict[attribute, Prediction]]``.
 """
@@ -17,6 +17,8 @@ from t2ibias.errors import UserError
 
 PIXEL_MST = "pixel-mst"
 FAIRFACE_PREFIXES = {"fairface": 7, "fairface7": 7, "fairface4": 4}
+#: The checkpoint FairFace's predict.py loads for each variant.
+FAIRFACE_CHECKPOINTS = {7: "fairface_alldata_20191111.pt", 4: "fairface_alldata_4race_20191111.pt"}
 CROP_MEASURERS_HELP = "pixel-mst, fairface:PATH or fairface4:PATH"
 
 
@@ -36,7 +38,7 @@ def resolve_crop_measurer(name: str, device: str = "cpu") -> Any:
     prefix, sep, path = text.partition(":")
     if sep and prefix in FAIRFACE_PREFIXES:
         if not path:
-            raise UserError(f"measurer {name!r}: no checkpoint path (write {prefix}:PATH/TO/res34_fair_align_multi_7_20190809.pt)")
+            raise UserError(f"measurer {name!r}: no checkpoint path (write {prefix}:PATH/TO/{FAIRFACE_CHECKPOINTS[FAIRFACE_PREFIXES[prefix]]})")
         from t2ibias.measure.fairface import FairFaceResNet34
 
         return FairFaceResNet34(Path(path).expanduser(), variant=FAIRFACE_PREFIXES[prefix], device=device)

@@ -307,7 +307,8 @@ def measure_stage(
     }, indent=1, sort_keys=True) + "\n")
 
     jobs = image_jobs(spec, read_prompts(run_dir, spec))
-    records = ImageStore(run_dir).records()
+    store = ImageStore(run_dir)
+    records = store.records()
     ok_keys = [j.key for j in jobs if records.get(j.key, {}).get("status") == OK]
     existing = read_measurements(run_dir)
     existing_emb = read_measurements(run_dir, EMBEDDINGS_FILE)
@@ -339,7 +340,7 @@ def measure_stage(
             clip, todo_extra = needs(key)
             item = _Prepared(key, clip=clip, extras=todo_extra)
             try:
-                images.append(_open_image(run_dir / records[key]["path"], run_dir))
+                images.append(_open_image(store.image_file(records[key]), run_dir))
             except UserError as exc:
                 item.error = exc
             out.append(item)

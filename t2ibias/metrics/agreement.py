@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from t2ibias.csvsafe import unescape_cell
 from t2ibias.errors import UserError
 from t2ibias.stats.bootstrap import percentile_intervals
 
@@ -125,6 +126,7 @@ def paired_predictions(audit_a: str | Path, audit_b: str | Path, attribute: str,
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
         except FileNotFoundError:
             raise UserError(f"{path}: file not found (pass the --out folder of `t2ibias audit`)") from None
+        df = df.map(unescape_cell).rename(columns=unescape_cell)  # cells the audit quoted for spreadsheets
         for col in ("person_id", "attribute", "true", "pred"):
             if col not in df.columns:
                 raise UserError(f"{path}: column {col}: missing (re-run `t2ibias audit`)")

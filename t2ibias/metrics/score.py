@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from t2ibias import __version__
+from t2ibias.csvsafe import frame_to_csv
 from t2ibias.errors import UserError
 from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
 from t2ibias.measure.clip_zeroshot import ABSTAIN
@@ -602,7 +603,7 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
         "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
     }
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(rows, columns=list(ROW_KEYS)).to_csv(index=False))
+    atomic_write_text(run_dir / "metrics.csv", frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
     from t2ibias.metrics.instrument import INSTRUMENT_FILE, instrument_doc
 
     instrument = instrument_doc(run_dir, spec, prompts, labels, audit=audit)

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from PIL import Image
 
 from t2ibias import __version__
 from t2ibias.errors import UserError
-from t2ibias.store.image_store import ImageStore, atomic_write_text
+from t2ibias.store.image_store import ImageStore, atomic_write_text, confined_path
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
@@ -188,14 +189,10 @@ def load_run(run_dir: Path) -> Run:
 
 def _image_file(run_dir: Path, rel: Any) -> Path | None:
     """The image file a manifest path names, or None when it is empty or leaves the run dir."""
-    if not rel:
-        return None
-    path = run_dir / str(rel)
     try:
-        path.resolve().relative_to(run_dir.resolve())
-    except ValueError:
+        return confined_path(run_dir, rel)
+    except UserError:
         return None
-    return path
 
 
 def _has_file(run_dir: Path, rec: dict) -> bool:
@@ -348,7 +345,7 @@ def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumb
         if not _has_file(run.dir, rec):
             placeholder, title = "missing", title + f"\nfile missing: {rec.get('path')}"
         elif thumbs:
-            src = _thumbnail(run.dir / str(rec["path"]))
+            src = _thumbnail(_image_file(run.dir, rec["path"]))
             if src is None:
                 placeholder, title = "unreadable", title + f"\nunreadable image: {rec.get('path')}"
     return {"key": rec.get("key"), "src": src, "placeholder": placeholder, "caption": caption,
@@ -506,9 +503,45 @@ def _instrument_context(doc: Any, classifier_id: Any) -> dict:
 # --------------------------------------------------------------------------- rendering
 
 
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029]")
+#: Characters that start markdown syntax anywhere in a line (emphasis, code, links, images,
+#: strikethrough, table cells, escapes); ``<``, ``>`` and ``&`` become HTML entities instead.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|~]")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _one_line(text: Any) -> str:
+    return _LINE_BREAK.sub(" ", str(text))
+
+
 def _md(text: Any) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    """Text shown as itself in markdown: no HTML, link, image, emphasis or table cell can start in it.
+
+    Config files and run files are untrusted (a generator YAML may hold ``<script>`` or
+    ``[x](javascript:...)``), so every value placed in the model card goes through here or :func:`_code`.
+    """
+    out = re.sub(r"[&<>]", lambda m: _HTML_ENTITIES[m.group()], _one_line(text))
+    out = _MD_SPECIAL.sub(lambda m: "\\" + m.group(), out)
+    return re.sub("_", _underscore, out)
+
+
+def _underscore(m: re.Match) -> str:
+    """An underscore between two letters or digits cannot open or close emphasis: ``no_person`` stays."""
+    s, i = m.string, m.start()
+    return "_" if 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum() else "\\_"
+
+
+def _code(text: Any, table: bool = False) -> str:
+    """``text`` as one inline code span, whatever backticks it holds (markdown shows a code span
+    literally: no HTML or link inside it is rendered); ``table``: inside a table cell."""
+    body = _one_line(text)
+    if not body.strip():
+        return _md(body) or MISSING
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body[0] in "` " or body[-1] in "` " else ""
+    if table:
+        body = body.replace("|", "\\|")
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 _ENV = jinja2.Environment(
@@ -520,6 +553,7 @@ _ENV = jinja2.Environment(
     keep_trailing_newline=True,
 )
 _ENV.filters["md"] = _md
+_ENV.filters["code"] = _code
 
 
 def _write_atomic(path: Path, text: str) -> Path:

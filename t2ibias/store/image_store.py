@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from t2ibias.errors import UserError
 from t2ibias.fingerprint import canonical_json
 
 MANIFEST_GLOB = "manifest*.jsonl"
@@ -85,6 +86,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def confined_path(root: str | Path, rel: Any, where: str = "path") -> Path:
+    """``root / rel`` for a relative path read from a run file, or :class:`UserError` when it is
+    not one: not text, absolute, with ``..``, or leading outside ``root`` through a symlink.
+
+    Run files (manifests above all) can be edited or come from elsewhere; nothing the project
+    reads through them may lie outside the run directory.
+    """
+    fix = f"an edited or foreign run file: run `t2ibias generate {root}` to remake the image in the run"
+    if not isinstance(rel, str) or not rel.strip() or "\x00" in rel:
+        raise UserError(f"{where}: {rel!r} is not a relative file path ({fix})")
+    parts = rel.replace("\\", "/").split("/")
+    if rel.startswith(("/", "\\")) or Path(rel).is_absolute() or (len(parts[0]) > 1 and parts[0][1] == ":") or ".." in parts:
+        raise UserError(f"{where}: {rel!r} leaves the run directory (absolute or with '..'; {fix})")
+    path = Path(root) / rel
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        raise UserError(f"{where}: {rel!r} leads outside the run directory through a link ({fix})") from None
+    except OSError as exc:  # a symlink loop
+        raise UserError(f"{where}: {rel!r} cannot be resolved ({exc.strerror or exc}; {fix})") from None
+    return path
+
+
 def read_jsonl(path: Path, skipped: list[int] | None = None) -> Iterable[dict[str, Any]]:
     """Rows of a JSON-lines file; a malformed line (e.g. cut short by a crash) is skipped and,
     when ``skipped`` is given, counted in ``skipped[0]``."""
@@ -114,6 +138,8 @@ class ImageStore:
         self._fh: Any = None
         #: Malformed manifest lines skipped by the last :meth:`records` call.
         self.malformed_lines = 0
+        #: Key → the manifest shard its current row was read from, by the last :meth:`records` call.
+        self.sources: dict[str, Path] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def manifest_files(self) -> list[Path]:
@@ -123,12 +149,21 @@ class ImageStore:
     def records(self) -> dict[str, dict[str, Any]]:
         """Merged manifest: key → row. For a key written more than once the last line wins."""
         merged: dict[str, dict[str, Any]] = {}
+        sources: dict[str, Path] = {}
         skipped = [0]
         for path in self.manifest_files():
             for row in read_jsonl(path, skipped):
                 merged[row["key"]] = row
+                sources[row["key"]] = path
         self.malformed_lines = skipped[0]
+        self.sources = sources
         return merged
+
+    def image_file(self, row: dict[str, Any]) -> Path:
+        """The file a manifest row's ``path`` names, confined to the run directory (else :class:`UserError`
+        naming the shard, the key and the field)."""
+        source = self.sources.get(str(row.get("key")), self.root / "manifest*.jsonl")
+        return confined_path(self.root, row.get("path"), f"{source}: key {row.get('key')}: field path")
 
     def path_for(self, key: str) -> Path:
         return self.images_dir / key[:2] / f"{key}.png"
@@ -137,10 +172,9 @@ class ImageStore:
         """True when a finished row's image is on disk with the recorded hash."""
         if row.get("status") != OK:
             return row.get("status") == BLOCKED
-        path = self.root / row["path"]
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = self.image_file(row).read_bytes()
+        except (UserError, OSError):  # a path outside the run is never read: the image is remade
             return False
         return hashlib.sha256(data).hexdigest() == row.get("sha256")
 
