@@ -439,7 +439,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
 
     text, findings = table(result, cases)
-    print(f"# Coverage of the score stage's 95 % intervals ({'quick' if args.quick else 'full'} run, seed {args.seed})\n")
+    print(f"# Coverage of the score stage's 95 % intervals ({'quick' if args.quick else 'full' if args.replicates is None and args.aggregate_replicates is None else 'custom'} run, seed {args.seed})\n")
     print(f"{reps} replicates per per-prompt case ({max(reps // 4, 1)} with a reference), {agg} per aggregate case "
           f"({max(agg // 2, 1)} with a reference or paired); run time {elapsed:.0f} s.\n")
     print("## Worst case per interval\n")
