@@ -344,16 +344,16 @@ def test_metrics_are_reproducible_and_clustered_over_prompts(metric_rows):
     ends = [((a["ci_low"], a["ci_high"]), (b["ci_low"], b["ci_high"])) for a, b in zip(metric_rows, other) if not math.isnan(a["ci_low"])]
     assert ends and all(x == y for x, y in ends)  # closed-form intervals: no resampling noise
     # the same labels split into prompts that disagree widen the family interval
+    names = [f"q{j}" for j in range(10)]
     split = pd.DataFrame(
-        [{"key": f"{p}{i}", "prompt_id": p, "image_index": i, "attribute": ax, "label": lab}
-         for p, lab in [("a", "masc"), ("b", "fem")] for i in range(20) for ax in ("gender_presentation", "age_group")]
+        [{"key": f"{p}{i}", "prompt_id": p, "image_index": i, "attribute": ax, "label": "masc" if j % 2 == 0 else "fem"}
+         for j, p in enumerate(names) for i in range(20) for ax in ("gender_presentation", "age_group")]
     )
     split.loc[split["attribute"] == "age_group", "label"] = "middle"
     mixed = split.copy()
-    mixed.loc[(mixed["attribute"] == "gender_presentation") & (mixed["image_index"] % 2 == 1), "label"] = (
-        mixed.loc[(mixed["attribute"] == "gender_presentation") & (mixed["image_index"] % 2 == 1), "prompt_id"].map({"a": "fem", "b": "masc"})
-    )
-    prompts = pd.DataFrame({"prompt_id": ["a", "b"], "family": ["f", "f"]})
+    odd = (mixed["attribute"] == "gender_presentation") & (mixed["image_index"] % 2 == 1)
+    mixed.loc[odd, "label"] = mixed.loc[odd, "label"].map({"masc": "fem", "fem": "masc"})
+    prompts = pd.DataFrame({"prompt_id": names, "family": ["f"] * 10})
     spec = {"classifier": {"id": CLASSIFIER}, "base_seed": 0}
 
     def width(labels):

@@ -61,8 +61,8 @@ def test_prompts_stereotyped_both_ways_do_not_cancel_in_the_mean_over_prompts(n:
         assert tv_pooled["value"] == pytest.approx(0.0)
         assert gap_pooled["value"] == pytest.approx(0.0)
         # the headline's interval keeps it away from balance; the pooled one holds balance
-        assert tv_mean["ci_low"] > 0.15 and tv_mean["ci_high"] == pytest.approx(0.5)
-        assert gap_mean["ci_low"] > 0.3
+        assert tv_mean["ci_low"] > 0.05 and tv_mean["ci_high"] == pytest.approx(0.5)
+        assert gap_mean["ci_low"] > 0.1
         assert tv_pooled["ci_low"] == pytest.approx(0.0, abs=1e-12)
 
 

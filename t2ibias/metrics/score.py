@@ -30,7 +30,7 @@ from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements, run_has_pe
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
-from t2ibias.stats.projection import box_projection, projection_interval, simultaneous_box
+from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics import legacy
 from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, normalized_entropy, proportions,
@@ -195,6 +195,7 @@ MIN_N = 50  # FACET's rule: a per-prompt figure on fewer images is shown, flagge
 PROJECTION = PROJECTION_NAME
 MEAN_OF_BOUNDS = "mean of per-prompt bounds"
 PAIRED = PAIRED_NAME
+PAIRED_SKEW = "difference of mean-over-prompts bounds"
 
 
 #: For each reference-free statistic: is it concave in the shares (entropy) rather than convex?
@@ -228,6 +229,15 @@ def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.nd
                 a[idx], b[idx] = box_projection(lo_b, hi_b, m.fn, concave=m.name in _CONCAVE)
         out[m.name] = (a, b)
     return out
+
+
+def _value_range(metric: str, k: int) -> tuple[float, float]:
+    """Smallest and largest value a statistic of K shares can take (what a missed prompt may hold)."""
+    return {
+        "total_variation_uniform": (0.0, 1.0 - 1.0 / k), "dalleval_mad": (0.0, 2.0 / k * (1.0 - 1.0 / k)),
+        "dalleval_std": (0.0, math.sqrt(k - 1) / k), "js_divergence_reference": (0.0, math.log(2)),
+        "share_minus_reference": (-1.0, 1.0),
+    }.get(metric, (0.0, 1.0))
 
 
 def _per_prompt(matrix: np.ndarray, n_labels: int, confidence: float, seed: int) -> dict[str, Any]:
@@ -343,7 +353,8 @@ def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_lab
             continue
         vals = pp["values"][m.name][idx][has]
         lo_i, hi_i = (b[idx][has] for b in pp["bounds"][m.name])
-        mean, mlo, mhi = float(vals.mean()), float(lo_i.mean()), float(hi_i.mean())
+        mean = float(vals.mean())
+        mlo, mhi = mean_of_bounds(lo_i, hi_i, _value_range(m.name, n_labels), confidence)
         pvals = pp["balance_p"][idx][has]
         p_all = float(stats.combine_pvalues(pvals[np.isfinite(pvals)], method="fisher").pvalue) if np.isfinite(pvals).any() else math.nan
         pooled_value = float(m.fn(pooled_cls))
@@ -367,7 +378,8 @@ def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_lab
             if not got:
                 continue
             rows.append(_row(key[0], axis, group_by, group, key[1], float(np.mean([g["value"] for g in got])),
-                             (float(np.mean([g["ci_low"] for g in got])), float(np.mean([g["ci_high"] for g in got]))), n_cls,
+                             mean_of_bounds(np.array([g["ci_low"] for g in got]), np.array([g["ci_high"] for g in got]),
+                                            _value_range(key[0], n_labels), confidence), n_cls,
                              _join(f"mean over {len(got)} prompts", f"reference: {next(iter(sources))}" if len(sources) == 1 else f"{len(sources)} references"),
                              aggregate="mean_over_prompts", method=MEAN_OF_BOUNDS))
     return rows
@@ -404,12 +416,22 @@ def _paired_rows(axis: str, order: list[str], prompts: pd.DataFrame, bins: list[
             mean, lo, hi, p = t_interval(diff[ok], confidence)
             rows.append(_row("proportion", axis, "intervention_vs_none", name, label, mean, (lo, hi), n_img, note,
                              aggregate="mean_over_prompts", method=PAIRED, p_value=p))
+        half = 1.0 - (1.0 - confidence) / 2.0
         for m in GROUP_METRICS:
             v = pp["values"][m.name]
-            diff = v[b] - v[a]
-            mean, lo, hi, p = t_interval(diff, confidence)
-            rows.append(_row(m.name, axis, "intervention_vs_none", name, None, mean, (lo, hi),
-                             int(pp["n_cls"][b].sum()), note, aggregate="mean_over_prompts", method=PAIRED, p_value=p))
+            lo_v, hi_v = pp["bounds"][m.name]
+            ok = np.isfinite(v[a]) & np.isfinite(v[b])
+            if not ok.any():
+                continue
+            # a skew statistic's plug-in is biased away from balance, and the bias differs between
+            # the arms: the difference of the two headline intervals (each at 1 − α/2) stays valid
+            rng_m = _value_range(m.name, n_labels)
+            la, ua = mean_of_bounds(lo_v[a][ok], hi_v[a][ok], rng_m, half, miss_rate=1.0 - confidence)
+            lb, ub = mean_of_bounds(lo_v[b][ok], hi_v[b][ok], rng_m, half, miss_rate=1.0 - confidence)
+            rows.append(_row(m.name, axis, "intervention_vs_none", name, None, float((v[b][ok] - v[a][ok]).mean()),
+                             (lb - ua, ub - la), int(pp["n_cls"][b].sum()),
+                             _join(note, "no test: a paired t test of skew plug-ins is biased; the paired share rows carry the test"),
+                             aggregate="mean_over_prompts", method=PAIRED_SKEW))
     return rows
 
 
@@ -566,7 +588,8 @@ INTERVAL_METHODS = {
     "korn-graubard": "over prompts: Clopper–Pearson at the effective size p(1−p)/var, var cluster-robust over prompts, df = prompts − 1 (Korn & Graubard 1998)",
     PROJECTION: "[min, max] of the statistic over a simultaneous Clopper–Pearson–Bonferroni box of the label shares: valid at and near balance",
     PROJECTION + " (korn-graubard box)": "the same projection over a box of per-label Korn–Graubard intervals pooled over prompts",
-    MEAN_OF_BOUNDS: "mean over prompts of the per-prompt projection bounds (conservative)",
+    MEAN_OF_BOUNDS: "mean over prompts of the per-prompt projection bounds, the m most extreme replaced by the statistic's range end (m: a binomial bound on how many prompt intervals can miss)",
+    PAIRED_SKEW: "intervention's mean-over-prompts interval minus none's, each at 1 − α/2 (valid whatever the plug-in bias)",
     PAIRED: "t interval over matched prompt pairs; p-value of the paired t test",
     "bootstrap percentile": "percentile bootstrap",
 }

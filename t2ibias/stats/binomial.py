@@ -142,8 +142,7 @@ def cluster_shares(k: np.ndarray, n: np.ndarray, confidence: float = 0.95) -> di
     out = {}
     for name, est, between, within_v, n_max in (("mean_over_prompts", mean, between_mean, within_mean, n_mean),
                                                ("pooled", pooled, between_pooled, within_pooled, total)):
-        # C − 1 degrees of freedom when the between-prompt variance is used; the binomial floor has n − 1
-        df = np.where(between >= within_v, c - 1, n_max - 1)
-        lo, hi = korn_graubard(est, np.maximum(between, within_v), n_max, df, confidence)
+        # C − 1 degrees of freedom: the claim is about the population of prompts, whose spread C prompts estimate
+        lo, hi = korn_graubard(est, np.maximum(between, within_v), n_max, c - 1, confidence)
         out[name] = (est, lo, hi)
     return out

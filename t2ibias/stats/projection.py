@@ -140,3 +140,36 @@ def projection_interval(counts: np.ndarray, stat: Stat, *, concave: bool = False
         lo, hi = simultaneous_box(flat[ok], confidence)
         lo_out[ok], hi_out[ok] = box_projection(lo, hi, stat, concave=concave, ref=None if r is None else r[ok], tv_ref=tv_ref)
     return lo_out.reshape(shape), hi_out.reshape(shape)
+
+
+def mean_of_bounds(lo: np.ndarray, hi: np.ndarray, value_range: tuple[float, float], confidence: float = 0.95,
+                   miss_rate: float | None = None) -> tuple[float, float]:
+    """Interval for the mean over P units of a statistic, from each unit's own interval [lo_i, hi_i].
+
+    Each unit's interval misses its truth with probability at most ``miss_rate`` (1 − the level the
+    unit intervals were made at; default 1 − ``confidence``), independently across units. So with
+    probability ≥ 1 − α/2 at most m of the P lower ends lie above their truths, m the 1 − α/2
+    quantile of Binomial(P, miss_rate); a missed unit's truth is still ≥ the statistic's smallest
+    value. The lower end is therefore the mean after replacing the m largest lower ends by that
+    smallest value (the upper end likewise, with the m smallest upper ends replaced by the largest
+    value). Plain averaging of the bounds is not valid at the boundary: at exact balance every
+    unit's truth is the minimum, so any one high lower end lifts the mean above the truth.
+    """
+    from scipy import stats
+
+    lo = np.asarray(lo, dtype=float)
+    hi = np.asarray(hi, dtype=float)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    lo, hi = lo[ok], hi[ok]
+    p = len(lo)
+    if p == 0:
+        return np.nan, np.nan
+    alpha = 1.0 - confidence
+    rate = alpha if miss_rate is None else miss_rate
+    m = int(min(p, stats.binom.ppf(1.0 - alpha / 2.0, p, rate)))
+    fmin, fmax = value_range
+    lo_s, hi_s = np.sort(lo), np.sort(hi)
+    if m:
+        lo_s[p - m :] = np.minimum(lo_s[p - m :], fmin)
+        hi_s[:m] = np.maximum(hi_s[:m], fmax)
+    return float(lo_s.mean()), float(hi_s.mean())
