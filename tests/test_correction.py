@@ -226,8 +226,38 @@ def test_single_label_kappa_is_nan_with_a_reason():
     assert rows["agreement"]["value"] == 1.0
 
 
+def test_agreement_resamples_images_and_prompts_not_faces():
+    frame = paired_frame().dropna()
+    frame = frame[frame["label_b"] != "abstain"].reset_index(drop=True)
+    # every face copied three times inside its image: the same information, so no narrower interval
+    copies = frame.loc[frame.index.repeat(3)].reset_index(drop=True)
+    copies["image"] = copies["unit"]
+    copies["unit"] = copies["unit"] + "#" + (copies.groupby("unit").cumcount()).astype(str)
+    width = lambda rows, m: next(r["ci_high"] - r["ci_low"] for r in rows if r["group"] is None and r["metric"] == m)
+    one = agreement_rows(frame, n_boot=1500)
+    by_image = agreement_rows(copies, n_boot=1500)
+    as_faces = agreement_rows(copies.drop(columns="image"), n_boot=1500)
+    for m in ("agreement", "kappa"):
+        assert width(by_image, m) == pytest.approx(width(one, m), rel=0.15)
+        assert width(as_faces, m) < 0.75 * width(one, m)
+    assert {r["method"] for r in by_image} == {"korn-graubard, images resampled", "percentile, images resampled"}
+    # images of one prompt: prompts, then images within them
+    frame["image"] = frame["unit"]
+    frame["prompt"] = frame["group"] + "/" + (frame.index % 6).astype(str)
+    two = agreement_rows(frame, n_boot=300)
+    assert two[0]["method"] == "korn-graubard, prompts, then images within prompts resampled"
+    assert two[0]["value"] == one[0]["value"] and two[0]["ci_low"] < two[0]["value"] < two[0]["ci_high"]
+
+
 def test_agreement_bad_inputs():
     with pytest.raises(UserError, match="column label_b: missing"):
         agreement_rows(pd.DataFrame({"unit": [1], "label_a": ["a"]}))
     with pytest.raises(UserError, match="appears more than once"):
         agreement_rows(pd.DataFrame({"unit": [1, 1], "label_a": ["a", "b"], "label_b": ["a", "b"]}))
+    two = {"unit": [1, 2], "label_a": ["a", "b"], "label_b": ["a", "b"]}
+    with pytest.raises(UserError, match="column prompt: given without an image column"):
+        agreement_rows(pd.DataFrame({**two, "prompt": ["p", "p"]}))
+    with pytest.raises(UserError, match="column prompt: one image under two prompts"):
+        agreement_rows(pd.DataFrame({**two, "image": ["i", "i"], "prompt": ["p", "q"]}))
+    with pytest.raises(UserError, match="column image: empty cells"):
+        agreement_rows(pd.DataFrame({**two, "image": ["i", None]}))

@@ -160,7 +160,8 @@ def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
     meas = read_measurements(run_dir)
     clip_attrs = {a for a in cspec.attributes if a != PERSON_ATTRIBUTE}
     clip_faces = _face_labels(meas, clip_fp, clip_attrs)
-    family = labels.drop_duplicates("key").set_index("key")["prompt_id"].map(prompts.set_index("prompt_id")["family"])
+    prompt_of = labels.drop_duplicates("key").set_index("key")["prompt_id"]
+    family = prompt_of.map(prompts.set_index("prompt_id")["family"])
     rows: list[dict[str, Any]] = []
     for fp, info in sorted(others.items(), key=lambda kv: str(kv[1].get("id"))):
         theirs = _face_labels(meas, fp, clip_attrs)
@@ -182,6 +183,8 @@ def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
                 "unit": j["key"].astype(str) + "#" + j["face_index"].astype(str),
                 "label_a": j["label_a"].astype(str), "label_b": j["label_b"].astype(str),
                 "group": j["key"].map(family).fillna("?").astype(str),
+                # faces of one image, images of one prompt: resampled as sampled
+                "image": j["key"].astype(str), "prompt": j["key"].map(prompt_of).fillna("?").astype(str),
             })
             base = {"attribute": attr, "measurer_a": cspec.id, "measurer_b": str(info.get("id", fp)), "pairing": pairing}
             try:
