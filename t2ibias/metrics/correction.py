@@ -39,7 +39,7 @@ from scipy.optimize import nnls
 
 from t2ibias.errors import UserError
 from t2ibias.stats.binomial import clopper_pearson, cluster_shares
-from t2ibias.stats.bootstrap import percentile_intervals, pooled_replicates
+from t2ibias.stats.bootstrap import percentile_intervals, pooled_replicates, resample_counts, resample_counts_many
 from t2ibias.stats.rng import seeded
 
 ABSTAIN = "abstain"
@@ -190,7 +190,7 @@ def corrected_proportions(observed: dict[str, int] | list[dict[str, int]], confu
     if n_boot > 0:
         rng = seeded(seed)
         # each true class's audit row resampled with its size fixed (abstentions included, then dropped)
-        row_reps = np.stack([rng.multinomial(int(r.sum()), r / r.sum(), size=n_boot) for r in full], axis=1)
+        row_reps = resample_counts_many(full, n_boot, rng)  # (B, k, columns)
         ans = row_reps[:, :, answered_cols].astype(float)  # (B, k, k)
         sizes = ans.sum(axis=2, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -199,7 +199,7 @@ def corrected_proportions(observed: dict[str, int] | list[dict[str, int]], confu
                 obs_reps = pooled_replicates(by_prompt, n_boot, rng).astype(float)
                 q_reps = obs_reps / obs_reps.sum(axis=1, keepdims=True)
             else:
-                q_reps = rng.multinomial(n, q, size=n_boot) / n
+                q_reps = resample_counts(obs, n_boot, rng) / n
         lo, hi = percentile_intervals(_invert_many(p_reps, q_reps), confidence)
     resampled = "audit rows, prompts, then images within prompts resampled" if two_stage else "audit rows and images resampled"
     method = f"percentile, {resampled}"
