@@ -579,7 +579,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     reason = _skip_reasons(people)
     eligible = np.flatnonzero(reason == "")
     if limit is not None and limit < len(eligible):
-        eligible = np.sort(np.random.default_rng(seed).choice(eligible, size=limit, replace=False))
+        eligible = np.sort(seeded(seed).choice(eligible, size=limit, replace=False))
     if len(eligible) == 0:
         raise UserError(f"{facet.root}: no person to audit (every person is visible_minimal only or has an empty box)")
 
