@@ -83,3 +83,17 @@ def test_a_real_gap_is_found_and_its_interval_holds_the_truth():
     ratio, rlo, rhi = c["ratio"]
     assert ratio == pytest.approx(2 / 3) and rlo < 2 / 3 < rhi < 1.0
     assert np.isnan(compare_groups(np.array([0.5]), np.ones((5, 1)))["p_value"])
+
+
+def test_few_clusters_widen_the_gap_interval_on_the_t_scale():
+    from scipy import stats
+
+    rng = np.random.default_rng(9)
+    est = np.array([0.8, 0.7])
+    reps = est + 0.04 * rng.standard_normal((4000, 2))
+    plain = compare_groups(est, reps)
+    few = compare_groups(est, reps, n_clusters=10)
+    c = (plain["difference"][2] - 0.1) / (reps[:, 0] - reps[:, 1]).std(ddof=1)  # the bootstrap's critical value
+    expected = stats.t.ppf(stats.norm.cdf(c), 9) * np.sqrt(10 / 9) / c
+    assert (few["difference"][2] - 0.1) / (plain["difference"][2] - 0.1) == pytest.approx(expected)
+    assert few["p_value"] > plain["p_value"]

@@ -420,7 +420,8 @@ def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_input
             if n_boot > 0:
                 cols = [levels.index(g) for g in kept]
                 est = np.array([float(frame.by_group.loc[g, m]) for g in kept])
-                c = compare_groups(est, reps[m][:, cols], confidence)
+                in_kept = counted[m] & np.isin(groups, list(kept))
+                c = compare_groups(est, reps[m][:, cols], confidence, n_clusters=len(np.unique(clusters[in_kept])))
                 d["ci_low"], d["ci_high"] = c["difference"][1:]
                 r["ci_low"], r["ci_high"] = c["ratio"][1:]
                 p = c["p_value"]

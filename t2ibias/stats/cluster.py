@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+from scipy import sparse, stats
 
 from t2ibias.stats.binomial import korn_graubard
 
@@ -159,7 +159,18 @@ def _critical(stat: np.ndarray, confidence: float) -> float:
     return float(s[j]) if 0 <= j < len(s) else math.inf
 
 
-def compare_groups(estimate: np.ndarray, replicates: np.ndarray, confidence: float = 0.95) -> dict[str, Any]:
+def _small_sample(n_clusters: int | None) -> tuple[float, Any]:
+    """(se factor, map of a normal-scale critical value) for C clusters: √(C/(C − 1)) and the
+    normal → t_{C−1} quantile map (Cameron & Miller, J. Human Resources 2015: cluster-robust
+    inference with few clusters); identity without C."""
+    if n_clusters is None or n_clusters < 3:
+        return 1.0, lambda c: c
+    df = n_clusters - 1
+    return math.sqrt(n_clusters / df), lambda c: float(stats.t.ppf(stats.norm.cdf(c), df)) if math.isfinite(c) else c
+
+
+def compare_groups(estimate: np.ndarray, replicates: np.ndarray, confidence: float = 0.95, *,
+                   n_clusters: int | None = None) -> dict[str, Any]:
     """Gap (max − min) and ratio (min / max) of G ≥ 2 group values, from joint replicates (B, G).
 
     Gap: simultaneous intervals d̂ ± c·se for every pairwise difference, c the confidence quantile
@@ -169,7 +180,9 @@ def compare_groups(estimate: np.ndarray, replicates: np.ndarray, confidence: flo
     end]. Groups that do not differ give a gap interval holding 0 with at least the confidence
     level. p_value (all groups equal): (1 + #{T* ≥ max |d̂| / se}) / (1 + B), below α exactly when
     the gap interval excludes 0. Ratio: simultaneous max-|t| intervals for the group values,
-    clipped at 0, projected onto min / max (1 when the intervals share a point).
+    clipped at 0, projected onto min / max (1 when the intervals share a point). Given the number
+    of clusters resampled, the bootstrap se is scaled by √(C/(C − 1)) and critical values are read
+    on the t_{C−1} scale, as for cluster-robust tests with few clusters.
     Replicates in which a group is missing are left out. Returns {"difference": (value, lo, hi),
     "ratio": (value, lo, hi), "p_value", "n_resamples"}.
     """
@@ -189,22 +202,25 @@ def compare_groups(estimate: np.ndarray, replicates: np.ndarray, confidence: flo
     ii, jj = np.triu_indices(g, 1)
     d_hat = est[ii] - est[jj]
     d_rep = reps[:, ii] - reps[:, jj]
+    scale, to_t = _small_sample(n_clusters)
     se = d_rep.std(axis=0, ddof=1)
     pos = se > 0
     t_star = (np.abs(d_rep[:, pos] - d_hat[pos]) / se[pos]).max(axis=1) if pos.any() else np.zeros(len(reps))
     c = _critical(t_star, confidence)
-    half = np.where(pos, c * se, 0.0)
+    half = np.where(pos, to_t(c) * scale * se, 0.0)
     lo_pair, hi_pair = d_hat - half, d_hat + half
     gap_lo = float(np.max(np.maximum(0.0, np.maximum(lo_pair, -hi_pair))))
     gap_hi = float(np.max(np.maximum(np.abs(lo_pair), np.abs(hi_pair))))
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_obs = np.where(pos, np.abs(d_hat) / np.where(pos, se, 1.0), np.where(d_hat != 0, np.inf, 0.0)).max()
+        t_obs = np.where(pos, np.abs(d_hat) / np.where(pos, scale * se, 1.0), np.where(d_hat != 0, np.inf, 0.0)).max()
+    if n_clusters is not None and n_clusters >= 3 and math.isfinite(t_obs):
+        t_obs = float(stats.norm.ppf(stats.t.cdf(t_obs, n_clusters - 1)))  # back onto the bootstrap's scale
     p = (1.0 + float((t_star >= t_obs - 1e-12 * max(1.0, t_obs)).sum())) / (1.0 + len(reps))
     # ratio: a simultaneous box for the group values
     se_g = reps.std(axis=0, ddof=1)
     pos_g = se_g > 0
     t_g = (np.abs(reps[:, pos_g] - est[pos_g]) / se_g[pos_g]).max(axis=1) if pos_g.any() else np.zeros(len(reps))
-    c_g = _critical(t_g, confidence)
+    c_g = to_t(_critical(t_g, confidence)) * scale
     lo_g = np.maximum(est - np.where(pos_g, c_g * se_g, 0.0), 0.0)
     hi_g = est + np.where(pos_g, c_g * se_g, 0.0)
     if not hi_g.max() > 0:
