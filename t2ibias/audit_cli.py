@@ -36,7 +36,7 @@ def audit(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample and of the bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option("--n-boot", metavar="N", help="Bootstrap resamples for the intervals.")] = 1000,
     crops: Annotated[str, typer.Option("--crops", metavar="face|person", help="What the classifier sees: the largest face the run's face gate finds in each person's box (as `t2ibias measure` labels images; no face = abstention), or the whole padded person box.")] = "face",
-    engine: Annotated[str, typer.Option("--engine", metavar="vectorized|fairlearn", help="How intervals are drawn: the same all-rows bootstrap as matrix products (fast), or fairlearn MetricFrame refits (slow).")] = "vectorized",
+    engine: Annotated[str, typer.Option("--engine", metavar="vectorized|fairlearn", help="How the image resamples behind the intervals are evaluated: as matrix products (fast), or by a fairlearn MetricFrame each (slow; the same numbers).")] = "vectorized",
 ) -> None:
     """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
     calibration, with bootstrap intervals. The sweep report of a run measured with this classifier

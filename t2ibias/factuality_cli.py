@@ -102,6 +102,10 @@ def factuality(
     console = Console(width=None if sys.stdout.isatty() else 140)
     title = f"DoFaiR factuality · {axis_name} · {instances.name}" + (" · released-scorer DDA (--dofair-compat)" if dofair_compat else "")
     console.print(results_table(result, title))
+    ties = ("DDA ties by first face, as the released script" if dofair_compat
+            else "DDA ties at the k-th place share the places left (expected credit)")
+    console.print(f"intervals: DDA, IDA, IDF, FDD percentile over resampled instances; success rate Clopper-Pearson. {ties}.",
+                  highlight=False, markup=False)
     if tax:
         interventions: dict[str, Any] = {"none": face_df}
         for item in tax:

@@ -246,23 +246,75 @@ def test_comparisons_with_small_min_n(tmp_path, audited):
     assert comp["difference"]["value"] == pytest.approx(1 - 8 / 14)
     assert comp["ratio"]["value"] == pytest.approx(8 / 14)
     assert comp["difference"]["ci_low"] <= comp["difference"]["value"] <= comp["difference"]["ci_high"]
+    assert 0.0 <= comp["p_value"] <= 1.0 and comp["p_value"] <= comp["q_value"] <= 1.0
+    on_disk = json.loads((tmp_path / "audit.json").read_text())["attributes"]["gender_presentation"]
+    assert set(on_disk["comparisons"][0]) >= {"difference", "ratio", "groups", "note", "p_value", "q_value", "method"}
+    assert on_disk["accuracy"]["method"] == "korn-graubard, images resampled"
 
 
-def test_fairlearn_and_vectorized_intervals_agree():
+def test_fairlearn_and_vectorized_engines_give_the_same_intervals():
     rng = np.random.default_rng(3)
     groups = np.array(["a"] * 120 + ["b"] * 80, dtype=object)
     hit = np.concatenate([rng.random(120) < 0.9, rng.random(80) < 0.6]).astype(float)
-    per_row = {"accuracy": hit, "abstain_rate": (rng.random(200) < 0.1).astype(float)}
-    kw = dict(ece_inputs=None, seed=0, confidence=0.95, min_n=50)
-    fl = metric_rows(per_row, groups, n_boot=150, engine="fairlearn", **kw)
-    vec = metric_rows(per_row, groups, n_boot=3000, engine="vectorized", **kw)
+    per_row = {"accuracy": hit, "abs_error": rng.integers(0, 4, 200).astype(float)}
+    kw = dict(ece_inputs=(rng.random(200), hit), seed=0, confidence=0.95, min_n=50, clusters=np.arange(200) // 3)
+    fl = metric_rows(per_row, groups, n_boot=40, engine="fairlearn", **kw)
+    vec = metric_rows(per_row, groups, n_boot=40, engine="vectorized", **kw)
     assert [r["value"] for r in fl[1]] == [r["value"] for r in vec[1]]
-    for a, b in zip(fl[1], vec[1]):
-        assert abs(a["ci_low"] - b["ci_low"]) < 0.04 and abs(a["ci_high"] - b["ci_high"]) < 0.04, (a, b)
-    da, db = fl[2][0]["difference"], vec[2][0]["difference"]
-    assert da["value"] == pytest.approx(db["value"]) and abs(da["ci_low"] - db["ci_low"]) < 0.06
+    for a, b in zip(fl[1] + list(fl[0].values()), vec[1] + list(vec[0].values())):
+        assert (a["ci_low"], a["ci_high"]) == pytest.approx((b["ci_low"], b["ci_high"]), abs=1e-9), (a, b)
+    for a, b in zip(fl[2], vec[2]):
+        assert a["difference"] == pytest.approx(b["difference"], abs=1e-9) and a["p_value"] == b["p_value"]
     with pytest.raises(UserError, match="engine"):
         metric_rows(per_row, groups, n_boot=10, engine="jackknife", **kw)
+
+
+def test_people_of_one_image_are_resampled_together():
+    # every person copied three times inside their own image: no new information, so the interval
+    # must not narrow; resampling people as if independent would narrow it by about √3
+    rng = np.random.default_rng(4)
+    hit = (rng.random(120) < 0.8).astype(float)
+    images = np.arange(120)
+    groups = np.where(np.arange(120) < 60, "a", "b")
+    kw = dict(ece_inputs=None, n_boot=2000, seed=1, confidence=0.95, min_n=10, engine="vectorized")
+    one = metric_rows({"accuracy": hit}, groups, clusters=images, **kw)
+    copied = metric_rows({"accuracy": np.repeat(hit, 3)}, np.repeat(groups, 3), clusters=np.repeat(images, 3), **kw)
+    naive = metric_rows({"accuracy": np.repeat(hit, 3)}, np.repeat(groups, 3), **kw)
+    width = lambda res: res[0]["accuracy"]["ci_high"] - res[0]["accuracy"]["ci_low"]
+    assert copied[0]["accuracy"]["value"] == one[0]["accuracy"]["value"]
+    assert width(copied) == pytest.approx(width(one), rel=0.1)
+    assert width(naive) < 0.75 * width(one)
+    assert copied[0]["accuracy"]["method"] == "korn-graubard, images resampled"
+    assert naive[0]["accuracy"]["method"] == "korn-graubard, rows resampled"
+    assert copied[2][0]["method"].startswith("max-t simultaneous, images")
+
+
+def test_gap_between_equal_groups_holds_zero_and_a_real_gap_is_significant():
+    rng = np.random.default_rng(5)
+    n = 600
+    images = np.arange(n) // 2
+    groups = np.array(["g1", "g2", "g3"])[rng.integers(0, 3, n)]
+    equal = (rng.random(n) < 0.7).astype(float)
+    apart = (rng.random(n) < np.where(groups == "g1", 0.95, 0.6)).astype(float)
+    _, _, comps = metric_rows({"accuracy": equal, "within_range": apart}, groups, ece_inputs=None, n_boot=1000, seed=0,
+                              confidence=0.95, min_n=50, engine="vectorized", clusters=images)
+    by = {c["metric"]: c for c in comps}
+    eq, ap = by["accuracy"], by["within_range"]
+    assert eq["difference"]["ci_low"] == 0.0 <= eq["difference"]["value"] <= eq["difference"]["ci_high"]
+    assert eq["ratio"]["ci_high"] == 1.0 and eq["p_value"] > 0.05
+    assert ap["difference"]["ci_low"] > 0.2 and ap["p_value"] < 0.01 and ap["q_value"] < 0.05
+    from scipy.stats import false_discovery_control
+
+    assert [c["q_value"] for c in comps] == pytest.approx(list(false_discovery_control([c["p_value"] for c in comps])))
+
+
+def test_perfect_group_still_has_an_interval():
+    groups = np.array(["a"] * 60 + ["b"] * 60)
+    hit = np.r_[np.ones(60), np.zeros(10), np.ones(50)]
+    overall, rows, _ = metric_rows({"accuracy": hit}, groups, ece_inputs=None, n_boot=500, seed=0, confidence=0.95,
+                                   min_n=50, engine="vectorized", clusters=np.arange(120) // 2)
+    a = [r for r in rows if r["group"] == "a"][0]
+    assert a["value"] == 1.0 == a["ci_high"] and 0.85 < a["ci_low"] < 1.0  # never [1, 1]
 
 
 def test_age_confusion(audited):

@@ -57,7 +57,9 @@ def test_identity_confusion_changes_nothing():
     rows = corrected_proportions({"masc": 37, "fem": 63}, conf, n_boot=300, seed=4)
     for r in rows:
         assert r["corrected"] == pytest.approx(r["raw"])
-        assert (r["ci_low"], r["ci_high"]) == pytest.approx((r["raw_ci_low"], r["raw_ci_high"]))
+        # the corrected interval is the resampled observed share's; the raw one is Clopper-Pearson's
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((r["raw_ci_low"], r["raw_ci_high"]), abs=0.02)
+        assert r["raw_method"] == "clopper-pearson" and r["method"] == "percentile, audit rows and images resampled"
 
 
 def test_small_audit_widens_intervals():
@@ -111,11 +113,50 @@ def test_correction_accepts_an_audit_attribute_entry(tmp_path):
     assert by_label(rows)["masc"]["corrected"] == pytest.approx(0.7)
 
 
+def _heterogeneous_prompts(rng, n_prompts=20, n_images=8):
+    """Per prompt: its true masc share (Beta(1, 1): prompts differ a lot) and the labels a classifier
+    with sensitivity 0.9 / specificity 0.8 reads off its images; and an audit of 200 people per class."""
+    share = rng.beta(1.0, 1.0, n_prompts)
+    masc = rng.binomial(n_images, share)
+    read_masc = rng.binomial(masc, 0.9) + rng.binomial(n_images - masc, 0.2)
+    observed = [{"masc": int(m), "fem": int(n_images - m)} for m in read_masc]
+    a, b = rng.binomial(200, 0.9), rng.binomial(200, 0.8)
+    audit = {"true": ["masc", "fem"], "pred": ["masc", "fem"], "counts": [[int(a), 200 - int(a)], [200 - int(b), int(b)]]}
+    return observed, audit
+
+
+def test_pooled_corrected_share_covers_the_prompt_population_share():
+    # the truth is the mean share over the population of prompts (0.5); images of one prompt share
+    # its share, so treating them as independent understates the interval
+    rng = np.random.default_rng(2024)
+    trials = 150
+    covered = {"two-stage": 0, "images as independent": 0}
+    for t in range(trials):
+        observed, audit = _heterogeneous_prompts(rng)
+        pooled = {k: sum(o[k] for o in observed) for k in ("masc", "fem")}
+        for name, obs in (("two-stage", observed), ("images as independent", pooled)):
+            r = by_label(corrected_proportions(obs, audit, n_boot=300, seed=t))["masc"]
+            covered[name] += r["ci_low"] <= 0.5 <= r["ci_high"]
+    two_stage, naive = covered["two-stage"] / trials, covered["images as independent"] / trials
+    # nominal 95 %; Monte Carlo standard error about 0.018 at 150 trials
+    assert two_stage >= 0.9, covered
+    assert naive < 0.85 and two_stage - naive > 0.1, covered
+    r = by_label(corrected_proportions(observed, audit, n_boot=50))["masc"]
+    assert r["method"] == "percentile, audit rows, prompts, then images within prompts resampled"
+    assert r["raw_method"] == "korn-graubard over prompts" and r["n_prompts"] == 20
+
+
 def test_correction_bad_inputs():
     with pytest.raises(UserError, match="label 'woman' is not among the audit's labels masc, fem"):
         corrected_proportions({"woman": 3, "masc": 4}, gender_confusion())
     with pytest.raises(UserError, match="not a non-negative integer"):
         corrected_proportions({"masc": -1, "fem": 4}, gender_confusion())
+    with pytest.raises(UserError, match=r"observed\[1\]: label 'masc': count 'x'"):
+        corrected_proportions([{"masc": 1}, {"masc": "x"}], gender_confusion())
+    with pytest.raises(UserError, match="no prompts to pool"):
+        corrected_proportions([], gender_confusion())
+    with pytest.raises(UserError, match=r"observed\[0\]: must map labels"):
+        corrected_proportions([["masc", 3]], gender_confusion())
     with pytest.raises(UserError, match="no answered predictions"):
         corrected_proportions({"abstain": 5}, gender_confusion())
     with pytest.raises(UserError, match="counts must be"):
@@ -185,8 +226,38 @@ def test_single_label_kappa_is_nan_with_a_reason():
     assert rows["agreement"]["value"] == 1.0
 
 
+def test_agreement_resamples_images_and_prompts_not_faces():
+    frame = paired_frame().dropna()
+    frame = frame[frame["label_b"] != "abstain"].reset_index(drop=True)
+    # every face copied three times inside its image: the same information, so no narrower interval
+    copies = frame.loc[frame.index.repeat(3)].reset_index(drop=True)
+    copies["image"] = copies["unit"]
+    copies["unit"] = copies["unit"] + "#" + (copies.groupby("unit").cumcount()).astype(str)
+    width = lambda rows, m: next(r["ci_high"] - r["ci_low"] for r in rows if r["group"] is None and r["metric"] == m)
+    one = agreement_rows(frame, n_boot=1500)
+    by_image = agreement_rows(copies, n_boot=1500)
+    as_faces = agreement_rows(copies.drop(columns="image"), n_boot=1500)
+    for m in ("agreement", "kappa"):
+        assert width(by_image, m) == pytest.approx(width(one, m), rel=0.15)
+        assert width(as_faces, m) < 0.75 * width(one, m)
+    assert {r["method"] for r in by_image} == {"korn-graubard, images resampled", "percentile, images resampled"}
+    # images of one prompt: prompts, then images within them
+    frame["image"] = frame["unit"]
+    frame["prompt"] = frame["group"] + "/" + (frame.index % 6).astype(str)
+    two = agreement_rows(frame, n_boot=300)
+    assert two[0]["method"] == "korn-graubard, prompts, then images within prompts resampled"
+    assert two[0]["value"] == one[0]["value"] and two[0]["ci_low"] < two[0]["value"] < two[0]["ci_high"]
+
+
 def test_agreement_bad_inputs():
     with pytest.raises(UserError, match="column label_b: missing"):
         agreement_rows(pd.DataFrame({"unit": [1], "label_a": ["a"]}))
     with pytest.raises(UserError, match="appears more than once"):
         agreement_rows(pd.DataFrame({"unit": [1, 1], "label_a": ["a", "b"], "label_b": ["a", "b"]}))
+    two = {"unit": [1, 2], "label_a": ["a", "b"], "label_b": ["a", "b"]}
+    with pytest.raises(UserError, match="column prompt: given without an image column"):
+        agreement_rows(pd.DataFrame({**two, "prompt": ["p", "p"]}))
+    with pytest.raises(UserError, match="column prompt: one image under two prompts"):
+        agreement_rows(pd.DataFrame({**two, "image": ["i", "i"], "prompt": ["p", "q"]}))
+    with pytest.raises(UserError, match="column image: empty cells"):
+        agreement_rows(pd.DataFrame({**two, "image": ["i", None]}))

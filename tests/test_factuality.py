@@ -28,7 +28,7 @@ R = FAIRFACE_RACES  # K = 7
 G = GENDERS  # K = 2
 METRICS = ("dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",
            "factual_diversity_divergence", "success_rate")
-KEYS = {*METRICS, "n_instances", "n_scored", *(f"{m}_ci" for m in METRICS)}
+KEYS = {*METRICS, "n_instances", "n_scored", *(f"{m}_ci" for m in METRICS), *(f"{m}_method" for m in METRICS)}
 FAIRFACE_HEADER = ["face_name_align", "race", "race4", "gender", "age",
                    "race_scores_fair", "race_scores_fair_4", "gender_scores_fair", "age_scores_fair"]
 
@@ -112,13 +112,42 @@ def test_compat_dda_lower_than_correct():
     assert instance_scores(["White"], ["White", "Black", "Indian"], ["White"], R, True)["dda"] == pytest.approx(5 / 7)
 
 
-def test_dominant_ties_by_label_order_and_compat_by_first_face():
-    # one Black and one White face, k = 1: label order puts White first → D = [White] → DDA 1.
-    assert instance_scores(["White"], ["White", "Black"], ["Black", "White"], R)["predicted_dominant"] == ["White"]
-    assert instance_scores(["White"], ["White", "Black"], ["Black", "White"], R)["dda"] == 1.0
+def test_dominant_ties_share_credit_and_compat_breaks_them_by_first_face():
+    # one Black and one White face, k = 1: each is the dominant label with weight 1/2.
+    # DDA = [White: 1/2 in D, in Gd → 1/2] + [Black: 1/2 out of D, not in Gd → 1/2] + 5 others → 6/7,
+    # the mean of White winning (7/7) and Black winning (5/7).
+    s = instance_scores(["White"], ["White", "Black"], ["Black", "White"], R)
+    assert s["dda"] == pytest.approx(6 / 7)
+    assert s["dominant_credit"] == {"White": 0.5, "Black": 0.5} and s["predicted_dominant"] == ["White", "Black"]
     # compat follows Counter.most_common: the first face (Black) wins → (0 + 5) / (1 + 5 + 0) = 5/6
     compat = instance_scores(["White"], ["White", "Black"], ["Black", "White"], R, dofair_compat=True)
     assert compat["predicted_dominant"] == ["Black"] and compat["dda"] == pytest.approx(5 / 6)
+
+
+def test_tie_credit_with_some_places_taken():
+    # k = 2, faces Indian ×3, White, Black, Middle Eastern: Indian takes one place, the three
+    # singletons share the other (1/3 each). Gd = {Indian, Black}:
+    # Indian 1 (in both) + Black 1/3 + White 2/3 + Middle Eastern 2/3 + 3 labels absent from both → (1 + 5/3 + 3)/7 = 17/21
+    faces = ["Indian", "White", "Indian", "Black", "Middle Eastern", "Indian"]
+    s = instance_scores(["Indian", "Black"], ["Indian", "Black", "White"], faces, R)
+    assert s["dominant_credit"] == pytest.approx({"Indian": 1.0, "White": 1 / 3, "Black": 1 / 3, "Middle Eastern": 1 / 3})
+    assert s["dda"] == pytest.approx(17 / 21)
+    # enumerating the three equally likely tie-breaks gives the same mean
+    picks = [instance_scores(["Indian", "Black"], ["Indian", "Black", "White"], ["Indian", "Indian", x], R)["dda"]
+             for x in ("White", "Black", "Middle Eastern")]
+    assert s["dda"] == pytest.approx(sum(picks) / 3)
+
+
+@pytest.mark.parametrize("labels", [R, list(reversed(R)), [R[3], R[0], R[6], R[1], R[5], R[2], R[4]]])
+def test_label_order_no_longer_changes_dda(labels):
+    faces = ["East Asian", "White", "Black", "Black", "White", "East Asian"]
+    s = instance_scores(["White", "Black"], ["White", "Black", "East Asian"], faces, labels)
+    # k = 2 of three labels tied at 2 faces each: 2/3 credit each; Gd = {White, Black}
+    # White 2/3 + Black 2/3 + East Asian 1/3 + 4 absent → (5/3 + 4)/7 = 17/21
+    assert s["dda"] == pytest.approx(17 / 21)
+    assert sorted(s["predicted_dominant"]) == ["Black", "East Asian", "White"]
+    assert instance_scores(["male"], ["male", "female"], ["female", "male"], list(reversed(G)))["dda"] == \
+        instance_scores(["male"], ["male", "female"], ["female", "male"], G)["dda"] == pytest.approx(1 / 2)
 
 
 def test_fewer_distinct_predictions_than_dominant_labels():
@@ -299,6 +328,13 @@ def test_score_factuality_hand_computed(small):
         lo, hi = r[f"{m}_ci"]
         assert lo <= r[m] + 1e-12 and r[m] - 1e-12 <= hi
     assert score_factuality(instances, faces, "race") == r  # seeded: identical on a rerun
+    # success is a share of independent instances: exact interval; the means resample instances
+    from scipy.stats import binomtest
+
+    ci = binomtest(2, 4).proportion_ci(0.95, method="exact")
+    assert r["success_rate_ci"] == pytest.approx([ci.low, ci.high])
+    assert r["success_rate_method"] == "clopper-pearson"
+    assert r["dominant_demographic_accuracy_method"] == "percentile, instances resampled"
     table = per_instance_scores(instances, faces, "race")
     assert list(table["scored"]) == [True, False, True, False]
     assert list(table["n_faces"]) == [4, 0, 3, 0]
@@ -320,23 +356,24 @@ def test_factuality_tax_hand_computed(small):
     tables = {name: per_instance_scores(instances, load_faces(p), "race") for name, p in (("none", none), ("diverse", diverse))}
     # pairs = instances scored under both: A1 and B1 (A2 has faces only under "diverse").
     # diverse A1: P = {White, Black, East Asian, Indian}: TP 2, FP 2, FN 0, TN 3 → IDA 5/7;
-    #   IDF (4/6 + 6/8)/2 = 17/24; all counts 1 → D = [White] by label order → DDA 1; diversity 4/7.
+    #   IDF (4/6 + 6/8)/2 = 17/24; all counts 1, k = 1 → each of the four has 1/4 of the place:
+    #   DDA = (White 1/4 + three others 3/4 each + three absent labels 1)/7 = 11/14; diversity 4/7.
     # diverse B1: P = {EA, SEA, Indian}: TP 2, FP 1, TN 4 → IDA 6/7, IDF 38/45; D = [East Asian] → 1; div 3/7.
-    # ΔIDA = ((5/7 - 6/7) + (6/7 - 1))/2 = -1/7; ΔDDA = ((1 - 1) + (1 - 5/7))/2 = 1/7;
+    # ΔIDA = ((5/7 - 6/7) + (6/7 - 1))/2 = -1/7; ΔDDA = ((11/14 - 1) + (1 - 5/7))/2 = 1/28;
     # ΔIDF = ((17/24 - 38/45) + (38/45 - 1))/2 = -7/48; Δdiversity = ((4/7 - 3/7) + (3/7 - 2/7))/2 = 1/7.
     tax = factuality_tax(tables)
     assert list(tax) == ["diverse"]
     d = tax["diverse"]
     assert d["n_paired"] == 2
     assert d["delta_involved_demographic_accuracy"] == pytest.approx(-1 / 7)
-    assert d["delta_dominant_demographic_accuracy"] == pytest.approx(1 / 7)
+    assert d["delta_dominant_demographic_accuracy"] == pytest.approx(1 / 28)
     assert d["delta_involved_demographic_f1"] == pytest.approx(-7 / 48)
     assert d["delta_diversity"] == pytest.approx(1 / 7)
     # every pair loses exactly 1/7 IDA and gains 1/7 diversity: the paired intervals collapse
     assert d["delta_involved_demographic_accuracy_ci"] == pytest.approx([-1 / 7, -1 / 7])
     assert d["delta_diversity_ci"] == pytest.approx([1 / 7, 1 / 7])
     lo, hi = d["delta_dominant_demographic_accuracy_ci"]
-    assert lo == pytest.approx(0.0) and hi == pytest.approx(2 / 7)
+    assert lo == pytest.approx(-3 / 14) and hi == pytest.approx(2 / 7)  # the two pairs' own differences
 
     frame = factuality_tax_table(inst, {"none": none, "diverse": diverse})
     assert list(frame["intervention"]) == ["diverse"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from t2ibias.metrics.location import location_rows
@@ -56,3 +57,26 @@ def test_sets_without_places_and_prompts_without_images():
     assert location_rows(prompts.assign(place=None), {}, {}) == []
     rows = location_rows(prompts, {}, {})
     assert rows and all(math.isnan(r["value"]) and r["note"] == "no images with embeddings" for r in rows)
+
+
+def test_mean_over_prompts_resamples_prompts():
+    rng = np.random.default_rng(1)
+    a, b = np.eye(8)[0], np.eye(8)[1]
+    clouds = {}
+    for pid0, tilt in (("w0", 0.1), ("d0", 1.5)):  # the two situations sit at very different distances
+        clouds[pid0] = _cloud(a, 15, rng)
+        near = (a + tilt * b) / np.linalg.norm(a + tilt * b)
+        clouds[f"{pid0}-Germany"] = _cloud(near, 15, rng)
+        clouds[f"{pid0}-Nigeria"] = _cloud(b, 15, rng)
+    keys = {pid: [f"{pid}/{i}" for i in range(len(v))] for pid, v in clouds.items()}
+    emb = {k: v for pid, vs in clouds.items() for k, v in zip(keys[pid], vs)}
+    rows = location_rows(_prompts(), keys, emb, n_resamples=400)
+    by = {(r["group"], r["label"]): r for r in rows}
+    w, d, mean = by[("w0", "Germany")], by[("d0", "Germany")], by[("all", "Germany")]
+    # resampled pairs of prompts average to one of d_w, (d_w + d_d)/2, d_d: the interval spans the two prompts
+    assert (mean["ci_low"], mean["ci_high"]) == pytest.approx((min(w["value"], d["value"]), max(w["value"], d["value"])))
+    assert mean["method"] == "percentile, prompts resampled" and mean["aggregate"] == "mean_over_prompts"
+    assert w["method"] == "percentile, images resampled in both groups" and w["aggregate"] == "prompt"
+    assert w["p_value"] is None and w["q_value"] is None
+    # the same seed gives the same rows
+    assert location_rows(_prompts(), keys, emb, n_resamples=400) == rows

@@ -11,9 +11,14 @@ rates and calibration (expected calibration error over equal-width confidence bi
 2017, with its reliability table). Groups are the attribute's own true classes and the
 cross-attribute groups gender presentation, age presentation, skin-tone bucket (lighter MST 1-3,
 medium 4-7, darker 8-10, from the median annotated value) and lighting. Per-group values,
-intervals, ``difference()`` and ``ratio()`` come from fairlearn's ``MetricFrame`` with its own
-bootstrap (all rows resampled together). FACET's minimum-n policy applies: groups with fewer
-than ``min_n`` items, and ``na`` groups, keep their rows but are left out of comparisons.
+``difference()`` and ``ratio()`` come from fairlearn's ``MetricFrame``. Intervals resample
+images, the people of one image together (they share its lighting and annotators), with
+:mod:`t2ibias.stats.cluster`: shares (accuracy, within-range, abstention) get the Korn–Graubard
+interval with the resampled variance, mean error and ECE the percentile interval, and gaps
+between groups simultaneous intervals from the same joint resample, with a p-value and a
+Benjamini–Hochberg q-value over all comparisons of the audit. FACET's minimum-n policy applies:
+groups with fewer than ``min_n`` items, and ``na`` groups, keep their rows but are left out of
+comparisons.
 
 Ground truth (perceived, FACET columns):
 
@@ -39,9 +44,9 @@ Crops: the person's FACET box padded by 0.25 of its width and height on each sid
 the image. People annotated ``visible_minimal`` only (neither face nor torso visible) and people
 whose box has no area are skipped and counted.
 
-Run time: fairlearn's bootstrap refits a MetricFrame per replicate (tens of ms each), so an
-audit costs about ``n_boot`` × (number of group tables) × that; ``engine="vectorized"`` draws the
-same bootstrap as matrix products in seconds.
+Run time: ``engine="vectorized"`` evaluates the resamples as matrix products (seconds);
+``engine="fairlearn"`` evaluates the same resamples with a MetricFrame each (tens of ms per
+replicate and group table), a slow cross-check that gives the same numbers.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ import pandas as pd
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256
 from t2ibias.stats.bootstrap import MIN_N, percentile_intervals
+from t2ibias.stats.cluster import CHUNK as CLUSTER_CHUNK
+from t2ibias.stats.cluster import cluster_codes, cluster_group_means, compare_groups, resample_weights, share_interval_clustered
+from t2ibias.stats.rng import seeded
+from t2ibias.stats.testing import bh_qvalues
 from t2ibias.store.image_store import atomic_write_text
 
 SCHEMA = "t2ibias-audit/1"
@@ -85,7 +94,7 @@ LABEL_SPACE: dict[str, tuple[str, ...]] = {
 CROSS_GROUPS = ("gender_presentation", "age_presentation", "skin_tone_bucket", "lighting")
 LIGHTING = ("well_lit", "dimly_lit", "underexposed", "overexposed", "na")
 BUCKETS = {"lighter": range(1, 4), "medium": range(4, 8), "darker": range(8, 11)}
-ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note")
+ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note", "method")
 
 
 class Predictor(Protocol):
@@ -244,131 +253,146 @@ def _ece_of(scores: np.ndarray, correct: np.ndarray, n_bins: int) -> Callable[[A
     return metric
 
 
-def _frame(metrics: dict[str, Callable], rows: np.ndarray, groups: np.ndarray, n_boot: int, seed: int,
-           confidence: float) -> Any:
+def _frame(metrics: dict[str, Callable], rows: np.ndarray, groups: np.ndarray) -> Any:
     from fairlearn.metrics import MetricFrame
 
-    alpha = (1.0 - confidence) / 2.0
-    kwargs: dict[str, Any] = {}
-    if n_boot > 0:
-        kwargs = {"n_boot": int(n_boot), "ci_quantiles": [alpha, 1.0 - alpha], "random_state": int(seed)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # groups absent from a resample are NaN there
-        return MetricFrame(metrics=metrics, y_true=rows, y_pred=rows, sensitive_features=groups, **kwargs)
-
-
-def _ci(frame: Any, attr: str, key: Any, n_boot: int) -> tuple[float, float]:
-    if n_boot <= 0:
-        return math.nan, math.nan
-    lo, hi = getattr(frame, attr)
-    if isinstance(key, tuple):
-        return float(lo.loc[key]), float(hi.loc[key])
-    return float(lo[key]), float(hi[key])
+        return MetricFrame(metrics=metrics, y_true=rows, y_pred=rows, sensitive_features=groups)
 
 
 ENGINES = ("fairlearn", "vectorized")
+#: how each kind of interval is named in the rows (``{unit}``: what was resampled)
+SHARE_METHOD = "korn-graubard, {unit} resampled"
+PERCENTILE_METHOD = "percentile, {unit} resampled"
+COMPARISON_METHOD = "max-t simultaneous, {unit} resampled jointly"
 
 
-def _vectorized_replicates(per_row: dict[str, np.ndarray], ece_inputs: tuple[np.ndarray, np.ndarray] | None,
-                           codes: np.ndarray, n_groups: int, n_boot: int, seed: int, n_bins: int,
-                           chunk: int = 100) -> dict[str, np.ndarray]:
-    """Bootstrap replicates (B, n_groups + 1) per metric, the last column overall.
+def _design(per_row: dict[str, np.ndarray], ece_inputs: tuple[np.ndarray, np.ndarray] | None,
+            n_bins: int) -> tuple[np.ndarray, dict[str, slice]]:
+    """Per-row values (n, columns) whose group means give every metric, and each metric's columns.
 
-    Rows are resampled all together, as fairlearn's MetricFrame bootstrap does: a replicate is a
-    multinomial weight per row, so every mean is a weighted sum and the whole bootstrap is a few
-    matrix products. ECE is Σ_bins |Σ w·(correct − score)| / Σ w, also linear inside the bins.
+    A metric of per-row values is their mean. ECE is Σ_bins |Σ_{i in bin} (correct_i − score_i)| / n
+    (Guo et al. 2017), the sum over bins of |mean of (correct − score)·[in bin]|: one column per bin.
     """
-    n = len(codes)
-    onehot = np.zeros((n, n_groups + 1))
-    onehot[np.arange(n), codes] = 1.0
-    onehot[:, n_groups] = 1.0
     cols, spans = [], {}
     for m, v in per_row.items():
-        ok = np.isfinite(v)
-        spans[m] = len(cols)
-        cols += [onehot * np.where(ok, v, 0.0)[:, None], onehot * ok[:, None]]
+        spans[m] = slice(len(cols), len(cols) + 1)
+        cols.append(np.asarray(v, dtype=float))
     if ece_inputs is not None:
-        score, correct = ece_inputs
+        score, correct = (np.asarray(x, dtype=float) for x in ece_inputs)
         ok = np.isfinite(score)
         bins = np.clip((np.where(ok, score, 0) * n_bins).astype(np.int64), 0, n_bins - 1)
-        gap = np.where(ok, correct - np.where(ok, score, 0), 0.0)
-        spans["ece"] = len(cols)
-        for b in range(n_bins):
-            cols.append(onehot * (gap * (bins == b))[:, None])
-        cols.append(onehot * ok[:, None])
-    design = np.concatenate(cols, axis=1)  # (n, blocks × (G + 1))
-    rng = np.random.default_rng(seed)
-    g1 = n_groups + 1
-    out: dict[str, list[np.ndarray]] = {m: [] for m in spans}
-    for a in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - a)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(float)
-        sums = (weights @ design).reshape(b, -1, g1)  # (b, blocks, G + 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for m, k in spans.items():
-                if m == "ece":
-                    num = np.abs(sums[:, k:k + n_bins]).sum(axis=1)
-                    den = sums[:, k + n_bins]
-                else:
-                    num, den = sums[:, k], sums[:, k + 1]
-                out[m].append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
-    return {m: np.concatenate(v, axis=0) for m, v in out.items()}
+        gap = np.where(ok, correct - np.where(ok, score, 0), np.nan)
+        spans["ece"] = slice(len(cols), len(cols) + n_bins)
+        cols += [np.where(bins == b, gap, np.where(ok, 0.0, np.nan)) for b in range(n_bins)]
+    return np.stack(cols, axis=1), spans
+
+
+def _metric_replicates(reps: np.ndarray, spans: dict[str, slice]) -> dict[str, np.ndarray]:
+    """(B, G) replicates per metric from (B, columns, G) replicates of the design's group means."""
+    return {m: (np.abs(reps[:, s]).sum(axis=1) if m == "ece" else reps[:, s.start]) for m, s in spans.items()}
+
+
+def _fairlearn_replicates(metrics: dict[str, Callable], groups: np.ndarray, levels: list[str], codes: np.ndarray,
+                          n_clusters: int, n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The same resamples as :func:`t2ibias.stats.cluster.cluster_group_means` draws (same weights,
+    chunk by chunk), each evaluated by a fairlearn MetricFrame over the drawn rows: (B, G + 1)."""
+    out = {m: np.full((n_boot, len(levels) + 1), np.nan) for m in metrics}
+    done = 0
+    for a in range(0, n_boot, CLUSTER_CHUNK):
+        w = resample_weights(n_clusters, min(CLUSTER_CHUNK, n_boot - a), rng)
+        for row in w:
+            drawn = np.repeat(np.arange(len(groups)), row[codes])
+            frame = _frame(metrics, drawn, groups[drawn])
+            by_group = frame.by_group.reindex([g for g in levels])
+            for m in metrics:
+                out[m][done, :-1] = by_group[m].to_numpy(dtype=float)
+                out[m][done, -1] = float(frame.overall[m])
+            done += 1
+    return out
 
 
 def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_inputs: tuple[np.ndarray, np.ndarray] | None,
-                n_boot: int, seed: int, confidence: float, min_n: int, n_bins: int = N_BINS, engine: str = "fairlearn"
+                n_boot: int, seed: int, confidence: float, min_n: int, n_bins: int = N_BINS, engine: str = "fairlearn",
+                clusters: np.ndarray | None = None, unit: str = "images"
                 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Overall values, per-group rows and between-group comparisons of per-row metrics.
 
     ``per_row`` maps a metric to one value per row (NaN where the row does not count for it);
     the metric of a set of rows is the mean of its finite values. ``ece_inputs`` (scores, 0/1
-    correctness; NaN score = not counted) adds metric ``ece``. One fairlearn MetricFrame computes
-    them all (values, ``difference`` = max − min and ``ratio`` = min / max over groups with at
-    least ``min_n`` counted rows that are not ``na``). Intervals: ``engine="fairlearn"`` uses
-    MetricFrame's own bootstrap; ``"vectorized"`` draws the same resampling scheme (all rows
-    together) as matrix products, orders of magnitude faster, equal within Monte-Carlo error.
+    correctness; NaN score = not counted) adds metric ``ece``. Point values come from one fairlearn
+    MetricFrame (``by_group``, ``overall``, and ``difference()`` = max − min, ``ratio()`` = min / max
+    over groups with at least ``min_n`` counted rows that are not ``na``).
+
+    Intervals resample ``clusters`` (one id per row, e.g. the image of each person; None = each
+    row alone) with :mod:`t2ibias.stats.cluster`, all groups from the same draws: a metric whose
+    per-row values are all 0 or 1 (a share) gets the Korn–Graubard interval with the resampled
+    variance, any other the percentile interval; comparisons get simultaneous max-t intervals for
+    the gap and ratio and the p-value of "all groups equal", with Benjamini–Hochberg q-values
+    over the comparisons returned. ``engine="vectorized"`` evaluates the resamples as matrix
+    products; ``"fairlearn"`` evaluates the same resamples with a MetricFrame each (slow; the same
+    numbers).
     """
     if engine not in ENGINES:
         raise UserError(f"engine: {engine!r} is unknown (use one of {', '.join(ENGINES)})")
+    groups = np.asarray(groups).astype(str)
     rows = np.arange(len(groups))
     metrics: dict[str, Callable] = {m: _nanmean_of(v) for m, v in per_row.items()}
     counted = {m: np.isfinite(v) for m, v in per_row.items()}
     if ece_inputs is not None:
         metrics["ece"] = _ece_of(ece_inputs[0], ece_inputs[1], n_bins)
         counted["ece"] = np.isfinite(ece_inputs[0])
-    fl_boot = n_boot if engine == "fairlearn" else 0
-    frame = _frame(metrics, rows, groups, fl_boot, seed, confidence)
+    frame = _frame(metrics, rows, groups)
     levels = [str(g) for g in frame.by_group.index]
-    reps: dict[str, np.ndarray] = {}
-    if engine == "vectorized" and n_boot > 0:
-        index = {g: j for j, g in enumerate(levels)}
-        codes = np.array([index[str(g)] for g in groups], dtype=np.int64)
-        reps = _vectorized_replicates(per_row, ece_inputs, codes, len(levels), n_boot, seed, n_bins)
+    clusters = rows if clusters is None else np.asarray(clusters)
+    if len(clusters) != len(groups):
+        raise ValueError(f"clusters has {len(clusters)} entries for {len(groups)} rows")
+    unit = unit if clusters is not rows else "rows"
+    share = {m: bool(np.isin(v[np.isfinite(v)], (0.0, 1.0)).all()) for m, v in per_row.items()}
+    share["ece"] = False
+    method = {m: (SHARE_METHOD if share[m] else PERCENTILE_METHOD).format(unit=unit) for m in metrics}
 
-    def ci(m: str, j: int | None) -> tuple[float, float]:
+    design, spans = _design(per_row, ece_inputs, n_bins)
+    membership = np.concatenate([groups[:, None] == np.array(levels)[None, :], np.ones((len(groups), 1), dtype=bool)], axis=1)
+    rng = seeded(seed)
+    res = cluster_group_means(design, membership, clusters, n_boot if engine == "vectorized" else 0, rng)
+    n_clus = {m: res["n_clusters"][s.start] for m, s in spans.items()}  # (G + 1,) clusters with a counted row
+    reps: dict[str, np.ndarray] = {}
+    if n_boot > 0 and engine == "vectorized":
+        reps = _metric_replicates(res["replicates"], spans)
+    elif n_boot > 0:
+        codes, n_clusters = cluster_codes(clusters)
+        reps = _fairlearn_replicates(metrics, groups, levels, codes, n_clusters, n_boot, rng)
+
+    def ci(m: str, j: int, value: float, n: int) -> tuple[float, float]:
         if n_boot <= 0:
             return math.nan, math.nan
-        if engine == "fairlearn":
-            return _ci(frame, "overall_ci" if j is None else "by_group_ci", m if j is None else (levels[j], m), n_boot)
-        lo, hi = percentile_intervals(reps[m][:, len(levels) if j is None else j], confidence)
-        return float(lo), float(hi)
+        col = reps[m][:, j]
+        if share[m]:
+            lo, hi = share_interval_clustered(np.array(value), col[:, None], np.array(n), np.array(n_clus[m][j]), confidence)
+        else:
+            lo, hi = percentile_intervals(col[:, None], confidence)
+        return float(lo[0] if np.ndim(lo) else lo), float(hi[0] if np.ndim(hi) else hi)
 
     overall: dict[str, dict[str, Any]] = {}
     out_rows: list[dict[str, Any]] = []
     kept_by_metric: dict[str, tuple[str, ...]] = {}
     for m in metrics:
-        lo, hi = ci(m, None)
-        overall[m] = {"value": float(frame.overall[m]), "n": int(counted[m].sum()), "ci_low": lo, "ci_high": hi}
+        value, n_all = float(frame.overall[m]), int(counted[m].sum())
+        lo, hi = ci(m, len(levels), value, n_all)
+        overall[m] = {"value": value, "n": n_all, "ci_low": lo, "ci_high": hi, "method": method[m]}
         kept = []
         for j, g in enumerate(levels):
             n_g = int((counted[m] & (groups == g)).sum())
             if n_g == 0:
                 continue
-            lo, hi = ci(m, j)
+            value = float(frame.by_group.loc[g, m])
+            lo, hi = ci(m, j, value, n_g)
             small = n_g < min_n
             note = f"n={n_g} < {min_n}: not compared" if small else ("na group: not compared" if g == "na" else "")
-            out_rows.append({"group": g, "metric": m, "value": float(frame.by_group.loc[g, m]), "n": n_g,
-                             "ci_low": lo, "ci_high": hi, "note": note})
+            out_rows.append({"group": g, "metric": m, "value": value, "n": n_g,
+                             "ci_low": lo, "ci_high": hi, "note": note, "method": method[m]})
             if not small and g != "na":
                 kept.append(g)
         kept_by_metric[m] = tuple(kept)
@@ -377,38 +401,45 @@ def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_input
     for m, kept in kept_by_metric.items():
         by_kept.setdefault(kept, []).append(m)
     nan = {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    cmp_method = COMPARISON_METHOD.format(unit=unit)
     for kept, ms in by_kept.items():
         if len(kept) < 2:
             comparisons += [{"metric": m, "groups": list(kept), "difference": dict(nan), "ratio": dict(nan),
-                             "note": "fewer than two groups with n >= min_n to compare"} for m in ms]
+                             "note": "fewer than two groups with n >= min_n to compare",
+                             "p_value": math.nan, "q_value": math.nan, "method": cmp_method} for m in ms]
             continue
         sub = frame
         if set(kept) != set(levels):
-            mask = np.isin(groups.astype(str), list(kept))
-            sub = _frame({m: metrics[m] for m in ms}, rows[mask], groups[mask], fl_boot, seed, confidence)
+            mask = np.isin(groups, list(kept))
+            sub = _frame({m: metrics[m] for m in ms}, rows[mask], groups[mask])
         diff, ratio = sub.difference(), sub.ratio()
         for m in ms:
             d = {"value": float(diff[m]), "ci_low": math.nan, "ci_high": math.nan}
             r = {"value": float(ratio[m]), "ci_low": math.nan, "ci_high": math.nan}
-            if n_boot > 0 and engine == "fairlearn":
-                (dlo, dhi), (rlo, rhi) = sub.difference_ci(), sub.ratio_ci()
-                d.update(ci_low=float(dlo[m]), ci_high=float(dhi[m]))
-                r.update(ci_low=float(rlo[m]), ci_high=float(rhi[m]))
-            elif n_boot > 0:
-                cols = reps[m][:, [levels.index(g) for g in kept]]
-                with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    top, bottom = np.nanmax(cols, axis=1), np.nanmin(cols, axis=1)
-                    ratio_reps = np.where(top > 0, bottom / np.where(top > 0, top, 1.0), np.nan)
-                d["ci_low"], d["ci_high"] = (float(x) for x in percentile_intervals(top - bottom, confidence))
-                r["ci_low"], r["ci_high"] = (float(x) for x in percentile_intervals(ratio_reps, confidence))
-            comparisons.append({"metric": m, "groups": list(kept), "difference": d, "ratio": r, "note": ""})
+            p = math.nan
+            if n_boot > 0:
+                cols = [levels.index(g) for g in kept]
+                est = np.array([float(frame.by_group.loc[g, m]) for g in kept])
+                in_kept = counted[m] & np.isin(groups, list(kept))
+                c = compare_groups(est, reps[m][:, cols], confidence, n_clusters=len(np.unique(clusters[in_kept])))
+                d["ci_low"], d["ci_high"] = c["difference"][1:]
+                r["ci_low"], r["ci_high"] = c["ratio"][1:]
+                p = c["p_value"]
+            comparisons.append({"metric": m, "groups": list(kept), "difference": d, "ratio": r, "note": "",
+                                "p_value": p, "q_value": math.nan, "method": cmp_method})
+    add_qvalues(comparisons)
     return overall, out_rows, comparisons
 
 
+def add_qvalues(comparisons: list[dict[str, Any]]) -> None:
+    """Set each comparison's ``q_value``: Benjamini–Hochberg over the p-values of all of them."""
+    q = bh_qvalues(np.array([c.get("p_value", math.nan) for c in comparisons], dtype=float))
+    for c, v in zip(comparisons, q):
+        c["q_value"] = float(v)
+
+
+
 # --------------------------------------------------------------------------- the audit
-
-
 
 
 def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
@@ -528,8 +559,8 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
 
     ``limit`` audits a random sample (seeded by ``seed``) of that many eligible people, in
     release order; ``seed`` also seeds the bootstrap. ``progress(done, total)`` is called after
-    each batch of ``batch_size`` crops. ``engine`` picks how intervals are drawn (see
-    :func:`metric_rows`): ``"fairlearn"`` (MetricFrame's bootstrap) or ``"vectorized"``.
+    each batch of ``batch_size`` crops. ``engine`` picks how the image resamples are evaluated
+    (see :func:`metric_rows`): ``"fairlearn"`` (a MetricFrame per resample) or ``"vectorized"``.
     ``face_gate`` audits on the largest face found in each person crop (how the measure stage
     labels an image) instead of the person crop; people with no face found count as abstentions.
     """
@@ -549,7 +580,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     reason = _skip_reasons(people)
     eligible = np.flatnonzero(reason == "")
     if limit is not None and limit < len(eligible):
-        eligible = np.sort(np.random.default_rng(seed).choice(eligible, size=limit, replace=False))
+        eligible = np.sort(seeded(seed).choice(eligible, size=limit, replace=False))
     if len(eligible) == 0:
         raise UserError(f"{facet.root}: no person to audit (every person is visible_minimal only or has an empty box)")
 
@@ -572,6 +603,8 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     long_rows: list[dict[str, Any]] = []
     pred_rows: list[dict[str, Any]] = []
     person_ids = people["person_id"].to_numpy()[audited]
+    image_ids = people["image_id"].to_numpy()[audited]  # people of one image are resampled together
+    all_comparisons: list[dict[str, Any]] = []
     for attr in audited_attrs:
         truth = gt["truth"][attr]
         idx = np.flatnonzero(np.array([t is not None for t in truth], dtype=bool))
@@ -641,7 +674,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
         for k, (gname, gcol) in enumerate(group_cols.items()):
             ov, rows, comps = metric_rows(
                 per_row, gcol, ece_inputs=(ece_scores, correct_top) if has_scores else None,
-                n_boot=n_boot, seed=seed, confidence=confidence, min_n=min_n, engine=engine)
+                n_boot=n_boot, seed=seed, confidence=confidence, min_n=min_n, engine=engine, clusters=image_ids[idx])
             if k == 0:
                 overall = ov
             by_group += [{"group_attribute": gname, **r} for r in rows]
@@ -650,6 +683,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             entry[m] = v
         entry["by_group"] = by_group
         entry["comparisons"] = comparisons
+        all_comparisons += comparisons
         if has_scores:
             ece, bins = calibration_table(ece_scores, correct_top)
             cal_groups = []
@@ -675,6 +709,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             pred_rows.append({"person_id": int(person_ids[k]), "attribute": attr, "true": true[i], "pred": pred[i],
                               "top_label": top[i], "score": score[i]})
 
+    add_qvalues(all_comparisons)  # one family of tests: every comparison of the audit
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "classifier": {"id": str(classifier_id), "fingerprint": str(fingerprint)},
@@ -693,7 +728,10 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
                      "face_gate": None if face_gate is None else face_gate.config(),
                      "limit": limit, "seed": int(seed), "n_boot": int(n_boot), "batch_size": int(batch_size),
                      "confidence": float(confidence), "min_n": int(min_n), "padding": PADDING,
-                     "engine": engine, "interval": "percentile bootstrap, all rows resampled together"},
+                     "engine": engine,
+                     "interval": "images resampled (people of one image together), all groups from the same draws: "
+                                 "Korn-Graubard for shares, percentile otherwise; gaps and ratios by simultaneous "
+                                 "max-t intervals with p-values and Benjamini-Hochberg q-values over the audit's comparisons"},
         "versions": _versions(),
         "attributes": attributes,
     }
@@ -779,7 +817,8 @@ def render_audit_html(audit: dict[str, Any]) -> str:
             "group_rows": [{"group_attribute": ga, "group": g, "cells": cells} for (ga, g), cells in table.items()],
             "comparisons": [{"group_attribute": c["group_attribute"], "metric": c["metric"], "groups": c["groups"],
                              "difference": est(c["difference"], False), "ratio": est(c["ratio"], False),
-                             "note": c.get("note", "")} for c in e.get("comparisons", [])],
+                             "note": "; ".join(x for x in (c.get("note", ""), _test_text(c)) if x)}
+                            for c in e.get("comparisons", [])],
             "bins": [{"range": f"{b['bin_low']:.1f}–{b['bin_high']:.1f}", "n": b["n"],
                       "conf": num(b["mean_confidence"]), "acc": num(b["accuracy"])}
                      for b in (e.get("calibration") or {}).get("bins", []) if b["n"]],
@@ -787,6 +826,15 @@ def render_audit_html(audit: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     return env.get_template(TEMPLATE.name).render(audit=audit, attributes=attrs)
+
+
+def _test_text(c: dict[str, Any]) -> str:
+    """"p = …, q = …" of a comparison (q < 0.05 marked significant); "" without a test."""
+    p, q = c.get("p_value"), c.get("q_value")
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    text = f"p = {p:.3g}" + (f", q = {q:.3g}" if isinstance(q, (int, float)) and math.isfinite(q) else "")
+    return text + (" (significant)" if isinstance(q, (int, float)) and q < 0.05 else "")
 
 
 def write_audit_html(audit_dir: str | Path) -> Path:

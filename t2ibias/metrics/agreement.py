@@ -7,10 +7,13 @@ what the two label distributions give by chance, Cohen 1960; the point value is
 ``sklearn.metrics.cohen_kappa_score``), each with n and a percentile bootstrap interval.
 
 Units where either measurer abstained or gave no label are left out and counted in
-``n_excluded``. The bootstrap resamples units within the scope; resampling units is a
-multinomial draw over the cells of the two measurers' label table, so each replicate's kappa
-comes from its own table. Kappa is NaN with a note when both measurers used a single label only
-(chance agreement is then 1 and kappa undefined).
+``n_excluded``. The bootstrap resamples within the scope what was sampled: units, or, given an
+``image`` column, images with all their faces together, and given a ``prompt`` column too,
+prompts and then images within each drawn prompt (:mod:`t2ibias.stats.cluster`); each
+replicate's kappa comes from its own resampled label table. Raw agreement is a share: its
+interval is Korn–Graubard's with the resampled variance; kappa's is the percentile interval.
+Kappa is NaN with a note when both measurers used a single label only (chance agreement is then
+1 and kappa undefined).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import pandas as pd
 from t2ibias.csvsafe import unescape_cell
 from t2ibias.errors import UserError
 from t2ibias.stats.bootstrap import percentile_intervals
+from t2ibias.stats.cluster import cluster_group_means, share_interval_clustered
+from t2ibias.stats.rng import seeded
 
 ABSTAIN = "abstain"
 REQUIRED = ("unit", "label_a", "label_b")
@@ -47,15 +52,15 @@ def _missing(values: pd.Series) -> np.ndarray:
     return (values.isna() | as_str.isin(["", ABSTAIN, "None", "nan"])).to_numpy()
 
 
-def _scope(a: np.ndarray, b: np.ndarray, n_excluded: int, group: Any, n_boot: int, rng: np.random.Generator,
-           confidence: float) -> list[dict[str, Any]]:
+def _scope(a: np.ndarray, b: np.ndarray, images: np.ndarray, prompts: np.ndarray | None, n_excluded: int, group: Any,
+           n_boot: int, rng: np.random.Generator, confidence: float, unit: str) -> list[dict[str, Any]]:
     from sklearn.metrics import cohen_kappa_score
 
     n = len(a)
     base = {"group": group, "n": int(n), "n_excluded": int(n_excluded)}
     if n == 0:
         return [{**base, "metric": m, "value": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                 "note": "no unit labelled by both measurers"} for m in METRICS]
+                 "note": "no unit labelled by both measurers", "method": ""} for m in METRICS]
     cats = sorted(set(a) | set(b))
     ia = np.searchsorted(cats, a)
     ib = np.searchsorted(cats, b)
@@ -68,14 +73,21 @@ def _scope(a: np.ndarray, b: np.ndarray, n_excluded: int, group: Any, n_boot: in
     kappa_note = "" if math.isfinite(kappa) else "both measurers used one label only: kappa undefined"
     ci = {m: (math.nan, math.nan) for m in METRICS}
     if n_boot > 0:
-        reps = rng.multinomial(n, table.ravel() / n, size=n_boot).reshape(n_boot, k, k)
-        agree_reps = np.trace(reps, axis1=1, axis2=2) / n
-        ci["agreement"] = tuple(float(x) for x in percentile_intervals(agree_reps, confidence))
+        cells = np.zeros((n, k * k))
+        cells[np.arange(n), ia * k + ib] = 1.0
+        res = cluster_group_means(cells, np.zeros(n, dtype=np.int64), images, n_boot, rng, outer=prompts)
+        shares = res["replicates"][:, :, 0].reshape(n_boot, k, k)  # each replicate's table, as shares
+        agree_reps = np.trace(shares, axis1=1, axis2=2)
+        n_images = len(set(images.tolist()))
+        lo, hi = share_interval_clustered(np.array(agreement), agree_reps, np.array(n), np.array(n_images), confidence)
+        ci["agreement"] = (float(lo), float(hi))
         if math.isfinite(kappa):
-            ci["kappa"] = tuple(float(x) for x in percentile_intervals(_kappa_from_tables(reps), confidence))
+            ci["kappa"] = tuple(float(x) for x in percentile_intervals(_kappa_from_tables(shares), confidence))
     return [
-        {**base, "metric": "agreement", "value": agreement, "ci_low": ci["agreement"][0], "ci_high": ci["agreement"][1], "note": ""},
-        {**base, "metric": "kappa", "value": kappa, "ci_low": ci["kappa"][0], "ci_high": ci["kappa"][1], "note": kappa_note},
+        {**base, "metric": "agreement", "value": agreement, "ci_low": ci["agreement"][0], "ci_high": ci["agreement"][1],
+         "note": "", "method": f"korn-graubard, {unit} resampled"},
+        {**base, "metric": "kappa", "value": kappa, "ci_low": ci["kappa"][0], "ci_high": ci["kappa"][1], "note": kappa_note,
+         "method": f"percentile, {unit} resampled"},
     ]
 
 
@@ -83,10 +95,11 @@ def agreement_rows(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, co
                    where: str = "frame") -> list[dict[str, Any]]:
     """Agreement and Cohen's kappa of ``label_a`` vs ``label_b`` over ``unit``s, overall and per ``group``.
 
-    ``frame`` has one row per unit with columns unit, label_a, label_b and optionally group.
-    Returns rows {group (None for overall), metric ("agreement" | "kappa"), value, n,
-    n_excluded, ci_low, ci_high, note}: overall first, then groups in sorted order. ``where``
-    names the input in error messages.
+    ``frame`` has one row per unit with columns unit, label_a, label_b and optionally group,
+    image (units of one image are resampled together) and prompt (with image: prompts, then images
+    within prompts, are resampled). Returns rows {group (None for overall), metric ("agreement" |
+    "kappa"), value, n, n_excluded, ci_low, ci_high, note, method}: overall first, then groups in
+    sorted order. ``where`` names the input in error messages.
     """
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"{where}: needs a table with columns {', '.join(REQUIRED)} (and optionally group)")
@@ -101,13 +114,29 @@ def agreement_rows(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, co
     excluded = _missing(frame["label_a"]) | _missing(frame["label_b"])
     a = frame["label_a"].astype(str).str.strip().to_numpy()
     b = frame["label_b"].astype(str).str.strip().to_numpy()
-    rng = np.random.default_rng(seed)
-    rows = _scope(a[~excluded], b[~excluded], int(excluded.sum()), None, n_boot, rng, confidence)
+    if "prompt" in frame.columns and "image" not in frame.columns:
+        raise UserError(f"{where}: column prompt: given without an image column (name each unit's image too)")
+    for col in ("image", "prompt"):
+        if col in frame.columns and frame[col].isna().any():
+            raise UserError(f"{where}: column {col}: empty cells (give every unit its {col})")
+    images = frame["image"].astype(str).to_numpy() if "image" in frame.columns else frame["unit"].astype(str).to_numpy()
+    prompts = frame["prompt"].astype(str).to_numpy() if "prompt" in frame.columns else None
+    if prompts is not None and pd.Series(prompts).groupby(images).nunique().max() > 1:
+        raise UserError(f"{where}: column prompt: one image under two prompts (an image belongs to one prompt)")
+    unit = ("prompts, then images within prompts" if prompts is not None
+            else "images" if "image" in frame.columns else "units")
+
+    def scope(m: np.ndarray, group: Any) -> list[dict[str, Any]]:
+        keep = m & ~excluded
+        return _scope(a[keep], b[keep], images[keep], None if prompts is None else prompts[keep],
+                      int((m & excluded).sum()), group, n_boot, seeded(seed, "agreement", "" if group is None else group),
+                      confidence, unit)
+
+    rows = scope(np.ones(len(frame), dtype=bool), None)
     if "group" in frame.columns:
         groups = frame["group"].astype(str).to_numpy()
         for g in sorted(set(groups)):
-            m = groups == g
-            rows += _scope(a[m & ~excluded], b[m & ~excluded], int((m & excluded).sum()), g, n_boot, rng, confidence)
+            rows += scope(groups == g, g)
     return rows
 
 

@@ -13,8 +13,13 @@ sum-to-one row) and the row says ``clipped``; a condition number of P above ``CO
 (noise in q amplified that much) sets ``ill_conditioned``.
 
 Intervals carry both uncertainties: every bootstrap replicate resamples each true class's audit
-row multinomially (its size fixed) and the observed counts multinomially, then inverts;
-percentile intervals of the replicates.
+row multinomially (its size fixed) and the observed labels, then inverts; percentile intervals of
+the replicates. Observed labels pooled over prompts are resampled as they were sampled: prompts
+with replacement, then images within each drawn prompt (the two-stage cluster bootstrap of
+:func:`t2ibias.stats.bootstrap.pooled_replicates`), since images of one prompt share its share
+and are not independent. The raw share's interval is Clopper–Pearson's for one set of images and
+Korn–Graubard's with the between-prompt variance when pooled over prompts
+(:mod:`t2ibias.stats.binomial`).
 
 Abstentions are left out on both sides: the audit's rows are conditioned on the classifier
 answering and the observed counts keep answered units only. This assumes the classifier abstains
@@ -33,7 +38,9 @@ import numpy as np
 from scipy.optimize import nnls
 
 from t2ibias.errors import UserError
-from t2ibias.stats.bootstrap import percentile_intervals
+from t2ibias.stats.binomial import clopper_pearson, cluster_shares
+from t2ibias.stats.bootstrap import percentile_intervals, pooled_replicates, resample_counts, resample_counts_many
+from t2ibias.stats.rng import seeded
 
 ABSTAIN = "abstain"
 COND_LIMIT = 100.0
@@ -99,26 +106,8 @@ def _invert_many(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def corrected_proportions(observed: dict[str, int], confusion: dict[str, Any], *, n_boot: int = 1000, seed: int = 0,
-                          confidence: float = 0.95, where: str = "observed") -> list[dict[str, Any]]:
-    """Raw and confusion-corrected shares of each label, with bootstrap intervals.
-
-    ``observed`` maps predicted labels (and optionally ``abstain``) to counts in a generated set;
-    ``confusion`` is an audit attribute's ``confusion`` ({"true", "pred", "counts"}) or the whole
-    attribute entry of audit.json. One row per label of the audit (the ``pred`` columns other
-    than ``abstain``): label, n (observed count), n_answered, n_abstain, raw, raw_ci_low,
-    raw_ci_high, corrected, ci_low, ci_high, n_audit (answered audit people of that true class),
-    recall (P(pred = label | true = label) in the audit), clipped, ill_conditioned,
-    condition_number (``inf`` for a singular matrix), n_boot, note. ``where`` names the observed counts in error messages.
-    """
-    true, pred, counts = _confusion(confusion, "confusion")
-    labels = [p for p in pred if p != ABSTAIN]
-    if len(labels) < 2:
-        raise UserError(f"confusion: pred: needs at least two labels besides {ABSTAIN!r}, got {labels} (pass a classifier attribute's confusion)")
-    missing = [lab for lab in labels if lab not in true]
-    if missing:
-        raise UserError(f"confusion: label {missing[0]!r} has no true-class row (the audit cannot say how that class is "
-                        "read; audit with FACET classes named like the classifier's labels)")
+def _observed_counts(observed: Any, labels: list[str], where: str) -> tuple[np.ndarray, int]:
+    """(counts over ``labels``, abstentions) of one mapping of labels to counts."""
     if not isinstance(observed, dict):
         raise UserError(f"{where}: must map labels to counts")
     obs = np.zeros(len(labels), dtype=np.int64)
@@ -137,6 +126,42 @@ def corrected_proportions(observed: dict[str, int], confusion: dict[str, Any], *
         else:
             raise UserError(f"{where}: label {key!r} is not among the audit's labels {', '.join(labels)} "
                             "(audit the classifier that produced these labels, or rename the label)")
+    return obs, n_abstain
+
+
+def corrected_proportions(observed: dict[str, int] | list[dict[str, int]], confusion: dict[str, Any], *,
+                          n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                          where: str = "observed") -> list[dict[str, Any]]:
+    """Raw and confusion-corrected shares of each label, with bootstrap intervals.
+
+    ``observed`` maps predicted labels (and optionally ``abstain``) to counts in a generated set
+    of independent images, or is a list of such mappings, one per prompt, pooled (prompts, then
+    images within prompts, are resampled); ``confusion`` is an audit attribute's ``confusion``
+    ({"true", "pred", "counts"}) or the whole attribute entry of audit.json. One row per label of
+    the audit (the ``pred`` columns other than ``abstain``): label, n (observed count),
+    n_answered, n_abstain, raw, raw_ci_low, raw_ci_high, raw_method, corrected, ci_low, ci_high,
+    method, n_prompts, n_audit (answered audit people of that true class), recall
+    (P(pred = label | true = label) in the audit), clipped, ill_conditioned, condition_number
+    (``inf`` for a singular matrix), n_boot, note. ``where`` names the observed counts in error
+    messages.
+    """
+    true, pred, counts = _confusion(confusion, "confusion")
+    labels = [p for p in pred if p != ABSTAIN]
+    if len(labels) < 2:
+        raise UserError(f"confusion: pred: needs at least two labels besides {ABSTAIN!r}, got {labels} (pass a classifier attribute's confusion)")
+    missing = [lab for lab in labels if lab not in true]
+    if missing:
+        raise UserError(f"confusion: label {missing[0]!r} has no true-class row (the audit cannot say how that class is "
+                        "read; audit with FACET classes named like the classifier's labels)")
+    pooled = isinstance(observed, (list, tuple))
+    parts = list(observed) if pooled else [observed]
+    if pooled and not parts:
+        raise UserError(f"{where}: no prompts to pool (give one mapping of labels to counts per prompt)")
+    per = [_observed_counts(o, labels, f"{where}[{i}]" if pooled else where) for i, o in enumerate(parts)]
+    by_prompt = np.stack([o for o, _ in per])  # (C, k)
+    obs = by_prompt.sum(axis=0)
+    n_abstain = sum(a for _, a in per)
+    by_prompt = by_prompt[by_prompt.sum(axis=1) > 0]  # prompts with no answered image add nothing
     n = int(obs.sum())
     if n == 0:
         raise UserError(f"{where}: no answered predictions to correct (all counts are 0 or {ABSTAIN!r})")
@@ -156,18 +181,29 @@ def corrected_proportions(observed: dict[str, int], confusion: dict[str, Any], *
     estimate, clipped = simplex_inverse(p, q)
     ill = not (cond <= COND_LIMIT)
 
-    raw_lo = raw_hi = lo = hi = np.full(len(labels), np.nan)
+    two_stage = pooled and len(by_prompt) > 1
+    if two_stage:
+        raw_lo, raw_hi = cluster_shares(by_prompt, by_prompt.sum(axis=1), confidence)["pooled"][1:]
+    else:
+        raw_lo, raw_hi = clopper_pearson(obs, n, confidence)
+    lo = hi = np.full(len(labels), np.nan)
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
+        rng = seeded(seed)
         # each true class's audit row resampled with its size fixed (abstentions included, then dropped)
-        row_reps = np.stack([rng.multinomial(int(r.sum()), r / r.sum(), size=n_boot) for r in full], axis=1)
+        row_reps = resample_counts_many(full, n_boot, rng)  # (B, k, columns)
         ans = row_reps[:, :, answered_cols].astype(float)  # (B, k, k)
         sizes = ans.sum(axis=2, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_reps = np.where(sizes > 0, ans / np.where(sizes > 0, sizes, 1.0), np.nan)
-        q_reps = rng.multinomial(n, q, size=n_boot) / n
-        raw_lo, raw_hi = percentile_intervals(q_reps, confidence)
+            if two_stage:
+                obs_reps = pooled_replicates(by_prompt, n_boot, rng).astype(float)
+                q_reps = obs_reps / obs_reps.sum(axis=1, keepdims=True)
+            else:
+                q_reps = resample_counts(obs, n_boot, rng) / n
         lo, hi = percentile_intervals(_invert_many(p_reps, q_reps), confidence)
+    resampled = "audit rows, prompts, then images within prompts resampled" if two_stage else "audit rows and images resampled"
+    method = f"percentile, {resampled}"
+    raw_method = "korn-graubard over prompts" if two_stage else "clopper-pearson"
 
     notes = []
     if clipped and not cond < 1e12:
@@ -180,8 +216,9 @@ def corrected_proportions(observed: dict[str, int], confusion: dict[str, Any], *
     for i, lab in enumerate(labels):
         out.append({
             "label": lab, "n": int(obs[i]), "n_answered": n, "n_abstain": int(n_abstain),
-            "raw": float(q[i]), "raw_ci_low": float(raw_lo[i]), "raw_ci_high": float(raw_hi[i]),
-            "corrected": float(estimate[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
+            "raw": float(q[i]), "raw_ci_low": float(raw_lo[i]), "raw_ci_high": float(raw_hi[i]), "raw_method": raw_method,
+            "corrected": float(estimate[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]), "method": method,
+            "n_prompts": int(len(by_prompt)),
             "n_audit": int(n_audit[i]), "recall": float(p[i, i]),
             "clipped": bool(clipped), "ill_conditioned": bool(ill), "condition_number": cond,
             "n_boot": int(n_boot), "note": "; ".join(notes),

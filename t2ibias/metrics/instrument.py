@@ -7,8 +7,9 @@ agreement between measurers, for one run (``instrument.json``).
 - **Corrected proportions**: for every attribute the audit covers, the run's answered labels
   (abstentions, images with no person, blocked and failed images left out) are corrected by
   inverting the audited confusion matrix (Rogan-Gladen for two labels, the simplex-constrained
-  inverse for more), with intervals that resample the audit and the run's labels together; over
-  all images, per prompt family and per intervention. The audit crops FACET people from photos,
+  inverse for more), with intervals that resample the audit and the run's labels together (the
+  labels as sampled: prompts, then images within prompts); over all images, per prompt family and
+  per intervention. The audit crops FACET people from photos,
   the run classifies generated faces: the correction assumes the classifier errs alike on both.
 - **Agreement**: where a second measurer covers an attribute of the classifier (a crop measurer
   run on the same face crops, or FairFace predictions imported from a CSV), Cohen's kappa and raw
@@ -124,11 +125,11 @@ def corrected_rows(labels: pd.DataFrame, prompts: pd.DataFrame, audit: dict[str,
         audit_labels = [p for p in entry["confusion"]["pred"] if p != ABSTAIN]
         for group_by, group, mask in _groupings(sub, prompts):
             chosen = sub[mask]
-            counts = chosen["label"].value_counts()
-            observed = {lab: int(counts.get(lab, 0)) for lab in audit_labels}
-            observed[ABSTAIN] = int(counts.get(ABSTAIN, 0))
+            # one mapping of labels to counts per prompt: prompts, then images within them, are resampled
+            table = pd.crosstab(chosen["prompt_id"], chosen["label"])
+            observed = [{lab: int(row.get(lab, 0)) for lab in [*audit_labels, ABSTAIN]} for _, row in table.iterrows()]
             base = {"attribute": attr, "group_by": group_by, "group": group}
-            if sum(v for k, v in observed.items() if k != ABSTAIN) == 0:
+            if sum(v for o in observed for k, v in o.items() if k != ABSTAIN) == 0:
                 continue
             try:
                 out = corrected_proportions(observed, entry, n_boot=n_boot, seed=seed, where=f"{attr} labels")
@@ -159,7 +160,8 @@ def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
     meas = read_measurements(run_dir)
     clip_attrs = {a for a in cspec.attributes if a != PERSON_ATTRIBUTE}
     clip_faces = _face_labels(meas, clip_fp, clip_attrs)
-    family = labels.drop_duplicates("key").set_index("key")["prompt_id"].map(prompts.set_index("prompt_id")["family"])
+    prompt_of = labels.drop_duplicates("key").set_index("key")["prompt_id"]
+    family = prompt_of.map(prompts.set_index("prompt_id")["family"])
     rows: list[dict[str, Any]] = []
     for fp, info in sorted(others.items(), key=lambda kv: str(kv[1].get("id"))):
         theirs = _face_labels(meas, fp, clip_attrs)
@@ -181,6 +183,8 @@ def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
                 "unit": j["key"].astype(str) + "#" + j["face_index"].astype(str),
                 "label_a": j["label_a"].astype(str), "label_b": j["label_b"].astype(str),
                 "group": j["key"].map(family).fillna("?").astype(str),
+                # faces of one image, images of one prompt: resampled as sampled
+                "image": j["key"].astype(str), "prompt": j["key"].map(prompt_of).fillna("?").astype(str),
             })
             base = {"attribute": attr, "measurer_a": cspec.id, "measurer_b": str(info.get("id", fp)), "pairing": pairing}
             try:

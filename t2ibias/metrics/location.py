@@ -4,20 +4,22 @@ For an everyday situation generated location-neutral ("people at a wedding") and
 place ("... in Nigeria"), the distance between the neutral images and each place's images is
 the cosine distance between their mean CLIP image embeddings (L2-normalized embeddings,
 renormalized means). Naik & Nushi (AIES 2023) report that neutral images sit closest to those of
-the United States and Germany. Intervals come from resampling images within both groups; pooled
-over situations, from resampling situations and then images (two-stage).
+the United States and Germany. A prompt's interval resamples images within both groups; the mean
+over prompts (``group_by=all``) resamples the prompts, the units it generalizes over, and
+averages their distances (:mod:`t2ibias.stats.cluster`); percentile intervals.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from t2ibias.stats.bootstrap import percentile_interval
+from t2ibias.stats.cluster import resample_weights
+from t2ibias.stats.rng import seeded
 
 METRIC = "location_distance"
 DEFINITION = (
@@ -25,6 +27,8 @@ DEFINITION = (
     "for one place; the smallest marks the place the neutral images resemble most (Naik & Nushi, AIES 2023)."
 )
 VARIANT = ["family", "subject", "template_id", "intervention"]
+PROMPT_METHOD = "percentile, images resampled in both groups"
+MEAN_METHOD = "percentile, prompts resampled"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -34,8 +38,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _replicate_means(emb: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(B, D) bootstrap replicates of the renormalized mean embedding of ``emb`` (n, D)."""
-    n = len(emb)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples) / n
+    weights = resample_weights(len(emb), n_resamples, rng) / len(emb)
     return _unit(weights @ emb)
 
 
@@ -56,7 +59,7 @@ def location_rows(
     if "place" not in prompts or prompts["place"].isna().all():
         return []
     rows: list[dict[str, Any]] = []
-    pooled: dict[str, list[tuple[float, np.ndarray, int]]] = {}
+    pooled: dict[str, list[tuple[float, tuple[float, float], int]]] = {}
     for _, variant in prompts.groupby(VARIANT, sort=False, dropna=False):
         neutral = variant[variant["place"].isna()]
         placed = variant[variant["place"].notna()]
@@ -66,7 +69,7 @@ def location_rows(
         e0 = np.array([embeddings[k] for k in keys_by_prompt.get(pid0, []) if k in embeddings])
         for pid, place in zip(placed["prompt_id"], placed["place"]):
             ep = np.array([embeddings[k] for k in keys_by_prompt.get(pid, []) if k in embeddings])
-            rng = np.random.default_rng([base_seed, zlib.crc32(f"{pid0}/{pid}".encode())])
+            rng = seeded(base_seed, METRIC, pid0, pid)
             if len(e0) == 0 or len(ep) == 0:
                 rows.append(_row(pid0, place, math.nan, (math.nan, math.nan), len(ep), "prompt_id", "no images with embeddings"))
                 continue
@@ -75,20 +78,24 @@ def location_rows(
             lo, hi = percentile_interval(reps, confidence)
             # resampled means are noisier, so resampled distances run high; keep the estimate inside
             rows.append(_row(pid0, place, value, (min(lo, value), max(hi, value)), len(ep), "prompt_id", f"vs {len(e0)} location-neutral images"))
-            pooled.setdefault(place, []).append((value, reps, len(ep)))
+            pooled.setdefault(place, []).append((value, (lo, hi), len(ep)))
     for place, items in pooled.items():
         values = np.array([v for v, _, _ in items])
-        reps = np.stack([r for _, r, _ in items])  # (P, B)
-        rng = np.random.default_rng([base_seed, zlib.crc32(f"all/{place}".encode())])
-        picks = rng.integers(0, len(items), size=(reps.shape[1], len(items)))  # (B, P)
-        agg = reps[picks, np.arange(reps.shape[1])[:, None]].mean(axis=1)
-        lo, hi = percentile_interval(agg, confidence)
         mean = float(values.mean())
-        rows.append(_row("all", place, mean, (min(lo, mean), max(hi, mean)),
-                         sum(n for _, _, n in items), "all", f"mean over {len(items)} location-neutral prompts"))
+        note = f"mean over {len(items)} location-neutral prompts"
+        if len(items) == 1:  # one prompt: its own interval
+            ci, method = items[0][1], PROMPT_METHOD
+        else:
+            weights = resample_weights(len(items), n_resamples, seeded(base_seed, METRIC, "all", place))
+            lo, hi = percentile_interval(weights @ values / len(items), confidence)
+            ci, method = (min(lo, mean), max(hi, mean)), MEAN_METHOD
+        rows.append(_row("all", place, mean, ci, sum(n for _, _, n in items), "all", note, method))
     return rows
 
 
-def _row(group: str, place: str, value: float, ci: tuple[float, float], n: int, group_by: str, note: str) -> dict[str, Any]:
+def _row(group: str, place: str, value: float, ci: tuple[float, float], n: int, group_by: str, note: str,
+         method: str = PROMPT_METHOD) -> dict[str, Any]:
     return {"metric": METRIC, "axis": "location", "group_by": group_by, "group": group, "label": place, "value": value,
-            "ci_low": ci[0], "ci_high": ci[1], "n": int(n), "higher_is_better": None, "note": note}
+            "ci_low": ci[0], "ci_high": ci[1], "n": int(n), "higher_is_better": None, "note": note,
+            "aggregate": "prompt" if group_by == "prompt_id" else "mean_over_prompts", "method": method,
+            "p_value": None, "q_value": None}
