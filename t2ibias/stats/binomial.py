@@ -13,8 +13,9 @@ Over many prompts (clusters of images that share a prompt), a share is either th
 prompts of the per-prompt shares or the pooled share Σk / Σn. Its variance is the cluster-robust
 (between-prompt) one, and the interval is Korn & Graubard's (Survey Methodology 1998): a
 Clopper–Pearson interval at the effective sample size n* = p̂(1 − p̂) / var̂(p̂), with its
-degrees of freedom set to prompts − 1, so it covers the share in the population of prompts the
-prompts stand for (and, more than enough, the share over these very prompts). The variance is never
+degrees of freedom set to prompts − 1. It covers the share over these very prompts at least
+nominally (measured: ≥ 95 % at 5 to 100 prompts), and aims at the share in the population of prompts
+they stand for (measured 88 % when prompts' shares cluster near 0 or 1, Beta mean 0.95, 25 images). The variance is never
 taken below the within-prompt binomial one. A share of 0 or 1 in every prompt has zero estimated
 variance; n* is then the number of images, so the interval still has width.
 """
