@@ -140,17 +140,10 @@ def sweep(
         classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
-        from t2ibias.measure.stage import create_gate
+        from t2ibias.measure.stage import create_gate, open_measurers
 
-        gate = create_gate(person_detector)  # missing or bad weights fail before anything is written
-        gate.fingerprint()
-        if gate.person is not None:
-            gate.person._load()
-        for name in also or []:
-            m = resolve_crop_measurer(name)
-            m.fingerprint()
-            if callable(getattr(m, "load", None)):
-                m.load()
+        # missing or bad weights fail before anything is written
+        open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
     with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
         spec = prepare_run(out_dir, SweepRequest(
             model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model,

@@ -292,19 +292,23 @@ def measure_stage(
                         list(extra_measurers), workers, fairface_csv)
 
 
-def _open_measurers(gate: PersonFaceGate, cspec: ClassifierSpec, extras: list[CropMeasurer]) -> None:
-    """Open every weight file the measurers need now: a bad one fails before anything is written."""
-    from t2ibias.hub import quiet_hub
-    from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
-
+def open_measurers(gate: PersonFaceGate, extras: Sequence[CropMeasurer] = (), cspec: ClassifierSpec | None = None) -> None:
+    """Open every weight file the gate, the crop measurers and (given ``cspec``) the classifier
+    need, now: a missing or bad one fails before anything is written."""
+    gate.fingerprint()
     if gate.person is not None:
         gate.person._load()
     for m in extras:
+        m.fingerprint()
         load = getattr(m, "load", None)
         if callable(load):
             load()
-    with quiet_hub():
-        ensure_classifier_weights(cspec)
+    if cspec is not None:
+        from t2ibias.hub import quiet_hub
+        from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+
+        with quiet_hub():
+            ensure_classifier_weights(cspec)
 
 
 def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
@@ -326,7 +330,7 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
     extra_fps = [crop_measurer_fingerprint(gate_fp, m) for m in extras]
     if len(set(extra_fps)) != len(extra_fps):
         raise UserError("extra measurers: the same measurer is given twice (give each once)")
-    _open_measurers(gate, cspec, extras)
+    open_measurers(gate, extras, cspec)
     read_measurements(run_dir)  # a damaged measurement file fails here, before anything is written
     read_measurements(run_dir, EMBEDDINGS_FILE)
     read_measurers(run_dir)
@@ -370,8 +374,9 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
         return clip, todo_extra
 
     todo = [k for k in ok_keys if any(x for x in needs(k))]
-    result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0,
-              "fairface_imported": imported}
+    result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
+    if fairface_csv is not None:
+        result["fairface_imported"] = imported
     if not todo:
         record_config()
         return result

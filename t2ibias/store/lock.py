@@ -155,7 +155,8 @@ class RunLock:
                 info = {"pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage,
                         "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
                 return fd
             except BaseException:
                 os.close(fd)
