@@ -154,7 +154,7 @@ def sweep(
         if spec.get("model_is_random"):
             err.print(f"[yellow]{spec['model']['id']} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
         if spec["model"].get("revision") == "local":
-            err.print(f"[yellow]note: {spec['model']['notes']}[/yellow]", highlight=False)
+            err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
         _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,
                 measure_opts=MeasureOptions(person_detector, None, also),
                 measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size)
