@@ -34,6 +34,7 @@ DEFAULT_CLASSIFIER = "clip-vit-l-14-openai"
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (a GPU when one is visible), cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per pipeline / classifier call. Never changes an image (unless --fast-batching).")]
+GENERATE_BATCH, MEASURE_BATCH = 4, 16  # sweep's batch sizes when --batch-size is not given
 
 
 class Kind(str, Enum):
@@ -134,7 +135,7 @@ def sweep(
     classifier: Annotated[Optional[str], typer.Option("--classifier", metavar="ID", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 4,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help=f"Images per pipeline and per classifier call [default: {GENERATE_BATCH} to generate, {MEASURE_BATCH} to measure]. Never changes an image (unless --fast-batching).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Use only the first N prompts (images made so far are kept when the limit is lifted).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an --out holding another run's spec and start over.")] = False,
     llm: Annotated[Optional[str], typer.Option("--llm", metavar="URL|FOLDER", help="Text generator for fact-augmented prompts (adds fai_vk): an OpenAI-compatible endpoint URL or a local causal-LM folder. Answers are cached.")] = None,
@@ -148,6 +149,7 @@ def sweep(
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
     from t2ibias.run import SweepRequest, prepare_run
+    from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
     if seeds >= 1:
@@ -164,21 +166,36 @@ def sweep(
         from t2ibias.generation.spec import resolve_generator_spec
 
         classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
-    spec = prepare_run(out_dir, SweepRequest(
-        model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model, str(docs) if docs else None
-    ), force=force)
-    if spec.get("prompt_truncation"):
-        err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
-    if spec.get("model_is_random"):
-        err.print(f"[yellow]{escape(str(spec['model']['id']))} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
-        from t2ibias.measure.stage import create_gate
+        from t2ibias.measure.stage import create_gate, open_measurers
 
-        create_gate(person_detector).fingerprint()  # missing weights fail before any image is generated
-        for name in also or []:
-            resolve_crop_measurer(name).fingerprint()
-    _stages(out_dir, device, batch_size, measure_opts=MeasureOptions(person_detector, None, also), min_n=min_n)
+        # missing or bad weights fail before anything is written
+        open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
+    with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
+        spec = prepare_run(out_dir, SweepRequest(
+            model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model,
+            str(docs) if docs else None
+        ), force=force)
+        if spec.get("prompt_truncation"):
+            err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
+        if spec.get("model_is_random"):
+            err.print(f"[yellow]{escape(str(spec['model']['id']))} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
+        if spec["model"].get("revision") == "local":
+            err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
+        _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,
+                measure_opts=MeasureOptions(person_detector, None, also),
+                measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size, min_n=min_n)
+
+
+@contextmanager
+def _interrupted_note() -> Iterator[None]:
+    """On Ctrl-C, say what was kept and exit 130 (typer would otherwise exit silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("interrupted: finished images are kept; run the same command again to resume")
+        raise typer.Exit(130) from None
 
 
 class MeasureOptions:
@@ -194,18 +211,26 @@ class MeasureOptions:
 
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
-            measure_opts: MeasureOptions | None = None, audit: Path | None = None, confidence: float = 0.95,
-            min_n: int = 50) -> None:
-    from t2ibias.measure.stage import measure_stage
-    from t2ibias.metrics.score import score_stage
-    from t2ibias.report.html import write_model_card, write_report
-    from t2ibias.run import generate_stage, read_spec
-
+            measure_opts: MeasureOptions | None = None, audit: Path | None = None,
+            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50) -> None:
     from t2ibias.metrics.score import check_options
+    from t2ibias.run import read_spec
+    from t2ibias.store.lock import RunLock
 
     check_options(ci, confidence, min_n)
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
-    mo = measure_opts or MeasureOptions()
+    with _interrupted_note(), RunLock(run_dir, only or "sweep"):
+        _run_stages(run_dir, device, batch_size, only, ci, measure_opts or MeasureOptions(), audit,
+                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n)
+
+
+def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, ci: str, mo: MeasureOptions,
+                audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50) -> None:
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.metrics.score import score_stage
+    from t2ibias.report.html import write_model_card, write_report
+    from t2ibias.run import generate_stage
+
     if only in (None, "generate"):
         with _progress("generate") as bar:
             g = generate_stage(run_dir, device=device, batch_size=batch_size, progress=bar)
@@ -213,20 +238,24 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
             f"generate: {g.generated} new, {g.already_done} already in the store, {g.blocked} blocked, "
             f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
         )
+        if g.all_failed:
+            err.print(f"error: generate: {g.failure_summary()}; fix the cause, then `t2ibias generate {run_dir}` retries them",
+                      highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(1)
+        if g.failed:
+            err.print(f"warning: generate: {g.failure_summary()}; they count as failed until `t2ibias generate {run_dir}` remakes them",
+                      style="yellow", highlight=False, markup=False, soft_wrap=True)
     if only in (None, "measure"):
         from t2ibias.generation.diffusers_adapter import resolve_device
         from t2ibias.measure.measurers import resolve_crop_measurer
 
         extras = [resolve_crop_measurer(name, resolve_device(device)) for name in mo.also]
-        if mo.fairface is not None:
-            from t2ibias.measure.fairface import import_fairface_csv
-
-            n = import_fairface_csv(run_dir, mo.fairface)
-            err.print(f"measure: imported {n} FairFace faces from {mo.fairface}", markup=False)
         with _progress("measure") as bar:
-            m = measure_stage(run_dir, device=device, batch_size=max(batch_size, 16), progress=bar,
+            m = measure_stage(run_dir, device=device, batch_size=measure_batch_size, progress=bar,
                               person_detector=mo.person_detector, person_conf=mo.person_conf,
-                              extra_measurers=extras, workers=mo.workers)
+                              extra_measurers=extras, workers=mo.workers, fairface_csv=mo.fairface)
+        if mo.fairface is not None:
+            err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
         err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,8 +31,20 @@ from t2ibias.generation.diffusers_adapter import (
     resolve_weights,
 )
 from t2ibias.generation.spec import GeneratorSpec, resolve_generator_spec
+from t2ibias.hub import quiet_hub
 from t2ibias.prompts.bank import PromptRecord, PromptSet, expand, resolve_prompt_set
-from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text, image_keys, image_seeds
+from t2ibias.store.image_store import (
+    BLOCKED,
+    FAILED,
+    MANIFEST_GLOB,
+    OK,
+    ImageStore,
+    atomic_write_bytes,
+    atomic_write_text,
+    image_keys,
+    image_seeds,
+)
+from t2ibias.store.lock import LOCK_FILE, RunLock
 
 SPEC_FILE = "spec.json"
 PROMPTS_FILE = "prompts.parquet"
@@ -81,11 +94,12 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
     cspec = resolve_classifier_spec(req.classifier)
     device = resolve_device(req.device)
     dtype = effective_dtype(gspec, device)
-    weights = resolve_weights(gspec)
-    gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
     from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
 
-    ensure_classifier_weights(cspec)
+    with quiet_hub():  # missing weights: one error line, not a minute of retries and warnings
+        weights = resolve_weights(gspec)
+        ensure_classifier_weights(cspec)
+    gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
     defining = {
         "generator_fingerprint": gfp,
         "prompts": fingerprint([r.to_dict() for r in records]),
@@ -135,11 +149,14 @@ def fact_augment(sets: list[PromptSet], req: SweepRequest) -> list[PromptSet]:
 def read_spec(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SPEC_FILE
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: missing; {run_dir} is not a t2ibias run (start one with `t2ibias sweep --out {run_dir}`)") from None
     except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); restore it or start over with `t2ibias sweep --force`") from None
+        raise UserError(f"{path}: not valid JSON ({exc}); restore it, or start a new run with another --out") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not a t2ibias run spec (a JSON object is expected); restore it, or start a new run with another --out")
+    return doc
 
 
 def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -158,38 +175,117 @@ def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFr
 
 
 def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[str, Any]:
-    """Write (or check) ``spec.json`` and ``prompts.parquet``; refuse a directory of another spec."""
-    spec, records, weights_folder = build_spec(req)
-    spec_path = run_dir / SPEC_FILE
-    if spec_path.exists():
-        old = read_spec(run_dir)
-        if old.get("fingerprint") != spec["fingerprint"]:
-            if not force:
-                changed = [k for k in spec["defining"] if old.get("defining", {}).get(k) != spec["defining"][k]]
-                raise UserError(
-                    f"--out {run_dir}: holds a run of another spec (differs in {', '.join(changed) or 'fingerprint'}); "
-                    "choose another --out, or pass --force to delete it and start over"
-                )
-            shutil.rmtree(run_dir)
-        else:
-            spec["created"] = old.get("created", spec["created"])
-    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise UserError(f"--out {run_dir}: exists and is not a t2ibias run (choose an empty or new directory)")
-    elif force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    prompts = pd.DataFrame([r.to_dict() for r in records])
-    tokens = None
-    if weights_folder:
-        from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
+    """Write (or check) ``spec.json`` and ``prompts.parquet``; refuse a directory of another spec.
 
-        tokens = count_prompt_tokens(weights_folder, prompts, spec["model"].get("call_kwargs", {}).get("max_sequence_length"))
-        spec["prompt_truncation"] = truncation_summary(tokens)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(spec_path, json.dumps(spec, indent=2) + "\n")
-    _write_parquet(run_dir / PROMPTS_FILE, prompts)
-    if tokens is not None:
-        _write_parquet(run_dir / TOKENS_FILE, tokens)
+    With ``force``, a directory holding another t2ibias run is cleared of that run's own files
+    (:func:`clear_run`) first; anything else in it is kept. Everything is checked before anything
+    is deleted or written, under the run's lock.
+    """
+    run_dir = Path(run_dir)
+    with RunLock(run_dir, "sweep", create=True):
+        spec, records, weights_folder = build_spec(req)
+        spec_path = run_dir / SPEC_FILE
+        clear = False
+        if spec_path.exists():
+            old = read_spec(run_dir)
+            if old.get("fingerprint") != spec["fingerprint"]:
+                if not force:
+                    changed = [k for k in spec["defining"] if old.get("defining", {}).get(k) != spec["defining"][k]]
+                    raise UserError(
+                        f"--out {run_dir}: holds a run of another spec (differs in {', '.join(changed) or 'fingerprint'}); "
+                        "choose another --out, or pass --force to delete it and start over"
+                    )
+                check_clearable(run_dir, old)
+                clear = True
+            else:
+                spec["created"] = old.get("created", spec["created"])
+        elif any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+            extra = " (--force deletes only the files of a t2ibias run, and there is no spec.json here)" if force else ""
+            raise UserError(f"--out {run_dir}: exists and is not a t2ibias run (choose an empty or new directory){extra}")
+        prompts = pd.DataFrame([r.to_dict() for r in records])
+        tokens = None
+        if weights_folder:
+            from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
+
+            tokens = count_prompt_tokens(weights_folder, prompts, spec["model"].get("call_kwargs", {}).get("max_sequence_length"))
+            spec["prompt_truncation"] = truncation_summary(tokens)
+        if clear:
+            clear_run(run_dir)
+        atomic_write_text(spec_path, json.dumps(spec, indent=2) + "\n")
+        _write_parquet(run_dir / PROMPTS_FILE, prompts)
+        if tokens is not None:
+            _write_parquet(run_dir / TOKENS_FILE, tokens)
     return spec
+
+
+def run_output_names() -> tuple[str, ...]:
+    """File names a run writes at its top level (images and manifest shards aside)."""
+    from t2ibias.measure.stage import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE, MEASURERS_FILE
+    from t2ibias.metrics.instrument import INSTRUMENT_FILE
+    from t2ibias.metrics.score import IMAGE_LABELS_FILE, METRICS_FILE
+
+    return (SPEC_FILE, PROMPTS_FILE, TOKENS_FILE, MEASUREMENTS_FILE, EMBEDDINGS_FILE, MEASURE_FILE, MEASURERS_FILE,
+            IMAGE_LABELS_FILE, METRICS_FILE, "metrics.csv", INSTRUMENT_FILE, "report.html", "model_card.md")
+
+
+_IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+_TEMP_NAME = re.compile(r"^\..+\.tmp$")
+
+
+def _is_t2ibias_spec(doc: Any) -> bool:
+    return (isinstance(doc, dict) and isinstance(doc.get("fingerprint"), str) and isinstance(doc.get("defining"), dict)
+            and "t2ibias_version" in doc)
+
+
+def check_clearable(run_dir: Path, spec: Any) -> None:
+    """Refuse to clear anything but a t2ibias run's own folder (never the working or home directory)."""
+    target = run_dir.resolve()
+    for name, protected in (("the working directory", Path.cwd().resolve()), ("the home directory", Path.home().resolve())):
+        if target == protected or target in protected.parents:
+            raise UserError(
+                f"--out {run_dir}: is {name}{' or a folder above it' if target != protected else ''}; "
+                "--force clears only a run's own folder (pass it, e.g. --out runs/NAME)"
+            )
+    if not _is_t2ibias_spec(spec):
+        raise UserError(f"{run_dir / SPEC_FILE}: not the spec of a t2ibias run, so --force deletes nothing here (choose another --out)")
+
+
+def clear_run(run_dir: Path) -> list[Path]:
+    """Delete the files a run writes (spec, prompts, images, manifest shards, measurements, metrics,
+    report) and nothing else: files of other names, and folders left non-empty by them, stay.
+    Returns what was deleted."""
+    deleted: list[Path] = []
+
+    def unlink(path: Path) -> None:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            deleted.append(path)
+
+    for name in run_output_names():
+        unlink(run_dir / name)
+    for path in run_dir.glob(MANIFEST_GLOB):
+        unlink(path)
+    for path in run_dir.iterdir():
+        if _TEMP_NAME.match(path.name):
+            unlink(path)
+    images = run_dir / "images"
+    if images.is_dir() and not images.is_symlink():
+        for folder in images.iterdir():
+            if folder.is_symlink() or not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", folder.name):
+                continue
+            for path in folder.iterdir():
+                if (_IMAGE_NAME.match(path.name) and path.name.startswith(folder.name)) or _TEMP_NAME.match(path.name):
+                    unlink(path)
+            _rmdir_if_empty(folder)
+        _rmdir_if_empty(images)
+    return deleted
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -241,6 +337,19 @@ class GenerateResult:
     blocked: int
     failed: int
     seconds: float
+    #: Why images failed: error text → number of images.
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_failed(self) -> bool:
+        """Every image of the run failed: nothing was made now and nothing was made before."""
+        return self.failed > 0 and self.generated == 0 and self.blocked == 0 and self.already_done == 0
+
+    def failure_summary(self) -> str:
+        """``N of M images failed (k× reason; ...)``, most frequent reason first."""
+        reasons = "; ".join(f"{n}× {why}" for why, n in sorted(self.errors.items(), key=lambda kv: -kv[1])[:3])
+        more = f"; {len(self.errors) - 3} other reasons" if len(self.errors) > 3 else ""
+        return f"{self.failed} of {self.total} images failed ({reasons or 'no reason recorded'}{more})"
 
 
 def generate_stage(
@@ -252,6 +361,11 @@ def generate_stage(
     """Make every image the store lacks; the pipeline is loaded only if something is missing."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    with RunLock(run_dir, "generate"):
+        return _generate(Path(run_dir), device, batch_size, progress)
+
+
+def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[int, int], Progress] | None) -> GenerateResult:
     t0 = time.perf_counter()
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
@@ -261,6 +375,7 @@ def generate_stage(
     done = store.done_keys(j.key for j in jobs)
     todo = [j for j in jobs if j.key not in done]
     counts = {OK: 0, BLOCKED: 0, FAILED: 0}
+    errors: Counter[str] = Counter()
     if todo:
         gspec = GeneratorSpec(**{**spec["model"], "dtype": spec["model"]["dtype"]})
         dev = resolve_device(device)
@@ -269,14 +384,16 @@ def generate_stage(
                 f"{run_dir}: was made with {gspec.dtype} weights, which --device {dev} would run in "
                 f"{effective_dtype(gspec, dev)} and so change the images; use the run's device ({spec['device']})"
             )
-        weights = resolve_weights(GeneratorSpec(**{**spec["model"], "revision": spec["model"]["revision"]}))
+        with quiet_hub():
+            weights = resolve_weights(GeneratorSpec(**{**spec["model"], "revision": spec["model"]["revision"]}))
         if weights.identity != spec["weights"]:
             raise UserError(
                 f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
                 "start a new run with another --out"
             )
         generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype, bool(spec.get("batch_invariant", True)))
-        generator.load()
+        with quiet_hub():
+            generator.load()
         advance = progress(len(todo), len(done)) if progress else (lambda n: None)
         pending: list[Future] = []
         with ThreadPoolExecutor(max_workers=1) as writer:  # encode + write overlap the next batch
@@ -303,6 +420,7 @@ def generate_stage(
                     if results is None:
                         status, image = FAILED, None
                         row["error"] = error
+                        errors[str(error)] += 1
                     else:
                         status = BLOCKED if results[i].blocked else OK
                         image = None if status == BLOCKED else results[i].image
@@ -317,7 +435,7 @@ def generate_stage(
             for fut in pending:
                 fut.result()
     store.compact()
-    return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0)
+    return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0, dict(errors))
 
 
 def _store_one(store: ImageStore, key: str, image: Any, row: dict[str, Any]) -> None:

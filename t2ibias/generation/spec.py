@@ -9,7 +9,9 @@ weights or settings never reuse stale images.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,36 +124,114 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
     _check_field_types(doc, data)
     if data.get("dtype", "float16") not in DTYPES:
         raise UserError(f"{doc.where('dtype')}: dtype must be one of {', '.join(DTYPES)}")
-    for name in ("steps", "height", "width"):
-        if name in data and (not isinstance(data[name], int) or data[name] <= 0):
-            raise UserError(f"{doc.where(name)}: {name} must be a positive integer")
+    _check_field_types(data, doc.where)
     data = {**data, "id": data.get("id", path.stem)}
     if data["id"] != path.stem:
         raise UserError(f"{doc.where('id')}: id {data['id']!r} differs from the file name {path.stem!r} (the file name is the id)")
     return GeneratorSpec(**data)
 
 
+#: Fields that must be text, text or null, a mapping, or true/false (numbers are checked below).
+_TEXT = ("id", "source", "pipeline", "revision", "licence", "notes")
+_TEXT_OR_NULL = ("variant", "scheduler")
+_MAPPINGS = ("scheduler_config", "call_kwargs")
+#: Height and width must be multiples of this: the VAE's scale factor (8), times the patch size
+#: for pipelines whose denoiser works on 2×2 patches.
+SIZE_MULTIPLE = 8
+_SIZE_MULTIPLES = {"StableDiffusion3Pipeline": 16, "FluxPipeline": 16}
+
+
+def size_multiple(pipeline: str) -> int:
+    """What height and width of images made by ``pipeline`` must be multiples of."""
+    return _SIZE_MULTIPLES.get(pipeline, SIZE_MULTIPLE)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_field_types(data: dict[str, Any], where: Any) -> None:
+    """Every field of a generator file has the type the pipeline call needs: a wrong one would
+    otherwise fail image by image, after the run has started."""
+    def bad(name: str, what: str) -> UserError:
+        return UserError(f"{where(name)}: {name} must be {what} (got {data[name]!r})")
+
+    for name in _TEXT:
+        if name in data and not isinstance(data[name], str):
+            raise bad(name, "text")
+    for name in _TEXT_OR_NULL:
+        if name in data and data[name] is not None and not isinstance(data[name], str):
+            raise bad(name, "text or null")
+    for name in _MAPPINGS:
+        if name in data and not isinstance(data[name], dict):
+            raise bad(name, "a mapping of keyword: value")
+    if "random_weights" in data and not isinstance(data["random_weights"], bool):
+        raise bad("random_weights", "true or false")
+    if "steps" in data and (not _is_int(data["steps"]) or data["steps"] <= 0):
+        raise bad("steps", "a positive integer")
+    if "guidance" in data:
+        g = data["guidance"]
+        if not (_is_int(g) or isinstance(g, float)) or isinstance(g, bool) or not math.isfinite(g):
+            raise bad("guidance", "a number such as 7.5 (0 for none)")
+    multiple = size_multiple(str(data.get("pipeline", "")))
+    for name in ("height", "width"):
+        if name in data and (not _is_int(data[name]) or data[name] <= 0 or data[name] % multiple):
+            raise bad(name, f"a positive multiple of {multiple} for {data.get('pipeline') or 'this pipeline'}")
+
+
 GENERATORS = Registry.from_folder("model", "t2ibias ls models", GENERATOR_DIR, load_generator_spec_file)
 
 
 def _spec_for_local_folder(folder: Path) -> GeneratorSpec:
-    """A spec for a local diffusers folder, taking call settings from the config of the same class."""
+    """A spec for a local diffusers folder: its pipeline class, its own size and scheduler, and the
+    pipeline class's own call defaults for steps and guidance. Nothing comes from a registered
+    model of the same class (not its licence, steps or scheduler); ``notes`` says where each
+    setting came from, and a folder the project built with random weights is flagged as such."""
     index = folder / "model_index.json"
     try:
         cls = json.loads(index.read_text())["_class_name"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{folder}: not a diffusers pipeline folder (no readable model_index.json with _class_name); "
             "save one with `pipe.save_pretrained(folder)`"
         ) from None
-    template = next((GENERATORS.get(n) for n in GENERATORS.names() if GENERATORS.get(n).pipeline == cls and not GENERATORS.get(n).is_tiny), None)
-    base = dataclasses.asdict(template) if template else {"pipeline": cls}
-    base.update(id=folder.name, source=str(folder.resolve()), pipeline=cls, revision="local", variant=None)
+    if not isinstance(cls, str) or not cls:
+        raise UserError(f"{index}: _class_name: must name a diffusers pipeline class (save the folder with `pipe.save_pretrained`)")
+    defaults = GeneratorSpec(id="", source="", pipeline=cls)
+    steps, guidance = _call_defaults(cls)
+    origin = f"{cls}'s own call defaults" if steps is not None else "t2ibias defaults (the pipeline class names none)"
+    steps = defaults.steps if steps is None else steps
+    guidance = defaults.guidance if guidance is None else guidance
     size = _native_size(folder)
-    if size:  # the size the folder's denoiser was trained at, not the template's
-        base.update(height=size, width=size)
-    base.setdefault("licence", "see the folder's own licence")
-    return GeneratorSpec(**base)
+    size_origin = "from the folder's unet/transformer and vae configs" if size else "a t2ibias default (the folder's configs name none)"
+    size = size or defaults.height
+    random = (folder / "t2ibias_tiny.json").is_file()
+    notes = (
+        f"local diffusers folder {folder.resolve()}, not a registered model: licence unknown; "
+        f"steps {steps} and guidance {guidance} are {origin}; size {size}×{size} {size_origin}; "
+        "to set them, write a generator YAML with `source:` this folder"
+    )
+    return GeneratorSpec(
+        id=folder.name, source=str(folder.resolve()), pipeline=cls, revision="local", variant=None,
+        dtype="float32" if random else defaults.dtype, steps=steps, guidance=guidance, height=size, width=size,
+        licence="unknown (a local folder: check the licence of the weights it holds)", notes=notes,
+        random_weights=random,
+    )
+
+
+def _call_defaults(cls: str) -> tuple[int | None, float | None]:
+    """``num_inference_steps`` and ``guidance_scale`` defaults of a diffusers pipeline class's call."""
+    try:
+        import diffusers
+
+        params = inspect.signature(getattr(diffusers, cls).__call__).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None, None
+    steps = params["num_inference_steps"].default if "num_inference_steps" in params else None
+    guidance = params["guidance_scale"].default if "guidance_scale" in params else None
+    steps = steps if _is_int(steps) and steps > 0 else None
+    guidance = float(guidance) if (_is_int(guidance) or isinstance(guidance, float)) and math.isfinite(guidance) else None
+    return steps, guidance
 
 
 def _native_size(folder: Path) -> int | None:

@@ -33,6 +33,7 @@ from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier, Prediction
 from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, YoloPersonGate
 from t2ibias.run import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import OK, ImageStore, atomic_write_bytes, atomic_write_text
+from t2ibias.store.lock import RunLock
 
 MEASUREMENTS_FILE = "measurements.parquet"
 #: Whole-image CLIP embeddings (L2-normalized), for distances between groups of images.
@@ -194,8 +195,10 @@ def append_measurements(run_dir: Path, frame: pd.DataFrame, measurer: str, info:
     unknown = sorted(set(frame["key"].astype(str)) - set(records))
     if unknown:
         raise UserError(f"{source}: key: {len(unknown)} rows name images not in {run_dir} (first: {unknown[0]}; import them into the run they came from)")
-    _record_measurers(run_dir, {measurer: {"kind": "external", **info}})
-    _write(run_dir, [read_measurements(run_dir), _typed(frame)], [])
+    with RunLock(run_dir, "measure"):
+        existing = read_measurements(run_dir)
+        _record_measurers(run_dir, {measurer: {"kind": "external", **info}})
+        _write(run_dir, [existing, _typed(frame)], [])
     return len(frame)
 
 
@@ -264,6 +267,7 @@ def measure_stage(
     person_conf: float | None = None,
     extra_measurers: Sequence[CropMeasurer] = (),
     workers: int = 1,
+    fairface_csv: str | Path | None = None,
 ) -> dict[str, int]:
     """Measure every intact image not yet measured by this gate with this classifier (and each of
     ``extra_measurers``, on every face crop).
@@ -272,14 +276,47 @@ def measure_stage(
     an ultralytics release name; ``"none"`` removes it; None keeps the one the run was last
     measured with (none for a new run). ``person_conf`` is its confidence threshold (default
     0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
-    """
-    from t2ibias.generation.diffusers_adapter import resolve_device
+    ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first.
 
+    Everything the stage needs (gate weights, classifier weights, crop measurers) is opened
+    before anything is written, so bad input leaves the run as it was; ``measure.json``, which
+    names the gate later stages use, is written last.
+    """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if workers < 1:
         raise UserError(f"workers {workers}: must be at least 1")
     run_dir = Path(run_dir)
+    with RunLock(run_dir, "measure"):
+        return _measure(run_dir, device, batch_size, classifier, progress, person_detector, person_conf,
+                        list(extra_measurers), workers, fairface_csv)
+
+
+def open_measurers(gate: PersonFaceGate, extras: Sequence[CropMeasurer] = (), cspec: ClassifierSpec | None = None) -> None:
+    """Open every weight file the gate, the crop measurers and (given ``cspec``) the classifier
+    need, now: a missing or bad one fails before anything is written."""
+    gate.fingerprint()
+    if gate.person is not None:
+        gate.person._load()
+    for m in extras:
+        m.fingerprint()
+        load = getattr(m, "load", None)
+        if callable(load):
+            load()
+    if cspec is not None:
+        from t2ibias.hub import quiet_hub
+        from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+
+        with quiet_hub():
+            ensure_classifier_weights(cspec)
+
+
+def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
+             progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
+             person_conf: float | None, extras: list[CropMeasurer], workers: int,
+             fairface_csv: str | Path | None) -> dict[str, int]:
+    from t2ibias.generation.diffusers_adapter import resolve_device
+
     spec = read_spec(run_dir)
     cspec = resolve_classifier_spec(classifier or spec["classifier"]["id"])
     dev = resolve_device(device)
@@ -290,21 +327,35 @@ def measure_stage(
     gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
     gate_fp = gate.fingerprint()
     measurer = measurer_fingerprint(gate_fp, cspec)
-    extras = list(extra_measurers)
     extra_fps = [crop_measurer_fingerprint(gate_fp, m) for m in extras]
     if len(set(extra_fps)) != len(extra_fps):
         raise UserError("extra measurers: the same measurer is given twice (give each once)")
-    _record_measurers(run_dir, {
+    open_measurers(gate, extras, cspec)
+    read_measurements(run_dir)  # a damaged measurement file fails here, before anything is written
+    read_measurements(run_dir, EMBEDDINGS_FILE)
+    read_measurers(run_dir)
+    imported = 0
+    if fairface_csv is not None:
+        from t2ibias.measure.fairface import import_fairface_csv
+
+        imported = import_fairface_csv(run_dir, fairface_csv)
+    measurer_info = {
         measurer: {"id": cspec.id, "kind": "clip", "classifier_fingerprint": cspec.fingerprint(),
                    "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": gate_fp},
         **{fp: {"id": m.id, "kind": "crop", "measurer_fingerprint": m.fingerprint(), "units": ["face"],
                 "gate": gate.config(), "gate_fingerprint": gate_fp} for m, fp in zip(extras, extra_fps)},
-    })
-    atomic_write_text(run_dir / MEASURE_FILE, json.dumps({
-        "t2ibias_version": __version__, "gate": gate.config(), "gate_fingerprint": gate_fp, "measurer": measurer,
-        "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
-        "extra_measurers": {m.id: fp for m, fp in zip(extras, extra_fps)},
-    }, indent=1, sort_keys=True) + "\n")
+    }
+
+    def record_config() -> None:
+        """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
+        _record_measurers(run_dir, measurer_info)
+        config = {
+            "t2ibias_version": __version__, "gate": gate.config(), "gate_fingerprint": gate_fp, "measurer": measurer,
+            "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
+            "extra_measurers": {m.id: fp for m, fp in zip(extras, extra_fps)},
+        }
+        if _read_json(run_dir, MEASURE_FILE) != config:
+            atomic_write_text(run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
     jobs = image_jobs(spec, read_prompts(run_dir, spec))
     store = ImageStore(run_dir)
@@ -325,7 +376,10 @@ def measure_stage(
 
     todo = [k for k in ok_keys if any(x for x in needs(k))]
     result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
+    if fairface_csv is not None:
+        result["fairface_imported"] = imported
     if not todo:
+        record_config()
         return result
     clf = CLIPAttributeClassifier(cspec, dev)
     # the classifier loads in its own thread while the first batches are decoded and gated
@@ -369,6 +423,9 @@ def measure_stage(
 
     def checkpoint() -> None:
         nonlocal new_rows, new_emb, since_checkpoint
+        if not new_rows and not new_emb:
+            return
+        _record_measurers(run_dir, measurer_info)  # before the rows it describes
         frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
         embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
         new_rows, new_emb, since_checkpoint = [], [], 0
@@ -429,6 +486,7 @@ def measure_stage(
         raise
     pool.shutdown(wait=True)
     checkpoint()
+    record_config()
     if errors:
         more = f" ({len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
         raise UserError(f"{errors[0]}{more}")

@@ -130,6 +130,8 @@ class Run:
     labels: pd.DataFrame
     metrics: dict
     audit: Any = None
+    #: Prompts of the run's prompt sets left out by ``--limit`` (not generated, not scored, not shown).
+    prompts_cut: int = 0
 
 
 def _need(path: Path, fix: str) -> Path:
@@ -181,7 +183,18 @@ def load_run(run_dir: Path) -> Run:
     instrument = None
     if (run_dir / "instrument.json").is_file():
         instrument = _read_json(run_dir / "instrument.json", score)
-    return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, instrument)
+    prompts, cut = _limited(prompts, spec.get("limit"))
+    if cut:  # images an earlier, larger run made for prompts now cut stay in the store, not in this report
+        ran = set(prompts["prompt_id"].astype(str))
+        manifest = {k: r for k, r in manifest.items() if str(r.get("prompt_id")) in ran}
+    return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, instrument, cut)
+
+
+def _limited(prompts: pd.DataFrame, limit: Any) -> tuple[pd.DataFrame, int]:
+    """The prompts a ``--limit`` run used (the first ``limit``), and how many it cut."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1 or limit >= len(prompts):
+        return prompts, 0
+    return prompts.head(limit).reset_index(drop=True), len(prompts) - limit
 
 
 # --------------------------------------------------------------------------- context
@@ -367,7 +380,9 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
         + [(k, v) for k, v in model.items() if k not in MODEL_FIELDS and k != "random_weights"]
         + [("generator fingerprint", spec.get("generator_fingerprint")),
            ("random weights", spec.get("model_is_random"))],
-        "Prompts and seeds": sets + [("prompts", n_prompts), ("seeds per prompt", spec.get("n_seeds")),
+        "Prompts and seeds": sets + [("prompts", n_prompts)]
+        + ([("cut by --limit", f"{run.prompts_cut} (only the first {n_prompts} prompts ran)")] if run.prompts_cut else [])
+        + [("seeds per prompt", spec.get("n_seeds")),
                                      ("base seed", spec.get("base_seed"))],
         "Classifier": [(k, clf.get(k)) for k in CLASSIFIER_FIELDS if k in clf]
         + [(k, v) for k, v in clf.items() if k not in CLASSIFIER_FIELDS and k != "is_random"]
@@ -429,6 +444,9 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "prompt_sets": [{k: s.get(k) for k in ("id", "version", "sha256")}
                         for s in spec.get("prompt_sets") or [] if isinstance(s, dict)],
         "n_prompts": len(prompts),
+        "prompts_cut": run.prompts_cut,
+        "limit": spec.get("limit") if run.prompts_cut else None,
+        "local_model": model.get("revision") == "local" or str(spec.get("weights") or "").startswith("local:"),
         "n_seeds": spec.get("n_seeds"),
         "classifier_id": clf.get("id"),
         "accounting": _accounting(run, len(prompts)),
