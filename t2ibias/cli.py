@@ -152,12 +152,6 @@ def sweep(
     from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
-    if seeds >= 1:
-        half = share_halfwidth(seeds)
-        line = f"per-prompt shares will carry 95 % intervals about ±{half:.2f} wide at {seeds} images per prompt (exact, at a share of ½)"
-        if half > 0.15:
-            line = f"warning: {line}; ±0.15 needs about {share_seeds_for(0.15)} images per prompt (--seeds)"
-        err.print(line, style="yellow" if half > 0.15 else None, highlight=False, markup=False)
 
     if out_dir is None:
         name = Path(model).name if Path(model).exists() else model
@@ -181,6 +175,12 @@ def sweep(
             err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
         if spec.get("model_is_random"):
             err.print(f"[yellow]{escape(str(spec['model']['id']))} has random weights: this run exercises the pipeline; its numbers mean nothing.[/yellow]")
+        half = share_halfwidth(int(spec["n_seeds"]))
+        line = (f"per-prompt shares will carry 95 % intervals about ±{half:.2f} wide at {spec['n_seeds']} images per prompt "
+                "(exact, at a share of ½)")
+        if half > 0.15:
+            line = f"warning: {line}; ±0.15 needs about {share_seeds_for(0.15)} images per prompt (--seeds)"
+        err.print(line, style="yellow" if half > 0.15 else None, highlight=False, markup=False)
         if spec["model"].get("revision") == "local":
             err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
         _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,

@@ -87,7 +87,7 @@ _MAPPING_FIELDS = ("scheduler_config", "call_kwargs")
 _FLAG_FIELDS = ("random_weights",)
 
 
-def _check_field_types(doc: Any, data: dict[str, Any]) -> None:
+def _check_text_fields(doc: Any, data: dict[str, Any]) -> None:
     """Every text, mapping and flag field has its type (a number or list would reach the hub, the
     pipeline or the model card as something else)."""
     for name in _TEXT_FIELDS + _OPTIONAL_TEXT_FIELDS:
@@ -121,7 +121,7 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
     for name in _REQUIRED:
         if not data.get(name):
             raise UserError(f"{doc.where()}: missing field {name!r} (add `{name}: ...`)")
-    _check_field_types(doc, data)
+    _check_text_fields(doc, data)
     if data.get("dtype", "float16") not in DTYPES:
         raise UserError(f"{doc.where('dtype')}: dtype must be one of {', '.join(DTYPES)}")
     _check_field_types(data, doc.where)
@@ -131,10 +131,6 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
     return GeneratorSpec(**data)
 
 
-#: Fields that must be text, text or null, a mapping, or true/false (numbers are checked below).
-_TEXT = ("id", "source", "pipeline", "revision", "licence", "notes")
-_TEXT_OR_NULL = ("variant", "scheduler")
-_MAPPINGS = ("scheduler_config", "call_kwargs")
 #: Height and width must be multiples of this: the VAE's scale factor (8), times the patch size
 #: for pipelines whose denoiser works on 2×2 patches.
 SIZE_MULTIPLE = 8
@@ -151,22 +147,11 @@ def _is_int(v: Any) -> bool:
 
 
 def _check_field_types(data: dict[str, Any], where: Any) -> None:
-    """Every field of a generator file has the type the pipeline call needs: a wrong one would
-    otherwise fail image by image, after the run has started."""
+    """Every number of a generator file has the type and range the pipeline call needs (text fields:
+    :func:`_check_text_fields`): a wrong one would otherwise fail image by image, after the run started."""
     def bad(name: str, what: str) -> UserError:
         return UserError(f"{where(name)}: {name} must be {what} (got {data[name]!r})")
 
-    for name in _TEXT:
-        if name in data and not isinstance(data[name], str):
-            raise bad(name, "text")
-    for name in _TEXT_OR_NULL:
-        if name in data and data[name] is not None and not isinstance(data[name], str):
-            raise bad(name, "text or null")
-    for name in _MAPPINGS:
-        if name in data and not isinstance(data[name], dict):
-            raise bad(name, "a mapping of keyword: value")
-    if "random_weights" in data and not isinstance(data["random_weights"], bool):
-        raise bad("random_weights", "true or false")
     if "steps" in data and (not _is_int(data["steps"]) or data["steps"] <= 0):
         raise bad("steps", "a positive integer")
     if "guidance" in data:
