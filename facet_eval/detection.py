@@ -12,9 +12,11 @@ class, group and metric. A group's interval is the percentile interval of its re
 (``method`` "image bootstrap percentile"); a disparity's is that of the differences of the two
 groups on the same draws ("joint image bootstrap percentile"), right for groups that share
 people (one person can be in several MST groups). Each compared disparity row carries ``se``
-(the image-clustered linearized standard error), ``p_value`` (two-sided Wald test of no gap),
-``q_value`` (Benjamini–Hochberg) and ``adj_ci_low``/``adj_ci_high`` (Bonferroni-simultaneous
-Wald interval), both over its family: the compared disparity rows of one task, metric and
+(the image-clustered linearized standard error), ``p_value`` (two-sided test of no gap, with the
+clustered standard error under no gap, as the pooled two-proportion z test), ``q_value``
+(Benjamini–Hochberg) and ``adj_ci_low``/``adj_ci_high`` (Bonferroni-simultaneous Wald interval
+with the larger of the two standard errors, so it excludes 0 only where the Bonferroni test
+rejects), both over its family: the compared disparity rows of one task, metric and
 attribute at the all-classes level (its group pairs), or over classes (its pairs × classes, the
 rows a largest-gap table of the attribute is selected from). ``n_tests`` is the family size;
 significant means q < 0.05. Rows that are not tests have null ``p_value`` and ``q_value``.
@@ -297,9 +299,10 @@ def rows_from_values(
         ib = np.array([index[(attr, gb)] for attr, _, gb in pairs], dtype=np.int64)
         ok = (res.n[ia] >= MIN_GROUP_SIZE) & (res.n[ib] >= MIN_GROUP_SIZE)
         var = res.gap_variance(ia[ok], ib[ok])
+        var_null = res.gap_variance(ia[ok], ib[ok], null=True)
         glo, ghi = percentile_columns(res.gap_replicates(ia[ok], ib[ok]), confidence)
         gap = res.estimate[ia[ok]] - res.estimate[ib[ok]]
-        pvals = wald_pvalues(gap, var)
+        pvals = wald_pvalues(gap, var_null)
         slot = np.cumsum(ok) - 1
         for p, (attr, ga, gb) in enumerate(pairs):
             na, nb = int(res.n[ia[p]]), int(res.n[ib[p]])
@@ -313,7 +316,7 @@ def rows_from_values(
                     s = slot[p]
                     row.update(value=float(gap[s, mi]), ci_low=float(glo[s, mi]), ci_high=float(ghi[s, mi]),
                                se=float(math.sqrt(var[s, mi])), p_value=float(pvals[s, mi]))
-                    gap_rows.append((row, float(var[s, mi])))
+                    gap_rows.append((row, float(max(var[s, mi], var_null[s, mi]))))
                 else:
                     row["note"] = (f"not compared: needs >= {MIN_GROUP_SIZE} people in both groups "
                                    f"({ga}: {na}, {gb}: {nb})")

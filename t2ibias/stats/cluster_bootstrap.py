@@ -20,7 +20,8 @@ integers in float32, which is exact while every sum stays below 2**24; other val
 Tests of a gap = 0 use the linearized cluster-robust (sandwich) variance of the difference of
 two ratio means, the variance the image bootstrap estimates (Binder, Int. Stat. Rev. 1983;
 Williams, Biometrics 2000): with z_ig = (s_ig − m_g k_ig) / K_g and d_i = z_ia − z_ib,
-var(m_a − m_b) = I / (I − 1) · Σ_i d_i², and p = 2 Φ(−|gap| / se) (a two-sided Wald test).
+var(m_a − m_b) = I / (I − 1) · Σ_i d_i². The test takes both means at their pooled value (the
+variance under no gap, as the pooled two-proportion z test does) and p = 2 Φ(−|gap| / se₀).
 A selection-adjusted interval for the largest of m gaps is the Bonferroni one,
 gap ± Φ⁻¹(1 − α / (2m)) · se: it covers all m gaps at once with probability ≥ 1 − α, so it
 covers whichever gaps a table selects (Dunn, JASA 1961).
@@ -107,20 +108,48 @@ class GroupReplicates:
     ``estimate`` (G, M): mean value over each group's people (NaN for an empty group);
     ``n`` (G,): people; ``n_clusters`` (G,): images holding them; ``replicates`` (B, G, M): the
     group means of each replicate (NaN where a replicate drew none of the group's images);
-    ``cov`` (M, G, G): linearized cluster-robust covariances of the estimates.
+    ``image_counts`` (I_d, G) and ``image_sums`` (I_d, G, M): per-image counts and value sums
+    over the I_d images holding the domain's people, of ``n_total`` images in the design.
     """
 
     estimate: np.ndarray
     n: np.ndarray
     n_clusters: np.ndarray
     replicates: np.ndarray
-    cov: np.ndarray
+    image_counts: np.ndarray
+    image_sums: np.ndarray
+    n_total: int
 
-    def gap_variance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """(P, M) variances of estimate[a] − estimate[b] for group index pairs (a[p], b[p])."""
+    def gap_variance(self, a: np.ndarray, b: np.ndarray, *, null: bool = False, chunk: int = 32) -> np.ndarray:
+        """(P, M) linearized image-clustered variances of estimate[a] − estimate[b] for group
+        index pairs (a[p], b[p]): I / (I − 1) · Σ_i d_i² with d_i = (s_ia − m_a k_ia) / K_a −
+        (s_ib − m_b k_ib) / K_b. With ``null``, m_a = m_b = the pair's pooled mean, the variance
+        under no gap (the clustered analogue of the pooled two-proportion test, which holds its
+        level at the small tail probabilities a Bonferroni or BH threshold asks for, where the
+        unpooled one rejects too often). NaN where a group is empty."""
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-        var = (self.cov[:, a, a] + self.cov[:, b, b] - 2.0 * self.cov[:, a, b]).T
-        return np.maximum(var, 0.0)
+        m = self.estimate.shape[1]
+        out = np.full((len(a), m), np.nan)
+        if self.n_total < 2:
+            return out
+        factor = self.n_total / (self.n_total - 1.0)
+        totals = self.n.astype(float)
+        sums = np.nan_to_num(self.estimate) * totals[:, None]
+        for lo in range(0, len(a), chunk):
+            ia, ib = a[lo:lo + chunk], b[lo:lo + chunk]
+            ka, kb = totals[ia], totals[ib]
+            if null:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    pooled = (sums[ia] + sums[ib]) / (ka + kb)[:, None]
+                ma = mb = pooled
+            else:
+                ma, mb = self.estimate[ia], self.estimate[ib]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                da = (self.image_sums[:, ia, :] - ma[None] * self.image_counts[:, ia, None]) / ka[None, :, None]
+                db = (self.image_sums[:, ib, :] - mb[None] * self.image_counts[:, ib, None]) / kb[None, :, None]
+            var = factor * ((da - db) ** 2).sum(axis=0)
+            out[lo:lo + chunk] = np.where(((ka > 0) & (kb > 0))[:, None], var, np.nan)
+        return out
 
     def gap_replicates(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(B, P, M) joint replicates of estimate[a] − estimate[b] (same image draws for both)."""
@@ -177,16 +206,9 @@ def group_replicates(values: np.ndarray, groups: np.ndarray, clusters: np.ndarra
     estimate = estimate / (scale or 1)
     replicates = replicates / (scale or 1)
 
-    cov = np.zeros((m, g, g))
-    if n and n_total > 1:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = s_img.astype(np.float64) / (scale or 1) - np.nan_to_num(estimate)[None] * k_img[:, :, None]
-            z = z / np.where(counts > 0, counts, 1.0)[None, :, None]
-        for j in range(m):
-            cov[j] = z[:, :, j].T @ z[:, :, j]
-        cov *= n_total / (n_total - 1.0)
     return GroupReplicates(estimate=estimate, n=counts.astype(np.int64), n_clusters=n_clusters.astype(np.int64),
-                           replicates=replicates, cov=cov)
+                           replicates=replicates, image_counts=k_img.astype(np.float64),
+                           image_sums=s_img.astype(np.float64) / (scale or 1), n_total=n_total)
 
 
 def wald_pvalues(gap: np.ndarray, variance: np.ndarray) -> np.ndarray:
