@@ -6,8 +6,9 @@ in the release, 52 classes, every attribute column with the release spelling, ab
 then times
 
 (a) ``evaluate_detection``: one class-agnostic pycocotools matching pass, then AR50/AR75/mAR
-    with bootstrap intervals for every attribute group, every class and the
-    ``skin_tone_bucket & gender_presentation`` intersections, with disparities;
+    with image-bootstrap intervals for every attribute group, every class and the
+    ``skin_tone_bucket & gender_presentation`` intersections, with disparities (joint
+    image-bootstrap intervals, tests, q-values and Bonferroni intervals);
 (b) one plain pycocotools ``COCOeval`` bbox pass (class-agnostic, default parameters:
     COCO construction + evaluate + accumulate) on the same people and detections;
 (c) the naive way: one ``COCOeval`` (evaluate + accumulate) per (class, group) cell, restricted
@@ -16,7 +17,14 @@ then times
 
 Prints the ratios (a)/(b) and (c)/(a) and the process's peak resident memory.
 
+``--coverage R`` instead runs a Monte Carlo check of the intervals on R seeded synthetic scenes
+(``tests/test_facet_stats.py``: 4 people per image sharing a detection probability, intra-image
+correlation 0.5, skin-tone groups MST 3 and 4 that overlap, no true gap): the share of scenes whose
+95 % interval holds the true AR50 and the true gap 0, with images resampled and, for comparison,
+with every person alone in an image (people resampled).
+
     python benchmarks/bench_facet.py [--images 31702] [--people 49551] [--dets 10] [--seed 0]
+    python benchmarks/bench_facet.py --coverage 400 [--coverage-images 200]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -141,6 +150,36 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def coverage(reps: int, n_images: int, seed: int) -> None:
+    """Print nominal, observed and Monte Carlo standard error of the interval coverages."""
+    from facet_eval.detection import rows_from_values
+    from tests.test_facet_stats import TRUE_AR50, clustered_scene
+
+    def pick(rows, metric, attribute, group):
+        return next(r for r in rows if r["metric"] == metric and r["attribute"] == attribute and r["group"] == group)
+
+    hits = {k: 0 for k in ("images: AR50", "images: gap MST 3-4", "images: gap masc-fem", "people: AR50",
+                           "people: gap MST 3-4", "people: gap masc-fem")}
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    for r in range(reps):
+        state = rng.bit_generator.state
+        for unit, alone in (("images", False), ("people", True)):
+            rng.bit_generator.state = state
+            data, y = clustered_scene(rng, n_images=n_images, one_person_per_image=alone)
+            rows = rows_from_values(data, {"AR50": y}, np.ones(len(y), bool), n_boot=1000, seed=r, per_class=False)
+            ar, mst = pick(rows, "AR50", "all", "all"), pick(rows, "disparity_AR50", "skin_tone", "3-4")
+            mf = pick(rows, "disparity_AR50", "gender_presentation", "masc-fem")
+            hits[f"{unit}: AR50"] += ar["ci_low"] <= TRUE_AR50 <= ar["ci_high"]
+            hits[f"{unit}: gap MST 3-4"] += mst["ci_low"] <= 0.0 <= mst["ci_high"]
+            hits[f"{unit}: gap masc-fem"] += mf["ci_low"] <= 0.0 <= mf["ci_high"]
+    print(f"coverage of nominal 95% intervals, {reps} scenes of {n_images} images x 4 people "
+          f"({time.perf_counter() - t:.0f} s):")
+    for name, k in hits.items():
+        p = k / reps
+        print(f"  {name:24s} observed {p:.3f}  MC s.e. {math.sqrt(p * (1 - p) / reps):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=31_702)
@@ -148,7 +187,12 @@ def main() -> None:
     ap.add_argument("--dets", type=float, default=10.0, help="detections per image")
     ap.add_argument("--naive-sample", type=int, default=6, help="(class, group) cells timed for (c)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coverage", type=int, default=0, metavar="R", help="run the coverage Monte Carlo instead")
+    ap.add_argument("--coverage-images", type=int, default=200)
     args = ap.parse_args()
+    if args.coverage:
+        coverage(args.coverage, args.coverage_images, args.seed)
+        return
     n_people = args.people or max(1, round(49_551 * args.images / 31_702))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +213,7 @@ def main() -> None:
     peak_a = _peak_mb()
     n_cells = len({(r["class"], r["attribute"], r["group"]) for r in rows if not r["metric"].startswith("disparity")})
     print(f"(a) evaluate_detection: {t_a:.2f} s  ({len(rows):,} rows, {n_cells:,} (class, group) cells, "
-          f"1000 bootstrap resamples each)")
+          f"1000 image-bootstrap resamples shared by all)")
 
     # (b) one plain pycocotools bbox pass on the same data
     people = data.people

@@ -6,7 +6,9 @@ correct when it equals the person's primary class (``class1``) or, when annotate
 secondary class (``class2``). Recall of a (class, group) is the share of that class's people
 in that group who were classified correctly; disparities are differences of recalls between
 two groups of an attribute, computed only when both have at least 50 people of the class.
-Rows, confidence intervals and outputs are those of :mod:`facet_eval.detection`.
+Rows, confidence intervals (images resampled; here one person per image), tests of each gap
+with Benjamini–Hochberg q-values and selection-adjusted intervals, and outputs are those of
+:mod:`facet_eval.detection`.
 
 Predictions come from a file (:func:`load_class_predictions`) or from an open_clip zero-shot
 classifier run on the images (:func:`predict_with_clip`).
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData, canonical_class
-from facet_eval.detection import N_BOOT, rows_from_values
+from facet_eval.detection import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, rows_from_values
 from t2ibias.errors import UserError
 
 TASK = "classification"
@@ -46,7 +48,11 @@ CLASS_TEMPLATES = (
 )
 PREDICTION_SHAPE = "{person_id, class} or {image_id, class}"
 GAP_COLUMNS = ("attribute", "direction", "group_a", "group_b", "rank", "class", "gap", "ci_low", "ci_high",
-               "recall_a", "recall_b", "n_a", "n_b")
+               "recall_a", "recall_b", "n_a", "n_b", "p_value", "q_value", "adj_ci_low", "adj_ci_high", "n_tests",
+               "method", "adj_method", "note")
+#: What every largest-gap row says about its selection.
+SELECTION_NOTE = ("selected as one of the largest gaps, so inflated (winner's curse): read adj_ci, simultaneous "
+                  "over the n_tests gaps it was selected from")
 
 
 # ---------------------------------------------------------------- people
@@ -213,22 +219,36 @@ def evaluate_classification(
     n_boot: int = N_BOOT,
     seed: int = 0,
     per_class: bool = True,
+    confidence: float = CONFIDENCE,
 ) -> list[dict[str, Any]]:
     """Rows of ``recall`` and ``disparity_recall`` over single-person people (see the module doc)."""
     return rows_from_values(data, {METRIC: correct_flags(data, predictions)}, single_person_mask(data),
-                            intersections, n_boot, seed, per_class, task=TASK)
+                            intersections, n_boot, seed, per_class, task=TASK, confidence=confidence)
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _flip(lo: Any, hi: Any, sign: float) -> tuple[Any, Any]:
+    """An interval of a − b as one of b − a when ``sign`` < 0; non-finite bounds become None."""
+    lo, hi = (lo if _finite(lo) else None), (hi if _finite(hi) else None)
+    if sign > 0:
+        return lo, hi
+    return (-hi if hi is not None else None), (-lo if lo is not None else None)
+
+
 def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[str, Any]]:
     """For every compared group pair (a, b) of every attribute, the classes with the largest
     recall gaps in each direction, as in FACET's Table 4: up to ``top`` classes where a − b > 0,
     largest first, then up to ``top`` where b − a > 0 (ties by class name). Gaps are fractions
-    with the bootstrap CI of the difference, both recalls and both group sizes; ``pair`` is the
-    compared (a, b) of the disparity row, ``direction`` the order of this gap."""
+    with the joint image-bootstrap CI of the difference, both recalls and both group sizes;
+    ``pair`` is the compared (a, b) of the disparity row, ``direction`` the order of this gap.
+
+    Each row also carries its disparity row's ``p_value`` and ``q_value`` (Benjamini–Hochberg
+    over the attribute's per-class gaps, the rows this table is selected from) and the
+    selection-adjusted interval ``adj_ci_low``/``adj_ci_high``: Bonferroni-simultaneous over
+    those ``n_tests`` gaps, so it covers the selected gaps whatever the selection."""
     recall = {(r["attribute"], r["group"], r["class"]): r for r in rows if r["metric"] == METRIC}
     pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -239,14 +259,17 @@ def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[s
         for first, second, sign in ((ga, gb, 1.0), (gb, ga, -1.0)):
             ranked = sorted((r for r in found if sign * r["value"] > 0), key=lambda r: (-sign * r["value"], r["class"]))
             for rank, r in enumerate(ranked[:top], 1):
-                lo, hi = r.get("ci_low"), r.get("ci_high")
-                lo, hi = (lo, hi) if sign > 0 else ((-hi if _finite(hi) else None), (-lo if _finite(lo) else None))
+                lo, hi = _flip(r.get("ci_low"), r.get("ci_high"), sign)
+                alo, ahi = _flip(r.get("adj_ci_low"), r.get("adj_ci_high"), sign)
                 ra, rb = recall[(attr, first, r["class"])], recall[(attr, second, r["class"])]
                 out.append({"attribute": attr, "direction": f"{first}-{second}", "group_a": first, "group_b": second,
                             "pair": (ga, gb),
                             "rank": rank, "class": r["class"], "gap": sign * r["value"],
-                            "ci_low": lo if _finite(lo) else None, "ci_high": hi if _finite(hi) else None,
-                            "recall_a": ra["value"], "recall_b": rb["value"], "n_a": ra["n"], "n_b": rb["n"]})
+                            "ci_low": lo, "ci_high": hi,
+                            "recall_a": ra["value"], "recall_b": rb["value"], "n_a": ra["n"], "n_b": rb["n"],
+                            "p_value": r.get("p_value"), "q_value": r.get("q_value"),
+                            "adj_ci_low": alo, "adj_ci_high": ahi, "n_tests": r.get("n_tests"),
+                            "method": r.get("method"), "adj_method": r.get("adj_method"), "note": SELECTION_NOTE})
     return out
 
 
@@ -269,10 +292,15 @@ def _pts(v: Any) -> str:
     return f"{100 * v:.1f}" if _finite(v) else "-"
 
 
+def _q(v: Any) -> str:
+    return (f"{v:.2g}" + ("*" if v < SIGNIFICANT_Q else "")) if _finite(v) else "-"
+
+
 def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
-                       attributes: Iterable[str] = PRINTED_ATTRIBUTES) -> None:
+                       attributes: Iterable[str] = PRINTED_ATTRIBUTES, confidence: float = CONFIDENCE) -> None:
     """Print the largest gaps of the given attributes (and of intersections), one table per
-    group pair with both directions side by side, in recall points."""
+    group pair with both directions side by side, in recall points, each gap with its naive
+    interval, its q-value and its selection-adjusted interval."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -287,26 +315,22 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
     pairs: dict[tuple[str, str, str], dict[str, list[dict[str, Any]]]] = {}
     for g in shown:
         pairs.setdefault((g["attribute"], *g["pair"]), {}).setdefault(g["direction"], []).append(g)
+    level = f"{100 * confidence:g}%"
     for (attr, ga, gb), by_dir in pairs.items():
-        dirs = [f"{ga}-{gb}", f"{gb}-{ga}"]
+        tests = next((g["n_tests"] for lst in by_dir.values() for g in lst if g.get("n_tests")), None)
         table = Table(title=escape(f"largest gaps: {attr} (recall points, classes with >= 50 people in both groups)"))
-        for d in dirs:
-            table.add_column(escape(d.replace("-", " − ")))
-            table.add_column("gap", justify="right")
-            table.add_column("95% CI", justify="right")
-            table.add_column("n", justify="right")
-        lists = [by_dir.get(d, []) for d in dirs]
-        for i in range(max(len(x) for x in lists)):
-            cells: list[str] = []
-            for lst in lists:
-                if i < len(lst):
-                    g = lst[i]
-                    cells += [escape(str(g["class"])), _pts(g["gap"]), escape(f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]"),
-                              f"{g['n_a']}/{g['n_b']}"]
-                else:
-                    cells += ["", "", "", ""]
-            table.add_row(*cells)
+        for col in ("class", "gap", f"{level} CI", "adjusted CI", "q", "n"):
+            table.add_column(col, justify="left" if col == "class" else "right", no_wrap=col != "class")
+        for d in (f"{ga}-{gb}", f"{gb}-{ga}"):
+            table.add_row(f"[bold]{escape(d.replace('-', ' − '))}[/bold]", "", "", "", "", "")
+            for g in by_dir.get(d, []):
+                table.add_row(escape(str(g["class"])), _pts(g["gap"]), f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]",
+                              f"[{_pts(g.get('adj_ci_low'))}, {_pts(g.get('adj_ci_high'))}]", _q(g.get("q_value")),
+                              f"{g['n_a']}/{g['n_b']}")
         console.print(table)
+        among = f"the {tests} per-class gaps of {attr}" if tests else f"the per-class gaps of {attr}"
+        console.print(f"Selecting the largest gaps inflates them. adjusted CI: {level} simultaneous over {among} "
+                      f"(Bonferroni); q: Benjamini-Hochberg over the same gaps, * = significant (q < {SIGNIFICANT_Q}).")
 
 
 # ---------------------------------------------------------------- zero-shot CLIP

@@ -4,7 +4,11 @@ An attribute is a column prefix and a group its suffix (``gender_presentation_fe
 attribute ``gender_presentation``, group ``fem``). A person belongs to a group when the column
 is > 0; for skin tone every MST value any annotator chose counts, so one person can be in
 several skin-tone groups. Item columns (``has_tattoo`` ...) are attributes with groups ``1``
-and ``0``. ``skin_tone_bucket`` adds ``lighter`` (MST 1-3) and ``darker`` (MST 8-10).
+and ``0``. ``skin_tone_bucket`` adds ``lighter`` (MST 1-3) and ``darker`` (MST 8-10), the
+buckets of FACET's intersectional analysis (Gustafson et al., ICCV 2023), by the same any-vote
+rule: a person is in a bucket when an annotator chose one of its values. This module is the one
+definition of the buckets; the classifier audit (:mod:`t2ibias.measure.audit`) takes its
+one-label-per-person view from :func:`skin_tone_bucket_labels`.
 Groups named ``na`` (or intersections containing ``na``) are reported but never compared.
 """
 
@@ -23,7 +27,10 @@ PREFIX_ATTRIBUTES = (
     "visible",
 )
 ITEM_PREFIX = "has_"
-BUCKETS = {"lighter": (1, 2, 3), "darker": (8, 9, 10)}
+#: FACET's skin-tone buckets: MST values whose choice by any annotator puts a person in the bucket.
+SKIN_TONE_BUCKETS = {"lighter": (1, 2, 3), "darker": (8, 9, 10)}
+BUCKETS = SKIN_TONE_BUCKETS
+MST_VALUES = tuple(range(1, 11))
 
 Membership = dict[str, dict[str, np.ndarray]]
 
@@ -42,6 +49,27 @@ def is_na_group(group: str) -> bool:
     return "na" in group.split("&")
 
 
+def skin_tone_bucket_masks(chosen: np.ndarray) -> dict[str, np.ndarray]:
+    """Bucket → boolean mask over people, from ``chosen`` (n, 10): MST value v chosen by any
+    annotator in column v − 1. A person whose annotators chose values of both buckets is in both."""
+    chosen = np.asarray(chosen, dtype=bool).reshape(-1, len(MST_VALUES))
+    return {name: chosen[:, [v - 1 for v in values]].any(axis=1) for name, values in SKIN_TONE_BUCKETS.items()}
+
+
+def skin_tone_bucket_labels(chosen: np.ndarray) -> np.ndarray:
+    """One bucket label per person (object array) for tools that need exactly one group per
+    person: the bucket when the person is in exactly one (:func:`skin_tone_bucket_masks`), else
+    ``"na"`` — only MST 4-7 chosen, values of both buckets chosen, or no MST vote — so such
+    people are reported but never compared, as FACET compares lighter with darker only."""
+    masks = skin_tone_bucket_masks(chosen)
+    n = len(next(iter(masks.values())))
+    out = np.full(n, "na", dtype=object)
+    inside = np.sum([m.astype(int) for m in masks.values()], axis=0)
+    for name, m in masks.items():
+        out[m & (inside == 1)] = name
+    return out
+
+
 def group_membership(people: pd.DataFrame) -> Membership:
     """Boolean masks over the rows of ``people`` for every (attribute, group), in column order."""
     out: Membership = {}
@@ -58,15 +86,9 @@ def group_membership(people: pd.DataFrame) -> Membership:
             out.setdefault(attr, {})[group] = present & (vals > 0)
     tones = out.get("skin_tone", {})
     if tones:
-        n = len(people)
-        bucket = {}
-        for name, values in BUCKETS.items():
-            mask = np.zeros(n, dtype=bool)
-            for v in values:
-                if str(v) in tones:
-                    mask |= tones[str(v)]
-            bucket[name] = mask
-        out["skin_tone_bucket"] = bucket
+        none = np.zeros(len(people), dtype=bool)
+        chosen = np.column_stack([tones.get(str(v), none) for v in MST_VALUES])
+        out["skin_tone_bucket"] = skin_tone_bucket_masks(chosen)
     return out
 
 

@@ -1,9 +1,13 @@
 """A self-contained HTML leaderboard built from FACET submission files only.
 
 Models are ranked by the overall main metric (higher is better) and, per attribute, by the gap
-between their best and worst group (smaller is better). Every submission is validated first; an
-invalid one is refused with its problems. Submissions are comparable only when they share a task
-and the same annotation files, so each (task, annotation checksums) pair gets its own section.
+between their best and worst group (smaller is better), over non-``na`` groups with at least 50
+people only, so neither an unannotated group nor a group of a few people decides a rank. Every
+submission is validated first; an invalid one is refused with its problems. The summary of every
+submission is recomputed from its rows by the current rules, so files of an older schema version
+rank by the same rule (their intervals are flagged: version 1 rows resampled people, not images).
+Submissions are comparable only when they share a task and the same annotation files, so each
+(task, annotation checksums) pair gets its own section.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import jinja2
 
 from facet_eval import __version__
-from facet_eval.submission import load_submission, validate_document
+from facet_eval.submission import MIN_N, SCHEMA_VERSION, compute_summary, load_submission, validate_document
 from t2ibias.errors import UserError
 from t2ibias.store.image_store import atomic_write_text
 
@@ -47,14 +51,17 @@ def data_fingerprint(checksums: dict[str, str]) -> str:
 
 def _entry(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
     params = doc["model"]["parameters"]
+    summary = compute_summary(doc["rows"], doc["task"])
     return {
         "path": str(path),
         "name": doc["model"]["name"],
         "params": json.dumps(params, sort_keys=True) if params else "",
         "created": doc["created"],
         "software": doc["software"].get("facet_eval", ""),
-        "overall": doc["summary"]["overall"],
-        "attributes": doc["summary"]["attributes"],
+        "overall": summary["overall"],
+        "attributes": summary["attributes"],
+        "schema_version": doc["schema_version"],
+        "old_schema": doc["schema_version"] != SCHEMA_VERSION,
     }
 
 
@@ -67,7 +74,7 @@ def build_sections(docs: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, An
     sections = []
     for (task, fp), members in sorted(groups.items()):
         entries = [_entry(p, d) for p, d in members]
-        metric = members[0][1]["summary"]["metric"]
+        metric = compute_summary(members[0][1]["rows"], task)["metric"]
         entries.sort(key=lambda e: (e["overall"]["value"] is None, -(e["overall"]["value"] or 0.0), e["name"]))
         for e, r in zip(entries, competition_ranks([e["overall"]["value"] for e in entries])):
             e["rank"] = r
@@ -86,7 +93,7 @@ def build_sections(docs: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, An
         sections.append({
             "task": task, "metric": metric, "fingerprint": fp, "checksums": sorted(checksums.items()),
             "data_version": members[0][1]["data"].get("version", ""),
-            "entries": entries, "attributes": per_attr,
+            "entries": entries, "attributes": per_attr, "old_schema": any(e["old_schema"] for e in entries),
         })
     return sections
 
@@ -125,7 +132,7 @@ def render_leaderboard(paths: list[str | Path]) -> str:
     )
     env.filters["fmt"] = _fmt
     return env.get_template(TEMPLATE_NAME).render(
-        sections=sections, mixed=len(sections) > 1, version=__version__, n_submissions=len(docs),
+        sections=sections, mixed=len(sections) > 1, version=__version__, n_submissions=len(docs), min_n=MIN_N,
     )
 
 

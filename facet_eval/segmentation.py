@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData
-from facet_eval.detection import N_BOOT, match_annotations, read_results_list, rows_from_matches
+from facet_eval.detection import CONFIDENCE, N_BOOT, check_confidence, match_annotations, read_results_list, rows_from_matches
 from t2ibias.errors import UserError
 
 RLE_HINT = "write an RLE {'size': [height, width], 'counts': ...} as pycocotools.mask.encode gives"
@@ -168,7 +168,11 @@ def evaluate_segmentation(
     n_boot: int = N_BOOT,
     seed: int = 0,
     per_class: bool = True,
+    confidence: float = CONFIDENCE,
 ) -> list[dict[str, Any]]:
-    """Metric rows (as detection's, ``task`` = "segmentation") over people with a person mask."""
+    """Metric rows (as detection's, ``task`` = "segmentation") over people with a person mask;
+    intervals resample images, so the masked people of one image stay together."""
+    check_confidence(confidence)
     matched, evaluated = match_people_segm(data, predictions)
-    return rows_from_matches(data, matched, evaluated, intersections, n_boot, seed, per_class, task="segmentation")
+    return rows_from_matches(data, matched, evaluated, intersections, n_boot, seed, per_class, task="segmentation",
+                             confidence=confidence)

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from facet_eval import __version__
+from facet_eval.detection import MIN_GROUP_SIZE as MIN_N
+from facet_eval.groups import is_na_group
 from t2ibias.errors import UserError
 from t2ibias.store.image_store import atomic_write_text
 
 SCHEMA_NAME = "facet-eval-submission"
-SCHEMA_VERSION = 1
+#: Version 2: worst-group gaps over non-``na`` groups with n >= MIN_N only, with ``best_n`` and the
+#: gap's interval; rows from image-clustered intervals. Version 1 files are still read and validated.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DATA_NAME = "FACET"
 TASKS = ("detection", "segmentation", "classification")
 #: The metric each task is ranked by, in order of preference: classification rows from
@@ -63,35 +68,64 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def compute_summary(rows: list[Any], task: str) -> dict[str, Any]:
-    """The summary of a submission, from its rows alone.
-
-    ``overall`` is the all-classes, all-groups row of the task's main metric. For every attribute,
-    the all-classes rows of the main metric per group (disparity rows and null values left out)
-    give the worst group (lowest value; ties broken by group name), the best group and
-    ``gap`` = best − worst.
-    """
-    metric = main_metric(task, rows)
-    usable = [
+def _summary_rows(rows: list[Any], task: str, metric: str) -> list[dict[str, Any]]:
+    return [
         r for r in rows
         if isinstance(r, dict) and r.get("task") == task and r.get("metric") == metric
         and r.get("class") is None and not is_disparity_row(r)
         and isinstance(r.get("attribute"), str) and isinstance(r.get("group"), str)
     ]
-    overall: dict[str, Any] = {"value": None, "n": None, "ci_low": None, "ci_high": None}
+
+
+def _overall(usable: list[dict[str, Any]]) -> dict[str, Any]:
     for r in usable:
         if r["attribute"] == "all" and r["group"] == "all":
-            overall = {k: r.get(k) for k in ("value", "n", "ci_low", "ci_high")}
-            break
+            return {k: r.get(k) for k in ("value", "n", "ci_low", "ci_high")}
+    return {"value": None, "n": None, "ci_low": None, "ci_high": None}
+
+
+def _gap_interval(rows: list[Any], task: str, metric: str, attr: str, best: str, worst: str) -> tuple[Any, Any]:
+    """The interval of best − worst from the all-classes disparity row of the pair (either order)."""
+    for r in rows:
+        if not (isinstance(r, dict) and r.get("task") == task and r.get("metric") == f"disparity_{metric}"
+                and r.get("attribute") == attr and r.get("class") is None):
+            continue
+        lo, hi = r.get("ci_low"), r.get("ci_high")
+        if not (_number(lo) and _number(hi)):
+            continue
+        if (r.get("group_a"), r.get("group_b")) == (best, worst):
+            return lo, hi
+        if (r.get("group_a"), r.get("group_b")) == (worst, best):
+            return -hi, -lo
+    return None, None
+
+
+def compute_summary(rows: list[Any], task: str, version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The summary of a submission, from its rows alone, by the rules of schema ``version``.
+
+    ``overall`` is the all-classes, all-groups row of the task's main metric. For every attribute,
+    the all-classes rows of the main metric per group (disparity rows and null values left out)
+    give the worst group (lowest value; ties broken by group name), the best group and
+    ``gap`` = best − worst. Version 2 uses only non-``na`` groups with n >= ``MIN_N`` (an
+    attribute with fewer than two such groups is left out) and adds ``best_n`` and the gap's
+    interval ``gap_ci_low``/``gap_ci_high`` from the pair's disparity row (the joint image
+    bootstrap; null when the rows have none). Version 1 used every group.
+    """
+    metric = main_metric(task, rows)
+    usable = _summary_rows(rows, task, metric)
     by_attr: dict[str, list[dict[str, Any]]] = {}
     for r in usable:
         if r["attribute"] != "all" and r["group"] != "all" and _number(r.get("value")):
+            if version >= 2 and (is_na_group(r["group"]) or not (_number(r.get("n")) and r["n"] >= MIN_N)):
+                continue
             by_attr.setdefault(r["attribute"], []).append(r)
     attributes: dict[str, Any] = {}
     for attr in sorted(by_attr):
         groups = sorted(by_attr[attr], key=lambda r: (r["value"], r["group"]))
+        if version >= 2 and len(groups) < 2:
+            continue
         worst, best = groups[0], groups[-1]
-        attributes[attr] = {
+        entry = {
             "n_groups": len(groups),
             "worst_group": worst["group"],
             "worst_value": worst["value"],
@@ -102,7 +136,14 @@ def compute_summary(rows: list[Any], task: str) -> dict[str, Any]:
             "best_value": best["value"],
             "gap": best["value"] - worst["value"],
         }
-    return {"metric": metric, "overall": overall, "attributes": attributes}
+        if version >= 2:
+            lo, hi = _gap_interval(rows, task, metric, attr, best["group"], worst["group"])
+            entry.update(best_n=best.get("n"), gap_ci_low=lo, gap_ci_high=hi)
+        attributes[attr] = entry
+    summary: dict[str, Any] = {"metric": metric, "overall": _overall(usable), "attributes": attributes}
+    if version >= 2:
+        summary["min_n"] = MIN_N
+    return summary
 
 
 # ----------------------------------------------------------------------------- making
@@ -317,8 +358,9 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
         p("schema", f"{doc.get('schema')!r} is not {SCHEMA_NAME!r}", "this is not a facet-eval submission; make one with `facet-eval submit`")
         return problems
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        p("schema_version", f"version {version!r} is not supported, this facet-eval reads version {SCHEMA_VERSION}",
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        p("schema_version", f"version {version!r} is not supported, this facet-eval reads versions {readable}",
           f"re-create the submission with `facet-eval submit` of facet-eval {__version__}, or use the facet-eval that wrote it")
         return problems
 
@@ -372,7 +414,7 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
         p("summary", "missing or not an object", "re-create the submission with `facet-eval submit`")
     elif task in TASKS:
         diffs: list[str] = []
-        _compare(compute_summary(rows, task), summary, "summary", diffs)
+        _compare(compute_summary(rows, task, version), summary, "summary", diffs)
         for d in diffs:
             field, _, what = d.partition(": ")
             p(field, what or "does not match the rows", "recompute it with `facet-eval submit`; do not edit summary by hand")

@@ -33,7 +33,7 @@ def test_detect_submit_validate_leaderboard(tmp_path, monkeypatch, capsys):
     code, stdout, _ = run(monkeypatch, capsys, "submit", str(out), "--out", str(sub), "--facet-root", str(root))
     assert code == 0 and sub.is_file()
     doc = json.loads(sub.read_text())
-    assert doc["schema_version"] == 1 and doc["model"]["name"] == "synthetic" and doc["data"]["annotation_checksums"]
+    assert doc["schema_version"] == 2 and doc["model"]["name"] == "synthetic" and doc["data"]["annotation_checksums"]
     assert run(monkeypatch, capsys, "validate", str(sub))[0] == 0
     page = tmp_path / "leaderboard.html"
     assert run(monkeypatch, capsys, "leaderboard", str(sub), "--out", str(page))[0] == 0
@@ -48,7 +48,7 @@ def test_detect_submit_validate_leaderboard(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.startswith("error:") and not (tmp_path / "lb2.html").exists()
 
 
-@pytest.mark.parametrize("version", [2, 0])
+@pytest.mark.parametrize("version", [3, 0])
 def test_other_schema_versions_exit_2(tmp_path, monkeypatch, capsys, version):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"schema": "facet-eval-submission", "schema_version": version}))

@@ -79,7 +79,7 @@ def test_round_trip_has_no_problems(tmp_path, sub):
     path = write_submission(sub, tmp_path / "out" / "submission.json")
     assert validate_submission(path) == []
     doc = validate_or_raise(path)
-    assert doc["schema"] == "facet-eval-submission" and doc["schema_version"] == 1
+    assert doc["schema"] == "facet-eval-submission" and doc["schema_version"] == 2
     assert doc["task"] == "detection" and doc["model"]["name"] == "faster_rcnn_r50"
     assert len(doc["rows"]) == len(_rows())
     assert doc["created"].endswith("Z")
@@ -126,10 +126,10 @@ def test_missing_model_name_and_bad_root_are_user_errors(tmp_path):
 
 
 def test_other_schema_version_is_refused_with_one_problem(tmp_path, sub):
-    sub["schema_version"] = 2
+    sub["schema_version"] = 3
     problems = validate_submission(_write(tmp_path, sub))
     assert len(problems) == 1
-    assert "field schema_version" in problems[0] and "version 2" in problems[0] and "facet-eval submit" in problems[0]
+    assert "field schema_version" in problems[0] and "version 3" in problems[0] and "facet-eval submit" in problems[0]
 
 
 def test_tampered_summary_is_detected(tmp_path, sub):
@@ -183,6 +183,10 @@ def test_each_problem_names_its_field(tmp_path, sub, edit, field):
 
 def test_disparity_rows_may_be_negative(sub):
     sub["rows"][7].update(value=-0.2, ci_low=-0.25, ci_high=-0.15)
+    # the gap interval of the summary comes from this row, so it moves with it
+    assert _fields(validate_document(sub)) == ["summary.attributes.gender_presentation.gap_ci_high",
+                                               "summary.attributes.gender_presentation.gap_ci_low"]
+    sub["summary"] = compute_summary(sub["rows"], "detection")
     assert validate_document(sub) == []
 
 
@@ -253,3 +257,100 @@ def test_documented_example_is_valid():
     text = (Path(__file__).resolve().parent.parent / "docs" / "facet_submission.md").read_text()
     example = text.split("## Example")[1].split("```json")[1].split("```")[0]
     assert validate_document(json.loads(example)) == []
+    assert json.loads(example)["schema_version"] == 2 and "best_n" in example
+
+
+# ------------------------------------------------------------------ schema v2 summaries and the old version
+V1_DOCUMENT = {
+    "schema": "facet-eval-submission", "schema_version": 1,
+    "model": {"name": "faster_rcnn_r50_fpn", "parameters": {"weights": "COCO"}},
+    "task": "detection",
+    "data": {"name": "FACET", "version": "1.0", "annotation_checksums": {}, "note": "no FACET root given"},
+    "rows": [
+        {"task": "detection", "metric": "mAR", "attribute": "all", "group": "all", "class": None,
+         "value": 0.741, "n": 49551, "ci_low": 0.737, "ci_high": 0.745},
+        {"task": "detection", "metric": "mAR", "attribute": "gender_presentation", "group": "masc", "class": None,
+         "value": 0.744, "n": 31012, "ci_low": 0.739, "ci_high": 0.749},
+        {"task": "detection", "metric": "mAR", "attribute": "gender_presentation", "group": "na", "class": None,
+         "value": 0.5, "n": 300, "ci_low": 0.45, "ci_high": 0.55},
+        {"task": "detection", "metric": "mAR", "attribute": "gender_presentation", "group": "fem", "class": None,
+         "value": 0.722, "n": 12603, "ci_low": 0.714, "ci_high": 0.73},
+    ],
+    # version 1 rules: every group, na included, no best_n or gap interval
+    "summary": {"metric": "mAR", "overall": {"value": 0.741, "n": 49551, "ci_low": 0.737, "ci_high": 0.745},
+                "attributes": {"gender_presentation": {
+                    "n_groups": 3, "worst_group": "na", "worst_value": 0.5, "worst_n": 300, "worst_ci_low": 0.45,
+                    "worst_ci_high": 0.55, "best_group": "masc", "best_value": 0.744, "gap": 0.244}}},
+    "software": {"facet_eval": "0.1.0", "python": "3.11.7"},
+    "created": "2024-05-01T12:00:00Z",
+}
+
+
+def test_old_version_file_still_validates(tmp_path, monkeypatch, capsys):
+    from tests.test_facet_cli import run
+
+    path = _write(tmp_path, V1_DOCUMENT, "v1.json")
+    assert validate_submission(path) == []
+    code, out, err = run(monkeypatch, capsys, "validate", str(path))
+    assert code == 0 and out.startswith("ok") and not err
+    # a version-1 file is checked by version-1 rules: a version-2 summary in it is a problem
+    doc = json.loads(json.dumps(V1_DOCUMENT))
+    doc["summary"] = compute_summary(doc["rows"], "detection")
+    assert "summary.attributes.gender_presentation.worst_group" in _fields(validate_document(doc))
+
+
+def _gap_rows_small_and_na(real_gap: float, na_value: float, tiny_value: float, darker_n: int = 49) -> list[dict]:
+    rows = [_row("mAR", "all", "all", 0.7, n=2000),
+            _row("mAR", "gender_presentation", "masc", 0.7 + real_gap, n=900),
+            _row("mAR", "gender_presentation", "fem", 0.7, n=800),
+            _row("mAR", "gender_presentation", "non_binary", tiny_value, n=1),
+            _row("mAR", "gender_presentation", "na", na_value, n=300),
+            _row("disparity_mAR", "gender_presentation", "masc-fem", real_gap, n=800, n_a=900, n_b=800,
+                 group_a="masc", group_b="fem"),
+            _row("mAR", "skin_tone_bucket", "lighter", 0.7, n=600),
+            _row("mAR", "skin_tone_bucket", "darker", 0.1, n=darker_n)]  # 49: too small to rank
+    rows[5]["ci_low"], rows[5]["ci_high"] = real_gap - 0.01, real_gap + 0.03
+    return rows
+
+
+def test_summary_uses_non_na_groups_with_50_people_and_carries_gap_interval():
+    s = compute_summary(_gap_rows_small_and_na(0.05, na_value=0.1, tiny_value=0.0), "detection")
+    g = s["attributes"]["gender_presentation"]
+    assert (g["worst_group"], g["best_group"], g["n_groups"]) == ("fem", "masc", 2)  # not na, not the group of one
+    assert g["gap"] == pytest.approx(0.05) and (g["worst_n"], g["best_n"]) == (800, 900)
+    assert (g["gap_ci_low"], g["gap_ci_high"]) == pytest.approx((0.04, 0.08))
+    assert "skin_tone_bucket" not in s["attributes"]  # one group with n >= 50 leaves nothing to compare
+    assert s["min_n"] == 50
+    # the interval is taken from the pair's row in either order
+    rows = _gap_rows_small_and_na(-0.05, na_value=0.1, tiny_value=0.0)
+    g = compute_summary(rows, "detection")["attributes"]["gender_presentation"]
+    assert (g["worst_group"], g["best_group"]) == ("masc", "fem")
+    assert (g["gap_ci_low"], g["gap_ci_high"]) == pytest.approx((0.02, 0.06))
+
+
+def test_leaderboard_ranks_gaps_without_na_or_tiny_groups(tmp_path):
+    root = _facet_root(tmp_path)
+    # "tiny" has the smallest real gap but a worthless na group and a group of one person
+    a = _sub_file(tmp_path, "tiny", root, _gap_rows_small_and_na(0.01, na_value=0.0, tiny_value=0.0))
+    b = _sub_file(tmp_path, "solid", root, _gap_rows_small_and_na(0.08, na_value=0.7, tiny_value=0.78, darker_n=60))
+    html = render_leaderboard([a, b])
+    gender = html.split("<h3>gender_presentation")[1].split("</table>")[0]
+    assert gender.index("tiny") < gender.index("solid")
+    assert "[0.000, 0.040]" in gender  # the gap's interval
+    assert ">na<" not in gender and "non_binary" not in gender
+    bucket = html.split("<h3>skin_tone_bucket")[1].split("</table>")[0]
+    assert bucket.index("solid") < bucket.index("tiny")
+    assert bucket.count("not ranked: fewer than two groups") == 1 and "not ranked" in bucket.split("tiny")[1]
+
+
+def test_leaderboard_ranks_old_version_files_by_the_current_rule(tmp_path):
+    root = _facet_root(tmp_path)
+    old = json.loads(json.dumps(V1_DOCUMENT))
+    path = _write(tmp_path, old, "v1.json")
+    new = _sub_file(tmp_path, "current", root, _rows())
+    html = render_leaderboard([path, new])
+    assert "schema v1: intervals resample people" in html
+    tables = [t.split("</table>")[0] for t in html.split("<h3>gender_presentation")[1:]]
+    gender = next(t for t in tables if "faster_rcnn_r50_fpn" in t)
+    old_row = gender.split("faster_rcnn_r50_fpn")[1].split("</tr>")[0]
+    assert "<td>fem</td>" in old_row and ">na<" not in old_row  # worst group by the current rule

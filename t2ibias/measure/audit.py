@@ -9,16 +9,16 @@ Per audited attribute it reports the confusion matrix (true class × predicted l
 ``abstain`` as a column), overall and per-group accuracy with bootstrap intervals, abstention
 rates and calibration (expected calibration error over equal-width confidence bins, Guo et al.
 2017, with its reliability table). Groups are the attribute's own true classes and the
-cross-attribute groups gender presentation, age presentation, skin-tone bucket (lighter MST 1-3,
-medium 4-7, darker 8-10, from the median annotated value) and lighting. Per-group values,
-``difference()`` and ``ratio()`` come from fairlearn's ``MetricFrame``. Intervals resample
-images, the people of one image together (they share its lighting and annotators), with
-:mod:`t2ibias.stats.cluster`: shares (accuracy, within-range, abstention) get the Korn–Graubard
-interval with the resampled variance, mean error and ECE the percentile interval, and gaps
-between groups simultaneous intervals from the same joint resample, with a p-value and a
-Benjamini–Hochberg q-value over all comparisons of the audit. FACET's minimum-n policy applies:
-groups with fewer than ``min_n`` items, and ``na`` groups, keep their rows but are left out of
-comparisons.
+cross-attribute groups gender presentation, age presentation, skin-tone bucket (FACET's lighter
+MST 1-3 and darker 8-10 by any annotator's vote, :func:`facet_eval.groups.skin_tone_bucket_labels`;
+people in neither or both are ``na``) and lighting. Per-group values, ``difference()`` and
+``ratio()`` come from fairlearn's ``MetricFrame``. Intervals resample images, the people of one
+image together (they share its lighting and annotators), with :mod:`t2ibias.stats.cluster`: shares
+(accuracy, within-range, abstention) get the Korn–Graubard interval with the resampled variance,
+mean error and ECE the percentile interval, and gaps between groups simultaneous intervals from the
+same joint resample, with a p-value and a Benjamini–Hochberg q-value over all comparisons of the
+audit. FACET's minimum-n policy applies: groups with fewer than ``min_n`` items, and ``na`` groups,
+keep their rows but are left out of comparisons.
 
 Ground truth (perceived, FACET columns):
 
@@ -90,10 +90,9 @@ LABEL_SPACE: dict[str, tuple[str, ...]] = {
     "age_group": ("young", "middle", "older"),
     "skin_tone": tuple(str(i) for i in range(1, 11)),
 }
-#: cross-attribute groupings (FACET attribute names); skin_tone_bucket is derived from the median MST
+#: cross-attribute groupings (FACET attribute names); skin_tone_bucket is facet_eval.groups' definition
 CROSS_GROUPS = ("gender_presentation", "age_presentation", "skin_tone_bucket", "lighting")
 LIGHTING = ("well_lit", "dimly_lit", "underexposed", "overexposed", "na")
-BUCKETS = {"lighter": range(1, 4), "medium": range(4, 8), "darker": range(8, 11)}
 ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note", "method")
 
 
@@ -193,12 +192,10 @@ def ground_truth(people: pd.DataFrame) -> dict[str, Any]:
         if attr in truth:
             groups[facet_name] = np.array([t if t is not None else "na" for t in truth[attr]], dtype=object)
     if "skin_tone" in truth:
-        med = extra["skin_median"]
         groups["skin_tone"] = np.array([t if t is not None else "na" for t in truth["skin_tone"]], dtype=object)
-        bucket = np.full(len(med), "na", dtype=object)
-        for name, values in BUCKETS.items():
-            bucket[np.isin(med, list(values))] = name
-        groups["skin_tone_bucket"] = bucket
+        from facet_eval.groups import skin_tone_bucket_labels
+
+        groups["skin_tone_bucket"] = skin_tone_bucket_labels(extra["skin_chosen"])
     light = _votes(people, "lighting", LIGHTING)
     if light is not None:
         groups["lighting"] = np.array([t if t is not None else "na" for t in _argmax_class(light, LIGHTING)], dtype=object)
