@@ -330,7 +330,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
-    if path.is_dir() and any((path / name).exists() for name in ("spec.json", "prompts.parquet", "manifest-0.jsonl")):
+    if path.is_dir() and ((path / "spec.json").exists() or (path / "prompts.parquet").exists() or any(path.glob("manifest*.jsonl"))):
         out.print(f"ok  {_validate_run(path)}")
         return
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]

@@ -407,6 +407,7 @@ def _cases() -> list[Case]:
     # ---- predictions files
     for name, expect in [("truncated", "JSON"), ("object", "list"), ("score_nan", "score"), ("score_inf", "score"),
                          ("bbox_negative", "bbox"), ("unknown_image", "image_id"), ("bbox_short", "bbox"),
+                         ("image_id_string", "image_id"),
                          ("latin1", "utf-8"), ("empty", "JSON"), ("deep_nesting", "JSON")]:
         add(Case(f"detect-predictions-{name}", D, needs=("facet",), files={"preds.json": copy(f"predictions/{name}.json")},
                  expect=(expect,)))
