@@ -71,7 +71,7 @@ def _read_json_items(path: Path) -> list[tuple[str, Any]]:
     try:
         with open(path, encoding="utf-8") as fh:
             items = json.load(fh)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise UserError(f"{path}: not valid JSON: {exc} (write a JSON list of {PREDICTION_SHAPE}, or a CSV)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot be read: {exc} (check the file)") from None

@@ -11,16 +11,25 @@ import typer
 from rich.console import Console
 
 from facet_eval import __version__
-from t2ibias.errors import EXIT_USER_ERROR, UserError
+from t2ibias.errors import UserError, check_output_dir, check_output_file, report_problems, run_cli, writing
 
-app = typer.Typer(help="Evaluate vision models on FACET, disaggregated by perceived attributes.", add_completion=False)
+app = typer.Typer(help="Evaluate vision models on FACET, disaggregated by perceived attributes.", add_completion=False,
+                  pretty_exceptions_enable=False)
 err = Console(stderr=True)
+UNEXPECTED_HINT = "an unexpected failure, not bad input: please report it with the command you ran"
 
 
 @app.callback(invoke_without_command=True)
 def _main(version: bool = typer.Option(False, "--version", help="Print the version.")) -> None:
     if version:
         typer.echo(f"facet-eval {__version__}")
+
+
+def _check_run_options(out: Path, seed: int) -> None:
+    """Refuse an unusable --out or --seed before loading or computing anything."""
+    check_output_dir(out, "--out")
+    if seed < 0:
+        raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
 
 
 def _parse_intersect(text: str | None) -> list[tuple[str, str]]:
@@ -67,8 +76,9 @@ def _person_predictions(task: str, data, out: Path, model: str | None, predictio
 
     preds = predict_people(data, model, task=task, device=device, batch_size=batch_size,
                            person_class=person_class, progress=progress, info=info)
-    out.mkdir(parents=True, exist_ok=True)
-    write_predictions(preds, out / "predictions.json")
+    with writing("--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(preds, out / "predictions.json")
     run.update(model={"name": info.get("name", model), "parameters": info.get("parameters", {})},
                device=info.get("device"), software=info.get("software"), n_images=info.get("n_images"),
                batch_size=batch_size, predictions="predictions.json")
@@ -80,9 +90,10 @@ def _finish(rows: list, out: Path, run: dict, seed: int) -> None:
     from facet_eval.detection import write_outputs
     from t2ibias.store.image_store import atomic_write_text
 
-    write_outputs(rows, out)
-    run["seed"] = seed
-    atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+    with writing("--out"):
+        write_outputs(rows, out)
+        run["seed"] = seed
+        atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=str) + "\n")
     typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
 
 
@@ -102,6 +113,7 @@ def detect(
     from facet_eval.data import load_facet
     from facet_eval.detection import evaluate_detection
 
+    _check_run_options(out, seed)
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     preds, run = _person_predictions("detection", data, out, model, predictions, device, batch_size, person_class)
@@ -124,6 +136,7 @@ def segment(
     from facet_eval.data import load_facet
     from facet_eval.segmentation import evaluate_segmentation
 
+    _check_run_options(out, seed)
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     if not data.masks:
@@ -165,6 +178,7 @@ def classify(
         raise UserError("classify: pass either --model ID or --predictions FILE, not both")
     if batch_size < 1:
         raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
+    _check_run_options(out, seed)
     pairs = _parse_intersect(intersect)
     data = load_facet(facet_root)
     membership = group_membership(data.people)
@@ -195,13 +209,14 @@ def classify(
                    predictions="predictions.json")
     rows = evaluate_classification(data, preds, intersections=pairs, seed=seed)
     gaps = largest_gaps(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    if predictions is None:
-        write_class_predictions(preds, out / "predictions.json")
-    write_outputs(rows, out)
-    write_largest_gaps(gaps, out / "largest_gaps.csv")
-    print_largest_gaps(gaps)
-    atomic_write_text(out / "run.json", json.dumps(run, indent=1) + "\n")
+    with writing("--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        if predictions is None:
+            write_class_predictions(preds, out / "predictions.json")
+        write_outputs(rows, out)
+        write_largest_gaps(gaps, out / "largest_gaps.csv")
+        print_largest_gaps(gaps)
+        atomic_write_text(out / "run.json", json.dumps(run, indent=1) + "\n")
     typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, largest_gaps.csv and run.json ({len(rows)} rows, "
                f"{n_single} single-person people)")
 
@@ -216,8 +231,11 @@ def submit(
     """Package an evaluation as a versioned leaderboard submission."""
     from facet_eval.submission import make_submission, write_submission
 
+    check_output_file(out, "--out")
     sub = make_submission(out_dir, model_name=model_name, facet_root=facet_root)
-    typer.echo(f"wrote {write_submission(sub, out)}")
+    with writing("--out"):
+        path = write_submission(sub, out)
+    typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -226,9 +244,8 @@ def validate(submission: Annotated[Path, typer.Argument(help="A submission JSON 
     from facet_eval.submission import validate_submission
 
     problems = validate_submission(submission)
-    for p in problems:
-        typer.echo(p, err=True)
     if problems:
+        report_problems(problems, lambda line: typer.echo(line, err=True))
         raise typer.Exit(2)
     typer.echo(f"ok  {submission}")
 
@@ -241,16 +258,16 @@ def leaderboard(
     """Rank submissions by the overall main metric (mAR; recall for classification) and by worst-group gap per attribute, in one self-contained page."""
     from facet_eval.leaderboard import write_leaderboard
 
-    typer.echo(f"wrote {write_leaderboard(submissions, out)}")
+    check_output_file(out, "--out")
+    with writing("--out"):
+        path = write_leaderboard(submissions, out)
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:
-    """Console entry point: user errors print one line and exit 2, with no traceback."""
-    try:
-        app()
-    except UserError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(EXIT_USER_ERROR)
+    """Console entry point: bad input prints one ``error:`` line and exits 2; an unexpected
+    failure prints one ``error:`` line asking for a report and exits 1; never a traceback."""
+    sys.exit(run_cli(app, "facet-eval", lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True), UNEXPECTED_HINT))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.errors import UserError
+from t2ibias.errors import UserError, decode_error_message
 
 REQUIRED_COLUMNS = ("person_id", "filename", "class1", "class2", "bounding_box")
+#: The perceived-attribute columns of the release's annotations.csv (Gustafson et al., ICCV 2023),
+#: spelled as in the file. Every one is required: a missing column would silently drop its groups.
+ATTRIBUTE_COLUMNS = (
+    tuple(f"gender_presentation_{g}" for g in ("masc", "fem", "non_binary", "na"))
+    + tuple(f"skin_tone_{i}" for i in range(1, 11)) + ("skin_tone_na",)
+    + tuple(f"age_presentation_{g}" for g in ("young", "middle", "older", "na"))
+    + tuple(f"hair_color_{g}" for g in ("black", "blonde", "brown", "red", "colored", "grey", "na"))
+    + tuple(f"hairtype_{g}" for g in ("wavy", "curly", "straight", "coily", "dreadlocks", "bald", "na"))
+    + ("has_facial_hair", "has_tattoo", "has_cap", "has_mask", "has_headscarf", "has_eyeware")
+    + tuple(f"lighting_{g}" for g in ("well_lit", "dimly_lit", "underexposed", "overexposed", "na"))
+    + tuple(f"visible_{g}" for g in ("torso", "face", "minimal"))
+)
 BOX_KEYS = ("x", "y", "width", "height")
 
 
@@ -83,7 +95,11 @@ def _read_json(path: Path) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (pass the FACET root that holds annotations/)") from None
-    except ValueError as exc:
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a file (pass the FACET root that holds annotations/)") from None
+    except UnicodeDecodeError:
+        raise UserError(decode_error_message(path)) from None
+    except (ValueError, RecursionError) as exc:
         raise UserError(f"{path}: not valid JSON: {exc} (re-download the file)") from None
 
 
@@ -111,6 +127,10 @@ def _parse_box(text: Any, where: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _attribute_columns(columns: list[str]) -> list[str]:
     from facet_eval.groups import attribute_of_column
 
@@ -126,12 +146,26 @@ def load_facet(root: str | Path) -> FacetData:
         raise UserError(f"{csv_path}: file not found (pass the FACET root that holds annotations/annotations.csv)")
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError:
+        raise UserError(decode_error_message(csv_path)) from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{csv_path}:1: empty file, no header (use the release's annotations.csv)") from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise UserError(f"{csv_path}: cannot read CSV: {exc} (re-download the file)") from None
     df.columns = [c.strip() for c in df.columns]
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
             raise UserError(f"{csv_path}:1: column {col}: missing from the header (use the release's annotations.csv)")
+    missing = [c for c in ATTRIBUTE_COLUMNS if c not in df.columns]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise UserError(
+            f"{csv_path}:1: column{'s' if len(missing) > 1 else ''} {shown}: missing from the header; without "
+            f"{'them' if len(missing) > 1 else 'it'} those groups would silently vanish from every result "
+            "(use the release's annotations.csv, or add the columns with 0 where nobody was annotated)"
+        )
+    if df.empty:
+        raise UserError(f"{csv_path}:2: no people (the file has a header but no rows; use the release's annotations.csv)")
 
     n = len(df)
     lines = np.arange(n) + 2  # header is line 1
@@ -171,12 +205,14 @@ def load_facet(root: str | Path) -> FacetData:
 
     boxes_path = ann_dir / "coco_boxes.json"
     coco = _read_json(boxes_path)
-    if not isinstance(coco, dict) or "images" not in coco or "annotations" not in coco:
-        raise UserError(f"{boxes_path}: needs COCO keys 'images' and 'annotations' (use the release's coco_boxes.json)")
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(coco.get("annotations"), list):
+        raise UserError(f"{boxes_path}: needs COCO lists 'images' and 'annotations' (use the release's coco_boxes.json)")
     img_rows = []
     for k, im in enumerate(coco["images"]):
         if not isinstance(im, dict) or "id" not in im:
             raise UserError(f"{boxes_path}: images[{k}]: field id missing (use the release's coco_boxes.json)")
+        if not _is_int(im["id"]):
+            raise UserError(f"{boxes_path}: images[{k}]: field id: not an integer: {im['id']!r} (use the release's coco_boxes.json)")
         img_rows.append({"id": int(im["id"]), "file_name": str(im.get("file_name", "")),
                          "width": im.get("width"), "height": im.get("height")})
     images = pd.DataFrame(img_rows, columns=["id", "file_name", "width", "height"])
@@ -185,6 +221,9 @@ def load_facet(root: str | Path) -> FacetData:
     for k, a in enumerate(coco["annotations"]):
         if not isinstance(a, dict) or "id" not in a or "image_id" not in a:
             raise UserError(f"{boxes_path}: annotations[{k}]: fields id and image_id are required (use the release's coco_boxes.json)")
+        for key in ("id", "image_id"):
+            if not _is_int(a[key]):
+                raise UserError(f"{boxes_path}: annotations[{k}]: field {key}: not an integer: {a[key]!r} (use the release's coco_boxes.json)")
         ann_by_pid[int(a["id"])] = a
     image_ids = np.empty(n, dtype=np.int64)
     crowd = np.zeros(n, dtype=np.int64)
@@ -210,10 +249,17 @@ def load_facet(root: str | Path) -> FacetData:
     masks_path = ann_dir / "coco_masks.json"
     if masks_path.is_file():
         mcoco = _read_json(masks_path)
+        if not isinstance(mcoco, dict):
+            raise UserError(f"{masks_path}: needs COCO keys 'annotations' and 'categories' (use the release's coco_masks.json)")
+        for key in ("categories", "annotations"):
+            if not isinstance(mcoco.get(key) or [], list):
+                raise UserError(f"{masks_path}: field {key}: not a list (use the release's coco_masks.json)")
         cats = {c.get("id"): str(c.get("name", "")) for c in (mcoco.get("categories") or []) if isinstance(c, dict)}
         for k, a in enumerate(mcoco.get("annotations") or []):
             if not isinstance(a, dict) or "person_id" not in a or "segmentation" not in a:
                 raise UserError(f"{masks_path}: annotations[{k}]: fields person_id and segmentation are required (use the release's file)")
+            if not _is_int(a["person_id"]):
+                raise UserError(f"{masks_path}: annotations[{k}]: field person_id: not an integer: {a['person_id']!r} (use the release's file)")
             if cats and cats.get(a.get("category_id")) not in ("person", None):
                 continue
             masks[int(a["person_id"])] = a["segmentation"]

@@ -69,7 +69,7 @@ def read_results_list(path: Path, fields: tuple[str, ...]) -> list[tuple[str, di
             items = json.load(fh)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (pass a COCO results JSON with --predictions)") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise UserError(f"{path}: not valid JSON: {exc} (write a COCO results list)") from None
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of detections (write a COCO results list)")

@@ -23,7 +23,7 @@ from typing import Any
 from facet_eval import __version__
 from facet_eval.detection import MIN_GROUP_SIZE as MIN_N
 from facet_eval.groups import is_na_group
-from t2ibias.errors import UserError
+from t2ibias.errors import UserError, decode_error_message
 from t2ibias.store.image_store import atomic_write_text
 
 SCHEMA_NAME = "facet-eval-submission"
@@ -189,11 +189,17 @@ def software_versions() -> dict[str, Any]:
 
 
 def _read_json(path: Path, what: str) -> Any:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{path.parent}: is a file, not an evaluation folder (pass the --out folder of the evaluation)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found ({what})") from None
-    except ValueError as e:
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a file ({what})") from None
+    except UnicodeDecodeError:
+        raise UserError(decode_error_message(path)) from None
+    except (ValueError, RecursionError) as e:
         raise UserError(f"{path}: not valid JSON ({e}); re-run the evaluation to rewrite it") from None
 
 
@@ -451,10 +457,16 @@ def load_submission(path: str | Path) -> tuple[Any, list[str]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, [f"{label}: field (file): not found (check the path)"]
-    except (OSError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        return None, [f"{label}: field (file): is a folder, not a submission file (pass the JSON file `facet-eval submit` wrote)"]
+    except UnicodeDecodeError:
+        return None, [f"{label}: field (file): {decode_error_message(path).split(': ', 1)[1]}"]
+    except OSError as e:
         return None, [f"{label}: field (file): cannot be read: {e} (check the file)"]
     try:
         return json.loads(text), []
+    except RecursionError:
+        return None, [f"{label}: field (file): nested too deeply to be a submission (re-create it with `facet-eval submit`)"]
     except ValueError as e:
         return None, [f"{label}: field (file): not valid JSON: {e} (re-create it with `facet-eval submit`)"]
 

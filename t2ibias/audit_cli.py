@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2ibias.errors import UserError
+from t2ibias.errors import UserError, check_output_dir, writing
 
 AUDITS_DIR = "audits"
 
@@ -51,6 +51,9 @@ def audit(
         raise UserError(f"--crops: {crops!r} (use face or person)")
     if n_boot < 0:
         raise UserError(f"--n-boot: {n_boot} (use 0 for no intervals, or e.g. 1000)")
+    if seed < 0:
+        raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
+    check_output_dir(out, "--out")
     predictor = resolve_measurer(classifier, resolve_device(device))
     fp = measurer_fingerprint_of(predictor)
     step = {"next": 0}
@@ -60,17 +63,22 @@ def audit(
             typer.echo(f"audit: {done}/{total} people", err=True)
             step["next"] = done + max(1, total // 10)
 
-    result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
-                       limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine,
-                       face_gate=HaarFaceGate() if crops == "face" else None)
+    with writing("--out"):
+        result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
+                           limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine,
+                           face_gate=HaarFaceGate() if crops == "face" else None)
     target = registered_audit_path(fp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "audit.json", target.with_suffix(".tmp"))
-    target.with_suffix(".tmp").replace(target)
-    atomic_write_text(out / "registered.txt", f"{target}\n")
+    with writing("T2IBIAS_CACHE"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "audit.json", target.with_suffix(".tmp"))
+        target.with_suffix(".tmp").replace(target)
+    with writing("--out"):
+        atomic_write_text(out / "registered.txt", f"{target}\n")
     if crops == "face":
         facet = result["facet"]
         typer.echo(f"no face found for {facet['n_no_face']} of {facet['n_audited']} people (counted as abstentions)")
+    for attr, why in result.get("not_audited", {}).items():
+        typer.echo(f"{attr}: not audited: {why}")
     for attr, entry in result["attributes"].items():
         acc = entry.get("accuracy") or {}
         value = acc.get("value")

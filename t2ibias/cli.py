@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from t2ibias import __version__
-from t2ibias.errors import EXIT_USER_ERROR, UserError
+from t2ibias.errors import EXIT_USER_ERROR, UserError, check_output_dir, report_problems, run_cli
 
 app = typer.Typer(
     help="Measure social bias in text-to-image models: prompts → generate → measure → score → report.",
@@ -156,6 +156,7 @@ def sweep(
     if out_dir is None:
         name = Path(model).name if Path(model).exists() else model
         out_dir = Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompts)}"
+    check_output_dir(out_dir, "--out")
     if classifier is None:
         from t2ibias.generation.spec import resolve_generator_spec
 
@@ -286,6 +287,10 @@ def measure(
     workers: WorkersOpt = 2,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
+        raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
     _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface))
 
 
@@ -391,7 +396,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
-    if path.is_dir() and (path / "spec.json").exists():
+    if path.is_dir() and ((path / "spec.json").exists() or (path / "prompts.parquet").exists() or any(path.glob("manifest*.jsonl"))):
         out.print(f"ok  {_validate_run(path)}", markup=False)
         return
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
@@ -403,9 +408,8 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
             out.print(f"ok  {f}: {_validate_file(f)}", markup=False, highlight=False)
         except UserError as exc:
             problems.append(str(exc))
-    for p in problems:
-        err.print(p, highlight=False, markup=False)
     if problems:
+        report_problems(problems, lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
         raise typer.Exit(EXIT_USER_ERROR)
 
 
@@ -451,13 +455,11 @@ def main() -> None:
     logging.getLogger("root").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
-        app()
-    except UserError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(EXIT_USER_ERROR)
+        code = run_cli(app, "t2ibias", lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err.print("interrupted: finished images are kept; run the same command again to resume")
         sys.exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from t2ibias.errors import UserError
+from t2ibias.errors import UserError, check_output_file, decode_error_message, writing
 from t2ibias.metrics.factuality import (
     TAX_METRICS,
     factuality_tax,
@@ -59,8 +59,26 @@ def _cell(value: float | None, ci: list | None = None) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _input_file(path: Path, field: str) -> Path:
+    """Refuse a folder or a missing path given where a CSV is expected, naming the option."""
+    if path.is_dir():
+        raise UserError(f"{field} {path}: is a folder, not a CSV file (pass the file itself)")
+    if not path.is_file():
+        raise UserError(f"{field} {path}: no such file (check the path)")
+    return path
+
+
+def _load_faces(path: Path, field: str = "--faces") -> pd.DataFrame:
+    """:func:`load_faces` with a folder, a missing file or a file that is not UTF-8 as one clean error."""
+    _input_file(path, field)
+    try:
+        return load_faces(path)
+    except UnicodeDecodeError:
+        raise UserError(decode_error_message(path)) from None
+
+
 def _read_instances(path: Path, axis: str | None) -> tuple[pd.DataFrame, str]:
-    instances = load_dofair_instances(path)
+    instances = load_dofair_instances(_input_file(path, "--instances"))
     if instances.empty:
         raise UserError(f"{path}:2: no instances (the file has a header but no rows)")
     file_axis = str(instances["axis"].iloc[0])
@@ -95,8 +113,17 @@ def factuality(
     tax: Annotated[list[str] | None, typer.Option("--tax", metavar="NAME=CSV", help="Faces of the same instances generated under an intervention (repeat for several): adds the factuality tax of each against --faces as the baseline, with paired CIs.")] = None,
 ) -> None:
     """DoFaiR factuality (DDA, IDA, IDF, FDD, success rate) of generated images, overall and by culture."""
+    if json_out is not None:
+        check_output_file(json_out, "--json")
+    tax_files: dict[str, Path] = {}
+    for item in tax or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or name == "none":
+            raise UserError(f"--tax {item}: expected NAME=FACES.csv with a name other than 'none' (e.g. --tax diversity_diverse=faces_div.csv)")
+        tax_files[name] = _input_file(Path(path), f"--tax {name}")
     inst, axis_name = _read_instances(instances, axis.value if axis is not None else None)
-    face_df = load_faces(faces)
+    face_df = _load_faces(faces)
+    tax_faces = {name: _load_faces(path, f"--tax {name}") for name, path in tax_files.items()}
     table = per_instance_scores(inst, face_df, axis_name, dofair_compat)
     result = summarize_table(table)
     console = Console(width=None if sys.stdout.isatty() else 140)
@@ -106,18 +133,14 @@ def factuality(
             else "DDA ties at the k-th place share the places left (expected credit)")
     console.print(f"intervals: DDA, IDA, IDF, FDD percentile over resampled instances; success rate Clopper-Pearson. {ties}.",
                   highlight=False, markup=False)
-    if tax:
-        interventions: dict[str, Any] = {"none": face_df}
-        for item in tax:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path or name == "none":
-                raise UserError(f"--tax {item}: expected NAME=FACES.csv with a name other than 'none' (e.g. --tax diversity_diverse=faces_div.csv)")
-            interventions[name] = load_faces(Path(path))
+    if tax_faces:
+        interventions: dict[str, Any] = {"none": face_df, **tax_faces}
         tax_df = factuality_tax_table(inst, interventions, axis_name, dofair_compat)
         console.print(tax_rich_table(tax_df))
         result["factuality_tax"] = json.loads(tax_df.to_json(orient="records"))
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        with writing("--json"):
+            atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}", highlight=False, markup=False)
 
 
@@ -144,7 +167,7 @@ def factuality_tax_table(
         if axis is None:
             axis = str(inst["axis"].iloc[0])
     tables = {
-        name: per_instance_scores(inst, load_faces(f) if isinstance(f, (str, Path)) else f, axis, dofair_compat)
+        name: per_instance_scores(inst, _load_faces(Path(f), name) if isinstance(f, (str, Path)) else f, axis, dofair_compat)
         for name, f in faces_by_intervention.items()
     }
     tax = factuality_tax(tables, baseline=baseline, **bootstrap)

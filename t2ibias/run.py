@@ -50,6 +50,9 @@ SPEC_FILE = "spec.json"
 PROMPTS_FILE = "prompts.parquet"
 TOKENS_FILE = "prompt_tokens.parquet"
 DEFAULT_BASE_SEED = 0
+#: Images one run may hold: ten times the largest sweep the suite is built for, and small enough
+#: that the list of image jobs fits in memory.
+MAX_IMAGES = 2_000_000
 
 Progress = Callable[[int], None]
 
@@ -83,6 +86,8 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
 
     if req.n_seeds < 1:
         raise UserError(f"--seeds {req.n_seeds}: need at least one image per prompt")
+    if req.n_seeds > MAX_IMAGES:
+        raise UserError(f"--seeds {req.n_seeds}: more images than one run holds (at most {MAX_IMAGES:,}; use fewer seeds)")
     if req.limit is not None and req.limit < 1:
         raise UserError(f"--limit {req.limit}: must be a positive number of prompts")
     gspec = resolve_generator_spec(req.model)
@@ -91,6 +96,12 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         raise UserError("--prompts: the same set is named twice (name each set once)")
     sets = fact_augment(sets, req)
     records = [r for s in sets for r in expand(s)]
+    n_images = req.n_seeds * min(len(records), req.limit or len(records))
+    if n_images > MAX_IMAGES:
+        raise UserError(
+            f"--seeds {req.n_seeds}: {n_images:,} images over {len(records):,} prompts, more than one run holds "
+            f"(at most {MAX_IMAGES:,}; use fewer seeds, or split the prompts over runs with --prompts or --limit)"
+        )
     cspec = resolve_classifier_spec(req.classifier)
     device = resolve_device(req.device)
     dtype = effective_dtype(gspec, device)
@@ -146,17 +157,34 @@ def fact_augment(sets: list[PromptSet], req: SweepRequest) -> list[PromptSet]:
     return sets
 
 
+#: Fields of spec.json every stage relies on, with the types they must have.
+SPEC_FIELDS: dict[str, tuple[type, ...]] = {
+    "fingerprint": (str,), "model": (dict,), "weights": (str,), "generator_fingerprint": (str,),
+    "n_seeds": (int,), "base_seed": (int,), "classifier": (dict,), "defining": (dict,),
+}
+
+
 def read_spec(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SPEC_FILE
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{path}: missing; {run_dir} is not a t2ibias run (start one with `t2ibias sweep --out {run_dir}`)") from None
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise UserError(f"{path}: not valid JSON ({exc}); restore it, or start a new run with another --out") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: not a t2ibias run spec (a JSON object is expected); restore it, or start a new run with another --out")
-    return doc
+    fix = "restore it, or start the run again with `t2ibias sweep`"
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: a JSON {type(spec).__name__}, not the run spec object `t2ibias sweep` writes ({fix})")
+    for key, types in SPEC_FIELDS.items():
+        value = spec.get(key)
+        if key not in spec:
+            raise UserError(f"{path}: field {key}: missing ({fix})")
+        if not isinstance(value, types) or isinstance(value, bool):
+            kind = {str: "a string", int: "an integer", dict: "an object"}[types[0]]
+            raise UserError(f"{path}: field {key}: {json.dumps(value)[:40]} is not {kind} ({fix})")
+    if spec["n_seeds"] < 1:
+        raise UserError(f"{path}: field n_seeds: {spec['n_seeds']} is not a positive number ({fix})")
+    return spec
 
 
 def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFrame:

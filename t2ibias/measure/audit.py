@@ -602,9 +602,15 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     person_ids = people["person_id"].to_numpy()[audited]
     image_ids = people["image_id"].to_numpy()[audited]  # people of one image are resampled together
     all_comparisons: list[dict[str, Any]] = []
+    not_audited: dict[str, str] = {}
     for attr in audited_attrs:
         truth = gt["truth"][attr]
         idx = np.flatnonzero(np.array([t is not None for t in truth], dtype=bool))
+        if len(idx) == 0:
+            # nothing to compare the classifier with: say so instead of auditing an empty set
+            not_audited[attr] = (f"none of the {len(truth)} audited people has a {FACET_ATTRIBUTES[attr][0]} "
+                                 "annotation, so there is nothing to compare the classifier with")
+            continue
         # a crop the predictor gave no answer for (e.g. no face found) is an abstention
         no_answer = (ABSTAIN, ABSTAIN, math.nan, {})
         fields = [_pred_fields(preds[i][attr]) if attr in preds[i] else no_answer for i in idx]
@@ -706,6 +712,12 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             pred_rows.append({"person_id": int(person_ids[k]), "attribute": attr, "true": true[i], "pred": pred[i],
                               "top_label": top[i], "score": score[i]})
 
+    if not attributes:
+        raise UserError(
+            f"{facet.root}: no audited person has a {', '.join(FACET_ATTRIBUTES[a][0] for a in not_audited)} annotation "
+            f"(attribute{'s' if len(not_audited) > 1 else ''} {', '.join(not_audited)} cannot be audited; "
+            "use a FACET release whose annotations.csv has those votes)"
+        )
     add_qvalues(all_comparisons)  # one family of tests: every comparison of the audit
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -731,6 +743,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
                                  "max-t intervals with p-values and Benjamini-Hochberg q-values over the audit's comparisons"},
         "versions": _versions(),
         "attributes": attributes,
+        "not_audited": not_audited,
     }
     _write_outputs(out_dir, result, long_rows, pred_rows)
     write_audit_html(out_dir)

@@ -88,9 +88,19 @@ def _check_template(doc: LocatedYAML, family: str, tid: str, text: Any) -> None:
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{where}: template {tid!r} must be a non-empty string")
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
     except ValueError as exc:
         raise UserError(f"{where}: template {tid!r} is malformed ({exc}); use {{subject}} placeholders") from None
+    for name, spec, conv in fields:
+        # a format spec or conversion would let a template pad a prompt to gigabytes ({subject:>2000000000})
+        if spec or conv:
+            shown = f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise UserError(
+                f"{where}: template {tid!r}: placeholder {shown} has a format spec or conversion "
+                f"(write a bare {{{name or 'subject'}}})"
+            )
+    names = {name for name, _, _ in fields}
     unknown = names - PLACEHOLDERS
     if unknown:
         raise UserError(

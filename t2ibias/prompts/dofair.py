@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from t2ibias.errors import UserError
+from t2ibias.errors import UserError, decode_error_message
 from t2ibias.prompts.bank import PromptSet, Subject
 
 FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
@@ -141,6 +141,8 @@ def load_dofair_instances(path: str | Path) -> pd.DataFrame:
                 rows.append(record)
         except csv.Error as exc:
             raise UserError(f"{path}:{reader.line_num}: malformed CSV ({exc}) (fix the quoting)") from None
+        except UnicodeDecodeError:
+            raise UserError(decode_error_message(path)) from None
     columns = ["instance_id", "axis", *KEY_COLUMNS, dom, ex, "img_path", *(["prompt"] if has_prompt else []), "line"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -169,6 +169,19 @@ def _read_manifest(run_dir: Path, fix: str) -> tuple[dict[str, dict], int]:
     return rows, store.malformed_lines
 
 
+def _check_metric_rows(path: Path, metrics: Any, fix: str) -> None:
+    """A metrics.json the report can read: an object whose ``rows`` are complete metric rows."""
+    from t2ibias.metrics.score import ROW_KEYS
+
+    rows = metrics.get("rows") if isinstance(metrics, dict) else None
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: field rows: missing or not a list of metric rows (re-run `{fix}`)")
+    for i, row in enumerate(rows):
+        lacking = [k for k in ROW_KEYS if k not in row] if isinstance(row, dict) else list(ROW_KEYS)
+        if lacking:
+            raise UserError(f"{path}: field rows[{i}]: lacks {', '.join(lacking)} (re-run `{fix}`)")
+
+
 def load_run(run_dir: Path) -> Run:
     """Read a run directory; a missing or malformed required file raises :class:`UserError`."""
     run_dir = Path(run_dir)
@@ -180,6 +193,7 @@ def load_run(run_dir: Path) -> Run:
     manifest, bad = _read_manifest(run_dir, generate)
     labels = _read_parquet(run_dir / "image_labels.parquet", measure, LABEL_COLUMNS)
     metrics = _read_json(run_dir / "metrics.json", score)
+    _check_metric_rows(run_dir / "metrics.json", metrics, score)
     instrument = None
     if (run_dir / "instrument.json").is_file():
         instrument = _read_json(run_dir / "instrument.json", score)
