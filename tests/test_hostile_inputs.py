@@ -433,7 +433,7 @@ def _cases() -> list[Case]:
                          ("truncated", "JSON"), ("object", "list"), ("empty", "JSON")]:
         add(Case(f"classify-predictions-{name}", CL, needs=("facet",),
                  files={"classes.json": copy(f"predictions/{name}.json")}, expect=(expect,)))
-    for name, expect in [("class_predictions_latin1", "byte"), ("class_predictions_unknown_class", "astronaut_of_mars"),
+    for name, expect in [("class_predictions_latin1", "byte"), ("class_predictions_unknown_class", "astronaut of mars"),
                          ("class_predictions_bad_id", "person_id"), ("class_predictions_empty", "header")]:
         add(Case(f"classify-predictions-{name}", CL.replace("classes.json", "classes.csv"), needs=("facet",),
                  files={"classes.csv": copy(f"csv/{name}.csv")}, expect=(f"classes.csv", expect)))
