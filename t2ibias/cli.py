@@ -338,7 +338,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
         except UserError as exc:
             problems.append(str(exc))
     for p in problems:
-        err.print(p, highlight=False, markup=False)
+        err.print(p, highlight=False, markup=False, soft_wrap=True)
     if problems:
         raise typer.Exit(EXIT_USER_ERROR)
 

@@ -203,6 +203,10 @@ def load_yolo(weights: str, what: str, definitions: bool = False) -> Any:
         kinds = "a .pt checkpoint" + (" or a .yaml model definition" if definitions else "")
         raise UserError(f"{what}: {weights} is not {kinds}; exported formats (TorchScript, ONNX, TensorFlow, "
                         "TensorRT ...) can carry code and are not loaded (pass the .pt checkpoint they were exported from)")
+    if path.suffix.lower() in YOLO_DEFINITION_SUFFIXES and path.is_file():
+        from t2ibias.yamlio import load_located_yaml
+
+        load_located_yaml(path)  # syntax errors and alias bombs as one line, before ultralytics parses it
     YOLO = ultralytics_yolo()
     try:
         with weights_only_loads():
