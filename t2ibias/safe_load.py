@@ -89,7 +89,8 @@ def code_references(path: str | Path) -> list[str]:
     """The Python callables a pickle-based file names beyond plain tensors and containers.
 
     Read statically (nothing is unpickled). ``[]`` for a file that names none, or that is not a
-    pickle at all. Names torch or ultralytics allow in restricted loading are left out.
+    pickle at all. Names torch allows in restricted loading are left out (for a ``torch.save``
+    zip, also those a library registered with it, such as ultralytics' model classes).
     """
     path = Path(path)
     try:
@@ -106,11 +107,12 @@ def code_references(path: str | Path) -> list[str]:
 
 
 def _allowed_globals() -> set[str]:
+    """What torch's restricted unpickler allows by default (tensor rebuilding, plain containers)."""
     try:
         from torch import _weights_only_unpickler as wou
 
-        return set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
-    except Exception:  # a torch without these tables: report every name
+        return set(wou._get_allowed_globals())
+    except Exception:  # a torch without this table: report every name
         return set()
 
 
@@ -215,9 +217,11 @@ def load_yolo(weights: str, what: str, definitions: bool = False) -> Any:
         cause = exc if isinstance(exc, pickle.UnpicklingError) else exc.__cause__
         if isinstance(cause, pickle.UnpicklingError) and path.is_file():
             refs = code_references(path)
-            shown = f" ({', '.join(refs[:3])}{' …' if len(refs) > 3 else ''})" if refs else ""
-            raise UserError(f"{what}: {weights} holds Python objects{shown} outside ultralytics' checkpoint format, "
-                            f"which could run code when loaded, so it is not opened ({CONVERT_YOLO})") from None
+            if refs or any(word in str(cause) for word in ("blocked", "allowed global", "GLOBAL")):
+                shown = f" ({', '.join(refs[:3])}{' …' if len(refs) > 3 else ''})" if refs else ""
+                raise UserError(f"{what}: {weights} holds Python objects{shown} outside ultralytics' checkpoint format, "
+                                f"which could run code when loaded, so it is not opened ({CONVERT_YOLO})") from None
+            raise ValueError("not a torch.save checkpoint, or a damaged one") from None
         raise
 
 
