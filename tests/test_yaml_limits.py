@@ -50,7 +50,14 @@ def refusal(code: int, err: str, path: Path, line: int) -> str:
 
 
 def t2ibias_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    import logging
+    import sys
+
     from tests.test_cli import in_process
+
+    for handler in logging.getLogger().handlers:  # the CLI's log handler, left by an earlier in-process call
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            monkeypatch.setattr(handler, "stream", sys.stderr)  # on that call's captured stderr, closed since
 
     return in_process(monkeypatch, capsys, *args)
 
