@@ -55,9 +55,14 @@ def t2ibias_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
     from tests.test_cli import in_process
 
-    for handler in logging.getLogger().handlers:  # the CLI's log handler, left by an earlier in-process call
+    # log handlers made during an earlier in-process call (the CLI's, diffusers' own) hold that
+    # call's captured stderr, closed since: point them at this call's
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    for handler in {h for lg in loggers for h in lg.handlers}:
         if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
-            monkeypatch.setattr(handler, "stream", sys.stderr)  # on that call's captured stderr, closed since
+            monkeypatch.setattr(handler, "stream", sys.stderr)
+            if "flush" in vars(handler):  # diffusers binds its handler's flush to that stream too
+                monkeypatch.setattr(handler, "flush", sys.stderr.flush)
 
     return in_process(monkeypatch, capsys, *args)
 
