@@ -13,7 +13,8 @@ Two kinds of model id:
   ``yolo11x-seg.pt`` (ultralytics downloads it when there is network).
 - torchvision: ``torchvision:<architecture>`` with torchvision's COCO weights (downloaded into the
   torch hub cache when there is network), or ``torchvision:<architecture>=PATH`` with a local
-  ``state_dict`` file. Architectures: :data:`TORCHVISION_ARCHITECTURES`.
+  ``state_dict`` file (``torch.save`` or ``.safetensors``, read without running pickled code).
+  Architectures: :data:`TORCHVISION_ARCHITECTURES`.
 
 What "person detection" means per library: ultralytics keeps a box when person is its best class
 (its own ``predict`` rule: confidence threshold 0, NMS at its default IoU 0.7); torchvision
@@ -30,6 +31,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ import numpy as np
 from facet_eval.data import FacetData
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256
+from t2ibias.safe_load import first_line, load_weights_file, load_yolo, refuse_code, weights_only_loads
 
 MAX_DETS = 100
 TASKS = ("detection", "segmentation")
@@ -286,8 +289,7 @@ def _open_model(model: str, task: str, device: str, person_class: int | None) ->
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return first_line(exc)
 
 
 def _open_ultralytics(model: str, task: str, device: str, person_class: int | None) -> tuple[Runner, dict[str, Any]]:
@@ -298,10 +300,10 @@ def _open_ultralytics(model: str, task: str, device: str, person_class: int | No
                         "or a release name such as yolo11x.pt)")
     if local:
         os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
-
     try:
-        yolo = YOLO(str(path) if local else model)
+        yolo = load_yolo(str(path) if local else model, f"model {model}", definitions=True)
+    except UserError:
+        raise
     except Exception as exc:  # the loader's errors vary by cause: no network, bad file, unknown name
         fix = ("pass an ultralytics .pt checkpoint or model .yaml" if local
                else "download it where there is network and pass the local path")
@@ -373,7 +375,13 @@ def _open_torchvision(model: str, task: str, device: str, person_class: int | No
     if weights_path is None:
         weights = getattr(tvd, weights_enum).COCO_V1
         try:
-            net = builder(weights=weights, **opts)
+            with weights_only_loads():  # torch's hub cache is otherwise read with full unpickling
+                net = builder(weights=weights, **opts)
+        except pickle.UnpicklingError:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            refuse_code(cached, f"model {model}")
+            raise UserError(f"model {model}: {cached} is not torchvision's {name} COCO checkpoint (delete it; "
+                            "torchvision downloads it again where there is network)") from None
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a truncated download a RuntimeError
             raise UserError(f"model {model}: cannot load torchvision's COCO weights: {_first_line(exc)} (download them "
                             f"where there is network, then pass {TORCHVISION_PREFIX}{name}=PATH to the file "
@@ -447,10 +455,12 @@ def _load_state_dict(model: str, path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"model {model}: weights file {path} not found (pass the path of a saved state_dict)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_file(path, f"model {model}")
+    except UserError:
+        raise
     except Exception as exc:  # a non-checkpoint file fails in many ways (pickle, zip, struct)
         raise UserError(f"model {model}: cannot read {path}: {_first_line(exc)} "
-                        "(save it with torch.save(model.state_dict(), PATH))") from None
+                        "(save it with torch.save(model.state_dict(), PATH) or as .safetensors)") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

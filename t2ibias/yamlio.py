@@ -11,6 +11,10 @@ from t2ibias.errors import UserError
 
 Path_ = tuple[Any, ...]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
+#: Most values aliases may add to one file (an alias adds every value of the node it repeats).
+#: Shared template or label lists stay far below it; a "billion laughs" file, whose nested
+#: aliases multiply a few bytes into billions of values, is refused at its first lines.
+ALIAS_VALUE_BUDGET = 10_000
 
 
 class LocatedYAML:
@@ -51,8 +55,51 @@ def _walk(path: Path, node: yaml.Node, prefix: Path_, lines: dict[Path_, int]) -
             _walk(path, item, prefix + (i,), lines)
 
 
+def _check_aliases(path: Path, text: str) -> None:
+    """Refuse recursive aliases and aliases that expand past :data:`ALIAS_VALUE_BUDGET`.
+
+    One pass over the parser's events, before anything is built: each anchor's size is counted
+    once, each alias adds the size of what it repeats.
+    """
+    if "*" not in text:  # no alias can occur
+        return
+    sizes: dict[str, int] = {}
+    frames: list[list[Any]] = []  # [anchor, values so far] of each open mapping or sequence
+    added = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            if any(anchor == event.anchor for anchor, _ in frames):
+                raise UserError(f"{path}:{line}: alias *{event.anchor} sits inside the node &{event.anchor} it repeats "
+                                "(a recursive alias has no end; write the value out instead)")
+            n = sizes.get(event.anchor)
+            if n is None:
+                continue  # an undefined alias: composing reports it
+            added += n
+            if added > ALIAS_VALUE_BUDGET:
+                raise UserError(f"{path}:{line}: aliases expand to more than {ALIAS_VALUE_BUDGET:,} values here "
+                                f"(*{event.anchor} repeats {n:,}; nested aliases multiply), so the file is not read "
+                                "(write the values out, or alias fewer or smaller nodes)")
+            if frames:
+                frames[-1][1] += n
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                sizes[event.anchor] = 1
+            if frames:
+                frames[-1][1] += 1
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            frames.append([event.anchor, 1])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, n = frames.pop()
+            if anchor:
+                sizes[anchor] = n
+            if frames:
+                frames[-1][1] += n
+
+
 def load_located_yaml(path: str | Path) -> LocatedYAML:
-    """Parse a YAML file; a syntax error becomes one ``file:line: ...`` UserError."""
+    """Parse a YAML file; a syntax error, a recursive alias or an alias bomb becomes one
+    ``file:line: ...`` UserError."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -61,6 +108,7 @@ def load_located_yaml(path: str | Path) -> LocatedYAML:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read file ({exc})") from None
     try:
+        _check_aliases(path, text)
         loader = _Loader(text)  # parse once: the node tree gives lines, the same tree gives data
         try:
             node = loader.get_single_node()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import fingerprint
 from t2ibias.generation.spec import TINY_PREFIX, GeneratorSpec
+from t2ibias.safe_load import first_line, refuse_code_in_folder, weights_only_loads
 
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -166,10 +168,13 @@ class DiffusersGenerator:
             if self.spec.variant:
                 kwargs["variant"] = self.spec.variant
         try:
-            pipe = DiffusionPipeline.from_pretrained(self.weights.load_from, **kwargs)
-        except (OSError, ValueError, EnvironmentError) as exc:
+            with weights_only_loads():  # .bin weights: tensors only, never pickled code
+                pipe = DiffusionPipeline.from_pretrained(self.weights.load_from, trust_remote_code=False, **kwargs)
+        except (OSError, ValueError, EnvironmentError, pickle.UnpicklingError) as exc:
+            if self.weights.folder:
+                refuse_code_in_folder(self.weights.folder, f"model {self.spec.id!r}")
             raise UserError(
-                f"model {self.spec.id!r}: cannot load a pipeline from {self.weights.load_from} ({str(exc).splitlines()[0]}); "
+                f"model {self.spec.id!r}: cannot load a pipeline from {self.weights.load_from} ({first_line(exc)}); "
                 "pass a folder written by `save_pretrained`"
             ) from None
         if self.spec.scheduler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from t2ibias.errors import UserError
 from t2ibias.measure.classifier_spec import ClassifierSpec
 from t2ibias.paths import cache_dir
+from t2ibias.safe_load import refuse_code, weights_only_loads
 
 TINY_PRETRAINED = "tiny:"
 ABSTAIN = "abstain"
@@ -139,17 +141,22 @@ class CLIPAttributeClassifier:
             pretrained = str(tiny_clip_checkpoint(self.spec))
         pre = self.spec.preprocess
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.spec.arch,
-                pretrained=pretrained,
-                force_quick_gelu=self.spec.quick_gelu,
-                force_image_size=pre["image_size"],
-                image_mean=tuple(pre["mean"]),
-                image_std=tuple(pre["std"]),
-                image_interpolation=pre["interpolation"],
-                image_resize_mode=pre["resize_mode"],
-                device=self.device,
-            )
+            with weights_only_loads():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.spec.arch,
+                    pretrained=pretrained,
+                    force_quick_gelu=self.spec.quick_gelu,
+                    force_image_size=pre["image_size"],
+                    image_mean=tuple(pre["mean"]),
+                    image_std=tuple(pre["std"]),
+                    image_interpolation=pre["interpolation"],
+                    image_resize_mode=pre["resize_mode"],
+                    device=self.device,
+                )
+        except pickle.UnpicklingError:
+            if pretrained and Path(pretrained).expanduser().is_file():
+                refuse_code(Path(pretrained).expanduser(), f"classifier {self.spec.id!r}: pretrained")
+            raise UserError(self._missing("not a torch.save checkpoint, or a damaged one")) from None
         except RuntimeError as exc:
             reason = str(exc).lower()
             if "pretrained" in reason or "not found" in reason or "download" in reason:

@@ -39,6 +39,7 @@ import pandas as pd
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256, fingerprint
 from t2ibias.measure.clip_zeroshot import Prediction
+from t2ibias.safe_load import load_weights_file
 
 # FairFace's label orders (the order of its output units and of its score arrays) → t2ibias labels.
 RACE7_LABELS: dict[str, str] = {
@@ -401,7 +402,9 @@ class FairFaceResNet34:
         import torch
 
         try:
-            obj = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            obj = load_weights_file(self.checkpoint, self.id)
+        except UserError:
+            raise
         except Exception as exc:  # the unpickler fails on a foreign file in many ways (IndexError, EOFError ...)
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise UserError(f"{self.checkpoint}: not a readable PyTorch state_dict ({reason}; {_CHECKPOINT_FIX})") from None

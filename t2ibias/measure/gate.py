@@ -20,6 +20,7 @@ import numpy as np
 
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256, fingerprint
+from t2ibias.safe_load import first_line, load_yolo, ultralytics_yolo  # noqa: F401 (ultralytics_yolo: re-exported)
 
 
 @dataclass(frozen=True)
@@ -147,13 +148,13 @@ class YoloPersonGate:
                 f"person detector {self.weights}: not a local file and ultralytics is offline (YOLO_OFFLINE=1); "
                 "download the weights where there is network and pass their path"
             )
-        YOLO = ultralytics_yolo()
         try:
-            model = YOLO(str(local) if local is not None else self.weights)
+            model = load_yolo(str(local) if local is not None else self.weights, f"person detector {self.weights}")
+        except UserError:
+            raise
         except Exception as exc:  # network, unknown release names, bad files come in many types
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
             raise UserError(
-                f"person detector {self.weights}: cannot load YOLO weights ({reason}); "
+                f"person detector {self.weights}: cannot load YOLO weights ({first_line(exc, 160)}); "
                 "pass a local .pt file or an ultralytics release name such as yolo11n.pt"
             ) from None
         names = getattr(model, "names", None) or {}
@@ -232,23 +233,6 @@ class YoloPersonGate:
         """The person crop, clipped to the image (no padding: the box already holds the body)."""
         b = box.clipped(image.width, image.height)
         return image.crop((b.x, b.y, b.x + b.w, b.y + b.h))
-
-
-def ultralytics_yolo() -> Any:
-    """``ultralytics.YOLO``, with PIL's own ``Image.open`` put back.
-
-    Importing ultralytics swaps ``PIL.Image.open`` process-wide for a wrapper that, on a file PIL
-    cannot identify, tries to install an optional HEIF plugin and fails with ImportError; every
-    other reader of images in t2ibias expects PIL's own errors.
-    """
-    from PIL import Image
-    from ultralytics import YOLO
-    from ultralytics.utils import patches
-
-    original = getattr(patches, "_image_open", None)
-    if original is not None and Image.open is getattr(patches, "image_open", None):
-        Image.open = original
-    return YOLO
 
 
 def _suppress(boxes: list[Box], iou: float) -> list[Box]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ from t2ibias.fingerprint import fingerprint
 from t2ibias.paths import cache_dir as user_cache_dir
 from t2ibias.prompts.bank import PromptSet, Subject, _article
 from t2ibias.prompts.interventions import INTERVENTIONS, SubjectContext
+from t2ibias.safe_load import first_line, refuse_code_in_folder, weights_only_loads
 from t2ibias.store.image_store import atomic_write_text
 
 COT = "Think step by step."
@@ -127,10 +129,12 @@ class TransformersTextGenerator(TextGenerator):
 
         device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self._model = AutoModelForCausalLM.from_pretrained(self.path).to(device).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{self.path}: cannot load the text model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            with weights_only_loads():  # .bin weights: tensors only; code in the folder is never run
+                self._tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=False)
+                self._model = AutoModelForCausalLM.from_pretrained(self.path, trust_remote_code=False).to(device).eval()
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            refuse_code_in_folder(self.path, str(self.path))
+            raise UserError(f"{self.path}: cannot load the text model ({first_line(exc)}; pass a folder saved by save_pretrained)") from None
         self._device = device
 
     def generate(self, prompt: str) -> str:

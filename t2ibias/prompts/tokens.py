@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from t2ibias.errors import UserError
+from t2ibias.safe_load import first_line, weights_only_loads
+
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 COLUMNS = ["prompt_id", "tokenizer", "n_tokens", "max_length", "truncated", "kept_text"]
 
@@ -33,7 +36,12 @@ def count_prompt_tokens(pipeline_folder: str | Path, prompts: pd.DataFrame, long
     for sub in TOKENIZER_FOLDERS:
         if not (folder / sub).is_dir():
             continue
-        tok = AutoTokenizer.from_pretrained(folder, subfolder=sub)
+        try:
+            with weights_only_loads():
+                tok = AutoTokenizer.from_pretrained(folder, subfolder=sub, trust_remote_code=False)
+        except Exception as exc:  # tokenizer files fail in many ways (JSON, sentencepiece, custom code refused)
+            raise UserError(f"{folder / sub}: cannot load the tokenizer ({first_line(exc)}; "
+                            "pass a pipeline folder written by save_pretrained)") from None
         limit = tok.model_max_length
         if not isinstance(limit, int) or limit > 100_000:  # tokenizers without a real limit
             limit = 512
