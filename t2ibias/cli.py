@@ -152,6 +152,8 @@ def sweep(
     from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
 
     if out_dir is None:
         name = Path(model).name if Path(model).exists() else model

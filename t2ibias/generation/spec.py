@@ -134,6 +134,8 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
 #: Height and width must be multiples of this: the VAE's scale factor (8), times the patch size
 #: for pipelines whose denoiser works on 2×2 patches.
 SIZE_MULTIPLE = 8
+#: The largest height or width accepted: 8× the 1024-pixel native size of the largest models here.
+MAX_SIDE = 8192
 _SIZE_MULTIPLES = {"StableDiffusion3Pipeline": 16, "FluxPipeline": 16}
 
 
@@ -162,6 +164,8 @@ def _check_field_types(data: dict[str, Any], where: Any) -> None:
     for name in ("height", "width"):
         if name in data and (not _is_int(data[name]) or data[name] <= 0 or data[name] % multiple):
             raise bad(name, f"a positive multiple of {multiple} for {data.get('pipeline') or 'this pipeline'}")
+        if name in data and data[name] > MAX_SIDE:
+            raise bad(name, f"at most {MAX_SIDE} pixels (a larger image does not fit in any GPU's memory)")
 
 
 GENERATORS = Registry.from_folder("model", "t2ibias ls models", GENERATOR_DIR, load_generator_spec_file)

@@ -8,6 +8,8 @@ attributes of another classifier file.
 
 from __future__ import annotations
 
+import string
+
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -166,6 +168,12 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
     templates = data["templates"]
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
         raise UserError(f"{doc.where('templates')}: templates must be a list of strings each with one {{}} for the label prompt")
+    for t in templates:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(t) if f is not None]
+        specs = [(spec, conv) for _, f, spec, conv in string.Formatter().parse(t) if f is not None and (spec or conv)]
+        if fields != [""] or specs:
+            raise UserError(f"{doc.where('templates')}: template {t[:60]!r} must hold exactly one plain {{}} for the label "
+                            "prompt (no other fields, format specs or conversions)")
     attrs: dict[str, AttributeSpec] = {}
     if not isinstance(data["attributes"], dict) or not data["attributes"]:
         raise UserError(f"{doc.where('attributes')}: attributes must map attribute names to their labels")
