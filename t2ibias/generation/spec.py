@@ -185,7 +185,8 @@ def _spec_for_local_folder(folder: Path) -> GeneratorSpec:
             "save one with `pipe.save_pretrained(folder)`"
         ) from None
     if not isinstance(cls, str) or not cls:
-        raise UserError(f"{index}: _class_name: must name a diffusers pipeline class (save the folder with `pipe.save_pretrained`)")
+        raise UserError(f"{index}: _class_name: must name a diffusers pipeline class; custom code in a folder is never run "
+                        "(save the folder with `pipe.save_pretrained`)")
     defaults = GeneratorSpec(id="", source="", pipeline=cls)
     steps, guidance = _call_defaults(cls)
     origin = f"{cls}'s own call defaults" if steps is not None else "t2ibias defaults (the pipeline class names none)"

@@ -173,11 +173,13 @@ def _check_metric_rows(path: Path, metrics: Any, fix: str) -> None:
     """A metrics.json the report can read: an object whose ``rows`` are complete metric rows."""
     from t2ibias.metrics.score import ROW_KEYS
 
+    # rows written before intervals named their aggregate, method and tests are still readable
+    required = [k for k in ROW_KEYS if k not in ("aggregate", "method", "p_value", "q_value")]
     rows = metrics.get("rows") if isinstance(metrics, dict) else None
     if not isinstance(rows, list):
         raise UserError(f"{path}: field rows: missing or not a list of metric rows (re-run `{fix}`)")
     for i, row in enumerate(rows):
-        lacking = [k for k in ROW_KEYS if k not in row] if isinstance(row, dict) else list(ROW_KEYS)
+        lacking = [k for k in required if k not in row] if isinstance(row, dict) else required
         if lacking:
             raise UserError(f"{path}: field rows[{i}]: lacks {', '.join(lacking)} (re-run `{fix}`)")
 
