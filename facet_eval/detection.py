@@ -43,9 +43,9 @@ from t2ibias.stats.cluster_bootstrap import (
     bonferroni_intervals,
     group_replicates,
     percentile_columns,
-    resample_weights,
     wald_pvalues,
 )
+from t2ibias.stats.cluster import resample_weights
 from t2ibias.stats.testing import bh_qvalues
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -271,7 +271,7 @@ def rows_from_values(
     people = np.flatnonzero(np.asarray(evaluated, dtype=bool))
     _, clusters = np.unique(data.people["image_id"].to_numpy()[people], return_inverse=True)
     n_images = int(clusters.max()) + 1 if len(people) else 0
-    weights = resample_weights(n_images, n_boot, _rng(seed, "images"))
+    weights = resample_weights(n_images, n_boot, _rng(seed, "images"), dtype=np.float32)
     values = np.column_stack([np.asarray(per_person[m], dtype=float)[people] for m in metrics])
     member = np.column_stack([m[people] for m in masks])
     pairs: list[tuple[str, str, str]] = []

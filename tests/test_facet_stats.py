@@ -22,9 +22,9 @@ from t2ibias.stats.cluster_bootstrap import (
     bonferroni_intervals,
     group_replicates,
     percentile_columns,
-    resample_weights,
     wald_pvalues,
 )
+from t2ibias.stats.cluster import resample_weights
 from tests.facet_fixtures import FULL, person, write_facet
 
 TRUE_AR50 = 0.6
@@ -175,7 +175,7 @@ def test_group_replicates_are_image_resamples():
     clusters = rng.integers(0, n_images, n)
     values = np.column_stack([rng.integers(0, 2, n), rng.integers(0, 11, n) / 10, rng.random(n)])
     groups = rng.random((n, 3)) < 0.5
-    weights = resample_weights(n_images, 40, rng)
+    weights = resample_weights(n_images, 40, rng, dtype=np.float32)
     assert weights.shape == (40, n_images) and np.all(weights.sum(axis=1) == n_images)
     res = group_replicates(values, groups, clusters, weights)
     for b in range(5):
@@ -198,7 +198,7 @@ def test_linearized_gap_variance_matches_the_bootstrap():
     clusters = data.people["image_id"].to_numpy()
     m = group_membership(data.people)["skin_tone"]
     groups = np.column_stack([m["3"], m["4"]])
-    res = group_replicates(hits, groups, clusters, resample_weights(300, 4000, rng))
+    res = group_replicates(hits, groups, clusters, resample_weights(300, 4000, rng, dtype=np.float32))
     boot = np.var(res.gap_replicates([0], [1])[:, 0, 0])
     assert res.gap_variance([0], [1])[0, 0] == pytest.approx(boot, rel=0.15)
 

@@ -39,23 +39,6 @@ EXACT_FLOAT32 = 2**24
 MAX_SCALE = 100
 
 
-def resample_weights(n_clusters: int, n_resamples: int, rng: np.random.Generator, *, chunk: int = 100) -> np.ndarray:
-    """(B, I) float32 counts of each of I clusters in B resamples of I clusters with replacement.
-
-    Each row is Multinomial(I, 1/I, ..., 1/I), drawn as I uniform picks counted by ``bincount``,
-    ``chunk`` rows at a time.
-    """
-    out = np.zeros((n_resamples, n_clusters), dtype=np.float32)
-    if n_clusters == 0:
-        return out
-    for a in range(0, n_resamples, chunk):
-        b = min(a + chunk, n_resamples)
-        picks = rng.integers(0, n_clusters, size=(b - a, n_clusters))
-        picks += (np.arange(b - a) * n_clusters)[:, None]
-        out[a:b] = np.bincount(picks.ravel(), minlength=(b - a) * n_clusters).reshape(b - a, n_clusters)
-    return out
-
-
 def integer_scale(values: np.ndarray, max_scale: int = MAX_SCALE) -> int | None:
     """The smallest d <= ``max_scale`` with every value × d an integer (to 1e-9), or None."""
     uniq = np.unique(np.asarray(values, dtype=float))
@@ -158,7 +141,7 @@ class GroupReplicates:
 
 def group_replicates(values: np.ndarray, groups: np.ndarray, clusters: np.ndarray, weights: np.ndarray) -> GroupReplicates:
     """Means of ``values`` (n, M) over each group (``groups`` (n, G) bool) with image-bootstrap
-    replicates under ``weights`` (B, I) (from :func:`resample_weights`), people belonging to
+    replicates under ``weights`` (B, I) (from :func:`t2ibias.stats.cluster.resample_weights`), people belonging to
     cluster ``clusters[i]`` in [0, I).
 
     Pass the people of one domain (e.g. one class) with the weights of the whole design: images
