@@ -18,6 +18,7 @@ import pytest
 
 from t2ibias.errors import UserError
 from t2ibias.yamlio import ALIAS_VALUE_BUDGET, load_located_yaml
+from tests.test_safe_loading import t2ibias_cli
 
 REPO = Path(__file__).resolve().parent.parent
 #: A refusal through a CLI, imports done: a fraction of a second alone, bounded loosely for shared
@@ -47,24 +48,6 @@ def refusal(code: int, err: str, path: Path, line: int) -> str:
     assert re.search(rf"{re.escape(str(path))}:{line}: ", flat), err
     assert "alias" in flat, err
     return flat
-
-
-def t2ibias_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    import logging
-    import sys
-
-    from tests.test_cli import in_process
-
-    # log handlers made during an earlier in-process call (the CLI's, diffusers' own) hold that
-    # call's captured stderr, closed since: point them at this call's
-    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
-    for handler in {h for lg in loggers for h in lg.handlers}:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
-            monkeypatch.setattr(handler, "stream", sys.stderr)
-            if "flush" in vars(handler):  # diffusers binds its handler's flush to that stream too
-                monkeypatch.setattr(handler, "flush", sys.stderr.flush)
-
-    return in_process(monkeypatch, capsys, *args)
 
 
 @pytest.fixture(scope="module", autouse=True)
