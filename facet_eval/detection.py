@@ -45,7 +45,7 @@ from t2ibias.stats.cluster_bootstrap import (
     percentile_columns,
     wald_pvalues,
 )
-from t2ibias.stats.cluster import resample_weights
+from t2ibias.stats.cluster import resample_weights, share_interval_clustered
 from t2ibias.stats.testing import bh_qvalues
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -55,7 +55,9 @@ N_BOOT = 1000
 CONFIDENCE = 0.95
 METRICS = ("AR50", "AR75", "mAR")
 #: interval methods named in the rows (see :mod:`t2ibias.stats.cluster_bootstrap`)
-VALUE_METHOD = "image bootstrap percentile"
+#: per-group recall is a share of people: Korn–Graubard at the image-bootstrap variance, so a group
+#: whose people were all found still gets an interval with width (a percentile one would be [1, 1])
+VALUE_METHOD = "korn-graubard (image bootstrap variance)"
 GAP_METHOD = "joint image bootstrap percentile"
 ADJ_METHOD = "Wald, image-clustered SE"
 SIGNIFICANT_Q = 0.05
@@ -284,7 +286,7 @@ def rows_from_values(
     for cls, cmask in class_masks:
         sel = cmask[people]
         res = group_replicates(values[sel], member[sel], clusters[sel], weights)
-        lo, hi = percentile_columns(res.replicates, confidence)
+        lo, hi = share_interval_clustered(res.estimate, res.replicates, res.n[:, None], res.n_clusters[:, None], confidence)
         for j, (attr, g) in enumerate(groups):
             k = int(res.n[j])
             for mi, metric in enumerate(metrics):

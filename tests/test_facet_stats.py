@@ -82,7 +82,7 @@ def test_image_clustered_interval_covers_ar50_and_a_person_level_one_does_not():
     share = {k: v / reps for k, v in covered.items()}
     # MC standard error at 0.95 is 0.014
     assert 0.91 <= share["images"] <= 0.99, share
-    assert share["people"] <= 0.86, share
+    assert share["people"] <= 0.90 and share["images"] - share["people"] >= 0.05, share
     assert 0.90 <= share["gap"] <= 0.99, share
     assert share["rejected"] <= 0.09, share
 
@@ -109,7 +109,7 @@ def test_gap_interval_holds_zero_for_equal_groups_sharing_images(tmp_path):
     assert mst["ci_low"] < mst["value"] < mst["ci_high"]
     for r in rows:
         if r["metric"] == "AR50" and r["n"]:
-            assert r["n_images"] <= 60 and r["method"] == "image bootstrap percentile"
+            assert r["n_images"] <= 60 and r["method"] == "korn-graubard (image bootstrap variance)"
 
 
 def test_q_values_are_scipy_bh_within_each_family(tmp_path):
