@@ -8,8 +8,9 @@ the ten thresholds) as recall over those people.
 
 Statistics (:mod:`t2ibias.stats.cluster_bootstrap`): people of one image are not independent, so
 intervals resample images (all evaluated people of an image together), the same draws for every
-class, group and metric. A group's interval is the percentile interval of its replicates
-(``method`` "image bootstrap percentile"); a disparity's is that of the differences of the two
+class, group and metric. A group's recall is a share of its people: its interval is Korn–Graubard's
+at the variance of its replicates (``method`` "korn-graubard (image bootstrap variance)"), never
+zero width; a disparity's is that of the differences of the two
 groups on the same draws ("joint image bootstrap percentile"), right for groups that share
 people (one person can be in several MST groups). Each compared disparity row carries ``se``
 (the image-clustered linearized standard error), ``p_value`` (two-sided test of no gap, with the
