@@ -102,8 +102,10 @@ for _name, _info in METRIC_INFO.items():
                          else "clopper-pearson minus the reference" if _name == "share_minus_reference"
                          else "bootstrap percentile" if _name == location.METRIC
                          else None if _name == "count" or _name.endswith("_seed_sd") else _SKEW_INTERVAL)
-    if _name in {m.name for m in GROUP_METRICS + REFERENCE_METRICS} or _name == "proportion":
+    if _name == "proportion":
         _info["interval"] += f"; paired differences: {PAIRED_NAME}"
+    elif _name in {m.name for m in GROUP_METRICS}:
+        _info["interval"] += "; paired differences: difference of mean-over-prompts bounds"
 
 
 def share_halfwidth(n: int, confidence: float = CONFIDENCE) -> float:
@@ -471,7 +473,8 @@ def _add_qvalues(rows: list[dict[str, Any]]) -> None:
 def check_options(ci_method: str, confidence: float, min_n: int) -> None:
     """One-line errors for interval options a user typed."""
     if ci_method not in CI_METHODS:
-        raise UserError(f"--ci {ci_method}: unknown interval method (use {', '.join(CI_METHODS)})")
+        hint = "; the percentile and BCa bootstraps are gone: they cannot reach a share of 0 or 1" if ci_method in ("percentile", "bca") else ""
+        raise UserError(f"--ci {ci_method}: unknown interval method (use {', '.join(CI_METHODS)}{hint})")
     if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
         raise UserError(f"--confidence {confidence}: must lie strictly between 0 and 1 (e.g. 0.95)")
     if not (isinstance(min_n, int) and min_n >= 1):
