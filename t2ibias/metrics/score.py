@@ -33,7 +33,7 @@ from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_
 from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics import legacy
-from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, normalized_entropy, proportions,
+from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions,
                                  total_variation, total_variation_uniform)
 from t2ibias.run import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text
