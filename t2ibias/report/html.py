@@ -286,7 +286,8 @@ class _Tables:
         # over several prompts the headline is the mean over prompts; the pooled-counts figure of the
         # same metric is shown beside it under its own name, never in its place
         rows = [dict(r, metric=f"{r.get('metric')}{POOLED_SUFFIX}")
-                if r.get("aggregate") == "pooled" and r.get("metric") != "count" and r.get("group_by") != "prompt_id" else r
+                if r.get("aggregate") == "pooled" and r.get("metric") != "count" and not str(r.get("metric")).endswith("_seed_sd")
+                and r.get("group_by") != "prompt_id" else r
                 for r in rows]
         for name in [str(r.get("metric")) for r in rows if str(r.get("metric")).endswith(POOLED_SUFFIX)]:
             base = self.defs.get(name[: -len(POOLED_SUFFIX)], {})
@@ -469,8 +470,9 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "model": {k: model.get(k) for k in MODEL_FIELDS} | model,
         "bootstrap": {"n_resamples": None, "confidence": None} | (run.metrics.get("bootstrap") or {}),
         "overall": overall,
-        "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]],
-                                                             METRIC_ORDER)],
+        # the model card's table: the headline (mean over prompts) of each metric; pooled counts are in the report
+        "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]
+                                                              if not s["metric"].endswith(POOLED_SUFFIX)], METRIC_ORDER)],
         "metric_info": tables.metric_info,
         "splits": [
             {"group_by": gb, "title": SPLIT_TITLES[gb],
