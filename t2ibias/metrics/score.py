@@ -254,6 +254,7 @@ def _per_prompt(matrix: np.ndarray, n_labels: int, confidence: float, seed: int)
         "values": {m.name: np.asarray(m.fn(classified), dtype=float) for m in GROUP_METRICS},
         "bounds": _skew_bounds(classified, confidence=confidence),
         "balance_p": fit_pvalues(classified, seed=seed) if n_labels >= 2 else np.full(len(matrix), np.nan),
+        "reference_rows": {},  # prompt index → {(metric, label): row}, filled by the per-prompt rows
     }
 
 
@@ -290,8 +291,10 @@ def _prompt_rows(axis: str, order: list[str], bins: list[str], n_labels: int, ma
                              _join(_small(n_cls, min_n), "p_value: exact test of balance"), method=PROJECTION,
                              p_value=pp["balance_p"][i]))
         if pid in refs:
-            rows += _reference_rows(axis, "prompt_id", pid, bins[:n_labels], pp["classified"][i], refs[pid],
-                                    confidence, min_n, seed)
+            ref_rows = _reference_rows(axis, "prompt_id", pid, bins[:n_labels], pp["classified"][i], refs[pid],
+                                       confidence, min_n, seed)
+            pp["reference_rows"][i] = {(r["metric"], r["label"]): r for r in ref_rows}  # the aggregates average these
+            rows += ref_rows
     return rows
 
 
@@ -326,7 +329,7 @@ def _reference_rows(axis: str, group_by: str, group: str, labels: list[str], cla
 
 def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_labels: int, matrix: np.ndarray,
                     pp: dict[str, Any], idx: list[int], prompt_refs: list[tuple[np.ndarray, str] | None],
-                    confidence: float, seed: int) -> list[dict[str, Any]]:
+                    confidence: float) -> list[dict[str, Any]]:
     """Rows for a group of prompts: the mean over prompts of each per-prompt figure (the headline,
     DALL-Eval's aggregate) and the pooled-counts figure beside it, each with a prompt-level interval."""
     sub = matrix[idx]
@@ -372,8 +375,7 @@ def _aggregate_rows(axis: str, group_by: str, group: str, bins: list[str], n_lab
                          aggregate="pooled", method=PROJECTION + " (korn-graubard box)"))
     refs = [prompt_refs[i] for i in idx]
     if n_prompts and all(r is not None for r in refs) and n_labels >= 2:
-        per = [{(r["metric"], r["label"]): r for r in _reference_rows(axis, "prompt_id", "", bins[:n_labels], pp["classified"][i], r,
-                                                                      confidence, 0, seed)} for i, r in zip(idx, refs)]
+        per = [pp["reference_rows"][i] for i in idx]
         sources = {r[1] for r in refs}
         for key in dict.fromkeys(k for p in per for k in p):
             got = [p[key] for p in per if key in p and math.isfinite(p[key]["value"])]
@@ -510,8 +512,8 @@ def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str,
                 continue  # one group only: the same numbers as "all"
             for value in dict.fromkeys(values):
                 idx = [i for i, v in enumerate(values) if v == value]
-                rows += _aggregate_rows(axis, column, value, bins, n_labels, matrix, pp, idx, prompt_refs, confidence, seed)
-        rows += _aggregate_rows(axis, "all", "all", bins, n_labels, matrix, pp, list(range(len(order))), prompt_refs, confidence, seed)
+                rows += _aggregate_rows(axis, column, value, bins, n_labels, matrix, pp, idx, prompt_refs, confidence)
+        rows += _aggregate_rows(axis, "all", "all", bins, n_labels, matrix, pp, list(range(len(order))), prompt_refs, confidence)
         rows += _paired_rows(axis, order, prompts, bins, n_labels, pp, confidence)
         rows += _seed_rows(axis, bins, n_labels, sub)
     _add_qvalues(rows)
