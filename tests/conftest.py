@@ -33,3 +33,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def yolo_env(tmp_path_factory):
+    """Offline ultralytics with a private settings folder (set before ultralytics is imported)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("YOLO_OFFLINE", "1")
+        mp.setenv("YOLO_AUTOINSTALL", "0")
+        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
+        yield

@@ -36,6 +36,18 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
+#: ``t2ibias ARGS`` with every generate batch slowed by 0.3 s, for a signal that must land mid-run.
+SLOW_GENERATE = (
+    "import sys, time\n"
+    "from t2ibias.generation import diffusers_adapter as d\n"
+    "fast = d.DiffusersGenerator.generate\n"
+    "d.DiffusersGenerator.generate = lambda self, *a, **k: (time.sleep(0.3), fast(self, *a, **k))[1]\n"
+    "from t2ibias.cli import main\n"
+    "sys.argv = ['t2ibias', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
 def t2ibias(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
     """``python -m t2ibias.cli ARGS`` in a real subprocess."""
     return subprocess.run(
@@ -153,17 +165,8 @@ def test_sigkill_mid_sweep_then_resume_matches_an_uninterrupted_run(swept, tmp_p
     args = [*SWEEP, "--out", str(run_dir)]
     with open(tmp_path / "stderr.txt", "wb") as errors:
         # each batch takes at least 0.3 s, so the kill lands mid-run even on a loaded machine
-        slow = (
-            "import sys, time\n"
-            "from t2ibias.generation import diffusers_adapter as d\n"
-            "fast = d.DiffusersGenerator.generate\n"
-            "d.DiffusersGenerator.generate = lambda self, *a, **k: (time.sleep(0.3), fast(self, *a, **k))[1]\n"
-            "from t2ibias.cli import main\n"
-            "sys.argv = ['t2ibias', *sys.argv[1:]]\n"
-            "main()\n"
-        )
         proc = subprocess.Popen(
-            [sys.executable, "-c", slow, *args, "--batch-size", "1"],
+            [sys.executable, "-c", SLOW_GENERATE, *args, "--batch-size", "1"],
             cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=errors,
         )
         try:

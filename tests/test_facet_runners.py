@@ -23,16 +23,6 @@ SIZES = {1: (128, 96), 2: (96, 128), 3: (112, 112)}  # image id → (width, heig
 
 
 @pytest.fixture(scope="module")
-def yolo_env(tmp_path_factory):
-    """Offline ultralytics with a private settings folder (set before ultralytics is imported)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_OFFLINE", "1")
-        mp.setenv("YOLO_AUTOINSTALL", "0")
-        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def facet(tmp_path_factory):
     """Three images of different sizes (one with no people), person masks for two people."""
     root = tmp_path_factory.mktemp("facet")

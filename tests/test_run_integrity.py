@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from t2ibias.store.lock import LOCK_FILE, RunLock, read_lock_holder
-from tests.test_cli import env, error_line, hashes, in_process
+from tests.test_cli import SLOW_GENERATE, env, error_line, hashes, in_process
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -385,15 +385,6 @@ def test_an_unreachable_hub_is_treated_as_offline_quietly(monkeypatch):
     assert constants.HF_HUB_OFFLINE is False
 
 
-SLOW_GENERATE = (
-    "import sys, time\n"
-    "from t2ibias.generation import diffusers_adapter as d\n"
-    "fast = d.DiffusersGenerator.generate\n"
-    "d.DiffusersGenerator.generate = lambda self, *a, **k: (time.sleep(0.3), fast(self, *a, **k))[1]\n"
-    "from t2ibias.cli import main\n"
-    "sys.argv = ['t2ibias', *sys.argv[1:]]\n"
-    "main()\n"
-)
 
 
 @pytest.mark.slow

@@ -115,15 +115,6 @@ def facet_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 # -- fixtures ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def yolo_env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_OFFLINE", "1")
-        mp.setenv("YOLO_AUTOINSTALL", "0")
-        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def facet_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("facet")
     write_facet(root, [person(1, 1, [10, 10, 40, 60], "nurse", gender_presentation_masc=1)], [1])
