@@ -168,7 +168,7 @@ def share_cases(rng: np.random.Generator, reps: int, cases: dict[int, Case]) -> 
 
 def skew_cases(rng: np.random.Generator, reps: int, cases: dict[int, Case], k: int) -> Sim:
     """Per-prompt skew statistics at exact balance, near it (TV = 0.05), far (TV = 0.4), one label only."""
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     labels = list(resolve_classifier_spec(CLASSIFIER).attributes[AXES[k]].labels)
     sim = Sim(AXES[k], labels)
@@ -225,7 +225,7 @@ def aggregate_cases(rng: np.random.Generator, reps: int, cases: dict[int, Case],
 
 def aggregate_cases_k4(rng: np.random.Generator, reps: int, cases: dict[int, Case]) -> Sim:
     """Groups of P prompts over four labels: all balanced, or shares from a Dirichlet over prompts."""
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     labels = list(resolve_classifier_spec(CLASSIFIER).attributes[AXES[4]].labels)
     sim = Sim(AXES[4], labels)

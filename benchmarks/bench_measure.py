@@ -68,11 +68,13 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from t2ibias.generation.diffusers_adapter import resolve_device
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
-    from t2ibias.measure.stage import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE, measure_stage
-    from t2ibias.run import SweepRequest, generate_stage, prepare_run
+    from t2ibias.core.device import resolve_device
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE
+    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.generation.stage import generate_stage
     from t2ibias.store.image_store import ImageStore
 
     device = resolve_device(args.device)

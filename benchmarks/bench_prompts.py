@@ -21,9 +21,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from t2ibias.paths import prompts_dir
+    from t2ibias.core.paths import prompts_dir
     from t2ibias.prompts.bank import expand, load_prompt_set
-    from t2ibias.run import image_jobs
+    from t2ibias.store.rundir import image_jobs
 
     files = sorted(prompts_dir().glob("*.yaml"))
 

@@ -35,9 +35,12 @@ def main() -> None:
 
     import torch
 
-    from t2ibias.generation.diffusers_adapter import DiffusersGenerator, resolve_device
-    from t2ibias.generation.spec import GeneratorSpec
-    from t2ibias.run import SweepRequest, generate_stage, image_jobs, prepare_run, read_prompts
+    from t2ibias.generation.diffusers_adapter import DiffusersGenerator
+    from t2ibias.core.device import resolve_device
+    from t2ibias.models.generator_spec import GeneratorSpec
+    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.generation.stage import generate_stage
+    from t2ibias.store.rundir import image_jobs, read_prompts
 
     work = Path(tempfile.mkdtemp(prefix="t2ibias-bench-"))
     device = resolve_device(args.device)

@@ -31,7 +31,7 @@ import numpy as np
 
 from facet_eval.data import FacetData, canonical_class
 from facet_eval.detection import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, rows_from_values
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 TASK = "classification"
 METRIC = "recall"
@@ -197,7 +197,7 @@ def _describe(key: Any) -> str:
 
 def write_class_predictions(predictions: dict[int, str], path: str | Path) -> Path:
     """Write predictions in the ``--predictions`` JSON format (sorted by person_id), atomically."""
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.files import atomic_write_text
 
     path = Path(path)
     lines = [json.dumps({"person_id": int(p), "class": c}) for p, c in sorted(predictions.items())]
@@ -275,8 +275,8 @@ def largest_gaps(rows: list[dict[str, Any]], top: int = TOP_GAPS) -> list[dict[s
 
 def write_largest_gaps(gaps: list[dict[str, Any]], path: str | Path) -> Path:
     """``largest_gaps.csv`` (columns :data:`GAP_COLUMNS`, fractions), atomically."""
-    from t2ibias.csvsafe import escape_cell
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.csvsafe import escape_cell
+    from t2ibias.core.files import atomic_write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(GAP_COLUMNS), lineterminator="\n")
@@ -440,8 +440,8 @@ def predict_with_clip(
     import open_clip
     import torch
 
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     if batch_size < 1:
         raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")

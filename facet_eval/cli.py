@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from facet_eval import __version__
-from t2ibias.errors import UserError, check_output_dir, check_output_file, report_problems, run_cli, writing
+from t2ibias.core.errors import UserError, check_output_dir, check_output_file, report_problems, run_cli, writing
 
 app = typer.Typer(help="Evaluate vision models on FACET, disaggregated by perceived attributes.", add_completion=False,
                   pretty_exceptions_enable=False)
@@ -88,7 +88,7 @@ def _person_predictions(task: str, data, out: Path, model: str | None, predictio
 def _finish(rows: list, out: Path, run: dict, seed: int) -> None:
     """Write metrics.json, metrics.csv and run.json, print the summary."""
     from facet_eval.detection import write_outputs
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.files import atomic_write_text
 
     with writing("--out"):
         write_outputs(rows, out)
@@ -172,7 +172,7 @@ def classify(
     from facet_eval.detection import write_outputs
     from facet_eval.groups import group_membership
     from facet_eval.groups import intersect as intersect_groups
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.files import atomic_write_text
 
     if model is not None and predictions is not None:
         raise UserError("classify: pass either --model ID or --predictions FILE, not both")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.errors import UserError, decode_error_message
+from t2ibias.core.errors import UserError, decode_error_message
 
 REQUIRED_COLUMNS = ("person_id", "filename", "class1", "class2", "bounding_box")
 #: The perceived-attribute columns of the release's annotations.csv (Gustafson et al., ICCV 2023),

@@ -39,7 +39,7 @@ import pandas as pd
 
 from facet_eval.data import FacetData
 from facet_eval.groups import Membership, group_membership, intersect, is_na_group
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.stats.cluster_bootstrap import (
     bonferroni_intervals,
     group_replicates,
@@ -361,8 +361,8 @@ def _clean(v: Any) -> Any:
 def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, console: Any = None) -> None:
     """Write ``metrics.json`` (``{"rows": [...]}``, NaN as null) and ``metrics.csv`` atomically,
     then print a summary."""
-    from t2ibias.csvsafe import frame_to_csv
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.csvsafe import frame_to_csv
+    from t2ibias.core.files import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

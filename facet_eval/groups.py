@@ -96,7 +96,7 @@ def intersect(membership: Membership, a: str, b: str) -> dict[str, np.ndarray]:
     """Groups ``"<ga>&<gb>"`` of people in group ga of attribute a and gb of attribute b."""
     for name in (a, b):
         if name not in membership:
-            from t2ibias.errors import UserError
+            from t2ibias.core.errors import UserError
 
             raise UserError(f"--intersect: unknown attribute {name!r} (choose from {', '.join(membership)})")
     return {f"{ga}&{gb}": ma & mb for ga, ma in membership[a].items() for gb, mb in membership[b].items()}

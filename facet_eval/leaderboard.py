@@ -21,8 +21,8 @@ import jinja2
 
 from facet_eval import __version__
 from facet_eval.submission import MIN_N, SCHEMA_VERSION, compute_summary, load_submission, validate_document
-from t2ibias.errors import UserError
-from t2ibias.store.image_store import atomic_write_text
+from t2ibias.core.errors import UserError
+from t2ibias.core.files import atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "leaderboard.html.j2"

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import file_sha256
-from t2ibias.safe_load import first_line, load_weights_file, load_yolo, refuse_code, weights_only_loads
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import file_sha256
+from t2ibias.core.safe_load import first_line, load_weights_file, load_yolo, refuse_code, weights_only_loads
 
 MAX_DETS = 100
 TASKS = ("detection", "segmentation")
@@ -132,7 +132,7 @@ def predict_people(
 
 def write_predictions(preds: list[dict[str, Any]], path: str | Path) -> Path:
     """Write ``preds`` as a COCO results JSON list, atomically (readers never see half a file)."""
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.files import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(preds, separators=(",", ":"), allow_nan=False) + "\n")
@@ -280,7 +280,7 @@ def _open_model(model: str, task: str, device: str, person_class: int | None) ->
     if not isinstance(model, str) or not model.strip():
         raise UserError("model: empty id (pass a .pt path, an ultralytics release name such as yolo11x.pt, "
                         f"or {TORCHVISION_PREFIX}fasterrcnn_resnet50_fpn)")
-    from t2ibias.generation.diffusers_adapter import resolve_device
+    from t2ibias.core.device import resolve_device
 
     dev = resolve_device(device)
     if model.startswith(TORCHVISION_PREFIX):

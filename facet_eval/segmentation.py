@@ -20,7 +20,7 @@ import numpy as np
 
 from facet_eval.data import FacetData
 from facet_eval.detection import CONFIDENCE, N_BOOT, check_confidence, match_annotations, read_results_list, rows_from_matches
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 RLE_HINT = "write an RLE {'size': [height, width], 'counts': ...} as pycocotools.mask.encode gives"
 

@@ -23,8 +23,8 @@ from typing import Any
 from facet_eval import __version__
 from facet_eval.detection import MIN_GROUP_SIZE as MIN_N
 from facet_eval.groups import is_na_group
-from t2ibias.errors import UserError, decode_error_message
-from t2ibias.store.image_store import atomic_write_text
+from t2ibias.core.errors import UserError, decode_error_message
+from t2ibias.core.files import atomic_write_text
 
 SCHEMA_NAME = "facet-eval-submission"
 #: Version 2: worst-group gaps over non-``na`` groups with n >= MIN_N only, with ``best_n`` and the

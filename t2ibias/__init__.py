@@ -4,4 +4,6 @@ Stages (each reads only the files of the stage before it, so any stage can be re
 prompts → generate → measure → score → report. See ``t2ibias --help``.
 """
 
-__version__ = "0.1.0"
+from t2ibias.core.version import __version__
+
+__all__ = ["__version__"]

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from facet_fixtures import person, write_facet
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.measure.audit import (
     FACET_ATTRIBUTES,
     SCHEMA,
@@ -30,7 +30,7 @@ from t2ibias.measure.audit import (
     run_audit,
     weighted_median_mst,
 )
-from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
 
 GENDER_CODE = {"masc": 0, "fem": 120, ABSTAIN: 240}
 AGE_CODE = {"young": 0, "middle": 120, "older": 240}
@@ -491,7 +491,7 @@ def test_missing_facet_root(tmp_path):
 
 def test_clip_predictor_end_to_end(tmp_path, audited, one_torch_thread):
     from t2ibias.measure.audit import ClipPredictor
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     spec = resolve_classifier_spec("tiny-random-clip")
     predictor = ClipPredictor(spec, "cpu")

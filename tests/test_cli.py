@@ -317,7 +317,7 @@ def test_missing_hub_weights_say_so_and_suggest_a_local_folder(tmp_path):
 
 
 def test_a_local_diffusers_folder_works_as_model(tmp_path, monkeypatch, capsys, t2ibias_cache):
-    from t2ibias.generation.tiny import tiny_model_dir
+    from t2ibias.models.tiny import tiny_model_dir
 
     folder = tmp_path / "my-sd"
     shutil.copytree(tiny_model_dir("tiny-random-sd"), folder)

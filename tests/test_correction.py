@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.metrics.agreement import _kappa_from_tables, agreement_rows
 from t2ibias.metrics.correction import corrected_proportions, simplex_inverse
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.prompts.bank import expand, resolve_prompt_set
 from t2ibias.prompts.dofair import (
     FAIRFACE_RACES,

@@ -21,7 +21,7 @@ from facet_eval.classification import (
     single_person_mask,
 )
 from facet_eval.data import load_facet
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from tests.facet_fixtures import FULL, person, write_facet, write_images
 from tests.test_facet_cli import run
 
@@ -350,8 +350,8 @@ def test_batched_prefetched_features_equal_encode_images(tiny_release, one_torch
     from PIL import Image
 
     from facet_eval.classification import iter_image_batches
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     clf = CLIPAttributeClassifier(resolve_classifier_spec("tiny-random-clip"))
     clf.load()

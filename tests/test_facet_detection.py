@@ -20,7 +20,7 @@ from facet_eval.detection import (
     write_outputs,
 )
 from facet_eval.groups import group_membership, intersect
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from tests.facet_fixtures import (
     COLUMNS,
     FULL,

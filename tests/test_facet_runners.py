@@ -16,7 +16,7 @@ from facet_eval.data import load_facet
 from facet_eval.detection import evaluate_detection, load_predictions, match_people, rows_from_matches
 from facet_eval.runners import MAX_DETS, encode_mask, parse_torchvision_id, predict_people, write_predictions
 from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from tests.facet_fixtures import person, write_facet, write_images
 
 SIZES = {1: (128, 96), 2: (96, 128), 3: (112, 112)}  # image id → (width, height)

@@ -18,7 +18,7 @@ from facet_eval.segmentation import (
     load_segm_predictions,
     match_people_segm,
 )
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from tests.facet_fixtures import person, write_facet, write_predictions
 
 H = W = 32

@@ -18,7 +18,7 @@ from facet_eval.submission import (
     validate_submission,
     write_submission,
 )
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 
 def _row(metric, attribute, group, value, n=100, ci=0.02, task="detection", cls=None, **extra):

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.prompts.bank import expand
 from t2ibias.prompts.dofair import dofair_prompt_set
 from t2ibias.prompts.retrieval import (

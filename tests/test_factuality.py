@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from t2ibias.errors import UserError
-from t2ibias.factuality_cli import factuality, factuality_tax_table, tax_rich_table
+from t2ibias.core.errors import UserError
+from t2ibias.cli.factuality import factuality, factuality_tax_table, tax_rich_table
 from t2ibias.metrics.factuality import (
     face_image_stem,
     factuality_tax,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.prompts.textgen import build_tiny_causal_lm
-from t2ibias.run import PROMPTS_FILE, SweepRequest, prepare_run
+from t2ibias.store.rundir import PROMPTS_FILE
+from t2ibias.sweep import SweepRequest, prepare_run
 
 
 def request(**kw) -> SweepRequest:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.measure.fairface import (
     AGE_BINS,
     AGE_GROUP_SHARES,
@@ -24,7 +24,7 @@ from t2ibias.measure.fairface import (
     fairface_rows,
     read_fairface_csv,
 )
-from t2ibias.measure.stage import COLUMNS
+from t2ibias.measure.table import COLUMNS
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

@@ -18,9 +18,11 @@ from t2ibias.generation.diffusers_adapter import (
     generator_fingerprint,
     resolve_weights,
 )
-from t2ibias.generation.spec import resolve_generator_spec
-from t2ibias.measure.classifier_spec import CLASSIFIER_DIR
-from t2ibias.run import SweepRequest, build_spec, generate_stage, image_jobs, prepare_run, read_prompts
+from t2ibias.models.generator_spec import resolve_generator_spec
+from t2ibias.models.classifier_spec import CLASSIFIER_DIR
+from t2ibias.sweep import SweepRequest, build_spec, prepare_run
+from t2ibias.generation.stage import generate_stage
+from t2ibias.store.rundir import image_jobs, read_prompts
 from t2ibias.store.image_store import FAILED, OK, ImageStore, image_seed
 
 MODELS = ["tiny-random-sd", "tiny-random-sdxl"]

@@ -826,7 +826,7 @@ def test_audit_skips_an_attribute_nobody_is_annotated_for_and_says_so(tmp_path):
 
 
 def test_a_non_utf8_byte_is_located(tmp_path):
-    from t2ibias.errors import decode_error_message
+    from t2ibias.core.errors import decode_error_message
 
     path = tmp_path / "faces.csv"
     path.write_bytes(b"image,race\ncaf\xe9.png,White\n")

@@ -78,7 +78,7 @@ def test_fairface_csv_import_and_agreement(run, monkeypatch, capsys, tmp_path, o
     code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
     assert code == 0, err
     assert "imported 1 FairFace faces" in err
-    from t2ibias.measure.stage import read_measurements, read_measurers
+    from t2ibias.measure.table import read_measurements, read_measurers
 
     info = {fp: m for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv"}
     assert len(info) == 1
@@ -108,7 +108,7 @@ def test_fairface_csv_without_race4_columns_is_imported(run, monkeypatch, capsys
     code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
     assert code == 0, err
     assert "imported 1 FairFace faces" in err
-    from t2ibias.measure.stage import read_measurements, read_measurers
+    from t2ibias.measure.table import read_measurements, read_measurers
 
     fp, info = next((fp, m) for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv")
     assert info["attributes"] == ["race", "gender_presentation", "age_fairface", "age_group"]
@@ -238,7 +238,7 @@ def test_audit_on_face_crops_sees_the_face_the_measure_stage_would(tmp_path, mon
     from skimage import data as skdata
 
     from t2ibias.measure.audit import run_audit
-    from t2ibias.measure.clip_zeroshot import Prediction
+    from t2ibias.models.clip_zeroshot import Prediction
     from t2ibias.measure.gate import HaarFaceGate
     from tests.facet_fixtures import person, write_facet
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2ibias.errors import UserError
-from t2ibias.measure.classifier_spec import (
+from t2ibias.core.errors import UserError
+from t2ibias.models.classifier_spec import (
     CLASSIFIER_DIR,
     CLASSIFIERS,
     PERSON_ATTRIBUTE,
@@ -266,7 +266,7 @@ def loaded(tiny_spec):
     """The tiny classifier, loaded once, and the calls it made to open_clip."""
     import open_clip
 
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     calls = []
     real = open_clip.create_model_and_transforms
@@ -299,7 +299,7 @@ def _images() -> list[Image.Image]:
 
 
 def test_tiny_clip_loads_a_local_safetensors_through_open_clip(loaded, tiny_spec, t2ibias_cache):
-    from t2ibias.measure.clip_zeroshot import tiny_clip_checkpoint
+    from t2ibias.models.clip_zeroshot import tiny_clip_checkpoint
 
     _, calls = loaded
     assert len(calls) == 1
@@ -321,7 +321,7 @@ def test_tiny_clip_loads_a_local_safetensors_through_open_clip(loaded, tiny_spec
 
 
 def test_classify_returns_a_prediction_per_attribute(classifier, tiny_spec):
-    from t2ibias.measure.clip_zeroshot import ABSTAIN
+    from t2ibias.models.clip_zeroshot import ABSTAIN
 
     images = _images()
     out = classifier.classify(images)
@@ -344,7 +344,7 @@ def test_classify_returns_a_prediction_per_attribute(classifier, tiny_spec):
 
 
 def test_abstains_exactly_below_the_margin(classifier, tiny_spec):
-    from t2ibias.measure.clip_zeroshot import ABSTAIN
+    from t2ibias.models.clip_zeroshot import ABSTAIN
 
     images = _images() + [_noise(s) for s in range(2, 8)]
     margins = {name: [p[name].margin for p in classifier.classify(images)] for name in tiny_spec.attributes}
@@ -362,7 +362,7 @@ def test_abstains_exactly_below_the_margin(classifier, tiny_spec):
 
 
 def test_margin_099_at_low_temperature_abstains_on_everything(classifier, tiny_spec):
-    from t2ibias.measure.clip_zeroshot import ABSTAIN
+    from t2ibias.models.clip_zeroshot import ABSTAIN
 
     # with logit_scale 1 a cosine gap is at most 2, so no margin can reach 0.99
     attrs = {n: dataclasses.replace(a, abstain_margin=0.99) for n, a in tiny_spec.attributes.items()}
@@ -386,7 +386,7 @@ def test_classify_is_deterministic_and_batch_independent(classifier):
 
 
 def test_missing_local_checkpoint_is_a_user_error(tiny_spec, tmp_path):
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     missing = tmp_path / "weights" / "clip.safetensors"
     spec = dataclasses.replace(tiny_spec, pretrained=str(missing), random_weights=False)
@@ -400,7 +400,7 @@ def test_missing_local_checkpoint_is_a_user_error(tiny_spec, tmp_path):
 
 
 def test_unknown_pretrained_tag_is_a_user_error(tiny_spec):
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     spec = dataclasses.replace(tiny_spec, pretrained="no-such-tag", random_weights=False)
     with pytest.raises(UserError, match="`pretrained:`"):
@@ -419,7 +419,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(tiny_run):
-    from t2ibias.measure.stage import MEASUREMENTS_FILE, measure_stage
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
+    from t2ibias.measure.stage import measure_stage
 
     run, face_key = tiny_run
     first = measure_stage(run, device="cpu")
@@ -435,7 +436,8 @@ def _default_measurer() -> str:
 
 
 def test_second_measure_reuses_the_cache(measured):
-    from t2ibias.measure.stage import MEASUREMENTS_FILE, read_measurements
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
+    from t2ibias.measure.table import read_measurements
 
     run, _, first, second, data = measured
     assert first["measured"] == 2 and first["cached"] == 0
@@ -447,7 +449,7 @@ def test_second_measure_reuses_the_cache(measured):
 
 
 def test_measurements_have_one_image_row_per_attribute_per_image(measured, tiny_spec):
-    from t2ibias.measure.stage import COLUMNS, read_measurements
+    from t2ibias.measure.table import COLUMNS, read_measurements
     from t2ibias.store.image_store import ImageStore
 
     run = measured[0]
@@ -470,7 +472,7 @@ def test_measurements_have_one_image_row_per_attribute_per_image(measured, tiny_
 
 
 def test_the_astronaut_image_gets_a_face_row_with_its_box(measured, tiny_spec):
-    from t2ibias.measure.stage import read_measurements
+    from t2ibias.measure.table import read_measurements
 
     run, face_key = measured[:2]
     meas = read_measurements(run)
@@ -487,7 +489,7 @@ def test_the_astronaut_image_gets_a_face_row_with_its_box(measured, tiny_spec):
 
 def test_score_labels_the_astronaut_from_its_face(measured):
     from t2ibias.metrics.score import image_labels
-    from t2ibias.run import read_spec
+    from t2ibias.store.rundir import read_spec
 
     run, face_key = measured[:2]
     labels = image_labels(run, read_spec(run))
@@ -503,7 +505,8 @@ def test_score_labels_the_astronaut_from_its_face(measured):
 def test_another_classifier_measures_again_and_keeps_old_rows(measured, tmp_path):
     import shutil
 
-    from t2ibias.measure.stage import measure_stage, read_measurements
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.measure.table import read_measurements
 
     run = tmp_path / "copy"
     shutil.copytree(measured[0], run)
@@ -523,8 +526,8 @@ def test_another_classifier_measures_again_and_keeps_old_rows(measured, tmp_path
 
 def test_classifier_weights_are_checked_before_a_sweep_generates(tmp_path, monkeypatch):
     """Missing CLIP weights stop the sweep up front with one line, not after hours of generation."""
-    from t2ibias.measure.classifier_spec import CLASSIFIERS
-    from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+    from t2ibias.models.classifier_spec import CLASSIFIERS
+    from t2ibias.models.clip_zeroshot import ensure_classifier_weights
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -539,7 +542,8 @@ def test_classifier_weights_are_checked_before_a_sweep_generates(tmp_path, monke
 
 
 def test_measure_keeps_one_unit_length_embedding_per_image(measured):
-    from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements
+    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import EMBEDDINGS_FILE
 
     run = measured[0]
     emb = read_measurements(run, EMBEDDINGS_FILE)
@@ -552,7 +556,9 @@ def test_measure_keeps_one_unit_length_embedding_per_image(measured):
 def test_a_crash_between_the_two_writes_remeasures_without_duplicates(tiny_run, tmp_path):
     import shutil
 
-    from t2ibias.measure.stage import EMBEDDINGS_FILE, measure_stage, read_measurements
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import EMBEDDINGS_FILE
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0], run)
@@ -615,7 +621,7 @@ def test_logit_scale_must_be_positive(tmp_path, value):
 # -- cached text embeddings ----------------------------------------------------------------------
 
 def test_text_embeddings_are_cached_on_disk_and_reused(classifier, tiny_spec, monkeypatch):
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier, text_cache_path, tiny_clip_checkpoint
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, text_cache_path, tiny_clip_checkpoint
 
     path = text_cache_path(tiny_spec, str(tiny_clip_checkpoint(tiny_spec)), "cpu")
     assert path.is_file()  # written by the module's first load
@@ -638,7 +644,7 @@ def test_text_embeddings_are_cached_on_disk_and_reused(classifier, tiny_spec, mo
 
 
 def test_text_cache_key_follows_prompts_weights_and_device(tiny_spec, tmp_path):
-    from t2ibias.measure.clip_zeroshot import text_cache_path, tiny_clip_checkpoint
+    from t2ibias.models.clip_zeroshot import text_cache_path, tiny_clip_checkpoint
 
     weights = str(tiny_clip_checkpoint(tiny_spec))
     base = text_cache_path(tiny_spec, weights, "cpu")
@@ -654,7 +660,7 @@ def test_text_cache_key_follows_prompts_weights_and_device(tiny_spec, tmp_path):
 
 
 def test_a_changed_prompt_is_encoded_again(classifier, tiny_spec, monkeypatch):
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
     real = type(classifier.model).encode_text
     calls = []
@@ -794,11 +800,11 @@ def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
 
 def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yolo, tmp_path, tiny_spec):
     from t2ibias.measure.gate import PersonFaceGate, YoloPersonGate
-    from t2ibias.measure.stage import (
-        MEASURE_FILE, measure_stage, measurer_fingerprint, read_measurements, read_measurers, run_measurer,
-    )
+    from t2ibias.store.rundir import MEASURE_FILE
+    from t2ibias.measure.stage import measure_stage, measurer_fingerprint, run_measurer
+    from t2ibias.measure.table import read_measurements, read_measurers
     from t2ibias.metrics.score import image_labels
-    from t2ibias.run import read_spec
+    from t2ibias.store.rundir import read_spec
 
     run = _copy(measured[0], tmp_path)
     face_key = measured[1]
@@ -849,7 +855,7 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
 def test_images_with_nobody_are_counted_as_no_person(measured, tiny_yolo, tmp_path):
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import NO_PERSON, image_labels
-    from t2ibias.run import read_spec
+    from t2ibias.store.rundir import read_spec
 
     run = _copy(measured[0], tmp_path)
     result = measure_stage(run, device="cpu", person_detector=str(tiny_yolo), person_conf=1.0)
@@ -871,7 +877,7 @@ class _Brightness:
         return "brightness-v1"
 
     def measure(self, crops):
-        from t2ibias.measure.clip_zeroshot import Prediction
+        from t2ibias.models.clip_zeroshot import Prediction
 
         out = []
         for crop in crops:
@@ -885,9 +891,9 @@ class _Brightness:
 
 def test_extra_measurers_run_on_every_face_crop_under_their_own_fingerprint(measured, tmp_path, gate):
     from t2ibias.measure.gate import PersonFaceGate
-    from t2ibias.measure.stage import (
-        MEASUREMENTS_FILE, crop_measurer_fingerprint, measure_stage, read_measurements, read_measurers,
-    )
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
+    from t2ibias.measure.stage import crop_measurer_fingerprint, measure_stage
+    from t2ibias.measure.table import read_measurements, read_measurers
 
     run = _copy(measured[0], tmp_path)
     face_key = measured[1]
@@ -928,7 +934,8 @@ def test_extra_measurers_run_on_every_face_crop_under_their_own_fingerprint(meas
 
 
 def test_append_measurements_merges_rows_atomically_and_records_the_measurer(measured, tmp_path):
-    from t2ibias.measure.stage import COLUMNS, MEASUREMENTS_FILE, append_measurements, read_measurements, read_measurers
+    from t2ibias.measure.table import COLUMNS, append_measurements, read_measurements, read_measurers
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
 
     run = _copy(measured[0], tmp_path)
     key = measured[1]
@@ -963,7 +970,9 @@ def test_append_measurements_merges_rows_atomically_and_records_the_measurer(mea
 # -- bad input -------------------------------------------------------------------------------------
 
 def test_an_unreadable_image_is_named_after_the_rest_is_checkpointed(measured, tmp_path):
-    from t2ibias.measure.stage import MEASUREMENTS_FILE, measure_stage, read_measurements
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.measure.table import read_measurements
     from t2ibias.store.image_store import ImageStore
 
     run = _copy(measured[0], tmp_path)
@@ -982,7 +991,9 @@ def test_an_unreadable_image_is_named_after_the_rest_is_checkpointed(measured, t
 
 
 def test_zero_size_crops_are_skipped(measured, tmp_path, monkeypatch):
-    from t2ibias.measure.stage import MEASUREMENTS_FILE, measure_stage, read_measurements
+    from t2ibias.store.rundir import MEASUREMENTS_FILE
+    from t2ibias.measure.stage import measure_stage
+    from t2ibias.measure.table import read_measurements
 
     run = _copy(measured[0], tmp_path)
     (run / MEASUREMENTS_FILE).unlink()

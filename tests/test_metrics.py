@@ -365,7 +365,7 @@ def test_metrics_are_reproducible_and_clustered_over_prompts(metric_rows):
 
 
 def test_unknown_label_is_a_user_error():
-    from t2ibias.errors import UserError
+    from t2ibias.core.errors import UserError
 
     bad = _labels()
     bad.loc[0, "label"] = "robot"
@@ -424,7 +424,7 @@ def test_labour_statistics_reference_for_occupation_prompts():
 
 
 def test_share_interval_methods_are_selectable_and_bad_options_are_user_errors():
-    from t2ibias.errors import UserError
+    from t2ibias.core.errors import UserError
 
     spec = {"classifier": {"id": CLASSIFIER}, "base_seed": 0}
     exact = compute_metrics(_labels(), PROMPTS, spec)

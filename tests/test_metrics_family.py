@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.metrics import legacy
 from t2ibias.stats.bootstrap import (
     MIN_N,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.prompts.bank import expand, load_prompt_set, resolve_prompt_set
 from t2ibias.prompts.references import (
     check_references,

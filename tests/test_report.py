@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.report import fmt_estimate, write_model_card, write_report
 
 NAN_NOTE = "fewer than 2 classified images"

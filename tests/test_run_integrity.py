@@ -132,7 +132,7 @@ def test_force_replaces_a_run_but_keeps_the_users_own_files(scored, tmp_path, mo
 
 
 def test_clear_run_deletes_only_run_files(scored, tmp_path):
-    from t2ibias.run import clear_run
+    from t2ibias.store.rundir import clear_run
 
     run = copy_of(scored, tmp_path / "run")
     stray = run / "images" / "ab" / "not-a-key.png"
@@ -350,7 +350,7 @@ TWO_SWEEPS = (
 
 
 def test_missing_classifier_and_generator_weights_print_one_line_each(tmp_path, t2ibias_cache):
-    from t2ibias.generation.tiny import tiny_model_dir
+    from t2ibias.models.tiny import tiny_model_dir
 
     tiny_model_dir("tiny-random-sd")  # built once per session, not inside the command under test
     hub = tmp_path / "hf"
@@ -370,7 +370,7 @@ def test_an_unreachable_hub_is_treated_as_offline_quietly(monkeypatch):
     from huggingface_hub import constants
     from huggingface_hub import utils as hub_utils
 
-    from t2ibias import hub
+    from t2ibias.core import hub
 
     class Down:
         def head(self, *a, **k):
@@ -430,8 +430,8 @@ def test_a_limit_run_reports_only_the_prompts_it_ran(scored):
 
 
 def test_a_local_folder_is_flagged_and_takes_its_pipelines_defaults(tmp_path, t2ibias_cache):
-    from t2ibias.generation.spec import GENERATORS, resolve_generator_spec
-    from t2ibias.generation.tiny import tiny_model_dir
+    from t2ibias.models.generator_spec import GENERATORS, resolve_generator_spec
+    from t2ibias.models.tiny import tiny_model_dir
 
     folder = tmp_path / "my-sd"
     shutil.copytree(tiny_model_dir("tiny-random-sd"), folder)
@@ -465,7 +465,7 @@ def test_report_says_a_local_generator_has_an_unknown_licence(scored, tmp_path):
                           ([*SWEEP, "--out", "{run}", "--batch-size", "2"], 2, 2)],
                          ids=["measure-3", "sweep-default", "sweep-2"])
 def test_batch_sizes_are_the_users(args, generate_batch, measure_batch, scored, tmp_path, monkeypatch, capsys):
-    from t2ibias import run as run_module
+    from t2ibias.generation import stage as run_module
     from t2ibias.measure import stage
 
     run = copy_of(scored, tmp_path / "run")

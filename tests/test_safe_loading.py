@@ -164,7 +164,7 @@ def clip_config(tmp_path: Path, checkpoint: Path) -> Path:
 
 
 def tiny_pipeline_copy(tmp_path: Path) -> Path:
-    from t2ibias.generation.tiny import tiny_model_dir
+    from t2ibias.models.tiny import tiny_model_dir
 
     return Path(shutil.copytree(tiny_model_dir("tiny-random-sd"), tmp_path / "pipeline"))
 
@@ -221,7 +221,7 @@ def test_real_yolo_checkpoint_still_loads_in_restricted_mode(yolo_env, tmp_path)
     import torch
     import ultralytics.nn.tasks as tasks
 
-    from t2ibias.safe_load import load_yolo, ultralytics_yolo
+    from t2ibias.core.safe_load import load_yolo, ultralytics_yolo
 
     YOLO = ultralytics_yolo()
     torch.manual_seed(0)
@@ -369,7 +369,7 @@ def test_sweep_llm_folder_with_custom_model_code(tmp_path, marker, monkeypatch, 
 def test_weights_only_loads_overrides_callers_and_restores_the_environment(tmp_path, marker, monkeypatch):
     import torch
 
-    from t2ibias.safe_load import weights_only_loads
+    from t2ibias.core.safe_load import weights_only_loads
 
     evil = evil_file(tmp_path / "x.pt", marker)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -384,7 +384,7 @@ def test_plain_state_dicts_and_safetensors_still_load(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from t2ibias.safe_load import code_references, load_weights_file
+    from t2ibias.core.safe_load import code_references, load_weights_file
 
     state = {"w": torch.arange(3.0)}
     torch.save(state, tmp_path / "a.pth")
@@ -470,7 +470,7 @@ def unsafe_loading_calls() -> list[str]:
                     if not (isinstance(loader, (ast.Name, ast.Attribute)) and "Safe" in ast.unparse(loader)):
                         found.append(f"{where}: yaml.load without a safe loader")
                 elif name == "YOLO" and path != SAFE_HELPER:
-                    found.append(f"{where}: YOLO() outside t2ibias.safe_load.load_yolo")
+                    found.append(f"{where}: YOLO() outside t2ibias.core.safe_load.load_yolo")
                 elif name in GUARDED_LOADERS and not _inside_guard(call, parents):
                     found.append(f"{where}: {name}() outside `with weights_only_loads():`")
                 elif name == "from_pretrained" and not _is_const(_kw(call, "trust_remote_code"), False):

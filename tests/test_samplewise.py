@@ -56,7 +56,7 @@ def test_without_guidance_rows_run_one_by_one():
 def pipes(request):
     from diffusers import DiffusionPipeline
 
-    from t2ibias.generation.tiny import tiny_model_dir
+    from t2ibias.models.tiny import tiny_model_dir
 
     folder = tiny_model_dir(request.param)
     plain = DiffusionPipeline.from_pretrained(folder)

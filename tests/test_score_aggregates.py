@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.metrics.score import compute_metrics
 
 CLASSIFIER = "clip-vit-l-14-openai"

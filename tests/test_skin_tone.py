@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.measure import skin_tone
-from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
 from t2ibias.measure.skin_tone import (
     MST_HEX,
     MST_LABELS,

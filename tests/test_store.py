@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, image_key, image_seed
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, image_key, image_seed
+from t2ibias.core.files import atomic_write_bytes
 
 PARAMS = {"steps": 2, "guidance": 7.5, "height": 64, "width": 64, "call_kwargs": {}}
 

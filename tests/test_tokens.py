@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from t2ibias.generation.tiny import tiny_model_dir
+from t2ibias.models.tiny import tiny_model_dir
 from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
-from t2ibias.run import TOKENS_FILE, SweepRequest, prepare_run
+from t2ibias.store.rundir import TOKENS_FILE
+from t2ibias.sweep import SweepRequest, prepare_run
 
 LONG = "a photo of the face of a nurse " + "who works nights in a large city hospital " * 12
 

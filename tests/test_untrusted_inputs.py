@@ -16,8 +16,8 @@ import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
-from t2ibias.csvsafe import escape_cell, frame_to_csv, rows_to_csv, unescape_cell
-from t2ibias.errors import UserError
+from t2ibias.core.csvsafe import escape_cell, frame_to_csv, rows_to_csv, unescape_cell
+from t2ibias.core.errors import UserError
 from tests.test_cli import error_line, in_process
 
 MARKUP = "[/x] [bold]loud[/bold] [link=file:///etc/passwd]y[/link]"
@@ -175,7 +175,7 @@ def test_generator_config_fields_are_type_checked(tmp_path, monkeypatch, capsys,
 def test_classifier_config_fields_are_type_checked(tmp_path, edit, message):
     import yaml
 
-    from t2ibias.measure.classifier_spec import CLASSIFIER_DIR, load_classifier_spec_file
+    from t2ibias.models.classifier_spec import CLASSIFIER_DIR, load_classifier_spec_file
 
     data = yaml.safe_load((CLASSIFIER_DIR / "tiny-random-clip.yaml").read_text())
     data.update(edit)
@@ -256,7 +256,7 @@ def test_manifest_path_outside_the_run(small_run, tmp_path, monkeypatch, capsys,
     code, _, err = in_process(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu")
     line = error_line(code, err)
     assert key in line and "field path" in line
-    from t2ibias.measure.stage import read_measurements
+    from t2ibias.measure.table import read_measurements
 
     assert key not in set(read_measurements(run_dir)["key"])  # the file outside was never measured
     assert (run_dir / "manifest-0.jsonl").read_bytes() == before["manifest-0.jsonl"]
@@ -288,7 +288,7 @@ def test_report_never_thumbnails_a_file_outside_the_run(tmp_path):
 def test_factuality_tables_show_culture_and_intervention_names_as_typed():
     import pandas as pd
 
-    from t2ibias.factuality_cli import results_table, tax_rich_table
+    from t2ibias.cli.factuality import results_table, tax_rich_table
 
     cell = {"n_instances": 2, "n_scored": 1, **{f"{m}{s}": (None if s else 0.5) for m in (
         "dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from t2ibias.errors import UserError
-from t2ibias.yamlio import ALIAS_VALUE_BUDGET, load_located_yaml
+from t2ibias.core.errors import UserError
+from t2ibias.core.yamlio import ALIAS_VALUE_BUDGET, load_located_yaml
 from tests.test_safe_loading import t2ibias_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def warm_cli():
 
     import facet_eval.runners  # noqa: F401
     from t2ibias.cli import main
-    from t2ibias.generation.diffusers_adapter import resolve_device
+    from t2ibias.core.device import resolve_device
 
     resolve_device("cpu")  # imports torch
     argv = sys.argv

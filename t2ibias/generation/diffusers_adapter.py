@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
-from t2ibias.generation.spec import TINY_PREFIX, GeneratorSpec
-from t2ibias.safe_load import first_line, refuse_code_in_folder, weights_only_loads
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import fingerprint
+from t2ibias.models.generator_spec import TINY_PREFIX, GeneratorSpec
+from t2ibias.core.safe_load import first_line, refuse_code_in_folder, weights_only_loads
 
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -29,19 +29,6 @@ class ResolvedWeights:
     identity: str  # e.g. "hub:owner/name@<commit>", "local:<hash>", "tiny:tiny-random-sd-v1"
     #: The folder on this machine holding the files (the hub snapshot for hub models).
     folder: str = ""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible (use --device cpu, or check CUDA_VISIBLE_DEVICES)")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device}: unknown device (use auto, cpu or cuda)")
-    return device
 
 
 def effective_dtype(spec: GeneratorSpec, device: str) -> str:
@@ -74,7 +61,7 @@ def _missing_weights_message(spec: GeneratorSpec, reason: str) -> str:
 def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> ResolvedWeights:
     """Find (or fetch) the weights and pin the exact revision before any image key is computed."""
     if spec.is_tiny:
-        from t2ibias.generation.tiny import TINY_BUILD_VERSION, TINY_BUILDERS, tiny_model_dir
+        from t2ibias.models.tiny import TINY_BUILD_VERSION, TINY_BUILDERS, tiny_model_dir
 
         name = spec.source[len(TINY_PREFIX):]
         if name not in TINY_BUILDERS:

@@ -63,19 +63,19 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import file_sha256
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import file_sha256
 from t2ibias.stats.bootstrap import MIN_N, percentile_intervals
 from t2ibias.stats.cluster import CHUNK as CLUSTER_CHUNK
 from t2ibias.stats.cluster import cluster_codes, cluster_group_means, compare_groups, resample_weights, share_interval_clustered
 from t2ibias.stats.rng import seeded
 from t2ibias.stats.testing import bh_qvalues
-from t2ibias.store.image_store import atomic_write_text
+from t2ibias.core.files import atomic_write_text
 
 SCHEMA = "t2ibias-audit/1"
 PADDING = 0.25
 N_BINS = 10
-ABSTAIN = "abstain"  # same spelling as t2ibias.measure.clip_zeroshot.ABSTAIN
+ABSTAIN = "abstain"  # same spelling as t2ibias.models.clip_zeroshot.ABSTAIN
 
 #: classifier attribute → (FACET column prefix, FACET classes in order)
 FACET_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -104,7 +104,7 @@ class ClipPredictor:
     """A CLIP zero-shot classifier spec as a predictor: ``measure(crops)`` classifies PIL crops."""
 
     def __init__(self, spec: Any, device: str = "cpu") -> None:
-        from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
+        from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
         self.spec = spec
         self.id = spec.id
@@ -753,9 +753,9 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
 def _versions() -> dict[str, str]:
     import fairlearn
 
-    import t2ibias
+    from t2ibias.core.version import __version__
 
-    return {"t2ibias": t2ibias.__version__, "fairlearn": fairlearn.__version__, "numpy": np.__version__}
+    return {"t2ibias": __version__, "fairlearn": fairlearn.__version__, "numpy": np.__version__}
 
 
 def _json_safe(value: Any) -> Any:
@@ -771,7 +771,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    from t2ibias.csvsafe import escape_cell
+    from t2ibias.core.csvsafe import escape_cell
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

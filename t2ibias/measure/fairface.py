@@ -36,10 +36,10 @@ from typing import Any
 
 import pandas as pd
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import file_sha256, fingerprint
-from t2ibias.measure.clip_zeroshot import Prediction
-from t2ibias.safe_load import load_weights_file
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import file_sha256, fingerprint
+from t2ibias.models.clip_zeroshot import Prediction
+from t2ibias.core.safe_load import load_weights_file
 
 # FairFace's label orders (the order of its output units and of its score arrays) → t2ibias labels.
 RACE7_LABELS: dict[str, str] = {
@@ -287,7 +287,7 @@ def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -
     it), ``gender_presentation``, ``age_fairface``, ``age_group``; no abstention (label = top label).
     Faces of images that are not in the run raise :class:`UserError`.
     """
-    from t2ibias.measure.stage import COLUMNS
+    from t2ibias.measure.table import COLUMNS
 
     source = df.attrs.get("source", "FairFace CSV")
     unknown = df[~df["image_stem"].isin(image_keys)] if len(df) else df
@@ -326,7 +326,7 @@ def import_fairface_csv(run_dir: str | Path, path: str | Path) -> int:
     """Read a FairFace CSV made on ``run_dir``'s images and merge its faces into the run's
     measurements (measurer ``fairface-csv``, fingerprinted by the file's content); returns the
     number of faces. Nothing is written when any line of the CSV is bad."""
-    from t2ibias.measure.stage import append_measurements
+    from t2ibias.measure.table import append_measurements
     from t2ibias.store.image_store import ImageStore
 
     run_dir, path = Path(run_dir), Path(path)

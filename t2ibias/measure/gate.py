@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import file_sha256, fingerprint
-from t2ibias.safe_load import first_line, load_yolo, ultralytics_yolo  # noqa: F401 (ultralytics_yolo: re-exported)
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import file_sha256, fingerprint
+from t2ibias.core.safe_load import first_line, load_yolo, ultralytics_yolo  # noqa: F401 (ultralytics_yolo: re-exported)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 PIXEL_MST = "pixel-mst"
 FAIRFACE_PREFIXES = {"fairface": 7, "fairface7": 7, "fairface4": 4}
@@ -51,6 +51,6 @@ def resolve_measurer(name: str, device: str = "cpu") -> Any:
     if text == PIXEL_MST or text.partition(":")[0] in FAIRFACE_PREFIXES and ":" in text:
         return resolve_crop_measurer(text, device)
     from t2ibias.measure.audit import ClipPredictor
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
+    from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     return ClipPredictor(resolve_classifier_spec(text), device)

@@ -64,9 +64,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
-from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import fingerprint
+from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
 
 #: MST swatches 1 (lightest) to 10 (darkest), as published with the scale (RESEARCH.md §5).
 #: Used only when ``annotations/monk_skin_tone.csv`` is absent (a wheel install); a test checks
@@ -99,9 +99,9 @@ _CHUNK_PIXELS = 1 << 20  # pixels converted to CIELAB at once (bounds memory for
 
 
 def annotations_dir() -> Path:
-    import t2ibias
+    from t2ibias.core.paths import REPO_DIR
 
-    return Path(t2ibias.__file__).resolve().parent.parent / "annotations"
+    return REPO_DIR / "annotations"
 
 
 def load_mst_swatches(path: Path | None = None) -> tuple[str, ...]:

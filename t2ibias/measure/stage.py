@@ -13,7 +13,6 @@ classifier encodes the current one.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections import deque
@@ -25,31 +24,29 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from t2ibias import __version__
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
-from t2ibias.measure.classifier_spec import ClassifierSpec, resolve_classifier_spec
-from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier, Prediction
+from t2ibias.core.version import __version__
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import fingerprint
+from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
+from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
 from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, YoloPersonGate
-from t2ibias.run import image_jobs, read_prompts, read_spec
-from t2ibias.store.image_store import OK, ImageStore, atomic_write_bytes, atomic_write_text
+from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
+from t2ibias.store.image_store import OK, ImageStore
+from t2ibias.core.files import atomic_write_text
 from t2ibias.store.lock import RunLock
+from t2ibias.measure.table import (
+    COLUMNS,
+    EMBEDDING_COLUMNS,
+    UNITS,
+    read_json,
+    read_measure_config,
+    read_measurements,
+    read_measurers,
+    record_measurers,
+    write_tables,
+)
+from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE
 
-MEASUREMENTS_FILE = "measurements.parquet"
-#: Whole-image CLIP embeddings (L2-normalized), for distances between groups of images.
-EMBEDDINGS_FILE = "embeddings.parquet"
-#: The gate and measurers the latest ``measure`` used; the score stage reads its gate from here.
-MEASURE_FILE = "measure.json"
-#: fingerprint → {"id", "kind", "gate", ...} for every measurer with rows in the measurement file.
-MEASURERS_FILE = "measurers.json"
-EMBEDDING_COLUMNS = ["key", "measurer", "embedding"]
-_ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
-COLUMNS = [
-    "key", "measurer", "unit", "face_index", "box_x", "box_y", "box_w", "box_h",
-    "attribute", "label", "top_label", "score", "margin", "probs",
-]
-#: A row's unit: the whole image (face_index -1), the i-th person or the i-th face (largest first).
-UNITS = ("image", "person", "face")
 CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
 NO_PERSON_DETECTOR = ("", "none")
 
@@ -76,44 +73,6 @@ def crop_measurer_fingerprint(gate: Any, measurer: CropMeasurer) -> str:
     return fingerprint({"gate": gfp, "measurer": measurer.fingerprint()})
 
 
-def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
-    path = run_dir / name
-    if not path.exists():
-        return pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:
-        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
-
-
-def _read_json(run_dir: Path, name: str) -> Any:
-    path = run_dir / name
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
-
-
-def read_measure_config(run_dir: Path) -> dict[str, Any] | None:
-    """What ``measure.json`` recorded (gate config and fingerprint, measurers), or None before any measure."""
-    doc = _read_json(run_dir, MEASURE_FILE)
-    if doc is not None and (not isinstance(doc, dict) or not isinstance(doc.get("gate_fingerprint"), str)):
-        raise UserError(f"{run_dir / MEASURE_FILE}: gate_fingerprint: missing (delete the file and re-run `t2ibias measure {run_dir}`)")
-    return doc
-
-
-def read_measurers(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """``measurers.json``: measurer fingerprint → what it is (id, kind, gate, ...)."""
-    doc = _read_json(run_dir, MEASURERS_FILE)
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise UserError(f"{run_dir / MEASURERS_FILE}: must map measurer fingerprints to their info (delete it and re-run `t2ibias measure {run_dir}`)")
-    return doc
-
-
 def run_measurer(run_dir: Path, cspec: ClassifierSpec) -> str:
     """Fingerprint of the CLIP measurer whose rows the score stage reads: the run's recorded gate
     (the Haar face gate for runs measured before gates were recorded) with ``cspec``."""
@@ -132,74 +91,6 @@ def create_gate(person_detector: str | None = None, person_conf: float = 0.25, d
     if person_detector is None or person_detector.strip().lower() in NO_PERSON_DETECTOR:
         return PersonFaceGate()
     return PersonFaceGate(person=YoloPersonGate(person_detector, conf=float(person_conf), device=device))
-
-
-def _record_measurers(run_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
-    known = read_measurers(run_dir)
-    merged = {**known, **entries}
-    if merged != known:
-        atomic_write_text(run_dir / MEASURERS_FILE, json.dumps(merged, indent=1, sort_keys=True) + "\n")
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Measurement rows with one dtype per column, whoever wrote them."""
-    frame = frame[COLUMNS].copy()
-    frame["face_index"] = frame["face_index"].astype("int64")
-    for col in ("box_x", "box_y", "box_w", "box_h", "score", "margin"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in ("key", "measurer", "unit", "attribute", "label", "top_label", "probs"):
-        frame[col] = frame[col].astype(str)
-    return frame
-
-
-def _write(run_dir: Path, frames: list[pd.DataFrame], embeddings: list[pd.DataFrame]) -> None:
-    """Rewrite both files; a key measured again after a crash between the two writes keeps its last rows."""
-    for name, parts, ident in ((EMBEDDINGS_FILE, embeddings, ["key", "measurer"]), (MEASUREMENTS_FILE, frames, _ROW_ID)):
-        parts = [f for f in parts if len(f)]
-        if not parts:
-            continue
-        frame = pd.concat(parts, ignore_index=True).drop_duplicates(ident, keep="last")
-        if name == MEASUREMENTS_FILE:
-            frame = _typed(frame)
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        atomic_write_bytes(run_dir / name, buf.getvalue())
-
-
-def append_measurements(run_dir: Path, frame: pd.DataFrame, measurer: str, info: dict[str, Any],
-                        source: str = "appended measurements") -> int:
-    """Merge externally produced rows (``COLUMNS`` format, e.g. imported FairFace predictions) into
-    ``measurements.parquet`` under ``measurer``, and record ``info`` for it in ``measurers.json``.
-
-    Rows with the same (key, measurer, unit, face_index, attribute) replace the stored ones; the
-    file is rewritten atomically. ``source`` names the input in error messages. Returns the
-    number of rows merged.
-    """
-    run_dir = Path(run_dir)
-    if not isinstance(measurer, str) or not measurer:
-        raise UserError(f"{source}: measurer: empty (give the fingerprint or id the rows are stored under)")
-    if not isinstance(info, dict):
-        raise UserError(f"{source}: info: must be a mapping such as {{'id': ..., 'kind': ...}}")
-    frame = frame.copy()
-    frame["measurer"] = measurer
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{source}: missing column {missing[0]!r} (rows need the columns {', '.join(COLUMNS)})")
-    bad_units = sorted(set(frame["unit"].astype(str)) - set(UNITS))
-    if bad_units:
-        raise UserError(f"{source}: unit: unknown value {bad_units[0]!r} (use one of {', '.join(UNITS)})")
-    if frame["key"].isna().any() or frame["attribute"].isna().any() or frame["label"].isna().any():
-        raise UserError(f"{source}: key, attribute and label must be set on every row (fill or drop the empty ones)")
-    frame["probs"] = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in frame["probs"]]
-    records = ImageStore(run_dir).records()
-    unknown = sorted(set(frame["key"].astype(str)) - set(records))
-    if unknown:
-        raise UserError(f"{source}: key: {len(unknown)} rows name images not in {run_dir} (first: {unknown[0]}; import them into the run they came from)")
-    with RunLock(run_dir, "measure"):
-        existing = read_measurements(run_dir)
-        _record_measurers(run_dir, {measurer: {"kind": "external", **info}})
-        _write(run_dir, [existing, _typed(frame)], [])
-    return len(frame)
 
 
 def _open_image(path: Path, run_dir: Path) -> Any:
@@ -304,8 +195,8 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[CropMeasurer] = (), cs
         if callable(load):
             load()
     if cspec is not None:
-        from t2ibias.hub import quiet_hub
-        from t2ibias.measure.clip_zeroshot import ensure_classifier_weights
+        from t2ibias.core.hub import quiet_hub
+        from t2ibias.models.clip_zeroshot import ensure_classifier_weights
 
         with quiet_hub():
             ensure_classifier_weights(cspec)
@@ -315,7 +206,7 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
              progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
              person_conf: float | None, extras: list[CropMeasurer], workers: int,
              fairface_csv: str | Path | None) -> dict[str, int]:
-    from t2ibias.generation.diffusers_adapter import resolve_device
+    from t2ibias.core.device import resolve_device
 
     spec = read_spec(run_dir)
     cspec = resolve_classifier_spec(classifier or spec["classifier"]["id"])
@@ -348,13 +239,13 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
 
     def record_config() -> None:
         """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
-        _record_measurers(run_dir, measurer_info)
+        record_measurers(run_dir, measurer_info)
         config = {
             "t2ibias_version": __version__, "gate": gate.config(), "gate_fingerprint": gate_fp, "measurer": measurer,
             "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
             "extra_measurers": {m.id: fp for m, fp in zip(extras, extra_fps)},
         }
-        if _read_json(run_dir, MEASURE_FILE) != config:
+        if read_json(run_dir, MEASURE_FILE) != config:
             atomic_write_text(run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
     jobs = image_jobs(spec, read_prompts(run_dir, spec))
@@ -425,11 +316,11 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
         nonlocal new_rows, new_emb, since_checkpoint
         if not new_rows and not new_emb:
             return
-        _record_measurers(run_dir, measurer_info)  # before the rows it describes
+        record_measurers(run_dir, measurer_info)  # before the rows it describes
         frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
         embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
         new_rows, new_emb, since_checkpoint = [], [], 0
-        _write(run_dir, frames, embeddings)
+        write_tables(run_dir, frames, embeddings)
 
     def consume(prepared: list[_Prepared], pixels: Any) -> None:
         nonlocal since_checkpoint

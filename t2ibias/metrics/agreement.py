@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.csvsafe import unescape_cell
-from t2ibias.errors import UserError
+from t2ibias.core.csvsafe import unescape_cell
+from t2ibias.core.errors import UserError
 from t2ibias.stats.bootstrap import percentile_intervals
 from t2ibias.stats.cluster import cluster_group_means, share_interval_clustered
 from t2ibias.stats.rng import seeded

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.stats.binomial import clopper_pearson, cluster_shares
 from t2ibias.stats.bootstrap import percentile_intervals, pooled_replicates, resample_counts, resample_counts_many
 from t2ibias.stats.rng import seeded

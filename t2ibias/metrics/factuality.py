@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 from t2ibias.prompts.dofair import LABEL_ALIASES, LABELS
 from t2ibias.stats.binomial import clopper_pearson
 from t2ibias.stats.bootstrap import percentile_interval

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from t2ibias.errors import UserError
-from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
-from t2ibias.measure.clip_zeroshot import ABSTAIN
+from t2ibias.core.errors import UserError
+from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
+from t2ibias.models.clip_zeroshot import ABSTAIN
 
-INSTRUMENT_FILE = "instrument.json"
 N_BOOT = 1000
 SCHEMA = "t2ibias-instrument/1"
 
@@ -53,7 +52,7 @@ def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def locate_audit(spec: dict[str, Any], audit: str | Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """The audit to use and where it came from: ``audit`` (a file or folder) when given, else the
     registered audit of the run's classifier, else (None, None)."""
-    from t2ibias.audit_cli import find_audit
+    from t2ibias.cli.audit import find_audit
     from t2ibias.measure.audit import load_audit
 
     if audit is not None:
@@ -148,7 +147,8 @@ def _face_labels(meas: pd.DataFrame, measurer: str, attrs: set[str]) -> pd.DataF
 def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, labels: pd.DataFrame,
                    n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
     """Kappa between the run's classifier and every other measurer sharing an attribute with it."""
-    from t2ibias.measure.stage import read_measurements, read_measurers, run_measurer
+    from t2ibias.measure.table import read_measurements, read_measurers
+    from t2ibias.measure.stage import run_measurer
     from t2ibias.metrics.agreement import agreement_rows as kappa_rows
 
     cspec = resolve_classifier_spec(spec["classifier"]["id"])

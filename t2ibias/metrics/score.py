@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from t2ibias import __version__
-from t2ibias.csvsafe import frame_to_csv
-from t2ibias.errors import UserError
-from t2ibias.measure.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
-from t2ibias.measure.clip_zeroshot import ABSTAIN
-from t2ibias.measure.stage import EMBEDDINGS_FILE, read_measurements, run_has_person_detector, run_measurer
+from t2ibias.core.version import __version__
+from t2ibias.core.csvsafe import frame_to_csv
+from t2ibias.core.errors import UserError
+from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
+from t2ibias.models.clip_zeroshot import ABSTAIN
+from t2ibias.measure.table import read_measurements
+from t2ibias.measure.stage import run_has_person_detector, run_measurer
 from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
@@ -35,13 +36,13 @@ from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics import legacy
 from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions,
                                  total_variation, total_variation_uniform)
-from t2ibias.run import image_jobs, read_prompts, read_spec
-from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore, atomic_write_bytes, atomic_write_text
+from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore
+from t2ibias.core.files import atomic_write_bytes, atomic_write_text
+from t2ibias.store.rundir import EMBEDDINGS_FILE, IMAGE_LABELS_FILE, INSTRUMENT_FILE, METRICS_FILE
 
 NO_PERSON = "no_person"
 BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
-IMAGE_LABELS_FILE = "image_labels.parquet"
-METRICS_FILE = "metrics.json"
 #: Every reference-free metric of the classified label counts, with its definition.
 GROUP_METRICS = SKEW_METRICS + EXTRA_SKEW_METRICS + (
     SkewMetric("dalleval_mad", legacy.mad, False,
@@ -632,7 +633,7 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
     }
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1, allow_nan=False) + "\n")
     atomic_write_text(run_dir / "metrics.csv", frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
-    from t2ibias.metrics.instrument import INSTRUMENT_FILE, instrument_doc
+    from t2ibias.metrics.instrument import instrument_doc
 
     instrument = instrument_doc(run_dir, spec, prompts, labels, audit=audit)
     atomic_write_text(run_dir / INSTRUMENT_FILE, json.dumps(instrument, indent=1, allow_nan=False) + "\n")

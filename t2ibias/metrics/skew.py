@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 REFERENCE_TOLERANCE = 1e-6
 

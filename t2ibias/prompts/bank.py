@@ -9,74 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import string
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.paths import prompts_dir
+from t2ibias.core.errors import UserError
+from t2ibias.core.paths import prompts_dir
 from t2ibias.prompts.interventions import AXES, INTERVENTIONS, SubjectContext
-from t2ibias.registry import Registry, did_you_mean
-from t2ibias.yamlio import LocatedYAML, load_located_yaml
+from t2ibias.core.registry import Registry, did_you_mean
+from t2ibias.core.yamlio import LocatedYAML, load_located_yaml
+from t2ibias.prompts import dofair  # noqa: F401 (registers the dofair: scheme)
+from t2ibias.prompts.types import PROMPT_SET_SCHEMES, PromptRecord, PromptSet, Subject, article
 
 SET_KEYS = {"id", "version", "description", "provenance", "families", "interventions", "axis"}
 FAMILY_KEYS = {"templates", "subjects", "places", "reference_table", "axis", "interventions"}
 SUBJECT_KEYS = {"subject", "reference", "facts", "sources", "note", "article"}
 PLACEHOLDERS = {"subject", "article", "in_place"}
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    prompt_id: str
-    set_id: str
-    set_version: int
-    family: str
-    subject: str
-    template_id: str
-    intervention: str
-    text: str
-    #: Country or region of a geographic variant; None for the location-neutral prompt.
-    place: str | None = None
-    #: Key of the subject's row in its reference table (e.g. a BLS occupation), or None.
-    reference: str | None = None
-    reference_table: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Subject:
-    subject: str
-    reference: str | None = None
-    facts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    sources: tuple[str, ...] = ()
-    note: str = ""
-    #: "a" or "an" where the first-letter rule is wrong ("an honest person"); None = the rule.
-    article: str | None = None
-    #: Computed per subject, not read from YAML: e.g. ``irrespective_who``, ``fai_vk``, ``fai_rk`` texts.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    id: str
-    version: int
-    description: str
-    provenance: tuple[str, ...]
-    families: dict[str, dict[str, Any]]
-    path: Path
-    sha256: str
-    interventions: tuple[str, ...] = ("none",)
-    axis: str = "gender_race"
-
-    @property
-    def n_subjects(self) -> int:
-        return sum(len(f["subjects"]) for f in self.families.values())
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _prompt_id(family: str, subject: str, intervention: str, text: str) -> str:
@@ -229,7 +176,7 @@ def expand(pset: PromptSet, interventions: tuple[str, ...] | None = None) -> lis
     for family, fam in pset.families.items():
         axis = fam.get("axis", pset.axis)
         for subj in fam["subjects"]:
-            ctx = SubjectContext(subj.subject, subj.article or _article(subj.subject), axis, subj.facts, subj.extra)
+            ctx = SubjectContext(subj.subject, subj.article or article(subj.subject), axis, subj.facts, subj.extra)
             for place in [None, *fam.get("places", [])]:
                 for tid, template in fam["templates"].items():
                     if place is not None and "in_place" not in template:
@@ -263,11 +210,11 @@ def prompt_sets() -> Registry[PromptSet]:
 
 
 def resolve_prompt_set(name: str) -> PromptSet:
-    """A set id from the bank, a path to a set file, or ``dofair:PATH[,fai_vk=PATH2]`` (a DoFaiR CSV)."""
-    if name.startswith("dofair:"):
-        from t2ibias.prompts.dofair import prompt_set_from_name
-
-        return prompt_set_from_name(name)
+    """A set id from the bank, a path to a set file, or ``SCHEME:ARGUMENT`` of a registered
+    prompt-set scheme (``dofair:PATH[,fai_vk=PATH2]``: a DoFaiR CSV)."""
+    scheme, sep, _ = name.partition(":")
+    if sep and scheme in PROMPT_SET_SCHEMES:
+        return PROMPT_SET_SCHEMES.get(scheme)(name)
     path = Path(name).expanduser()
     if path.suffix in (".yaml", ".yml"):
         return load_prompt_set(path)

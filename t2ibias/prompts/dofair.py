@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from t2ibias.errors import UserError, decode_error_message
-from t2ibias.prompts.bank import PromptSet, Subject
+from t2ibias.core.errors import UserError, decode_error_message
+from t2ibias.prompts.types import PROMPT_SET_SCHEMES, PromptSet, Subject
 
 FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
 GENDERS = ("male", "female")
@@ -232,6 +232,7 @@ def dofair_prompt_set(path: str | Path, fai_vk_path: str | Path | None = None) -
     )
 
 
+@PROMPT_SET_SCHEMES.entry("dofair")
 def prompt_set_from_name(name: str) -> PromptSet:
     """``dofair:PATH`` or ``dofair:PATH,fai_vk=PATH2`` → :func:`dofair_prompt_set`."""
     spec = name.removeprefix("dofair:")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.prompts.bank import PromptSet, Subject
+from t2ibias.core.errors import UserError
+from t2ibias.prompts.types import PromptSet, Subject
 from t2ibias.prompts.textgen import (
     TextGenerator,
     augment_subjects,

@@ -25,13 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
-from t2ibias.paths import cache_dir as user_cache_dir
-from t2ibias.prompts.bank import PromptSet, Subject, _article
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import fingerprint
+from t2ibias.core.paths import cache_dir as user_cache_dir
+from t2ibias.prompts.types import PromptSet, Subject, article
 from t2ibias.prompts.interventions import INTERVENTIONS, SubjectContext
-from t2ibias.safe_load import first_line, refuse_code_in_folder, weights_only_loads
-from t2ibias.store.image_store import atomic_write_text
+from t2ibias.core.safe_load import first_line, refuse_code_in_folder, weights_only_loads
+from t2ibias.core.files import atomic_write_text
 
 COT = "Think step by step."
 _DISTRIBUTION = {"race": "racial distribution", "gender": "gender distribution", "gender_race": "gender and racial distribution"}
@@ -269,7 +269,7 @@ def build_tiny_causal_lm(folder: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    from t2ibias.generation.tiny import build_clip_tokenizer
+    from t2ibias.models.tiny import build_clip_tokenizer
 
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,7 +305,7 @@ def subject_parts(pset: PromptSet, family: str, subj: Subject) -> tuple[str, str
     ``extra`` (DoFaiR sets) or fall back to the subject text with no event."""
     fam = pset.families[family]
     axis = fam.get("axis", pset.axis)
-    ctx = SubjectContext(subj.subject, subj.article or _article(subj.subject), axis, subj.facts, subj.extra)
+    ctx = SubjectContext(subj.subject, subj.article or article(subj.subject), axis, subj.facts, subj.extra)
     template = next(iter(fam["templates"].values()))
     base = template.format(subject=subj.subject, article=ctx.article, in_place="")
     diverse = INTERVENTIONS["diversity_diverse"](base, ctx) or base

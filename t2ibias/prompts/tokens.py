@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from t2ibias.errors import UserError
-from t2ibias.safe_load import first_line, weights_only_loads
+from t2ibias.core.errors import UserError
+from t2ibias.core.safe_load import first_line, weights_only_loads
 
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 COLUMNS = ["prompt_id", "tokenizer", "n_tokens", "max_length", "truncated", "kept_text"]

@@ -22,9 +22,10 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
-from t2ibias import __version__
-from t2ibias.errors import UserError
-from t2ibias.store.image_store import ImageStore, atomic_write_text, confined_path
+from t2ibias.core.version import __version__
+from t2ibias.core.errors import UserError
+from t2ibias.store.image_store import ImageStore, confined_path
+from t2ibias.core.files import atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import canonical_json
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import canonical_json
+from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 
 MANIFEST_GLOB = "manifest*.jsonl"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 OK, BLOCKED, FAILED = "ok", "blocked", "failed"
 
 
@@ -66,24 +63,6 @@ def image_keys(generator_fingerprint: str, prompt_text: str, seeds: list[int], p
         h.update(f"{seed}}}".encode())
         keys.append(h.hexdigest()[:32])
     return keys
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def confined_path(root: str | Path, rel: Any, where: str = "path") -> Path:

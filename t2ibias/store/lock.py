@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 try:
     import fcntl

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.paths import CONFIG_DIR
-from t2ibias.registry import Registry
-from t2ibias.yamlio import load_located_yaml
+from t2ibias.core.errors import UserError
+from t2ibias.core.paths import CONFIG_DIR
+from t2ibias.core.registry import Registry
+from t2ibias.core.yamlio import load_located_yaml
 
 GENERATOR_DIR = CONFIG_DIR / "generators"
 TINY_PREFIX = "tiny:"

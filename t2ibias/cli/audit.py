@@ -8,14 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2ibias.errors import UserError, check_output_dir, writing
+from t2ibias.core.errors import UserError, check_output_dir, writing
 
 AUDITS_DIR = "audits"
 
 
 def registered_audit_path(fingerprint: str) -> Path:
     """Where ``t2ibias audit`` keeps the latest audit of a classifier (by its fingerprint)."""
-    from t2ibias.paths import cache_dir
+    from t2ibias.core.paths import cache_dir
 
     return cache_dir() / AUDITS_DIR / f"{fingerprint}.json"
 
@@ -41,11 +41,11 @@ def audit(
     """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
     calibration, with bootstrap intervals. The sweep report of a run measured with this classifier
     then shows the audit and confusion-corrected proportions beside the raw ones."""
-    from t2ibias.generation.diffusers_adapter import resolve_device
+    from t2ibias.core.device import resolve_device
     from t2ibias.measure.audit import run_audit
     from t2ibias.measure.gate import HaarFaceGate
     from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
-    from t2ibias.store.image_store import atomic_write_text
+    from t2ibias.core.files import atomic_write_text
 
     if crops not in ("face", "person"):
         raise UserError(f"--crops: {crops!r} (use face or person)")

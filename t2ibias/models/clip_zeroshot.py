@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.measure.classifier_spec import ClassifierSpec
-from t2ibias.paths import cache_dir
-from t2ibias.safe_load import refuse_code, weights_only_loads
+from t2ibias.core.errors import UserError
+from t2ibias.models.classifier_spec import ClassifierSpec
+from t2ibias.core.paths import cache_dir
+from t2ibias.core.safe_load import refuse_code, weights_only_loads
 
 TINY_PRETRAINED = "tiny:"
 ABSTAIN = "abstain"
@@ -107,7 +107,7 @@ def weights_identity(spec: ClassifierSpec, weights: str | None) -> str:
     stat = path.stat()
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _HASHES:
-        from t2ibias.fingerprint import file_sha256
+        from t2ibias.core.fingerprint import file_sha256
 
         _HASHES[memo] = file_sha256(path)
     return f"sha256:{_HASHES[memo]}"
@@ -115,7 +115,7 @@ def weights_identity(spec: ClassifierSpec, weights: str | None) -> str:
 
 def text_cache_path(spec: ClassifierSpec, weights: str | None, device: str) -> Path:
     """Where the label-prompt embeddings of ``spec`` with ``weights`` on ``device`` are cached."""
-    from t2ibias.fingerprint import fingerprint
+    from t2ibias.core.fingerprint import fingerprint
 
     kind = str(device).split(":")[0]
     key = fingerprint({"spec": spec.fingerprint(), "weights": weights_identity(spec, weights), "device": kind})

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from t2ibias.paths import cache_dir
+from t2ibias.core.paths import cache_dir
 
 #: Bump when a builder changes: the folder name (and so every image key) changes with it.
 TINY_BUILD_VERSION = 1

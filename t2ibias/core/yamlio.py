@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 Path_ = tuple[Any, ...]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
-from t2ibias.fingerprint import fingerprint
-from t2ibias.paths import CONFIG_DIR
-from t2ibias.registry import Registry
-from t2ibias.yamlio import load_located_yaml
+from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import fingerprint
+from t2ibias.core.paths import CONFIG_DIR
+from t2ibias.core.registry import Registry
+from t2ibias.core.yamlio import load_located_yaml
 
 CLASSIFIER_DIR = CONFIG_DIR / "classifiers"
 PREPROCESS_KEYS = {"image_size", "mean", "std", "interpolation", "resize_mode"}

@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from t2ibias import __version__
-from t2ibias.errors import EXIT_USER_ERROR, UserError, check_output_dir, report_problems, run_cli
+from t2ibias.core.version import __version__
+from t2ibias.core.errors import EXIT_USER_ERROR, UserError, check_output_dir, report_problems, run_cli
 
 app = typer.Typer(
     help="Measure social bias in text-to-image models: prompts → generate → measure → score → report.",
@@ -70,7 +70,7 @@ def _fmt(row: dict | None, pct: bool = False) -> str:
 
 def print_summary(run_dir: Path) -> None:
     """One table per attribute: label shares per prompt and overall, TV to uniform with CI and n."""
-    from t2ibias.run import read_prompts, read_spec
+    from t2ibias.store.rundir import read_prompts, read_spec
 
     spec = read_spec(run_dir)
     rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
@@ -148,7 +148,7 @@ def sweep(
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
-    from t2ibias.run import SweepRequest, prepare_run
+    from t2ibias.sweep import SweepRequest, prepare_run
     from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
@@ -160,7 +160,7 @@ def sweep(
         out_dir = Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompts)}"
     check_output_dir(out_dir, "--out")
     if classifier is None:
-        from t2ibias.generation.spec import resolve_generator_spec
+        from t2ibias.models.generator_spec import resolve_generator_spec
 
         classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
     if person_detector or also:
@@ -217,7 +217,7 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
             measure_opts: MeasureOptions | None = None, audit: Path | None = None,
             measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50) -> None:
     from t2ibias.metrics.score import check_options
-    from t2ibias.run import read_spec
+    from t2ibias.store.rundir import read_spec
     from t2ibias.store.lock import RunLock
 
     check_options(ci, confidence, min_n)
@@ -232,7 +232,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import score_stage
     from t2ibias.report.html import write_model_card, write_report
-    from t2ibias.run import generate_stage
+    from t2ibias.generation.stage import generate_stage
 
     if only in (None, "generate"):
         with _progress("generate") as bar:
@@ -249,7 +249,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
             err.print(f"warning: generate: {g.failure_summary()}; they count as failed until `t2ibias generate {run_dir}` remakes them",
                       style="yellow", highlight=False, markup=False, soft_wrap=True)
     if only in (None, "measure"):
-        from t2ibias.generation.diffusers_adapter import resolve_device
+        from t2ibias.core.device import resolve_device
         from t2ibias.measure.measurers import resolve_crop_measurer
 
         extras = [resolve_crop_measurer(name, resolve_device(device)) for name in mo.also]
@@ -320,8 +320,8 @@ def ls(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List generator models, prompt sets, classifiers or metrics."""
-    from t2ibias.generation.spec import GENERATORS
-    from t2ibias.measure.classifier_spec import CLASSIFIERS
+    from t2ibias.models.generator_spec import GENERATORS
+    from t2ibias.models.classifier_spec import CLASSIFIERS
     from t2ibias.metrics.score import METRIC_INFO
     from t2ibias.prompts.bank import expand, prompt_sets
 
@@ -352,10 +352,10 @@ def ls(
 
 
 def _validate_file(path: Path) -> str:
-    from t2ibias.generation.spec import load_generator_spec_file
-    from t2ibias.measure.classifier_spec import load_classifier_spec_file
+    from t2ibias.models.generator_spec import load_generator_spec_file
+    from t2ibias.models.classifier_spec import load_classifier_spec_file
     from t2ibias.prompts.bank import expand, load_prompt_set, prompt_set_problems
-    from t2ibias.yamlio import load_located_yaml
+    from t2ibias.core.yamlio import load_located_yaml
 
     data = load_located_yaml(path).data
     if isinstance(data, dict) and "families" in data:
@@ -374,7 +374,7 @@ def _validate_file(path: Path) -> str:
 
 
 def _validate_run(run_dir: Path) -> str:
-    from t2ibias.run import image_jobs, read_prompts, read_spec
+    from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
     from t2ibias.store.image_store import ImageStore
 
     spec = read_spec(run_dir)
@@ -416,7 +416,7 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
 
 
 def _register_factuality() -> None:
-    from t2ibias.factuality_cli import factuality
+    from t2ibias.cli.factuality import factuality
 
     app.command("factuality", help="DoFaiR factuality of generated images: dominant/involved demographic accuracy, F1, diversity divergence, success rate.")(factuality)
 
@@ -425,7 +425,7 @@ _register_factuality()
 
 
 def _register_audit() -> None:
-    from t2ibias.audit_cli import audit
+    from t2ibias.cli.audit import audit
 
     app.command("audit")(audit)
 

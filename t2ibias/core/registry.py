@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from t2ibias.errors import UnknownIdError
+from t2ibias.core.errors import UnknownIdError
 
 T = TypeVar("T")
 
@@ -40,6 +40,15 @@ class Registry(Generic[T]):
         if name in self._factories:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._factories[name] = factory
+
+    def entry(self, name: str) -> Callable[[T], T]:
+        """Decorator form of :meth:`register` for an object that is its own entry."""
+
+        def add(obj: T) -> T:
+            self.register(name, lambda: obj)
+            return obj
+
+        return add
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from t2ibias.errors import UserError, check_output_file, decode_error_message, writing
+from t2ibias.core.errors import UserError, check_output_file, decode_error_message, writing
 from t2ibias.metrics.factuality import (
     TAX_METRICS,
     factuality_tax,
@@ -33,7 +33,7 @@ from t2ibias.metrics.factuality import (
     summarize_table,
 )
 from t2ibias.prompts.dofair import load_dofair_instances
-from t2ibias.store.image_store import atomic_write_text
+from t2ibias.core.files import atomic_write_text
 
 
 class Axis(str, Enum):

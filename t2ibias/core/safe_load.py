@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from t2ibias.errors import UserError
+from t2ibias.core.errors import UserError
 
 #: How to turn a checkpoint that needs code to unpickle into one that does not.
 CONVERT_STATE_DICT = (
@@ -206,7 +206,7 @@ def load_yolo(weights: str, what: str, definitions: bool = False) -> Any:
         raise UserError(f"{what}: {weights} is not {kinds}; exported formats (TorchScript, ONNX, TensorFlow, "
                         "TensorRT ...) can carry code and are not loaded (pass the .pt checkpoint they were exported from)")
     if path.suffix.lower() in YOLO_DEFINITION_SUFFIXES and path.is_file():
-        from t2ibias.yamlio import load_located_yaml
+        from t2ibias.core.yamlio import load_located_yaml
 
         load_located_yaml(path)  # syntax errors and alias bombs as one line, before ultralytics parses it
     YOLO = ultralytics_yolo()

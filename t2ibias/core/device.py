@@ -1,0 +1,18 @@
+"""Which torch device a command runs on."""
+
+from __future__ import annotations
+
+from t2ibias.core.errors import UserError
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible (use --device cpu, or check CUDA_VISIBLE_DEVICES)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device}: unknown device (use auto, cpu or cuda)")
+    return device

@@ -1,0 +1,147 @@
+"""The generate stage: make every image of a run that its store lacks."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from t2ibias.core.device import resolve_device
+from t2ibias.core.errors import UserError
+from t2ibias.core.hub import quiet_hub
+from t2ibias.generation.diffusers_adapter import DiffusersGenerator, effective_dtype, resolve_weights
+from t2ibias.models.generator_spec import GeneratorSpec
+from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore
+from t2ibias.store.lock import RunLock
+from t2ibias.store.rundir import ImageJob, image_jobs, now_iso, read_prompts, read_spec
+
+Progress = Callable[[int], None]
+
+
+def _chunks(items: list[ImageJob], size: int) -> Iterator[list[ImageJob]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class GenerateResult:
+    total: int
+    already_done: int
+    generated: int
+    blocked: int
+    failed: int
+    seconds: float
+    #: Why images failed: error text → number of images.
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_failed(self) -> bool:
+        """Every image of the run failed: nothing was made now and nothing was made before."""
+        return self.failed > 0 and self.generated == 0 and self.blocked == 0 and self.already_done == 0
+
+    def failure_summary(self) -> str:
+        """``N of M images failed (k× reason; ...)``, most frequent reason first."""
+        reasons = "; ".join(f"{n}× {why}" for why, n in sorted(self.errors.items(), key=lambda kv: -kv[1])[:3])
+        more = f"; {len(self.errors) - 3} other reasons" if len(self.errors) > 3 else ""
+        return f"{self.failed} of {self.total} images failed ({reasons or 'no reason recorded'}{more})"
+
+
+def generate_stage(
+    run_dir: Path,
+    device: str = "auto",
+    batch_size: int = 4,
+    progress: Callable[[int, int], Progress] | None = None,
+) -> GenerateResult:
+    """Make every image the store lacks; the pipeline is loaded only if something is missing."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    with RunLock(run_dir, "generate"):
+        return _generate(Path(run_dir), device, batch_size, progress)
+
+
+def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[int, int], Progress] | None) -> GenerateResult:
+    t0 = time.perf_counter()
+    spec = read_spec(run_dir)
+    prompts = read_prompts(run_dir, spec)
+    jobs = image_jobs(spec, prompts)
+    store = ImageStore(run_dir)
+    store.remove_temp_files()
+    done = store.done_keys(j.key for j in jobs)
+    todo = [j for j in jobs if j.key not in done]
+    counts = {OK: 0, BLOCKED: 0, FAILED: 0}
+    errors: Counter[str] = Counter()
+    if todo:
+        gspec = GeneratorSpec(**spec["model"])
+        dev = resolve_device(device)
+        if effective_dtype(gspec, dev) != gspec.dtype:
+            raise UserError(
+                f"{run_dir}: was made with {gspec.dtype} weights, which --device {dev} would run in "
+                f"{effective_dtype(gspec, dev)} and so change the images; use the run's device ({spec['device']})"
+            )
+        with quiet_hub():
+            weights = resolve_weights(gspec)
+        if weights.identity != spec["weights"]:
+            raise UserError(
+                f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
+                "start a new run with another --out"
+            )
+        generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype, bool(spec.get("batch_invariant", True)))
+        with quiet_hub():
+            generator.load()
+        advance = progress(len(todo), len(done)) if progress else (lambda n: None)
+        pending: list[Future] = []
+        with ThreadPoolExecutor(max_workers=1) as writer:  # encode + write overlap the next batch
+            for batch in _chunks(todo, batch_size):
+                start = time.perf_counter()
+                try:
+                    results = generator.generate([j.text for j in batch], [j.seed for j in batch])
+                    error = None
+                except (KeyboardInterrupt, UserError):
+                    raise
+                except Exception as exc:  # e.g. CUDA out of memory: record, retry on the next run
+                    results, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                per_image = (time.perf_counter() - start) / len(batch)
+                for i, job in enumerate(batch):
+                    row = {
+                        "prompt_id": job.prompt_id,
+                        "image_index": job.index,
+                        "seed": job.seed,
+                        "generator_fingerprint": spec["generator_fingerprint"],
+                        "seconds": round(per_image, 4),
+                        "batch_size": len(batch),
+                        "created": now_iso(),
+                    }
+                    if results is None:
+                        status, image = FAILED, None
+                        row["error"] = error
+                        errors[str(error)] += 1
+                    else:
+                        status = BLOCKED if results[i].blocked else OK
+                        image = None if status == BLOCKED else results[i].image
+                        row.update(width=results[i].image.width, height=results[i].image.height)
+                    counts[status] += 1
+                    row["status"] = status
+                    pending.append(writer.submit(_store_one, store, job.key, image, row))
+                for fut in [f for f in pending if f.done()]:
+                    fut.result()
+                pending = [f for f in pending if not f.done()]
+                advance(len(batch))
+            for fut in pending:
+                fut.result()
+    store.compact()
+    return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0, dict(errors))
+
+
+def _store_one(store: ImageStore, key: str, image: Any, row: dict[str, Any]) -> None:
+    store.put(key, _png_bytes(image) if image is not None else None, row)
