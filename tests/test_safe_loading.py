@@ -397,7 +397,7 @@ def test_plain_state_dicts_and_safetensors_still_load(tmp_path):
 
 # -- present and future: no new unsafe loading path ---------------------------------------------------
 
-SAFE_HELPER = REPO / "t2ibias" / "safe_load.py"
+SAFE_HELPER = REPO / "t2ibias" / "core" / "safe_load.py"
 #: Calls into libraries that read weight files themselves: each must run inside ``weights_only_loads()``.
 GUARDED_LOADERS = {"from_pretrained", "create_model_and_transforms", "create_model_from_pretrained",
                    "load_state_dict_from_url", "get_state_dict", "load_checkpoint"}
