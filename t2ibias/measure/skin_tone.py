@@ -67,9 +67,10 @@ import numpy as np
 from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.core.paths import annotations_dir
 
 #: MST swatches 1 (lightest) to 10 (darkest), as published with the scale (RESEARCH.md §5).
-#: Used only when ``annotations/monk_skin_tone.csv`` is absent (a wheel install); a test checks
+#: Used only when ``annotations/monk_skin_tone.csv`` is absent (removed by hand); a test checks
 #: the two agree.
 MST_HEX: tuple[str, ...] = (
     "#f6ede4", "#f3e7db", "#f7ead0", "#eadaba", "#d7bd96",
@@ -96,12 +97,6 @@ LAB_RULE: dict[str, tuple[float, float]] = {
 RULES = ("lab", "rgb-ycrcb")
 
 _CHUNK_PIXELS = 1 << 20  # pixels converted to CIELAB at once (bounds memory for thousands of crops)
-
-
-def annotations_dir() -> Path:
-    from t2ibias.core.paths import REPO_DIR
-
-    return REPO_DIR / "annotations"
 
 
 def load_mst_swatches(path: Path | None = None) -> tuple[str, ...]:

@@ -17,16 +17,12 @@ from typing import Any
 import pandas as pd
 
 from t2ibias.core.errors import UserError
-from t2ibias.core.paths import REPO_DIR
+from t2ibias.core.paths import annotations_dir
 from t2ibias.core.yamlio import load_located_yaml
 
 #: Column holding a table's row key, for the tables that ship with t2ibias.
 KEY_COLUMNS = {"bls_cpsaat11_2025": "occupation"}
 _DEFAULT_KEY = "occupation"
-
-
-def annotations_dir() -> Path:
-    return REPO_DIR / "annotations"
 
 
 def _table_path(name: str) -> Path:
