@@ -18,17 +18,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facet_eval.attributes import FACET_ATTRIBUTES, weighted_median_mst
 from facet_fixtures import person, write_facet
 from t2ibias.errors import UserError
 from t2ibias.measure.audit import (
-    FACET_ATTRIBUTES,
     SCHEMA,
     calibration_table,
     metric_rows,
     crop_box,
     load_audit,
     run_audit,
-    weighted_median_mst,
 )
 from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
 

@@ -63,6 +63,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from facet_eval.attributes import FACET_ATTRIBUTES, LABEL_SPACE, ground_truth, skip_reasons
 from t2ibias.errors import UserError
 from t2ibias.fingerprint import file_sha256
 from t2ibias.stats.bootstrap import MIN_N, percentile_intervals
@@ -77,22 +78,8 @@ PADDING = 0.25
 N_BINS = 10
 ABSTAIN = "abstain"  # same spelling as t2ibias.measure.clip_zeroshot.ABSTAIN
 
-#: classifier attribute → (FACET column prefix, FACET classes in order)
-FACET_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gender_presentation": ("gender_presentation", ("masc", "fem", "non_binary", "na")),
-    "age_group": ("age_presentation", ("young", "middle", "older", "na")),
-    "skin_tone": ("skin_tone", tuple(str(i) for i in range(1, 11)) + ("na",)),
-}
-#: labels every audit of an attribute scores (FACET classes a classifier can be right about);
-#: people of the other classes (non_binary, na) are confusion rows but not in accuracy
-LABEL_SPACE: dict[str, tuple[str, ...]] = {
-    "gender_presentation": ("masc", "fem"),
-    "age_group": ("young", "middle", "older"),
-    "skin_tone": tuple(str(i) for i in range(1, 11)),
-}
 #: cross-attribute groupings (FACET attribute names); skin_tone_bucket is facet_eval.groups' definition
 CROSS_GROUPS = ("gender_presentation", "age_presentation", "skin_tone_bucket", "lighting")
-LIGHTING = ("well_lit", "dimly_lit", "underexposed", "overexposed", "na")
 ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note", "method")
 
 
@@ -133,73 +120,6 @@ def crop_box(box: tuple[float, float, float, float], image_size: tuple[int, int]
     if right <= left or bottom <= top:
         return None
     return left, top, right, bottom
-
-
-# --------------------------------------------------------------------------- ground truth
-
-
-def _votes(people: pd.DataFrame, prefix: str, classes: tuple[str, ...]) -> np.ndarray | None:
-    cols = [f"{prefix}_{c}" for c in classes]
-    if not any(c in people.columns for c in cols):
-        return None
-    out = np.zeros((len(people), len(cols)))
-    for j, c in enumerate(cols):
-        if c in people.columns:
-            out[:, j] = np.nan_to_num(pd.to_numeric(people[c], errors="coerce").to_numpy(dtype=float), nan=0.0)
-    return np.clip(out, 0, None)
-
-
-def _argmax_class(votes: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
-    """Class with the most votes per row; ``na`` on a tie; None without any vote."""
-    out = np.full(len(votes), None, dtype=object)
-    top = votes.max(axis=1) if votes.size else np.zeros(0)
-    for i in np.flatnonzero(top > 0):
-        winners = np.flatnonzero(votes[i] == top[i])
-        out[i] = classes[winners[0]] if len(winners) == 1 else "na"
-    return out
-
-
-def weighted_median_mst(votes: np.ndarray) -> np.ndarray:
-    """Lower weighted median MST value (1..10) of vote counts (n, 10); 0 where there is no vote."""
-    votes = np.asarray(votes, dtype=float)
-    total = votes.sum(axis=1)
-    cum = np.cumsum(votes, axis=1)
-    med = (cum >= total[:, None] / 2.0).argmax(axis=1) + 1
-    return np.where(total > 0, med, 0)
-
-
-def ground_truth(people: pd.DataFrame) -> dict[str, Any]:
-    """True classes per classifier attribute (object arrays, None = not annotated) and group columns."""
-    truth: dict[str, np.ndarray] = {}
-    extra: dict[str, Any] = {}
-    for attr in ("gender_presentation", "age_group"):
-        prefix, classes = FACET_ATTRIBUTES[attr]
-        v = _votes(people, prefix, classes)
-        if v is not None:
-            truth[attr] = _argmax_class(v, classes)
-    tones = _votes(people, "skin_tone", tuple(str(i) for i in range(1, 11)))
-    if tones is not None:
-        na = _votes(people, "skin_tone", ("na",))
-        med = weighted_median_mst(tones)
-        t = np.array([str(m) if m > 0 else None for m in med], dtype=object)
-        if na is not None:
-            t[(med == 0) & (na[:, 0] > 0)] = "na"
-        truth["skin_tone"] = t
-        extra["skin_median"] = med
-        extra["skin_chosen"] = tones > 0
-    groups: dict[str, np.ndarray] = {}
-    for attr, facet_name in (("gender_presentation", "gender_presentation"), ("age_group", "age_presentation")):
-        if attr in truth:
-            groups[facet_name] = np.array([t if t is not None else "na" for t in truth[attr]], dtype=object)
-    if "skin_tone" in truth:
-        groups["skin_tone"] = np.array([t if t is not None else "na" for t in truth["skin_tone"]], dtype=object)
-        from facet_eval.groups import skin_tone_bucket_labels
-
-        groups["skin_tone_bucket"] = skin_tone_bucket_labels(extra["skin_chosen"])
-    light = _votes(people, "lighting", LIGHTING)
-    if light is not None:
-        groups["lighting"] = np.array([t if t is not None else "na" for t in _argmax_class(light, LIGHTING)], dtype=object)
-    return {"truth": truth, "groups": groups, **extra}
 
 
 # --------------------------------------------------------------------------- calibration
@@ -439,23 +359,6 @@ def add_qvalues(comparisons: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- the audit
 
 
-def _skip_reasons(people: pd.DataFrame) -> np.ndarray:
-    """Per person: "" (audited), "visible_minimal" or "empty_box"."""
-    n = len(people)
-    reason = np.full(n, "", dtype=object)
-
-    def col(name: str) -> np.ndarray:
-        if name not in people.columns:
-            return np.zeros(n)
-        return np.nan_to_num(pd.to_numeric(people[name], errors="coerce").to_numpy(dtype=float), nan=0.0)
-
-    minimal_only = (col("visible_minimal") > 0) & (col("visible_face") <= 0) & (col("visible_torso") <= 0)
-    reason[minimal_only] = "visible_minimal"
-    empty = ~((people["box_w"].to_numpy(dtype=float) > 0) & (people["box_h"].to_numpy(dtype=float) > 0))
-    reason[empty & (reason == "")] = "empty_box"
-    return reason
-
-
 def _measure(predictor: Any, facet: Any, order: np.ndarray, batch_size: int,
              progress: Callable[[int, int], None] | None,
              face_gate: Any = None) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
@@ -574,7 +477,7 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
     facet = load_facet(facet_root)
     people = facet.people
     out_dir = Path(out_dir)
-    reason = _skip_reasons(people)
+    reason = skip_reasons(people)
     eligible = np.flatnonzero(reason == "")
     if limit is not None and limit < len(eligible):
         eligible = np.sort(seeded(seed).choice(eligible, size=limit, replace=False))
