@@ -45,6 +45,7 @@ def audit(
     from t2ibias.measure.audit import run_audit
     from t2ibias.measure.gate import HaarFaceGate
     from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
+    from t2ibias.report.audit_html import write_audit_html
     from t2ibias.store.image_store import atomic_write_text
 
     if crops not in ("face", "person"):
@@ -67,6 +68,7 @@ def audit(
         result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
                            limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine,
                            face_gate=HaarFaceGate() if crops == "face" else None)
+        write_audit_html(out)
     target = registered_audit_path(fp)
     with writing("T2IBIAS_CACHE"):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from t2ibias.measure.audit import (
     run_audit,
 )
 from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.report.audit_html import write_audit_html
 
 GENDER_CODE = {"masc": 0, "fem": 120, ABSTAIN: 240}
 AGE_CODE = {"young": 0, "middle": 120, "older": 240}
@@ -382,7 +383,7 @@ def test_output_files(audited):
         preds = list(csv.DictReader(fh))
     assert len([p for p in preds if p["attribute"] == "gender_presentation"]) == 39
     assert load_audit(out)["facet"]["n_audited"] == 39
-    html = (out / "audit.html").read_text()
+    html = write_audit_html(out).read_text()
     assert "Classifier audit: painted" in html and "skin_tone_bucket" in html
     assert "<td>masc</td><td>18</td><td>1</td><td>1</td>" in html
 

@@ -453,9 +453,9 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
               progress: Callable[[int, int], None] | None = None, confidence: float = 0.95,
               min_n: int = MIN_N, engine: str = "fairlearn", face_gate: Any = None) -> dict[str, Any]:
     """Audit ``predictor`` on the people of the FACET release at ``facet_root``; write
-    ``audit.json``, ``audit.csv``, ``confusion_<attribute>.csv``, ``predictions.csv`` and
-    ``audit.html`` into ``out_dir`` and return the audit.json content (NaN as float; the file
-    holds null).
+    ``audit.json``, ``audit.csv``, ``confusion_<attribute>.csv`` and ``predictions.csv`` into
+    ``out_dir`` and return the audit.json content (NaN as float; the file holds null). The page,
+    ``audit.html``, is :func:`t2ibias.report.audit_html.write_audit_html` of that folder.
 
     ``limit`` audits a random sample (seeded by ``seed``) of that many eligible people, in
     release order; ``seed`` also seeds the bootstrap. ``progress(done, total)`` is called after
@@ -649,7 +649,6 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
         "not_audited": not_audited,
     }
     _write_outputs(out_dir, result, long_rows, pred_rows)
-    write_audit_html(out_dir)
     return result
 
 
@@ -696,67 +695,6 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], long_rows: list[dict[s
     atomic_write_text(out_dir / "predictions.csv", _csv_text(pcols, [[r[c] for c in pcols] for r in pred_rows]))
     # NaN is written as null (strict JSON); audit.json goes last so its presence means a complete audit
     atomic_write_text(out_dir / "audit.json", json.dumps(_json_safe(result), indent=2) + "\n")
-
-
-TEMPLATE = Path(__file__).resolve().parent.parent / "report" / "templates" / "audit.html.j2"
-
-
-def render_audit_html(audit: dict[str, Any]) -> str:
-    """An HTML page of an audit (as :func:`load_audit` returns it): per attribute the overall
-    values, confusion matrix, per-group table, between-group comparisons and reliability table."""
-    import jinja2
-
-    from t2ibias.report.html import fmt_estimate
-
-    def est(v: dict[str, Any] | None, with_n: bool = True) -> str:
-        v = v or {}
-        return fmt_estimate(v.get("value"), v.get("ci_low"), v.get("ci_high"), v.get("n") if with_n else None)
-
-    def num(x: Any) -> str:
-        return fmt_estimate(x)
-
-    attrs = []
-    for name, e in audit["attributes"].items():
-        metrics = [m for m in ("accuracy", "accuracy_answered", "within_range", "abs_error", "abstain_rate", "ece") if m in e]
-        table: dict[tuple[str, str], dict[str, str]] = {}
-        for r in e.get("by_group", []):
-            table.setdefault((r["group_attribute"], r["group"]), {})[r["metric"]] = est(r)
-        attrs.append({
-            "name": name,
-            "overall": [{"metric": m, "text": est(e[m])} for m in metrics],
-            "confusion": e["confusion"],
-            "confusion_rows": list(zip(e["confusion"]["true"], e["confusion"]["counts"])),
-            "metrics": metrics,
-            "group_rows": [{"group_attribute": ga, "group": g, "cells": cells} for (ga, g), cells in table.items()],
-            "comparisons": [{"group_attribute": c["group_attribute"], "metric": c["metric"], "groups": c["groups"],
-                             "difference": est(c["difference"], False), "ratio": est(c["ratio"], False),
-                             "note": "; ".join(x for x in (c.get("note", ""), _test_text(c)) if x)}
-                            for c in e.get("comparisons", [])],
-            "bins": [{"range": f"{b['bin_low']:.1f}–{b['bin_high']:.1f}", "n": b["n"],
-                      "conf": num(b["mean_confidence"]), "acc": num(b["accuracy"])}
-                     for b in (e.get("calibration") or {}).get("bins", []) if b["n"]],
-        })
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    return env.get_template(TEMPLATE.name).render(audit=audit, attributes=attrs)
-
-
-def _test_text(c: dict[str, Any]) -> str:
-    """"p = …, q = …" of a comparison (q < 0.05 marked significant); "" without a test."""
-    p, q = c.get("p_value"), c.get("q_value")
-    if not isinstance(p, (int, float)) or not math.isfinite(p):
-        return ""
-    text = f"p = {p:.3g}" + (f", q = {q:.3g}" if isinstance(q, (int, float)) and math.isfinite(q) else "")
-    return text + (" (significant)" if isinstance(q, (int, float)) and q < 0.05 else "")
-
-
-def write_audit_html(audit_dir: str | Path) -> Path:
-    """Write ``audit.html`` beside ``audit.json``, from that file only."""
-    audit_dir = Path(audit_dir)
-    audit = load_audit(audit_dir)
-    path = (audit_dir if audit_dir.is_dir() else audit_dir.parent) / "audit.html"
-    atomic_write_text(path, render_audit_html(audit))
-    return path
 
 
 def load_audit(path: str | Path) -> dict[str, Any]:
