@@ -20,15 +20,10 @@ from PIL import Image
 
 from facet_eval.attributes import FACET_ATTRIBUTES, weighted_median_mst
 from facet_fixtures import person, write_facet
+from t2ibias.audit import SCHEMA, load_audit, run_audit
+from t2ibias.audit.crops import crop_box
+from t2ibias.audit.groupwise import calibration_table, metric_rows
 from t2ibias.errors import UserError
-from t2ibias.measure.audit import (
-    SCHEMA,
-    calibration_table,
-    metric_rows,
-    crop_box,
-    load_audit,
-    run_audit,
-)
 from t2ibias.measure.clip_zeroshot import ABSTAIN, Prediction
 from t2ibias.report.audit_html import write_audit_html
 
@@ -490,7 +485,7 @@ def test_missing_facet_root(tmp_path):
 
 
 def test_clip_predictor_end_to_end(tmp_path, audited, one_torch_thread):
-    from t2ibias.measure.audit import ClipPredictor
+    from t2ibias.audit.predictors import ClipPredictor
     from t2ibias.measure.classifier_spec import resolve_classifier_spec
 
     spec = resolve_classifier_spec("tiny-random-clip")

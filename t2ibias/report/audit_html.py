@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from t2ibias.measure.audit import load_audit
+from t2ibias.audit.file import load_audit
 from t2ibias.report.html import fmt_estimate
 from t2ibias.store.image_store import atomic_write_text
 
