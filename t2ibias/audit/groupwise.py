@@ -40,6 +40,7 @@ ENGINES = ("fairlearn", "vectorized")
 SHARE_METHOD = "korn-graubard, {unit} resampled"
 PERCENTILE_METHOD = "percentile, {unit} resampled"
 COMPARISON_METHOD = "max-t simultaneous, {unit} resampled jointly"
+_NAN = {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
 
 
 def calibration_table(scores: Any, correct: Any, n_bins: int = N_BINS) -> tuple[float, list[dict[str, Any]]]:
@@ -253,9 +254,6 @@ class _Table:
             out.append({"metric": m, "groups": list(kept), "difference": d, "ratio": r, "note": "",
                         "p_value": p, "q_value": math.nan, "method": method})
         return out
-
-
-_NAN = {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
 
 
 def metric_rows(per_row: dict[str, np.ndarray], groups: np.ndarray, *, ece_inputs: tuple[np.ndarray, np.ndarray] | None,

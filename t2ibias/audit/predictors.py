@@ -16,6 +16,8 @@ ABSTAIN = "abstain"  # same spelling as t2ibias.measure.clip_zeroshot.ABSTAIN
 
 
 class Predictor(Protocol):
+    """Anything that answers a batch of crops with one dict per crop (see the module docstring)."""
+
     def measure(self, crops: list[Any]) -> list[dict[str, Any]]: ...
 
 

@@ -43,6 +43,8 @@ class AttributeAudit:
 
 
 class _Answers(NamedTuple):
+    """The predictor's answers for one attribute, one entry per person audited on it."""
+
     pred: np.ndarray  # label (object)
     top: np.ndarray  # top label (object)
     score: np.ndarray  # probability of the top label (NaN: none)
@@ -156,7 +158,8 @@ def audit_attribute(attr: str, idx: np.ndarray, gt: dict[str, Any], preds: list[
             per_row, gcol, ece_inputs=(ece_scores, correct_top) if has_scores else None, n_boot=options.n_boot,
             seed=options.seed, confidence=options.confidence, min_n=options.min_n, engine=options.engine,
             clusters=image_ids[idx])
-        overall = ov if k == 0 else overall
+        if k == 0:
+            overall = ov
         by_group += [{"group_attribute": gname, **r} for r in rows]
         comparisons += [{"group_attribute": gname, **c} for c in comps]
     entry.update(overall)
