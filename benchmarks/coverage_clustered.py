@@ -1,6 +1,6 @@
 """Monte Carlo coverage of intervals whose units come in clusters, through the project's own code.
 
-1. The audit (``t2ibias.measure.audit.metric_rows``): people in images of 1-5 people whose
+1. The audit (``t2ibias.audit.groupwise.metric_rows``): people in images of 1-5 people whose
    accuracy shares an image effect (normal on the logit scale). Overall and per-group accuracy
    intervals, and whether the gap interval between two groups that do not differ holds 0; beside
    them the former scheme (all people resampled as independent rows, percentile).
@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 from scipy.special import expit
 
-from t2ibias.measure.audit import metric_rows
+from t2ibias.audit.groupwise import metric_rows
 from t2ibias.metrics.correction import corrected_proportions
 from t2ibias.stats.bootstrap import percentile_intervals
 

@@ -7,7 +7,7 @@ several skin-tone groups. Item columns (``has_tattoo`` ...) are attributes with 
 and ``0``. ``skin_tone_bucket`` adds ``lighter`` (MST 1-3) and ``darker`` (MST 8-10), the
 buckets of FACET's intersectional analysis (Gustafson et al., ICCV 2023), by the same any-vote
 rule: a person is in a bucket when an annotator chose one of its values. This module is the one
-definition of the buckets; the classifier audit (:mod:`t2ibias.measure.audit`) takes its
+definition of the buckets; the classifier audit (:mod:`t2ibias.audit`) takes its
 one-label-per-person view from :func:`skin_tone_bucket_labels`.
 Groups named ``na`` (or intersections containing ``na``) are reported but never compared.
 """

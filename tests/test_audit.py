@@ -18,19 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facet_eval.attributes import FACET_ATTRIBUTES, weighted_median_mst
 from facet_fixtures import person, write_facet
+from t2ibias.audit import SCHEMA, load_audit, run_audit
+from t2ibias.audit.crops import crop_box
+from t2ibias.audit.groupwise import calibration_table, metric_rows
 from t2ibias.core.errors import UserError
-from t2ibias.measure.audit import (
-    FACET_ATTRIBUTES,
-    SCHEMA,
-    calibration_table,
-    metric_rows,
-    crop_box,
-    load_audit,
-    run_audit,
-    weighted_median_mst,
-)
 from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.report.audit_html import write_audit_html
 
 GENDER_CODE = {"masc": 0, "fem": 120, ABSTAIN: 240}
 AGE_CODE = {"young": 0, "middle": 120, "older": 240}
@@ -383,7 +378,7 @@ def test_output_files(audited):
         preds = list(csv.DictReader(fh))
     assert len([p for p in preds if p["attribute"] == "gender_presentation"]) == 39
     assert load_audit(out)["facet"]["n_audited"] == 39
-    html = (out / "audit.html").read_text()
+    html = write_audit_html(out).read_text()
     assert "Classifier audit: painted" in html and "skin_tone_bucket" in html
     assert "<td>masc</td><td>18</td><td>1</td><td>1</td>" in html
 
@@ -490,7 +485,7 @@ def test_missing_facet_root(tmp_path):
 
 
 def test_clip_predictor_end_to_end(tmp_path, audited, one_torch_thread):
-    from t2ibias.measure.audit import ClipPredictor
+    from t2ibias.measure.predictors import ClipPredictor
     from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     spec = resolve_classifier_spec("tiny-random-clip")

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from facet_eval.attributes import ground_truth
 from facet_eval.classification import evaluate_classification, largest_gaps
 from facet_eval.data import FacetData, load_facet
 from facet_eval.detection import rows_from_values
 from facet_eval.groups import group_membership, skin_tone_bucket_labels, skin_tone_bucket_masks
 from t2ibias.core.errors import UserError
-from t2ibias.measure.audit import ground_truth
 from t2ibias.stats.bootstrap import percentile_intervals
 from t2ibias.stats.cluster_bootstrap import (
     bonferroni_intervals,

@@ -139,7 +139,7 @@ def test_unknown_second_measurer_is_refused(run, monkeypatch, capsys):
 
 
 def _audit_file(path: Path, counts: list[list[int]]) -> Path:
-    from t2ibias.measure.audit import SCHEMA
+    from t2ibias.store.audit_file import SCHEMA
 
     doc = {"schema": SCHEMA, "classifier": {"id": "x", "fingerprint": "not-this-one"},
            "facet": {"n_audited": int(np.sum(counts))},
@@ -237,7 +237,7 @@ def test_audit_on_face_crops_sees_the_face_the_measure_stage_would(tmp_path, mon
     from PIL import Image
     from skimage import data as skdata
 
-    from t2ibias.measure.audit import run_audit
+    from t2ibias.audit import run_audit
     from t2ibias.models.clip_zeroshot import Prediction
     from t2ibias.measure.gate import HaarFaceGate
     from tests.facet_fixtures import person, write_facet

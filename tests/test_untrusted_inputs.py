@@ -64,7 +64,7 @@ def test_frame_and_rows_writers_quote_text_cells_only() -> None:
 
 
 def test_audit_predictions_round_trip_through_the_agreement_reader(tmp_path: Path) -> None:
-    from t2ibias.measure.audit import _csv_text
+    from t2ibias.store.audit_file import _csv_text
     from t2ibias.metrics.agreement import paired_predictions
 
     cols = ["person_id", "attribute", "true", "pred", "top_label", "score"]

@@ -41,10 +41,11 @@ def audit(
     """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
     calibration, with bootstrap intervals. The sweep report of a run measured with this classifier
     then shows the audit and confusion-corrected proportions beside the raw ones."""
+    from t2ibias.audit import AuditOptions, run_audit
     from t2ibias.core.device import resolve_device
-    from t2ibias.measure.audit import run_audit
     from t2ibias.measure.gate import HaarFaceGate
     from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
+    from t2ibias.report.audit_html import write_audit_html
     from t2ibias.core.files import atomic_write_text
 
     if crops not in ("face", "person"):
@@ -63,10 +64,12 @@ def audit(
             typer.echo(f"audit: {done}/{total} people", err=True)
             step["next"] = done + max(1, total // 10)
 
+    options = AuditOptions(limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, engine=engine,
+                           face_gate=HaarFaceGate() if crops == "face" else None)
     with writing("--out"):
         result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
-                           limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, progress=progress, engine=engine,
-                           face_gate=HaarFaceGate() if crops == "face" else None)
+                           options=options, progress=progress)
+        write_audit_html(out)
     target = registered_audit_path(fp)
     with writing("T2IBIAS_CACHE"):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def resolve_measurer(name: str, device: str = "cpu") -> Any:
     text = name.strip()
     if text == PIXEL_MST or text.partition(":")[0] in FAIRFACE_PREFIXES and ":" in text:
         return resolve_crop_measurer(text, device)
-    from t2ibias.measure.audit import ClipPredictor
+    from t2ibias.measure.predictors import ClipPredictor
     from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     return ClipPredictor(resolve_classifier_spec(text), device)

@@ -231,7 +231,7 @@ def corrected_from_audit(observed: dict[str, int], audit: dict[str, Any] | str |
                          where: str = "observed") -> list[dict[str, Any]]:
     """:func:`corrected_proportions` with the confusion of ``attribute`` from an audit (a loaded
     audit.json dict, the file, or its folder), each row also naming the audited classifier."""
-    from t2ibias.measure.audit import load_audit
+    from t2ibias.store.audit_file import load_audit
 
     source = "audit"
     if not isinstance(audit, dict):

@@ -53,7 +53,7 @@ def locate_audit(spec: dict[str, Any], audit: str | Path | None = None) -> tuple
     """The audit to use and where it came from: ``audit`` (a file or folder) when given, else the
     registered audit of the run's classifier, else (None, None)."""
     from t2ibias.cli.audit import find_audit
-    from t2ibias.measure.audit import load_audit
+    from t2ibias.store.audit_file import load_audit
 
     if audit is not None:
         return load_audit(Path(audit)), str(audit)
