@@ -8,7 +8,7 @@ in that group who were classified correctly; disparities are differences of reca
 two groups of an attribute, computed only when both have at least 50 people of the class.
 Rows, confidence intervals (images resampled; here one person per image), tests of each gap
 with Benjamini–Hochberg q-values and selection-adjusted intervals, and outputs are those of
-:mod:`facet_eval.detection`.
+:mod:`facet_eval.disaggregate`.
 
 Predictions come from a file (:func:`load_class_predictions`) or from an open_clip zero-shot
 classifier run on the images (:func:`predict_with_clip`).
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData, canonical_class
-from facet_eval.detection import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, rows_from_values
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, rows_from_values
 from t2ibias.errors import UserError
 
 TASK = "classification"

@@ -87,7 +87,7 @@ def _person_predictions(task: str, data, out: Path, model: str | None, predictio
 
 def _finish(rows: list, out: Path, run: dict, seed: int) -> None:
     """Write metrics.json, metrics.csv and run.json, print the summary."""
-    from facet_eval.detection import write_outputs
+    from facet_eval.disaggregate import write_outputs
     from t2ibias.store.image_store import atomic_write_text
 
     with writing("--out"):
@@ -169,7 +169,7 @@ def classify(
         write_largest_gaps,
     )
     from facet_eval.data import load_facet
-    from facet_eval.detection import write_outputs
+    from facet_eval.disaggregate import write_outputs
     from facet_eval.groups import group_membership
     from facet_eval.groups import intersect as intersect_groups
     from t2ibias.store.image_store import atomic_write_text

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData
-from facet_eval.detection import CONFIDENCE, N_BOOT, check_confidence, match_annotations, read_results_list, rows_from_matches
+from facet_eval.detection import match_annotations, read_results_list, rows_from_matches
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT, check_confidence
 from t2ibias.errors import UserError
 
 RLE_HINT = "write an RLE {'size': [height, width], 'counts': ...} as pycocotools.mask.encode gives"

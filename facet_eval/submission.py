@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from facet_eval import __version__
-from facet_eval.detection import MIN_GROUP_SIZE as MIN_N
+from facet_eval.disaggregate import MIN_GROUP_SIZE as MIN_N
 from facet_eval.groups import is_na_group
 from t2ibias.errors import UserError, decode_error_message
 from t2ibias.store.image_store import atomic_write_text
