@@ -11,7 +11,7 @@ with Benjamini–Hochberg q-values and selection-adjusted intervals, and outputs
 :mod:`facet_eval.disaggregate`.
 
 Predictions come from a file (:func:`load_class_predictions`) or from an open_clip zero-shot
-classifier run on the images (:func:`predict_with_clip`).
+classifier run on the images (:func:`facet_eval.runners.clip.predict_with_clip`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import difflib
 import io
 import json
 import math
-import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +33,9 @@ from t2ibias.errors import UserError
 
 TASK = "classification"
 METRIC = "recall"
-DEFAULT_MODEL = "clip-vit-b-32-openai"
 TOP_GAPS = 5
 #: Attributes whose largest gaps are printed (all compared pairs go to largest_gaps.csv).
 PRINTED_ATTRIBUTES = ("gender_presentation", "skin_tone_bucket", "age_presentation")
-#: Prompt ensemble for class names; ``{a}`` is the indefinite article of the class, ``{c}`` the class.
-CLASS_TEMPLATES = (
-    "a photo of {a} {c}.",
-    "a photo of the {c}.",
-    "a photo of a person who is {a} {c}.",
-    "a cropped photo of {a} {c}.",
-)
 PREDICTION_SHAPE = "{person_id, class} or {image_id, class}"
 GAP_COLUMNS = ("attribute", "direction", "group_a", "group_b", "rank", "class", "gap", "ci_low", "ci_high",
                "recall_a", "recall_b", "n_a", "n_b", "p_value", "q_value", "adj_ci_low", "adj_ci_high", "n_tests",
@@ -331,152 +321,3 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
         among = f"the {tests} per-class gaps of {attr}" if tests else f"the per-class gaps of {attr}"
         console.print(f"Selecting the largest gaps inflates them. adjusted CI: {level} simultaneous over {among} "
                       f"(Bonferroni); q: Benjamini-Hochberg over the same gaps, * = significant (q < {SIGNIFICANT_Q}).")
-
-
-# ---------------------------------------------------------------- zero-shot CLIP
-def _article(cls: str) -> str:
-    return "an" if cls[:1].lower() in "aeiou" else "a"
-
-
-def class_prompts(cls: str) -> list[str]:
-    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``;
-    a class written with underscores is prompted in words (``a photo of a disk jockey.``)."""
-    words = canonical_class(cls)
-    return [t.format(a=_article(words), c=words) for t in CLASS_TEMPLATES]
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device: {device} requested but torch sees no GPU (use --device cpu or auto)")
-        return device
-    raise UserError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N (pick one of those)")
-
-
-def class_text_embeddings(model: Any, tokenizer: Any, classes: list[str], device: str) -> Any:
-    """``(C, D)`` L2-normalized text embeddings, each the renormalized mean over the class's prompts."""
-    import torch
-
-    prompts = [p for c in classes for p in class_prompts(c)]
-    with torch.no_grad():
-        emb = model.encode_text(tokenizer(prompts).to(device)).float()
-    emb = emb / emb.norm(dim=-1, keepdim=True)
-    mean = emb.reshape(len(classes), len(CLASS_TEMPLATES), -1).mean(dim=1)
-    return mean / mean.norm(dim=-1, keepdim=True)
-
-
-def load_image_tensor(path: Path, preprocess: Callable[[Any], Any]) -> Any:
-    """Decode one image as RGB and apply the classifier's preprocessing; UserError naming the
-    file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: cannot read image: not a format PIL can decode (re-download or replace the file)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"{path}: cannot read image: {exc} (re-download or replace the file)") from None
-    return preprocess(rgb)
-
-
-def iter_image_batches(paths: list[Path], preprocess: Callable[[Any], Any], batch_size: int,
-                       workers: int | None = None, ahead: int = 2) -> Iterator[Any]:
-    """Stacked preprocessed batches of ``paths`` in order. A thread pool decodes and preprocesses
-    the next ``ahead`` batches while the caller computes on the current one."""
-    import torch
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facet-decode")
-    try:
-        pending: deque[list[Any]] = deque()
-        upcoming = iter(batches)
-        for _ in range(ahead):
-            first = next(upcoming, None)
-            if first is None:
-                break
-            pending.append([pool.submit(load_image_tensor, p, preprocess) for p in first])
-        while pending:
-            current = pending.popleft()
-            nxt = next(upcoming, None)
-            if nxt is not None:
-                pending.append([pool.submit(load_image_tensor, p, preprocess) for p in nxt])
-            yield torch.stack([f.result() for f in current])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def encode_batch(classifier: Any, batch: Any) -> Any:
-    """L2-normalized image features of a preprocessed batch, as ``encode_images`` computes them."""
-    import torch
-
-    with torch.no_grad():
-        feats = classifier.model.encode_image(batch.to(classifier.device)).float()
-    return feats / feats.norm(dim=-1, keepdim=True)
-
-
-def predict_with_clip(
-    data: FacetData,
-    model_id: str = DEFAULT_MODEL,
-    device: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[int, str], dict[str, Any]]:
-    """Zero-shot top-1 class of every single-person person from the whole image, with an
-    open_clip classifier named by a t2ibias classifier id or YAML path.
-
-    Returns the predictions (person_id → class) and the model description for ``run.json``.
-    """
-    import open_clip
-    import torch
-
-    from t2ibias.measure.classifier_spec import resolve_classifier_spec
-    from t2ibias.measure.clip_zeroshot import CLIPAttributeClassifier
-
-    if batch_size < 1:
-        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
-    spec = resolve_classifier_spec(model_id)
-    dev = resolve_device(device)
-    single = single_person_mask(data)
-    people = data.people[single]
-    order = np.argsort(people["image_id"].to_numpy(), kind="stable")
-    pids = [int(p) for p in people["person_id"].to_numpy()[order]]
-    image_ids = [int(i) for i in people["image_id"].to_numpy()[order]]
-    paths_by_id = data.image_paths() if pids else {}
-    paths = [paths_by_id[i] for i in image_ids]
-
-    classifier = CLIPAttributeClassifier(spec, device=dev)
-    classifier.load()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
-    classes = data.classes
-    text = class_text_embeddings(classifier.model, tokenizer, classes, dev)
-
-    top: list[int] = []
-    for batch in iter_image_batches(paths, classifier.preprocess, batch_size, workers):
-        feats = encode_batch(classifier, batch)
-        top.extend((feats @ text.T).argmax(dim=1).cpu().tolist())
-        if progress is not None:
-            progress(len(top), len(paths))
-    predictions = {p: classes[k] for p, k in zip(pids, top)}
-    info = {
-        "name": spec.id,
-        "parameters": {
-            "classifier": spec.id, "arch": spec.arch, "pretrained": spec.pretrained, "quick_gelu": spec.quick_gelu,
-            "image_size": spec.preprocess.get("image_size"), "templates": list(CLASS_TEMPLATES),
-            "random_weights": spec.random_weights, "fingerprint": spec.fingerprint(),
-        },
-        "device": dev,
-        "torch": torch.__version__,
-        "open_clip": getattr(open_clip, "__version__", "unknown"),
-    }
-    return predictions, info

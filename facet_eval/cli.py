@@ -158,16 +158,15 @@ def classify(
 ) -> None:
     """Person classification on single-person images: recall@1 per class and group, disparities, largest gaps."""
     from facet_eval.classification import (
-        DEFAULT_MODEL,
         evaluate_classification,
         largest_gaps,
         load_class_predictions,
-        predict_with_clip,
         print_largest_gaps,
         single_person_mask,
         write_class_predictions,
         write_largest_gaps,
     )
+    from facet_eval.runners.clip import DEFAULT_MODEL, predict_with_clip
     from facet_eval.data import load_facet
     from facet_eval.disaggregate import write_outputs
     from facet_eval.groups import group_membership

@@ -80,6 +80,17 @@ class FacetData:
             out[int(img_id)] = path
         return out
 
+    def image_sizes(self) -> dict[int, tuple[int, int] | None]:
+        """Image id → ``(height, width)`` from ``coco_boxes.json``, or None where the size is not a
+        pair of integers (images and masks are then not checked against it)."""
+        out: dict[int, tuple[int, int] | None] = {}
+        for i, w, h in zip(self.images["id"], self.images["width"], self.images["height"]):
+            try:
+                out[int(i)] = (int(h), int(w))
+            except (TypeError, ValueError):
+                out[int(i)] = None
+        return out
+
     @property
     def classes(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -86,20 +86,10 @@ def check_rle(rle: Any, where: str) -> dict[str, Any]:
     return {"size": [h, w], "counts": counts}
 
 
-def _image_sizes(data: FacetData) -> dict[int, tuple[int, int] | None]:
-    out: dict[int, tuple[int, int] | None] = {}
-    for i, w, h in zip(data.images["id"], data.images["width"], data.images["height"]):
-        try:
-            out[int(i)] = (int(h), int(w))
-        except (TypeError, ValueError):
-            out[int(i)] = None
-    return out
-
-
 def load_segm_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
     """Read a COCO results list ``[{image_id, segmentation: RLE, score}, ...]`` and validate it."""
     path = Path(path)
-    sizes = _image_sizes(data)
+    sizes = data.image_sizes()
     out = []
     for where, d in read_results_list(path, ("image_id", "segmentation", "score")):
         img = d["image_id"]
@@ -123,7 +113,7 @@ def match_people_segm(data: FacetData, predictions: list[dict[str, Any]]) -> tup
 
     people = data.people
     n = len(people)
-    sizes = _image_sizes(data)
+    sizes = data.image_sizes()
     evaluated = np.zeros(n, dtype=bool)
     gts = []
     img_size: dict[int, tuple[int, int]] = {}
