@@ -24,6 +24,7 @@ import numpy as np
 
 from facet_eval.data import FacetData
 from facet_eval.disaggregate import CONFIDENCE, N_BOOT, check_confidence, rows_from_values
+from facet_eval.tasks import RunOptions, Say, Task, progress_lines, register_task
 from t2ibias.errors import UserError
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -151,6 +152,37 @@ def match_annotations(images: list[dict[str, Any]], gts: list[dict[str, Any]], d
 
 
 # ---------------------------------------------------------------- rows
+class DetectionEvaluator:
+    """Person detection with detectron2's evaluator protocol: :meth:`process` collects COCO results
+    (validated, as :func:`load_predictions` gives them) of any set of images, :meth:`evaluate`
+    matches all of them to the people once and returns the rows of :func:`rows_from_matches`."""
+
+    task = "detection"
+
+    def __init__(self, data: FacetData, intersections: Iterable[tuple[str, str]] = (), n_boot: int = N_BOOT,
+                 seed: int = 0, per_class: bool = True, confidence: float = CONFIDENCE) -> None:
+        self.data = data
+        self.intersections = list(intersections)
+        self.n_boot, self.seed, self.per_class = n_boot, seed, per_class
+        self.confidence = check_confidence(confidence)
+        self.reset()
+
+    def reset(self) -> None:
+        self._predictions: list[dict[str, Any]] = []
+
+    def process(self, predictions: Iterable[dict[str, Any]]) -> None:
+        self._predictions.extend(predictions)
+
+    def match(self, predictions: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(matched, evaluated)`` of :func:`match_people`."""
+        return match_people(self.data, predictions)
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        matched, evaluated = self.match(self._predictions)
+        return rows_from_matches(self.data, matched, evaluated, self.intersections, self.n_boot, self.seed,
+                                 self.per_class, task=self.task, confidence=self.confidence)
+
+
 def evaluate_detection(
     data: FacetData,
     predictions: list[dict[str, Any]],
@@ -161,9 +193,9 @@ def evaluate_detection(
     confidence: float = CONFIDENCE,
 ) -> list[dict[str, Any]]:
     """Metric rows (see module doc) overall, per attribute group, per class and per group pair."""
-    check_confidence(confidence)
-    matched, evaluated = match_people(data, predictions)
-    return rows_from_matches(data, matched, evaluated, intersections, n_boot, seed, per_class, confidence=confidence)
+    evaluator = DetectionEvaluator(data, intersections, n_boot, seed, per_class, confidence)
+    evaluator.process(predictions)
+    return evaluator.evaluate()
 
 
 def rows_from_matches(
@@ -181,3 +213,51 @@ def rows_from_matches(
     per_person = {"AR50": matched[:, 0].astype(float), "AR75": matched[:, 5].astype(float),
                   "mAR": matched.sum(axis=1) / matched.shape[1]}
     return rows_from_values(data, per_person, evaluated, intersections, n_boot, seed, per_class, task, confidence)
+
+
+# ---------------------------------------------------------------- task
+class DetectionTask(Task):
+    """``facet-eval detect``: COCO results of person boxes from a file or a person runner."""
+
+    id = "detection"
+    command = "detect"
+    main_metrics = ("mAR",)
+    output = "boxes"
+
+    def evaluator(self, data: FacetData, **options: Any) -> DetectionEvaluator:
+        return DetectionEvaluator(data, **options)
+
+    def prepare(self, data: FacetData, opts: RunOptions, intersections: list[tuple[str, str]]) -> dict[str, Any]:
+        if (opts.model is None) == (opts.predictions is None):
+            raise UserError(f"{self.command}: pass exactly one of --model ID or --predictions FILE")
+        return {"task": self.id, "facet_root": str(data.root.resolve())}
+
+    def load_predictions(self, path: Path, data: FacetData) -> list[dict[str, Any]]:
+        return load_predictions(path, data)
+
+    def predict(self, data: FacetData, opts: RunOptions, say: Say) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from facet_eval.runners import predict_people
+
+        if opts.batch_size < 1:
+            raise UserError(f"--batch-size: {opts.batch_size} is not a positive number (use e.g. 16)")
+        info: dict[str, Any] = {}
+        progress = progress_lines(len(data.images), opts.batch_size, say,
+                                  lambda done, total: f"{self.id}: {done}/{total} images")
+        preds = predict_people(data, str(opts.model), task=self.id, device=opts.device, batch_size=opts.batch_size,
+                               person_class=opts.person_class, progress=progress, info=info)
+        return preds, {"model": {"name": info.get("name", opts.model), "parameters": info.get("parameters", {})},
+                       "device": info.get("device"), "software": info.get("software"),
+                       "n_images": info.get("n_images"), "batch_size": opts.batch_size,
+                       "predictions": "predictions.json"}
+
+    def write_predictions(self, predictions: list[dict[str, Any]], path: Path) -> Path:
+        from facet_eval.runners import write_predictions
+
+        return write_predictions(predictions, path)
+
+    def evaluate(self, data: FacetData, predictions: list[dict[str, Any]], intersections: list[tuple[str, str]],
+                 seed: int) -> list[dict[str, Any]]:
+        return evaluate_detection(data, predictions, intersections=intersections, seed=seed)
+
+
+register_task(DetectionTask())

@@ -23,6 +23,7 @@ from typing import Any
 from facet_eval import __version__
 from facet_eval.disaggregate import MIN_GROUP_SIZE as MIN_N
 from facet_eval.groups import is_na_group
+from facet_eval.tasks import all_tasks, task_ids
 from t2ibias.errors import UserError, decode_error_message
 from t2ibias.store.image_store import atomic_write_text
 
@@ -32,10 +33,10 @@ SCHEMA_NAME = "facet-eval-submission"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 DATA_NAME = "FACET"
-TASKS = ("detection", "segmentation", "classification")
-#: The metric each task is ranked by, in order of preference: classification rows from
-#: ``facet-eval classify`` name it ``recall``; ``recall@1`` is accepted for other tools' rows.
-MAIN_METRIC = {"detection": ("mAR",), "segmentation": ("mAR",), "classification": ("recall", "recall@1")}
+#: The tasks a submission may hold, and the metric names each is ranked by, preferred first
+#: (:attr:`facet_eval.tasks.Task.main_metrics`).
+TASKS = task_ids()
+MAIN_METRIC = {t.id: t.main_metrics for t in all_tasks()}
 TOLERANCE = 1e-9
 NO_ROOT_NOTE = "no FACET root given: annotation checksums not recorded"
 

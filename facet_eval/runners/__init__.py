@@ -57,7 +57,9 @@ def runner_for(model: str) -> OpenModel:
 
 def person_tasks() -> dict[str, bool]:
     """The FACET tasks a person runner serves, each with whether it needs masks."""
-    return {"detection": False, "segmentation": True}
+    from facet_eval.tasks import all_tasks
+
+    return {t.id: t.output == "masks" for t in all_tasks() if t.output in ("boxes", "masks")}
 
 
 def predict_people(
