@@ -17,6 +17,7 @@ import json
 import math
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ NO_ROOT_NOTE = "no FACET root given: annotation checksums not recorded"
 
 ROW_KEYS = ("task", "metric", "attribute", "group", "class", "value", "n", "ci_low", "ci_high")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: ``p(field, what, fix)``: report one problem of a submission
+Problem = Callable[[str, str, str], None]
 
 
 # ----------------------------------------------------------------------------- summary
@@ -305,7 +308,7 @@ def _compare(expected: Any, found: Any, field: str, out: list[str]) -> None:
         out.append(f"{field}: {found!r}, rows give {expected!r}")
 
 
-def _check_row(i: int, row: Any, task: Any, p) -> None:
+def _check_row(i: int, row: Any, task: Any, p: Problem) -> None:
     f = f"rows[{i}]"
     if not isinstance(row, dict):
         p(f, "not an object", "each row is an object with keys " + ", ".join(ROW_KEYS))
@@ -358,54 +361,76 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
     def p(field: str, what: str, fix: str) -> None:
         problems.append(f"{label}: field {field}: {what} ({fix})")
 
+    version = _check_header(doc, p)
+    if version is None:
+        return problems
+    _check_model(doc.get("model"), p)
+    task = doc.get("task")
+    if task not in TASKS:
+        p("task", f"{task!r} is not one of {', '.join(TASKS)}", "set the task the rows were evaluated on")
+    _check_data(doc.get("data"), p)
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not rows:
+        p("rows", "missing, empty or not a list", "include the rows of metrics.json")
+        rows = []
+    _check_rows(rows, task, p)
+    _check_summary(doc.get("summary"), rows, task, version, p)
+    _check_software(doc.get("software"), p)
+    created = doc.get("created")
+    if not _is_zoned_iso(created):
+        p("created", f"{created!r} is not an ISO 8601 time with a zone", 'use UTC, e.g. "2024-05-01T12:00:00Z"')
+    return problems
+
+
+def _check_header(doc: Any, p: Problem) -> int | None:
+    """The schema version when ``doc`` is a facet-eval submission this version reads, else None
+    (the problem reported: nothing else can be checked)."""
     if not isinstance(doc, dict):
         p("(top level)", "not a JSON object", "write the object made by `facet-eval submit`")
-        return problems
+        return None
     if doc.get("schema") != SCHEMA_NAME:
         p("schema", f"{doc.get('schema')!r} is not {SCHEMA_NAME!r}", "this is not a facet-eval submission; make one with `facet-eval submit`")
-        return problems
+        return None
     version = doc.get("schema_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         p("schema_version", f"version {version!r} is not supported, this facet-eval reads versions {readable}",
           f"re-create the submission with `facet-eval submit` of facet-eval {__version__}, or use the facet-eval that wrote it")
-        return problems
+        return None
+    return version
 
-    model = doc.get("model")
+
+def _check_model(model: Any, p: Problem) -> None:
     if not isinstance(model, dict):
         p("model", "missing or not an object", "give {name, parameters}")
-    else:
-        if not (isinstance(model.get("name"), str) and model["name"].strip()):
-            p("model.name", "missing or empty", "pass --model-name")
-        if not isinstance(model.get("parameters"), dict):
-            p("model.parameters", "missing or not an object", "use {} when there are none")
+        return
+    if not (isinstance(model.get("name"), str) and model["name"].strip()):
+        p("model.name", "missing or empty", "pass --model-name")
+    if not isinstance(model.get("parameters"), dict):
+        p("model.parameters", "missing or not an object", "use {} when there are none")
 
-    task = doc.get("task")
-    if task not in TASKS:
-        p("task", f"{task!r} is not one of {', '.join(TASKS)}", "set the task the rows were evaluated on")
 
-    data = doc.get("data")
+def _check_data(data: Any, p: Problem) -> None:
     if not isinstance(data, dict):
         p("data", "missing or not an object", "give {name, version, annotation_checksums}")
-    else:
-        if data.get("name") != DATA_NAME:
-            p("data.name", f"{data.get('name')!r} is not {DATA_NAME!r}", f'set it to "{DATA_NAME}"')
-        if not (isinstance(data.get("version"), str) and data["version"]):
-            p("data.version", "missing or not a string", 'give the FACET release, e.g. "1.0"')
-        sums = data.get("annotation_checksums")
-        if not isinstance(sums, dict):
-            p("data.annotation_checksums", "missing or not an object", "map annotation file names to sha256, or {} with a note")
-        else:
-            for name, h in sums.items():
-                if not (isinstance(h, str) and _HEX64.match(h)):
-                    p(f"data.annotation_checksums.{name}", f"{h!r} is not 64 lower-case hex digits", "use the sha256 hex digest of the file")
-            if not sums and not (isinstance(data.get("note"), str) and data["note"]):
-                p("data.note", "no checksums and no note saying why", "pass --facet-root, or add a note")
+        return
+    if data.get("name") != DATA_NAME:
+        p("data.name", f"{data.get('name')!r} is not {DATA_NAME!r}", f'set it to "{DATA_NAME}"')
+    if not (isinstance(data.get("version"), str) and data["version"]):
+        p("data.version", "missing or not a string", 'give the FACET release, e.g. "1.0"')
+    sums = data.get("annotation_checksums")
+    if not isinstance(sums, dict):
+        p("data.annotation_checksums", "missing or not an object", "map annotation file names to sha256, or {} with a note")
+        return
+    for name, h in sums.items():
+        if not (isinstance(h, str) and _HEX64.match(h)):
+            p(f"data.annotation_checksums.{name}", f"{h!r} is not 64 lower-case hex digits", "use the sha256 hex digest of the file")
+    if not sums and not (isinstance(data.get("note"), str) and data["note"]):
+        p("data.note", "no checksums and no note saying why", "pass --facet-root, or add a note")
 
-    rows = doc.get("rows")
-    if not isinstance(rows, list) or not rows:
-        p("rows", "missing, empty or not a list", "include the rows of metrics.json")
-        rows = []
+
+def _check_rows(rows: list[Any], task: Any, p: Problem) -> None:
+    """Every row (:func:`_check_row`), and no two rows for the same task, metric, attribute, group and class."""
     seen: dict[tuple, int] = {}
     for i, row in enumerate(rows):
         _check_row(i, row, task, p)
@@ -416,28 +441,28 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
             else:
                 seen[key] = i
 
-    summary = doc.get("summary")
+
+def _check_summary(summary: Any, rows: list[Any], task: Any, version: int, p: Problem) -> None:
+    """The summary equals the one recomputed from the rows by the rules of its schema version."""
     if not isinstance(summary, dict):
         p("summary", "missing or not an object", "re-create the submission with `facet-eval submit`")
-    elif task in TASKS:
-        diffs: list[str] = []
-        _compare(compute_summary(rows, task, version), summary, "summary", diffs)
-        for d in diffs:
-            field, _, what = d.partition(": ")
-            p(field, what or "does not match the rows", "recompute it with `facet-eval submit`; do not edit summary by hand")
+        return
+    if task not in TASKS:
+        return
+    diffs: list[str] = []
+    _compare(compute_summary(rows, task, version), summary, "summary", diffs)
+    for d in diffs:
+        field, _, what = d.partition(": ")
+        p(field, what or "does not match the rows", "recompute it with `facet-eval submit`; do not edit summary by hand")
 
-    software = doc.get("software")
+
+def _check_software(software: Any, p: Problem) -> None:
     if not isinstance(software, dict):
         p("software", "missing or not an object", "give {facet_eval, python, numpy, pycocotools, platform}")
-    else:
-        for k in ("facet_eval", "python"):
-            if not (isinstance(software.get(k), str) and software[k]):
-                p(f"software.{k}", "missing or not a string", "record the version used")
-
-    created = doc.get("created")
-    if not _is_zoned_iso(created):
-        p("created", f"{created!r} is not an ISO 8601 time with a zone", 'use UTC, e.g. "2024-05-01T12:00:00Z"')
-    return problems
+        return
+    for k in ("facet_eval", "python"):
+        if not (isinstance(software.get(k), str) and software[k]):
+            p(f"software.{k}", "missing or not a string", "record the version used")
 
 
 def _is_zoned_iso(text: Any) -> bool:
