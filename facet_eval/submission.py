@@ -232,38 +232,13 @@ def make_submission(
     if not isinstance(rows, list) or not rows:
         raise UserError(f"{out / 'metrics.json'}: field rows: missing or empty (re-run the evaluation)")
     run = _run_info(out)
-    run_model = run.get("model")
-    if model_name is None:
-        model_name = run_model.get("name") if isinstance(run_model, dict) else run_model
-        model_name = model_name or run.get("model_name")
-    if not model_name:
-        raise UserError(f"{out}: no model name in run.json (pass --model-name)")
-    if model_params is None:
-        model_params = (run_model.get("parameters") if isinstance(run_model, dict) else None) \
-            or run.get("model_params") or run.get("parameters") or {}
-
-    data: dict[str, Any] = {"name": DATA_NAME, "version": str(run.get("facet_version") or "1.0")}
-    if facet_root is None:
-        root = run.get("facet_root") or run.get("root")
-        if root and (Path(root) / "annotations").is_dir():
-            facet_root = root
-    if facet_root is not None:
-        data["annotation_checksums"] = annotation_checksums(facet_root)
-    else:
-        data["annotation_checksums"] = {}
-        data["note"] = NO_ROOT_NOTE
-
-    tasks = sorted({str(r.get("task")) for r in rows if isinstance(r, dict)})
-    if len(tasks) != 1:
-        raise UserError(
-            f"{out / 'metrics.json'}: field rows[].task: rows of several tasks {tasks} "
-            "(make one submission per task from separate evaluation folders)"
-        )
-    task = tasks[0]
+    model = _model_of(run, model_name, model_params, out)
+    data = _data_of(run, facet_root)
+    task = _task_of(rows, out)
     sub = {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": str(model_name), "parameters": dict(model_params)},
+        "model": model,
         "task": task,
         "data": data,
         "rows": rows,
@@ -275,6 +250,48 @@ def make_submission(
     if problems:
         raise UserError(_joined(problems))
     return sub
+
+
+def _model_of(run: dict[str, Any], model_name: str | None, model_params: dict[str, Any] | None,
+              out: Path) -> dict[str, Any]:
+    """``{name, parameters}``: the arguments when given, else what run.json recorded."""
+    run_model = run.get("model")
+    if model_name is None:
+        model_name = run_model.get("name") if isinstance(run_model, dict) else run_model
+        model_name = model_name or run.get("model_name")
+    if not model_name:
+        raise UserError(f"{out}: no model name in run.json (pass --model-name)")
+    if model_params is None:
+        model_params = (run_model.get("parameters") if isinstance(run_model, dict) else None) \
+            or run.get("model_params") or run.get("parameters") or {}
+    return {"name": str(model_name), "parameters": dict(model_params)}
+
+
+def _data_of(run: dict[str, Any], facet_root: str | Path | None) -> dict[str, Any]:
+    """The data section: FACET's release and the annotation checksums of ``facet_root`` (or of the
+    root run.json names, when it is still there), else a note saying none were recorded."""
+    data: dict[str, Any] = {"name": DATA_NAME, "version": str(run.get("facet_version") or "1.0")}
+    if facet_root is None:
+        root = run.get("facet_root") or run.get("root")
+        if root and (Path(root) / "annotations").is_dir():
+            facet_root = root
+    if facet_root is not None:
+        data["annotation_checksums"] = annotation_checksums(facet_root)
+    else:
+        data["annotation_checksums"] = {}
+        data["note"] = NO_ROOT_NOTE
+    return data
+
+
+def _task_of(rows: list[Any], out: Path) -> str:
+    """The one task of the rows (UserError for rows of several tasks)."""
+    tasks = sorted({str(r.get("task")) for r in rows if isinstance(r, dict)})
+    if len(tasks) != 1:
+        raise UserError(
+            f"{out / 'metrics.json'}: field rows[].task: rows of several tasks {tasks} "
+            "(make one submission per task from separate evaluation folders)"
+        )
+    return tasks[0]
 
 
 def write_submission(sub: dict[str, Any], path: str | Path) -> Path:
