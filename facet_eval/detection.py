@@ -28,6 +28,7 @@ from facet_eval.tasks import RunOptions, Say, Task, progress_lines, register_tas
 from t2ibias.errors import UserError
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+#: FACET scores at most 100 detections per image (Gustafson et al., ICCV 2023); runners keep as many.
 MAX_DETS = 100
 METRICS = ("AR50", "AR75", "mAR")
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-#: FACET scores at most 100 detections per image (Gustafson et al., ICCV 2023).
-MAX_DETS = 100
+from facet_eval.detection import MAX_DETS  # FACET scores at most 100 detections per image
+
+__all__ = ["MAX_DETS", "ImageDetections", "coco_results", "encode_mask", "encode_masks"]
 
 
 @dataclass
