@@ -152,7 +152,7 @@ def _peak_mb() -> float:
 
 def coverage(reps: int, n_images: int, seed: int) -> None:
     """Print nominal, observed and Monte Carlo standard error of the interval coverages."""
-    from facet_eval.detection import rows_from_values
+    from facet_eval.disaggregate import rows_from_values
     from tests.test_facet_stats import TRUE_AR50, clustered_scene
 
     def pick(rows, metric, attribute, group):

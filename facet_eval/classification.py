@@ -8,10 +8,10 @@ in that group who were classified correctly; disparities are differences of reca
 two groups of an attribute, computed only when both have at least 50 people of the class.
 Rows, confidence intervals (images resampled; here one person per image), tests of each gap
 with Benjamini–Hochberg q-values and selection-adjusted intervals, and outputs are those of
-:mod:`facet_eval.detection`.
+:mod:`facet_eval.disaggregate`.
 
 Predictions come from a file (:func:`load_class_predictions`) or from an open_clip zero-shot
-classifier run on the images (:func:`predict_with_clip`).
+classifier run on the images (:func:`facet_eval.runners.clip.predict_with_clip`).
 """
 
 from __future__ import annotations
@@ -21,31 +21,24 @@ import difflib
 import io
 import json
 import math
-import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facet_eval.data import FacetData, canonical_class
-from facet_eval.detection import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, rows_from_values
+from facet_eval.data import FacetData, canonical_class, single_person_mask
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, check_confidence, rows_from_values
+from facet_eval.groups import group_membership, intersect
+from facet_eval.tasks import RunOptions, Say, Task, progress_lines, register_task
 from t2ibias.core.errors import UserError
 
 TASK = "classification"
 METRIC = "recall"
-DEFAULT_MODEL = "clip-vit-b-32-openai"
 TOP_GAPS = 5
 #: Attributes whose largest gaps are printed (all compared pairs go to largest_gaps.csv).
 PRINTED_ATTRIBUTES = ("gender_presentation", "skin_tone_bucket", "age_presentation")
-#: Prompt ensemble for class names; ``{a}`` is the indefinite article of the class, ``{c}`` the class.
-CLASS_TEMPLATES = (
-    "a photo of {a} {c}.",
-    "a photo of the {c}.",
-    "a photo of a person who is {a} {c}.",
-    "a cropped photo of {a} {c}.",
-)
 PREDICTION_SHAPE = "{person_id, class} or {image_id, class}"
 GAP_COLUMNS = ("attribute", "direction", "group_a", "group_b", "rank", "class", "gap", "ci_low", "ci_high",
                "recall_a", "recall_b", "n_a", "n_b", "p_value", "q_value", "adj_ci_low", "adj_ci_high", "n_tests",
@@ -56,16 +49,6 @@ SELECTION_NOTE = ("selected as one of the largest gaps, so inflated (winner's cu
 
 
 # ---------------------------------------------------------------- people
-def single_person_mask(data: FacetData) -> np.ndarray:
-    """True for each person (row of ``data.people``) who is the only annotated person of their image."""
-    image_ids = data.people["image_id"].to_numpy()
-    if len(image_ids) == 0:
-        return np.zeros(0, dtype=bool)
-    uniq, counts = np.unique(image_ids, return_counts=True)
-    per_image = dict(zip(uniq.tolist(), counts.tolist()))
-    return np.array([per_image[i] == 1 for i in image_ids.tolist()], dtype=bool)
-
-
 # ---------------------------------------------------------------- predictions file
 def _read_json_items(path: Path) -> list[tuple[str, Any]]:
     try:
@@ -125,70 +108,104 @@ def load_class_predictions(path: str | Path, data: FacetData) -> dict[int, str]:
     if not path.is_file():
         raise UserError(f"{path}: file not found (pass a JSON list or CSV of {PREDICTION_SHAPE} with --predictions)")
     items = _read_csv_items(path) if path.suffix.lower() == ".csv" else _read_json_items(path)
-
-    people = data.people
-    single = single_person_mask(data)
-    pids = [int(p) for p in people["person_id"]]
-    row_of = {p: i for i, p in enumerate(pids)}
-    image_of = dict(zip(pids, (int(i) for i in people["image_id"])))
-    known_images = {int(i) for i in data.images["id"]}
-    only_person = {image_of[p]: p for p, s in zip(pids, single) if s}
-    classes = data.classes
-    class_set = set(classes)
-
+    people = _People.of(data)
     out: dict[int, str] = {}
     first_item: dict[Any, str] = {}
     for where, d in items:
-        if not isinstance(d, dict):
-            raise UserError(f"{where}: not an object (each prediction is {PREDICTION_SHAPE})")
-        has_pid = d.get("person_id") not in (None, "")
-        has_img = d.get("image_id") not in (None, "")
-        if not has_pid and not has_img:
-            raise UserError(f"{where}: field person_id: missing (each prediction is {PREDICTION_SHAPE})")
-        if "class" not in d or d["class"] is None:
-            raise UserError(f"{where}: field class: missing (each prediction is {PREDICTION_SHAPE})")
-        cls = d["class"]
-        if not isinstance(cls, str):
-            raise UserError(f"{where}: field class: not a string: {cls!r} (write the class name, e.g. {classes[0]!r})")
-        cls = canonical_class(cls)  # `disk_jockey` as the release's scripts write it is `disk jockey`
-        if cls not in class_set:
-            close = difflib.get_close_matches(cls, classes, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"e.g. {', '.join(repr(c) for c in classes[:3])}"
-            raise UserError(f"{where}: field class: {cls!r} is not one of the {len(classes)} classes of this "
-                            f"FACET release ({hint})")
-        img = None
-        if has_img:
-            img = _as_int(d["image_id"])
-            if img is None:
-                raise UserError(f"{where}: field image_id: not an integer: {d['image_id']!r} (use coco_boxes.json image ids)")
-            if img not in known_images:
-                raise UserError(f"{where}: field image_id: {img} is not an image of coco_boxes.json (use its image ids)")
-        if has_pid:
-            pid = _as_int(d["person_id"])
-            if pid is None:
-                raise UserError(f"{where}: field person_id: not an integer: {d['person_id']!r} (use annotations.csv person_id values)")
-            if pid not in row_of:
-                raise UserError(f"{where}: field person_id: {pid} is not a person of annotations.csv (use its person_id values)")
-            if img is not None and img != image_of[pid]:
-                raise UserError(f"{where}: field image_id: {img} is not the image of person {pid} "
-                                f"(that is {image_of[pid]}; fix image_id or leave it out)")
-            key: Any = pid
-        else:
-            key = only_person.get(img, ("image", img))
+        cls, key = _read_prediction(where, d, people)
         if key in first_item:
             raise UserError(f"{where}: duplicate prediction for {_describe(key)} (also {first_item[key]}; "
                             "keep one prediction per person)")
         first_item[key] = where.split(": ", 1)[1] if ": " in where else where
-        if isinstance(key, int) and single[row_of[key]]:
+        if isinstance(key, int) and people.single[people.row_of[key]]:
             out[key] = cls
-    missing = [p for p, s in zip(pids, single) if s and p not in out]
+    _check_complete(path, out, people)
+    return out
+
+
+@dataclass
+class _People:
+    """Who a prediction can name: every person's row and image, the release's images and
+    classes, and the only person of each single-person image."""
+
+    single: np.ndarray
+    pids: list[int]
+    row_of: dict[int, int]
+    image_of: dict[int, int]
+    images: set[int]
+    only_person: dict[int, int]
+    classes: list[str]
+
+    @classmethod
+    def of(cls, data: FacetData) -> _People:
+        single = single_person_mask(data)
+        pids = [int(p) for p in data.people["person_id"]]
+        image_of = dict(zip(pids, (int(i) for i in data.people["image_id"])))
+        return cls(single=single, pids=pids, row_of={p: i for i, p in enumerate(pids)}, image_of=image_of,
+                   images={int(i) for i in data.images["id"]},
+                   only_person={image_of[p]: p for p, s in zip(pids, single) if s}, classes=data.classes)
+
+
+def _read_prediction(where: str, d: Any, people: _People) -> tuple[str, Any]:
+    """The class of one item and whom it names: a person_id, or ``("image", id)`` for an image
+    without a single person."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: not an object (each prediction is {PREDICTION_SHAPE})")
+    has_pid = d.get("person_id") not in (None, "")
+    has_img = d.get("image_id") not in (None, "")
+    if not has_pid and not has_img:
+        raise UserError(f"{where}: field person_id: missing (each prediction is {PREDICTION_SHAPE})")
+    if "class" not in d or d["class"] is None:
+        raise UserError(f"{where}: field class: missing (each prediction is {PREDICTION_SHAPE})")
+    cls = _read_class(where, d["class"], people.classes)
+    img = _read_image_id(where, d["image_id"], people) if has_img else None
+    if has_pid:
+        return cls, _read_person_id(where, d["person_id"], img, people)
+    return cls, people.only_person.get(img, ("image", img))  # type: ignore[arg-type]
+
+
+def _read_class(where: str, cls: Any, classes: list[str]) -> str:
+    if not isinstance(cls, str):
+        raise UserError(f"{where}: field class: not a string: {cls!r} (write the class name, e.g. {classes[0]!r})")
+    cls = canonical_class(cls)  # `disk_jockey` as the release's scripts write it is `disk jockey`
+    if cls not in classes:
+        close = difflib.get_close_matches(cls, classes, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"e.g. {', '.join(repr(c) for c in classes[:3])}"
+        raise UserError(f"{where}: field class: {cls!r} is not one of the {len(classes)} classes of this "
+                        f"FACET release ({hint})")
+    return cls
+
+
+def _read_image_id(where: str, value: Any, people: _People) -> int:
+    img = _as_int(value)
+    if img is None:
+        raise UserError(f"{where}: field image_id: not an integer: {value!r} (use coco_boxes.json image ids)")
+    if img not in people.images:
+        raise UserError(f"{where}: field image_id: {img} is not an image of coco_boxes.json (use its image ids)")
+    return img
+
+
+def _read_person_id(where: str, value: Any, img: int | None, people: _People) -> int:
+    pid = _as_int(value)
+    if pid is None:
+        raise UserError(f"{where}: field person_id: not an integer: {value!r} (use annotations.csv person_id values)")
+    if pid not in people.row_of:
+        raise UserError(f"{where}: field person_id: {pid} is not a person of annotations.csv (use its person_id values)")
+    if img is not None and img != people.image_of[pid]:
+        raise UserError(f"{where}: field image_id: {img} is not the image of person {pid} "
+                        f"(that is {people.image_of[pid]}; fix image_id or leave it out)")
+    return pid
+
+
+def _check_complete(path: Path, out: dict[int, str], people: _People) -> None:
+    """UserError when a single-person person has no prediction."""
+    missing = [p for p, s in zip(people.pids, people.single) if s and p not in out]
     if missing:
         raise UserError(
-            f"{path}: {len(missing)} of {int(single.sum())} single-person people have no prediction, first "
-            f"person_id {missing[0]} (image_id {image_of[missing[0]]}) (predict one class for every person who is "
-            "alone in an image; `facet-eval classify --model` writes a complete predictions.json)"
+            f"{path}: {len(missing)} of {int(people.single.sum())} single-person people have no prediction, first "
+            f"person_id {missing[0]} (image_id {people.image_of[missing[0]]}) (predict one class for every person "
+            "who is alone in an image; `facet-eval classify --model` writes a complete predictions.json)"
         )
-    return out
 
 
 def _describe(key: Any) -> str:
@@ -222,8 +239,38 @@ def evaluate_classification(
     confidence: float = CONFIDENCE,
 ) -> list[dict[str, Any]]:
     """Rows of ``recall`` and ``disparity_recall`` over single-person people (see the module doc)."""
-    return rows_from_values(data, {METRIC: correct_flags(data, predictions)}, single_person_mask(data),
-                            intersections, n_boot, seed, per_class, task=TASK, confidence=confidence)
+    evaluator = ClassificationEvaluator(data, intersections, n_boot, seed, per_class, confidence)
+    evaluator.process(predictions)
+    return evaluator.evaluate()
+
+
+class ClassificationEvaluator:
+    """Person classification with detectron2's evaluator protocol: :meth:`process` takes
+    predictions (person_id → class) for any set of people, each person at most once;
+    :meth:`evaluate` scores every single-person person (one without a prediction counts as
+    wrong) and returns the rows of :func:`facet_eval.disaggregate.rows_from_values`."""
+
+    def __init__(self, data: FacetData, intersections: Iterable[tuple[str, str]] = (), n_boot: int = N_BOOT,
+                 seed: int = 0, per_class: bool = True, confidence: float = CONFIDENCE) -> None:
+        self.data = data
+        self.intersections = list(intersections)
+        self.n_boot, self.seed, self.per_class = n_boot, seed, per_class
+        self.confidence = check_confidence(confidence)
+        self.reset()
+
+    def reset(self) -> None:
+        self._predictions: dict[int, str] = {}
+
+    def process(self, predictions: Mapping[int, str]) -> None:
+        for pid, cls in predictions.items():
+            if pid in self._predictions:
+                raise ValueError(f"person {pid} was already processed (process each person once, or reset first)")
+            self._predictions[pid] = cls
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        return rows_from_values(self.data, {METRIC: correct_flags(self.data, self._predictions)},
+                                single_person_mask(self.data), self.intersections, self.n_boot, self.seed,
+                                self.per_class, task=TASK, confidence=self.confidence)
 
 
 def _finite(v: Any) -> bool:
@@ -333,150 +380,72 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
                       f"(Bonferroni); q: Benjamini-Hochberg over the same gaps, * = significant (q < {SIGNIFICANT_Q}).")
 
 
-# ---------------------------------------------------------------- zero-shot CLIP
-def _article(cls: str) -> str:
-    return "an" if cls[:1].lower() in "aeiou" else "a"
+# ---------------------------------------------------------------- task
+class ClassificationTask(Task):
+    """``facet-eval classify``: class predictions from a file, or from the open_clip zero-shot
+    runner (:mod:`facet_eval.runners.clip`, its default classifier when no file is given); writes
+    ``largest_gaps.csv`` beside the rows."""
+
+    id = TASK
+    command = "classify"
+    #: rows of ``facet-eval classify`` name it ``recall``; ``recall@1`` is accepted for other tools' rows
+    main_metrics = (METRIC, "recall@1")
+    output = "class"
+    extra_files = ("largest_gaps.csv",)
+
+    def evaluator(self, data: FacetData, **options: Any) -> ClassificationEvaluator:
+        return ClassificationEvaluator(data, **options)
+
+    def check_options(self, opts: RunOptions) -> None:
+        if opts.model is not None and opts.predictions is not None:
+            raise UserError(f"{self.command}: pass either --model ID or --predictions FILE, not both")
+        if opts.batch_size < 1:
+            raise UserError(f"--batch-size: {opts.batch_size} is not a positive number (use e.g. 64)")
+
+    def prepare(self, data: FacetData, opts: RunOptions, intersections: list[tuple[str, str]]) -> dict[str, Any]:
+        """Check the intersections before any model runs, and that some person is alone in an image."""
+        membership = group_membership(data.people)
+        for a, b in intersections:
+            intersect(membership, a, b)
+        n_single = int(single_person_mask(data).sum())
+        if n_single == 0:
+            raise UserError(f"{opts.facet_root / 'annotations' / 'annotations.csv'}: no image has exactly one "
+                            "annotated person (classification scores people alone in an image; check the FACET root)")
+        return {"task": self.id, "facet_root": str(opts.facet_root.resolve()), "seed": opts.seed,
+                "n_single_person_people": n_single}
+
+    def load_predictions(self, path: Path, data: FacetData) -> dict[int, str]:
+        return load_class_predictions(path, data)
+
+    def predict(self, data: FacetData, opts: RunOptions, say: Say) -> tuple[dict[int, str], dict[str, Any]]:
+        from facet_eval.runners.clip import DEFAULT_MODEL, predict_with_clip
+
+        model_id = opts.model or DEFAULT_MODEL
+        progress = progress_lines(int(single_person_mask(data).sum()), opts.batch_size, say,
+                                  lambda done, total: f"classified {done}/{total} images")
+        preds, info = predict_with_clip(data, model_id, device=opts.device, batch_size=opts.batch_size,
+                                        progress=progress)
+        if info["parameters"].get("random_weights"):
+            say(f"note: {model_id} has random weights; its numbers are meaningless by construction")
+        return preds, {"model": {"name": info["name"], "parameters": info["parameters"]}, "device": info["device"],
+                       "batch_size": opts.batch_size,
+                       "software": {"torch": info["torch"], "open_clip": info["open_clip"]},
+                       "predictions": "predictions.json"}
+
+    def write_predictions(self, predictions: dict[int, str], path: Path) -> Path:
+        return write_class_predictions(predictions, path)
+
+    def evaluate(self, data: FacetData, predictions: dict[int, str], intersections: list[tuple[str, str]],
+                 seed: int) -> list[dict[str, Any]]:
+        return evaluate_classification(data, predictions, intersections=intersections, seed=seed)
+
+    def write_extra(self, rows: list[dict[str, Any]], out: Path) -> None:
+        gaps = largest_gaps(rows)
+        write_largest_gaps(gaps, out / "largest_gaps.csv")
+        print_largest_gaps(gaps)
+
+    def counts(self, run: dict[str, Any]) -> str:
+        return f", {run['n_single_person_people']} single-person people"
 
 
-def class_prompts(cls: str) -> list[str]:
-    """The prompt ensemble of one class, e.g. ``a photo of a nurse.``, ``a photo of an astronaut.``;
-    a class written with underscores is prompted in words (``a photo of a disk jockey.``)."""
-    words = canonical_class(cls)
-    return [t.format(a=_article(words), c=words) for t in CLASS_TEMPLATES]
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device: {device} requested but torch sees no GPU (use --device cpu or auto)")
-        return device
-    raise UserError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N (pick one of those)")
-
-
-def class_text_embeddings(model: Any, tokenizer: Any, classes: list[str], device: str) -> Any:
-    """``(C, D)`` L2-normalized text embeddings, each the renormalized mean over the class's prompts."""
-    import torch
-
-    prompts = [p for c in classes for p in class_prompts(c)]
-    with torch.no_grad():
-        emb = model.encode_text(tokenizer(prompts).to(device)).float()
-    emb = emb / emb.norm(dim=-1, keepdim=True)
-    mean = emb.reshape(len(classes), len(CLASS_TEMPLATES), -1).mean(dim=1)
-    return mean / mean.norm(dim=-1, keepdim=True)
-
-
-def load_image_tensor(path: Path, preprocess: Callable[[Any], Any]) -> Any:
-    """Decode one image as RGB and apply the classifier's preprocessing; UserError naming the
-    file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: cannot read image: not a format PIL can decode (re-download or replace the file)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"{path}: cannot read image: {exc} (re-download or replace the file)") from None
-    return preprocess(rgb)
-
-
-def iter_image_batches(paths: list[Path], preprocess: Callable[[Any], Any], batch_size: int,
-                       workers: int | None = None, ahead: int = 2) -> Iterator[Any]:
-    """Stacked preprocessed batches of ``paths`` in order. A thread pool decodes and preprocesses
-    the next ``ahead`` batches while the caller computes on the current one."""
-    import torch
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facet-decode")
-    try:
-        pending: deque[list[Any]] = deque()
-        upcoming = iter(batches)
-        for _ in range(ahead):
-            first = next(upcoming, None)
-            if first is None:
-                break
-            pending.append([pool.submit(load_image_tensor, p, preprocess) for p in first])
-        while pending:
-            current = pending.popleft()
-            nxt = next(upcoming, None)
-            if nxt is not None:
-                pending.append([pool.submit(load_image_tensor, p, preprocess) for p in nxt])
-            yield torch.stack([f.result() for f in current])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def encode_batch(classifier: Any, batch: Any) -> Any:
-    """L2-normalized image features of a preprocessed batch, as ``encode_images`` computes them."""
-    import torch
-
-    with torch.no_grad():
-        feats = classifier.model.encode_image(batch.to(classifier.device)).float()
-    return feats / feats.norm(dim=-1, keepdim=True)
-
-
-def predict_with_clip(
-    data: FacetData,
-    model_id: str = DEFAULT_MODEL,
-    device: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[int, str], dict[str, Any]]:
-    """Zero-shot top-1 class of every single-person person from the whole image, with an
-    open_clip classifier named by a t2ibias classifier id or YAML path.
-
-    Returns the predictions (person_id → class) and the model description for ``run.json``.
-    """
-    import open_clip
-    import torch
-
-    from t2ibias.models.classifier_spec import resolve_classifier_spec
-    from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
-
-    if batch_size < 1:
-        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
-    spec = resolve_classifier_spec(model_id)
-    dev = resolve_device(device)
-    single = single_person_mask(data)
-    people = data.people[single]
-    order = np.argsort(people["image_id"].to_numpy(), kind="stable")
-    pids = [int(p) for p in people["person_id"].to_numpy()[order]]
-    image_ids = [int(i) for i in people["image_id"].to_numpy()[order]]
-    paths_by_id = data.image_paths() if pids else {}
-    paths = [paths_by_id[i] for i in image_ids]
-
-    classifier = CLIPAttributeClassifier(spec, device=dev)
-    classifier.load()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
-    classes = data.classes
-    text = class_text_embeddings(classifier.model, tokenizer, classes, dev)
-
-    top: list[int] = []
-    for batch in iter_image_batches(paths, classifier.preprocess, batch_size, workers):
-        feats = encode_batch(classifier, batch)
-        top.extend((feats @ text.T).argmax(dim=1).cpu().tolist())
-        if progress is not None:
-            progress(len(top), len(paths))
-    predictions = {p: classes[k] for p, k in zip(pids, top)}
-    info = {
-        "name": spec.id,
-        "parameters": {
-            "classifier": spec.id, "arch": spec.arch, "pretrained": spec.pretrained, "quick_gelu": spec.quick_gelu,
-            "image_size": spec.preprocess.get("image_size"), "templates": list(CLASS_TEMPLATES),
-            "random_weights": spec.random_weights, "fingerprint": spec.fingerprint(),
-        },
-        "device": dev,
-        "torch": torch.__version__,
-        "open_clip": getattr(open_clip, "__version__", "unknown"),
-    }
-    return predictions, info
+register_task(ClassificationTask())

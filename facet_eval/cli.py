@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from facet_eval import __version__
-from t2ibias.core.errors import UserError, check_output_dir, check_output_file, report_problems, run_cli, writing
+from t2ibias.core.errors import check_output_file, report_problems, run_cli, writing
 
 app = typer.Typer(help="Evaluate vision models on FACET, disaggregated by perceived attributes.", add_completion=False,
                   pretty_exceptions_enable=False)
@@ -25,22 +24,6 @@ def _main(version: bool = typer.Option(False, "--version", help="Print the versi
         typer.echo(f"facet-eval {__version__}")
 
 
-def _check_run_options(out: Path, seed: int) -> None:
-    """Refuse an unusable --out or --seed before loading or computing anything."""
-    check_output_dir(out, "--out")
-    if seed < 0:
-        raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
-
-
-def _parse_intersect(text: str | None) -> list[tuple[str, str]]:
-    if not text:
-        return []
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise UserError(f"--intersect: expected two attributes as A,B, got {text!r} (e.g. gender_presentation,skin_tone_bucket)")
-    return [(parts[0], parts[1])]
-
-
 ModelOpt = Annotated[str | None, typer.Option("--model", metavar="ID", help=(
     "Run a person model on the release images: an ultralytics checkpoint (local .pt, or a release name such as "
     "yolo11x.pt / yolo11x-seg.pt, downloaded when online) or torchvision:fasterrcnn_resnet50_fpn / "
@@ -49,52 +32,15 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 PersonClassOpt = Annotated[int | None, typer.Option("--person-class", metavar="N", help="The model's class index for people, when it has no class named 'person' (with --model).")]
 
 
-def _person_predictions(task: str, data, out: Path, model: str | None, predictions: Path | None, device: str,
-                        batch_size: int, person_class: int | None) -> tuple[list, dict]:
-    """Predictions from --predictions FILE or from running --model (written to <out>/predictions.json)."""
-    from facet_eval.detection import load_predictions
-    from facet_eval.segmentation import load_segm_predictions
+def _evaluate(task: str, **options: Any) -> None:
+    """Run one evaluation (:func:`facet_eval.evaluate.evaluate_folder`) and print what it wrote."""
+    from facet_eval.evaluate import RunOptions, evaluate_folder
 
-    if (model is None) == (predictions is None):
-        raise UserError(f"{'detect' if task == 'detection' else 'segment'}: pass exactly one of --model ID or --predictions FILE")
-    run: dict = {"task": task, "facet_root": str(data.root.resolve())}
-    if predictions is not None:
-        load = load_predictions if task == "detection" else load_segm_predictions
-        run["predictions"] = str(predictions.resolve())
-        return load(predictions, data), run
-    from facet_eval.runners import predict_people, write_predictions
-
-    if batch_size < 1:
-        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 16)")
-    info: dict = {}
-    n_images = len(data.images)
-    step = max(1, n_images // 10)
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done // step != (done - batch_size) // step:
-            err.print(f"{task}: {done}/{total} images", highlight=False)
-
-    preds = predict_people(data, model, task=task, device=device, batch_size=batch_size,
-                           person_class=person_class, progress=progress, info=info)
-    with writing("--out"):
-        out.mkdir(parents=True, exist_ok=True)
-        write_predictions(preds, out / "predictions.json")
-    run.update(model={"name": info.get("name", model), "parameters": info.get("parameters", {})},
-               device=info.get("device"), software=info.get("software"), n_images=info.get("n_images"),
-               batch_size=batch_size, predictions="predictions.json")
-    return preds, run
+    typer.echo(evaluate_folder(task, RunOptions(**options), say=_say))
 
 
-def _finish(rows: list, out: Path, run: dict, seed: int) -> None:
-    """Write metrics.json, metrics.csv and run.json, print the summary."""
-    from facet_eval.detection import write_outputs
-    from t2ibias.core.files import atomic_write_text
-
-    with writing("--out"):
-        write_outputs(rows, out)
-        run["seed"] = seed
-        atomic_write_text(out / "run.json", json.dumps(run, indent=1, default=str) + "\n")
-    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv and run.json ({len(rows)} rows)")
+def _say(line: str) -> None:
+    err.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -110,14 +56,8 @@ def detect(
     person_class: PersonClassOpt = None,
 ) -> None:
     """Class-agnostic person detection: AR50, AR75, mAR per group, per class, with disparities."""
-    from facet_eval.data import load_facet
-    from facet_eval.detection import evaluate_detection
-
-    _check_run_options(out, seed)
-    pairs = _parse_intersect(intersect)
-    data = load_facet(facet_root)
-    preds, run = _person_predictions("detection", data, out, model, predictions, device, batch_size, person_class)
-    _finish(evaluate_detection(data, preds, intersections=pairs, seed=seed), out, run, seed)
+    _evaluate("detection", facet_root=facet_root, out=out, model=model, predictions=predictions, intersect=intersect,
+              seed=seed, device=device, batch_size=batch_size, person_class=person_class)
 
 
 @app.command()
@@ -133,16 +73,8 @@ def segment(
     person_class: PersonClassOpt = None,
 ) -> None:
     """Class-agnostic person segmentation (mask IoU, people with a person mask only): AR50, AR75, mAR per group."""
-    from facet_eval.data import load_facet
-    from facet_eval.segmentation import evaluate_segmentation
-
-    _check_run_options(out, seed)
-    pairs = _parse_intersect(intersect)
-    data = load_facet(facet_root)
-    if not data.masks:
-        raise UserError(f"{facet_root / 'annotations' / 'coco_masks.json'}: no person masks found (segmentation needs the release's coco_masks.json)")
-    preds, run = _person_predictions("segmentation", data, out, model, predictions, device, batch_size, person_class)
-    _finish(evaluate_segmentation(data, preds, intersections=pairs, seed=seed), out, run, seed)
+    _evaluate("segmentation", facet_root=facet_root, out=out, model=model, predictions=predictions,
+              intersect=intersect, seed=seed, device=device, batch_size=batch_size, person_class=person_class)
 
 
 @app.command()
@@ -157,68 +89,8 @@ def classify(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model batch (with --model).")] = 64,
 ) -> None:
     """Person classification on single-person images: recall@1 per class and group, disparities, largest gaps."""
-    from facet_eval.classification import (
-        DEFAULT_MODEL,
-        evaluate_classification,
-        largest_gaps,
-        load_class_predictions,
-        predict_with_clip,
-        print_largest_gaps,
-        single_person_mask,
-        write_class_predictions,
-        write_largest_gaps,
-    )
-    from facet_eval.data import load_facet
-    from facet_eval.detection import write_outputs
-    from facet_eval.groups import group_membership
-    from facet_eval.groups import intersect as intersect_groups
-    from t2ibias.core.files import atomic_write_text
-
-    if model is not None and predictions is not None:
-        raise UserError("classify: pass either --model ID or --predictions FILE, not both")
-    if batch_size < 1:
-        raise UserError(f"--batch-size: {batch_size} is not a positive number (use e.g. 64)")
-    _check_run_options(out, seed)
-    pairs = _parse_intersect(intersect)
-    data = load_facet(facet_root)
-    membership = group_membership(data.people)
-    for a, b in pairs:
-        intersect_groups(membership, a, b)
-    n_single = int(single_person_mask(data).sum())
-    if n_single == 0:
-        raise UserError(f"{facet_root / 'annotations' / 'annotations.csv'}: no image has exactly one annotated person "
-                        "(classification scores people alone in an image; check the FACET root)")
-    run: dict = {"task": "classification", "facet_root": str(facet_root.resolve()), "seed": seed,
-                 "n_single_person_people": n_single}
-    if predictions is not None:
-        preds = load_class_predictions(predictions, data)
-        run["predictions"] = str(predictions.resolve())
-    else:
-        model_id = model or DEFAULT_MODEL
-        step = max(1, n_single // 10)
-
-        def progress(done: int, total: int) -> None:
-            if done == total or done // step != (done - batch_size) // step:
-                err.print(f"classified {done}/{total} images", highlight=False)
-
-        preds, info = predict_with_clip(data, model_id, device=device, batch_size=batch_size, progress=progress)
-        if info["parameters"].get("random_weights"):
-            err.print(f"note: {model_id} has random weights; its numbers are meaningless by construction", highlight=False, markup=False)
-        run.update(model={"name": info["name"], "parameters": info["parameters"]}, device=info["device"],
-                   batch_size=batch_size, software={"torch": info["torch"], "open_clip": info["open_clip"]},
-                   predictions="predictions.json")
-    rows = evaluate_classification(data, preds, intersections=pairs, seed=seed)
-    gaps = largest_gaps(rows)
-    with writing("--out"):
-        out.mkdir(parents=True, exist_ok=True)
-        if predictions is None:
-            write_class_predictions(preds, out / "predictions.json")
-        write_outputs(rows, out)
-        write_largest_gaps(gaps, out / "largest_gaps.csv")
-        print_largest_gaps(gaps)
-        atomic_write_text(out / "run.json", json.dumps(run, indent=1) + "\n")
-    typer.echo(f"wrote {out / 'metrics.json'}, metrics.csv, largest_gaps.csv and run.json ({len(rows)} rows, "
-               f"{n_single} single-person people)")
+    _evaluate("classification", facet_root=facet_root, out=out, model=model, predictions=predictions,
+              intersect=intersect, seed=seed, device=device, batch_size=batch_size)
 
 
 @app.command()

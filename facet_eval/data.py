@@ -36,6 +36,10 @@ ATTRIBUTE_COLUMNS = (
 BOX_KEYS = ("x", "y", "width", "height")
 
 
+#: FACET scores at most this many detections per image (COCO's maxDets).
+MAX_DETS = 100
+
+
 def canonical_class(name: str) -> str:
     """A FACET class in its one spelling: words joined by single spaces (``disk_jockey`` and
     ``disk  jockey`` are ``disk jockey``). Scripts around the release write multi-word classes
@@ -78,6 +82,17 @@ class FacetData:
                     "(download and unpack the FACET image archives into the FACET root)"
                 )
             out[int(img_id)] = path
+        return out
+
+    def image_sizes(self) -> dict[int, tuple[int, int] | None]:
+        """Image id → ``(height, width)`` from ``coco_boxes.json``, or None where the size is not a
+        pair of integers (images and masks are then not checked against it)."""
+        out: dict[int, tuple[int, int] | None] = {}
+        for i, w, h in zip(self.images["id"], self.images["width"], self.images["height"]):
+            try:
+                out[int(i)] = (int(h), int(w))
+            except (TypeError, ValueError):
+                out[int(i)] = None
         return out
 
     @property
@@ -142,6 +157,18 @@ def load_facet(root: str | Path) -> FacetData:
     root = Path(root)
     ann_dir = root / "annotations"
     csv_path = ann_dir / "annotations.csv"
+    df = _read_annotations_csv(csv_path)
+    people, lines = _people_frame(df, csv_path)
+    boxes_path = ann_dir / "coco_boxes.json"
+    images, ann_by_pid = _read_coco_boxes(boxes_path)
+    _link_images(people, lines, images, ann_by_pid, csv_path, boxes_path)
+    masks_path = ann_dir / "coco_masks.json"
+    masks = _read_person_masks(masks_path) if masks_path.is_file() else {}
+    return FacetData(root=root, people=people, images=images, masks=masks)
+
+
+def _read_annotations_csv(csv_path: Path) -> pd.DataFrame:
+    """annotations.csv as strings, with every required and attribute column and at least one row."""
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: file not found (pass the FACET root that holds annotations/annotations.csv)")
     try:
@@ -166,7 +193,11 @@ def load_facet(root: str | Path) -> FacetData:
         )
     if df.empty:
         raise UserError(f"{csv_path}:2: no people (the file has a header but no rows; use the release's annotations.csv)")
+    return df
 
+
+def _people_frame(df: pd.DataFrame, csv_path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The people (ids, filename, classes, attribute values, box) and the CSV line of each row."""
     n = len(df)
     lines = np.arange(n) + 2  # header is line 1
     pids = np.empty(n, dtype=np.int64)
@@ -181,13 +212,12 @@ def load_facet(root: str | Path) -> FacetData:
         raise UserError(f"{csv_path}:{lines[i]}: column person_id: duplicate id {pids[i]} (each person needs one row)")
     boxes = np.array([_parse_box(t, f"{csv_path}:{lines[i]}") for i, t in enumerate(df["bounding_box"])], dtype=float).reshape(n, 4)
 
-    attr_cols = _attribute_columns(list(df.columns))
     people = pd.DataFrame({"person_id": pids, "filename": df["filename"].str.strip()})
     for col in ("class1", "class2"):
         people[col] = pd.Series(
             [None if v.strip() in ("", "None", "none", "nan", "NaN") else canonical_class(v) for v in df[col]], dtype=object
         )
-    for col in attr_cols:
+    for col in _attribute_columns(list(df.columns)):
         raw = df[col].str.strip()
         vals = pd.to_numeric(raw.replace({"": "nan", "None": "nan"}), errors="coerce")
         bad = vals.isna() & ~raw.isin(["", "None", "nan", "NaN"])
@@ -202,8 +232,11 @@ def load_facet(root: str | Path) -> FacetData:
     for i, c in enumerate(people["class1"]):
         if c is None:
             raise UserError(f"{csv_path}:{lines[i]}: column class1: empty (every person needs a primary class)")
+    return people, lines
 
-    boxes_path = ann_dir / "coco_boxes.json"
+
+def _read_coco_boxes(boxes_path: Path) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
+    """The images of coco_boxes.json (id, file_name, width, height) and its annotations by id (= person_id)."""
     coco = _read_json(boxes_path)
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(coco.get("annotations"), list):
         raise UserError(f"{boxes_path}: needs COCO lists 'images' and 'annotations' (use the release's coco_boxes.json)")
@@ -216,7 +249,6 @@ def load_facet(root: str | Path) -> FacetData:
         img_rows.append({"id": int(im["id"]), "file_name": str(im.get("file_name", "")),
                          "width": im.get("width"), "height": im.get("height")})
     images = pd.DataFrame(img_rows, columns=["id", "file_name", "width", "height"])
-    by_name = {Path(f).name: i for f, i in zip(images["file_name"], images["id"])}
     ann_by_pid: dict[int, dict[str, Any]] = {}
     for k, a in enumerate(coco["annotations"]):
         if not isinstance(a, dict) or "id" not in a or "image_id" not in a:
@@ -225,10 +257,18 @@ def load_facet(root: str | Path) -> FacetData:
             if not _is_int(a[key]):
                 raise UserError(f"{boxes_path}: annotations[{k}]: field {key}: not an integer: {a[key]!r} (use the release's coco_boxes.json)")
         ann_by_pid[int(a["id"])] = a
+    return images, ann_by_pid
+
+
+def _link_images(people: pd.DataFrame, lines: np.ndarray, images: pd.DataFrame,
+                 ann_by_pid: dict[int, dict[str, Any]], csv_path: Path, boxes_path: Path) -> None:
+    """Add each person's ``image_id`` (from their COCO annotation, else their file name) and ``iscrowd``."""
+    n = len(people)
+    by_name = {Path(f).name: i for f, i in zip(images["file_name"], images["id"])}
     image_ids = np.empty(n, dtype=np.int64)
     crowd = np.zeros(n, dtype=np.int64)
     known = set(images["id"].tolist())
-    for i, (pid, fname) in enumerate(zip(pids, people["filename"])):
+    for i, (pid, fname) in enumerate(zip(people["person_id"], people["filename"])):
         a = ann_by_pid.get(int(pid))
         if a is not None:
             image_ids[i] = int(a["image_id"])
@@ -245,22 +285,33 @@ def load_facet(root: str | Path) -> FacetData:
     people["image_id"] = image_ids
     people["iscrowd"] = crowd
 
+
+def _read_person_masks(masks_path: Path) -> dict[int, dict[str, Any]]:
+    """person_id → RLE of the person masks in coco_masks.json (masks of other categories left out)."""
+    mcoco = _read_json(masks_path)
+    if not isinstance(mcoco, dict):
+        raise UserError(f"{masks_path}: needs COCO keys 'annotations' and 'categories' (use the release's coco_masks.json)")
+    for key in ("categories", "annotations"):
+        if not isinstance(mcoco.get(key) or [], list):
+            raise UserError(f"{masks_path}: field {key}: not a list (use the release's coco_masks.json)")
+    cats = {c.get("id"): str(c.get("name", "")) for c in (mcoco.get("categories") or []) if isinstance(c, dict)}
     masks: dict[int, dict[str, Any]] = {}
-    masks_path = ann_dir / "coco_masks.json"
-    if masks_path.is_file():
-        mcoco = _read_json(masks_path)
-        if not isinstance(mcoco, dict):
-            raise UserError(f"{masks_path}: needs COCO keys 'annotations' and 'categories' (use the release's coco_masks.json)")
-        for key in ("categories", "annotations"):
-            if not isinstance(mcoco.get(key) or [], list):
-                raise UserError(f"{masks_path}: field {key}: not a list (use the release's coco_masks.json)")
-        cats = {c.get("id"): str(c.get("name", "")) for c in (mcoco.get("categories") or []) if isinstance(c, dict)}
-        for k, a in enumerate(mcoco.get("annotations") or []):
-            if not isinstance(a, dict) or "person_id" not in a or "segmentation" not in a:
-                raise UserError(f"{masks_path}: annotations[{k}]: fields person_id and segmentation are required (use the release's file)")
-            if not _is_int(a["person_id"]):
-                raise UserError(f"{masks_path}: annotations[{k}]: field person_id: not an integer: {a['person_id']!r} (use the release's file)")
-            if cats and cats.get(a.get("category_id")) not in ("person", None):
-                continue
-            masks[int(a["person_id"])] = a["segmentation"]
-    return FacetData(root=root, people=people, images=images, masks=masks)
+    for k, a in enumerate(mcoco.get("annotations") or []):
+        if not isinstance(a, dict) or "person_id" not in a or "segmentation" not in a:
+            raise UserError(f"{masks_path}: annotations[{k}]: fields person_id and segmentation are required (use the release's file)")
+        if not _is_int(a["person_id"]):
+            raise UserError(f"{masks_path}: annotations[{k}]: field person_id: not an integer: {a['person_id']!r} (use the release's file)")
+        if cats and cats.get(a.get("category_id")) not in ("person", None):
+            continue
+        masks[int(a["person_id"])] = a["segmentation"]
+    return masks
+
+
+def single_person_mask(data: FacetData) -> np.ndarray:
+    """True for each person (row of ``data.people``) who is the only annotated person of their image."""
+    image_ids = data.people["image_id"].to_numpy()
+    if len(image_ids) == 0:
+        return np.zeros(0, dtype=bool)
+    uniq, counts = np.unique(image_ids, return_counts=True)
+    per_image = dict(zip(uniq.tolist(), counts.tolist()))
+    return np.array([per_image[i] == 1 for i in image_ids.tolist()], dtype=bool)

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData
-from facet_eval.detection import CONFIDENCE, N_BOOT, check_confidence, match_annotations, read_results_list, rows_from_matches
+from facet_eval.detection import DetectionEvaluator, DetectionTask, match_annotations, read_results_list
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT
+from facet_eval.tasks import RunOptions, register_task
 from t2ibias.core.errors import UserError
 
 RLE_HINT = "write an RLE {'size': [height, width], 'counts': ...} as pycocotools.mask.encode gives"
@@ -85,20 +87,10 @@ def check_rle(rle: Any, where: str) -> dict[str, Any]:
     return {"size": [h, w], "counts": counts}
 
 
-def _image_sizes(data: FacetData) -> dict[int, tuple[int, int] | None]:
-    out: dict[int, tuple[int, int] | None] = {}
-    for i, w, h in zip(data.images["id"], data.images["width"], data.images["height"]):
-        try:
-            out[int(i)] = (int(h), int(w))
-        except (TypeError, ValueError):
-            out[int(i)] = None
-    return out
-
-
 def load_segm_predictions(path: str | Path, data: FacetData) -> list[dict[str, Any]]:
     """Read a COCO results list ``[{image_id, segmentation: RLE, score}, ...]`` and validate it."""
     path = Path(path)
-    sizes = _image_sizes(data)
+    sizes = data.image_sizes()
     out = []
     for where, d in read_results_list(path, ("image_id", "segmentation", "score")):
         img = d["image_id"]
@@ -122,7 +114,7 @@ def match_people_segm(data: FacetData, predictions: list[dict[str, Any]]) -> tup
 
     people = data.people
     n = len(people)
-    sizes = _image_sizes(data)
+    sizes = data.image_sizes()
     evaluated = np.zeros(n, dtype=bool)
     gts = []
     img_size: dict[int, tuple[int, int]] = {}
@@ -172,7 +164,43 @@ def evaluate_segmentation(
 ) -> list[dict[str, Any]]:
     """Metric rows (as detection's, ``task`` = "segmentation") over people with a person mask;
     intervals resample images, so the masked people of one image stay together."""
-    check_confidence(confidence)
-    matched, evaluated = match_people_segm(data, predictions)
-    return rows_from_matches(data, matched, evaluated, intersections, n_boot, seed, per_class, task="segmentation",
-                             confidence=confidence)
+    evaluator = SegmentationEvaluator(data, intersections, n_boot, seed, per_class, confidence)
+    evaluator.process(predictions)
+    return evaluator.evaluate()
+
+
+class SegmentationEvaluator(DetectionEvaluator):
+    """Person segmentation with detectron2's evaluator protocol: as :class:`DetectionEvaluator`,
+    matched by mask IoU over the people who have a person mask (:func:`match_people_segm`)."""
+
+    task = "segmentation"
+
+    def match(self, predictions: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        return match_people_segm(self.data, predictions)
+
+
+class SegmentationTask(DetectionTask):
+    """``facet-eval segment``: COCO results with RLE person masks from a file or a person runner."""
+
+    id = "segmentation"
+    command = "segment"
+    output = "masks"
+
+    def evaluator(self, data: FacetData, **options: Any) -> SegmentationEvaluator:
+        return SegmentationEvaluator(data, **options)
+
+    def prepare(self, data: FacetData, opts: RunOptions, intersections: list[tuple[str, str]]) -> dict[str, Any]:
+        if not data.masks:
+            raise UserError(f"{opts.facet_root / 'annotations' / 'coco_masks.json'}: no person masks found "
+                            "(segmentation needs the release's coco_masks.json)")
+        return super().prepare(data, opts, intersections)
+
+    def load_predictions(self, path: Path, data: FacetData) -> list[dict[str, Any]]:
+        return load_segm_predictions(path, data)
+
+    def evaluate(self, data: FacetData, predictions: list[dict[str, Any]], intersections: list[tuple[str, str]],
+                 seed: int) -> list[dict[str, Any]]:
+        return evaluate_segmentation(data, predictions, intersections=intersections, seed=seed)
+
+
+register_task(SegmentationTask())

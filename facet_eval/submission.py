@@ -17,12 +17,14 @@ import json
 import math
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from facet_eval import __version__
-from facet_eval.detection import MIN_GROUP_SIZE as MIN_N
+from facet_eval.disaggregate import MIN_GROUP_SIZE as MIN_N
 from facet_eval.groups import is_na_group
+from facet_eval.tasks import all_tasks, task_ids
 from t2ibias.core.errors import UserError, decode_error_message
 from t2ibias.core.files import atomic_write_text
 
@@ -32,15 +34,17 @@ SCHEMA_NAME = "facet-eval-submission"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 DATA_NAME = "FACET"
-TASKS = ("detection", "segmentation", "classification")
-#: The metric each task is ranked by, in order of preference: classification rows from
-#: ``facet-eval classify`` name it ``recall``; ``recall@1`` is accepted for other tools' rows.
-MAIN_METRIC = {"detection": ("mAR",), "segmentation": ("mAR",), "classification": ("recall", "recall@1")}
+#: The tasks a submission may hold, and the metric names each is ranked by, preferred first
+#: (:attr:`facet_eval.tasks.Task.main_metrics`).
+TASKS = task_ids()
+MAIN_METRIC = {t.id: t.main_metrics for t in all_tasks()}
 TOLERANCE = 1e-9
 NO_ROOT_NOTE = "no FACET root given: annotation checksums not recorded"
 
 ROW_KEYS = ("task", "metric", "attribute", "group", "class", "value", "n", "ci_low", "ci_high")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: ``p(field, what, fix)``: report one problem of a submission
+Problem = Callable[[str, str, str], None]
 
 
 # ----------------------------------------------------------------------------- summary
@@ -228,38 +232,13 @@ def make_submission(
     if not isinstance(rows, list) or not rows:
         raise UserError(f"{out / 'metrics.json'}: field rows: missing or empty (re-run the evaluation)")
     run = _run_info(out)
-    run_model = run.get("model")
-    if model_name is None:
-        model_name = run_model.get("name") if isinstance(run_model, dict) else run_model
-        model_name = model_name or run.get("model_name")
-    if not model_name:
-        raise UserError(f"{out}: no model name in run.json (pass --model-name)")
-    if model_params is None:
-        model_params = (run_model.get("parameters") if isinstance(run_model, dict) else None) \
-            or run.get("model_params") or run.get("parameters") or {}
-
-    data: dict[str, Any] = {"name": DATA_NAME, "version": str(run.get("facet_version") or "1.0")}
-    if facet_root is None:
-        root = run.get("facet_root") or run.get("root")
-        if root and (Path(root) / "annotations").is_dir():
-            facet_root = root
-    if facet_root is not None:
-        data["annotation_checksums"] = annotation_checksums(facet_root)
-    else:
-        data["annotation_checksums"] = {}
-        data["note"] = NO_ROOT_NOTE
-
-    tasks = sorted({str(r.get("task")) for r in rows if isinstance(r, dict)})
-    if len(tasks) != 1:
-        raise UserError(
-            f"{out / 'metrics.json'}: field rows[].task: rows of several tasks {tasks} "
-            "(make one submission per task from separate evaluation folders)"
-        )
-    task = tasks[0]
+    model = _model_of(run, model_name, model_params, out)
+    data = _data_of(run, facet_root)
+    task = _task_of(rows, out)
     sub = {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": str(model_name), "parameters": dict(model_params)},
+        "model": model,
         "task": task,
         "data": data,
         "rows": rows,
@@ -271,6 +250,48 @@ def make_submission(
     if problems:
         raise UserError(_joined(problems))
     return sub
+
+
+def _model_of(run: dict[str, Any], model_name: str | None, model_params: dict[str, Any] | None,
+              out: Path) -> dict[str, Any]:
+    """``{name, parameters}``: the arguments when given, else what run.json recorded."""
+    run_model = run.get("model")
+    if model_name is None:
+        model_name = run_model.get("name") if isinstance(run_model, dict) else run_model
+        model_name = model_name or run.get("model_name")
+    if not model_name:
+        raise UserError(f"{out}: no model name in run.json (pass --model-name)")
+    if model_params is None:
+        model_params = (run_model.get("parameters") if isinstance(run_model, dict) else None) \
+            or run.get("model_params") or run.get("parameters") or {}
+    return {"name": str(model_name), "parameters": dict(model_params)}
+
+
+def _data_of(run: dict[str, Any], facet_root: str | Path | None) -> dict[str, Any]:
+    """The data section: FACET's release and the annotation checksums of ``facet_root`` (or of the
+    root run.json names, when it is still there), else a note saying none were recorded."""
+    data: dict[str, Any] = {"name": DATA_NAME, "version": str(run.get("facet_version") or "1.0")}
+    if facet_root is None:
+        root = run.get("facet_root") or run.get("root")
+        if root and (Path(root) / "annotations").is_dir():
+            facet_root = root
+    if facet_root is not None:
+        data["annotation_checksums"] = annotation_checksums(facet_root)
+    else:
+        data["annotation_checksums"] = {}
+        data["note"] = NO_ROOT_NOTE
+    return data
+
+
+def _task_of(rows: list[Any], out: Path) -> str:
+    """The one task of the rows (UserError for rows of several tasks)."""
+    tasks = sorted({str(r.get("task")) for r in rows if isinstance(r, dict)})
+    if len(tasks) != 1:
+        raise UserError(
+            f"{out / 'metrics.json'}: field rows[].task: rows of several tasks {tasks} "
+            "(make one submission per task from separate evaluation folders)"
+        )
+    return tasks[0]
 
 
 def write_submission(sub: dict[str, Any], path: str | Path) -> Path:
@@ -304,7 +325,7 @@ def _compare(expected: Any, found: Any, field: str, out: list[str]) -> None:
         out.append(f"{field}: {found!r}, rows give {expected!r}")
 
 
-def _check_row(i: int, row: Any, task: Any, p) -> None:
+def _check_row(i: int, row: Any, task: Any, p: Problem) -> None:
     f = f"rows[{i}]"
     if not isinstance(row, dict):
         p(f, "not an object", "each row is an object with keys " + ", ".join(ROW_KEYS))
@@ -357,54 +378,76 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
     def p(field: str, what: str, fix: str) -> None:
         problems.append(f"{label}: field {field}: {what} ({fix})")
 
+    version = _check_header(doc, p)
+    if version is None:
+        return problems
+    _check_model(doc.get("model"), p)
+    task = doc.get("task")
+    if task not in TASKS:
+        p("task", f"{task!r} is not one of {', '.join(TASKS)}", "set the task the rows were evaluated on")
+    _check_data(doc.get("data"), p)
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not rows:
+        p("rows", "missing, empty or not a list", "include the rows of metrics.json")
+        rows = []
+    _check_rows(rows, task, p)
+    _check_summary(doc.get("summary"), rows, task, version, p)
+    _check_software(doc.get("software"), p)
+    created = doc.get("created")
+    if not _is_zoned_iso(created):
+        p("created", f"{created!r} is not an ISO 8601 time with a zone", 'use UTC, e.g. "2024-05-01T12:00:00Z"')
+    return problems
+
+
+def _check_header(doc: Any, p: Problem) -> int | None:
+    """The schema version when ``doc`` is a facet-eval submission this version reads, else None
+    (the problem reported: nothing else can be checked)."""
     if not isinstance(doc, dict):
         p("(top level)", "not a JSON object", "write the object made by `facet-eval submit`")
-        return problems
+        return None
     if doc.get("schema") != SCHEMA_NAME:
         p("schema", f"{doc.get('schema')!r} is not {SCHEMA_NAME!r}", "this is not a facet-eval submission; make one with `facet-eval submit`")
-        return problems
+        return None
     version = doc.get("schema_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         p("schema_version", f"version {version!r} is not supported, this facet-eval reads versions {readable}",
           f"re-create the submission with `facet-eval submit` of facet-eval {__version__}, or use the facet-eval that wrote it")
-        return problems
+        return None
+    return version
 
-    model = doc.get("model")
+
+def _check_model(model: Any, p: Problem) -> None:
     if not isinstance(model, dict):
         p("model", "missing or not an object", "give {name, parameters}")
-    else:
-        if not (isinstance(model.get("name"), str) and model["name"].strip()):
-            p("model.name", "missing or empty", "pass --model-name")
-        if not isinstance(model.get("parameters"), dict):
-            p("model.parameters", "missing or not an object", "use {} when there are none")
+        return
+    if not (isinstance(model.get("name"), str) and model["name"].strip()):
+        p("model.name", "missing or empty", "pass --model-name")
+    if not isinstance(model.get("parameters"), dict):
+        p("model.parameters", "missing or not an object", "use {} when there are none")
 
-    task = doc.get("task")
-    if task not in TASKS:
-        p("task", f"{task!r} is not one of {', '.join(TASKS)}", "set the task the rows were evaluated on")
 
-    data = doc.get("data")
+def _check_data(data: Any, p: Problem) -> None:
     if not isinstance(data, dict):
         p("data", "missing or not an object", "give {name, version, annotation_checksums}")
-    else:
-        if data.get("name") != DATA_NAME:
-            p("data.name", f"{data.get('name')!r} is not {DATA_NAME!r}", f'set it to "{DATA_NAME}"')
-        if not (isinstance(data.get("version"), str) and data["version"]):
-            p("data.version", "missing or not a string", 'give the FACET release, e.g. "1.0"')
-        sums = data.get("annotation_checksums")
-        if not isinstance(sums, dict):
-            p("data.annotation_checksums", "missing or not an object", "map annotation file names to sha256, or {} with a note")
-        else:
-            for name, h in sums.items():
-                if not (isinstance(h, str) and _HEX64.match(h)):
-                    p(f"data.annotation_checksums.{name}", f"{h!r} is not 64 lower-case hex digits", "use the sha256 hex digest of the file")
-            if not sums and not (isinstance(data.get("note"), str) and data["note"]):
-                p("data.note", "no checksums and no note saying why", "pass --facet-root, or add a note")
+        return
+    if data.get("name") != DATA_NAME:
+        p("data.name", f"{data.get('name')!r} is not {DATA_NAME!r}", f'set it to "{DATA_NAME}"')
+    if not (isinstance(data.get("version"), str) and data["version"]):
+        p("data.version", "missing or not a string", 'give the FACET release, e.g. "1.0"')
+    sums = data.get("annotation_checksums")
+    if not isinstance(sums, dict):
+        p("data.annotation_checksums", "missing or not an object", "map annotation file names to sha256, or {} with a note")
+        return
+    for name, h in sums.items():
+        if not (isinstance(h, str) and _HEX64.match(h)):
+            p(f"data.annotation_checksums.{name}", f"{h!r} is not 64 lower-case hex digits", "use the sha256 hex digest of the file")
+    if not sums and not (isinstance(data.get("note"), str) and data["note"]):
+        p("data.note", "no checksums and no note saying why", "pass --facet-root, or add a note")
 
-    rows = doc.get("rows")
-    if not isinstance(rows, list) or not rows:
-        p("rows", "missing, empty or not a list", "include the rows of metrics.json")
-        rows = []
+
+def _check_rows(rows: list[Any], task: Any, p: Problem) -> None:
+    """Every row (:func:`_check_row`), and no two rows for the same task, metric, attribute, group and class."""
     seen: dict[tuple, int] = {}
     for i, row in enumerate(rows):
         _check_row(i, row, task, p)
@@ -415,28 +458,28 @@ def validate_document(doc: Any, label: str = "submission.json") -> list[str]:
             else:
                 seen[key] = i
 
-    summary = doc.get("summary")
+
+def _check_summary(summary: Any, rows: list[Any], task: Any, version: int, p: Problem) -> None:
+    """The summary equals the one recomputed from the rows by the rules of its schema version."""
     if not isinstance(summary, dict):
         p("summary", "missing or not an object", "re-create the submission with `facet-eval submit`")
-    elif task in TASKS:
-        diffs: list[str] = []
-        _compare(compute_summary(rows, task, version), summary, "summary", diffs)
-        for d in diffs:
-            field, _, what = d.partition(": ")
-            p(field, what or "does not match the rows", "recompute it with `facet-eval submit`; do not edit summary by hand")
+        return
+    if task not in TASKS:
+        return
+    diffs: list[str] = []
+    _compare(compute_summary(rows, task, version), summary, "summary", diffs)
+    for d in diffs:
+        field, _, what = d.partition(": ")
+        p(field, what or "does not match the rows", "recompute it with `facet-eval submit`; do not edit summary by hand")
 
-    software = doc.get("software")
+
+def _check_software(software: Any, p: Problem) -> None:
     if not isinstance(software, dict):
         p("software", "missing or not an object", "give {facet_eval, python, numpy, pycocotools, platform}")
-    else:
-        for k in ("facet_eval", "python"):
-            if not (isinstance(software.get(k), str) and software[k]):
-                p(f"software.{k}", "missing or not a string", "record the version used")
-
-    created = doc.get("created")
-    if not _is_zoned_iso(created):
-        p("created", f"{created!r} is not an ISO 8601 time with a zone", 'use UTC, e.g. "2024-05-01T12:00:00Z"')
-    return problems
+        return
+    for k in ("facet_eval", "python"):
+        if not (isinstance(software.get(k), str) and software[k]):
+            p(f"software.{k}", "missing or not a string", "record the version used")
 
 
 def _is_zoned_iso(text: Any) -> bool:

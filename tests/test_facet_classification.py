@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 from facet_eval.classification import (
-    class_prompts,
     correct_flags,
-    encode_batch,
     evaluate_classification,
     largest_gaps,
     load_class_predictions,
     single_person_mask,
 )
 from facet_eval.data import load_facet
+from facet_eval.runners.clip import class_prompts, encode_batch
 from t2ibias.core.errors import UserError
 from tests.facet_fixtures import FULL, person, write_facet, write_images
 from tests.test_facet_cli import run
@@ -255,7 +254,7 @@ def test_unreadable_predictions_file(known, tmp_path, content, message):
 def test_unknown_model_and_bad_options_exit_2(known, tmp_path, monkeypatch, capsys):
     root, _, _, _ = known
     for extra, message in ((["--model", "clip-vit-b-32-opneai"], "clip-vit-b-32-openai"),
-                           (["--model", "tiny-random-clip", "--device", "tpu"], "--device: 'tpu'"),
+                           (["--model", "tiny-random-clip", "--device", "tpu"], "--device tpu"),
                            (["--model", "tiny-random-clip", "--batch-size", "0"], "--batch-size: 0"),
                            (["--model", "tiny-random-clip", "--intersect", "gender_presentation,shoe_size"],
                             "unknown attribute 'shoe_size'")):
@@ -349,7 +348,7 @@ def test_model_run_round_trips_and_submits(tiny_release, tmp_path, monkeypatch, 
 def test_batched_prefetched_features_equal_encode_images(tiny_release, one_torch_thread):
     from PIL import Image
 
-    from facet_eval.classification import iter_image_batches
+    from facet_eval.runners.clip import iter_image_batches
     from t2ibias.models.classifier_spec import resolve_classifier_spec
     from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
 
@@ -428,7 +427,7 @@ def test_a_misspelled_class_still_fails_with_a_hint(underscored_release, tmp_pat
 def test_clip_prompts_never_hold_an_underscore(underscored_release):
     import torch
 
-    from facet_eval.classification import CLASS_TEMPLATES, class_text_embeddings
+    from facet_eval.runners.clip import CLASS_TEMPLATES, class_text_embeddings
 
     seen: list[str] = []
 

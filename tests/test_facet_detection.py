@@ -17,8 +17,8 @@ from facet_eval.detection import (
     evaluate_detection,
     load_predictions,
     match_people,
-    write_outputs,
 )
+from facet_eval.disaggregate import write_outputs
 from facet_eval.groups import group_membership, intersect
 from t2ibias.core.errors import UserError
 from tests.facet_fixtures import (

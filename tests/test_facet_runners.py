@@ -14,7 +14,9 @@ from pycocotools import mask as mask_utils
 
 from facet_eval.data import load_facet
 from facet_eval.detection import evaluate_detection, load_predictions, match_people, rows_from_matches
-from facet_eval.runners import MAX_DETS, encode_mask, parse_torchvision_id, predict_people, write_predictions
+from facet_eval.runners import predict_people, write_predictions
+from facet_eval.runners.coco import MAX_DETS, encode_mask
+from facet_eval.runners.torchvision import parse_torchvision_id
 from facet_eval.segmentation import evaluate_segmentation, load_segm_predictions
 from t2ibias.core.errors import UserError
 from tests.facet_fixtures import person, write_facet, write_images

@@ -14,7 +14,7 @@ from scipy import stats
 from facet_eval.attributes import ground_truth
 from facet_eval.classification import evaluate_classification, largest_gaps
 from facet_eval.data import FacetData, load_facet
-from facet_eval.detection import rows_from_values
+from facet_eval.disaggregate import rows_from_values
 from facet_eval.groups import group_membership, skin_tone_bucket_labels, skin_tone_bucket_masks
 from t2ibias.core.errors import UserError
 from t2ibias.stats.bootstrap import percentile_intervals

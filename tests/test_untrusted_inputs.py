@@ -79,7 +79,7 @@ def test_audit_predictions_round_trip_through_the_agreement_reader(tmp_path: Pat
 
 def test_facet_csv_outputs_quote_class_and_group_text(tmp_path: Path) -> None:
     from facet_eval.classification import print_largest_gaps, write_largest_gaps
-    from facet_eval.detection import write_outputs
+    from facet_eval.disaggregate import write_outputs
 
     gap = {"attribute": "gender_presentation", "direction": "masc-fem", "group_a": "masc", "group_b": "fem",
            "pair": ("masc", "fem"), "rank": 1, "class": "=HYPERLINK(\"x\")" + MARKUP, "gap": -0.2, "ci_low": -0.3,

@@ -11,8 +11,10 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible (use --device cpu, or check CUDA_VISIBLE_DEVICES)")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device}: unknown device (use auto, cpu or cuda)")
-    return device
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is visible (use --device cpu, or check CUDA_VISIBLE_DEVICES)")
+        return device
+    raise UserError(f"--device {device}: unknown device (use auto, cpu, cuda or cuda:N)")
