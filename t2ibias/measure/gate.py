@@ -89,6 +89,7 @@ class Gate(Protocol):
     """Which parts of each image get measured: people (optional) and faces, in image coordinates."""
 
     face: FaceDetector
+    person: YoloPersonGate | None
 
     def detect_many(self, images: list[Any]) -> list[tuple[list[Box], list[Box]]]: ...
 
@@ -328,7 +329,8 @@ class PersonFaceGate:
 
 # ---------------------------------------------------------------- registered face detectors
 
-#: Face detectors by name; each entry builds a detector for a device ("cpu", "cuda", ...).
+#: Face detectors by name; each entry builds a detector for a device ("cpu", "cuda", ...). Building
+#: is cheap (``t2ibias ls gates`` builds each to show its settings): weights load on first use.
 FACE_DETECTORS: Registry[Callable[[str], FaceDetector]] = Registry("face detector", "t2ibias ls gates")
 DEFAULT_FACE_DETECTOR = "haar"
 NO_PERSON_DETECTOR = ("", "none")
