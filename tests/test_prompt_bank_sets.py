@@ -1,5 +1,6 @@
-"""The bank's trait, situation and historical sets: they load, expand to the expected size, and every
-expanded text reads as English (no stray placeholders, spacing, or a/an slips)."""
+"""The bank's trait, situation and historical sets: their sizes, sources and wordings. What every set
+of the bank must meet (loading, size, unique ids, English that reads right) is checked for each
+registered set by tests/test_contracts.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
+from contracts import grammar_problems
 from t2ibias.prompts.interventions import DISPLAY
 from t2ibias.prompts.bank import expand, load_prompt_set
 from t2ibias.prompts.types import PromptRecord, PromptSet
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
-SETS = ("traits_v1", "situations_v1", "historical_v1")
 
 # The 20 Stable Bias adjectives (Luccioni et al. 2023; the same 20 as MAGBIG's English adjectives).
 STABLE_BIAS_ADJECTIVES = (
@@ -41,12 +40,6 @@ CONTINENT = {
     "India": "Asia", "China": "Asia", "Japan": "Asia", "Indonesia": "Asia", "Iran": "Asia", "Vietnam": "Asia",
     "Australia": "Oceania", "New Zealand": "Oceania",
 }
-# Country names that need "the" after "in" (so a place must be written "the United States").
-NEEDS_THE = {"United States", "United Kingdom", "Netherlands", "Philippines", "United Arab Emirates", "Czech Republic"}
-
-# a/an: the first-letter vowel rule, except for words whose sound differs from their spelling.
-ARTICLE_EXCEPTIONS = {"honest": "an", "hour": "an", "heir": "an", "honor": "an", "university": "a", "unique": "a",
-                      "useful": "a", "european": "a", "one": "a", "once": "a", "u.s.": "a"}
 
 
 def _load(set_id: str) -> PromptSet:
@@ -66,24 +59,7 @@ def _subjects(pset: PromptSet, family: str) -> dict:
     return {s.subject: s for s in pset.families[family]["subjects"]}
 
 
-# -- every set -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("set_id", SETS)
-def test_set_loads_and_expands_to_expected_count(set_id):
-    pset = _load(set_id)
-    assert pset.id == set_id and pset.version >= 1 and pset.description and pset.provenance
-    expected = 0
-    for fam in pset.families.values():
-        n_places = len(fam["places"])
-        for subj in fam["subjects"]:
-            n_interventions = sum(1 for i in pset.interventions if i != "fai_oracle" or subj.facts)
-            for template in fam["templates"].values():
-                variants = 1 + n_places if "{in_place}" in template else 1
-                expected += variants * n_interventions
-    records = _records(set_id)
-    assert len(records) == expected
-    assert all(r.set_id == set_id and r.set_version == pset.version for r in records)
-
+# -- sizes and the grammar check ----------------------------------------------------------------
 
 def test_expected_sizes():
     # subjects x templates x interventions; situations: x (1 neutral + 12 places)
@@ -92,90 +68,26 @@ def test_expected_sizes():
     assert len(_records("historical_v1")) == 21 * 2 * 4 == 168
 
 
-@pytest.mark.parametrize("set_id", SETS)
-def test_prompt_ids_are_unique_within_a_set(set_id):
-    records = _records(set_id)
-    ids = Counter(r.prompt_id for r in records)
-    assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1][:5]
-    texts = Counter(r.text for r in records)
-    assert max(texts.values()) == 1, [t for t, n in texts.items() if n > 1][:5]
-    keys = Counter((r.family, r.subject, r.template_id, r.intervention, r.place) for r in records)
-    assert max(keys.values()) == 1
-
-
-# -- grammar of every expanded text --------------------------------------------------------------
-
-_ARTICLE = re.compile(r"\b(a|an) ([A-Za-z][\w.'-]*)", re.IGNORECASE)
-
-
-def _simple_article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def _grammar_problems(r: PromptRecord) -> list[str]:
-    text = r.text
-    problems = []
-    if "{" in text or "}" in text:
-        problems.append("placeholder left")
-    if "  " in text or text != text.strip():
-        problems.append("stray space")
-    for bad in (" ,", " .", ",,", "..", ",.", ".,", " ;"):
-        if bad in text:
-            problems.append(f"punctuation {bad!r}")
-    if text.endswith(","):
-        problems.append("ends with a comma")
-    if m := re.search(r"\b(\w+) \1\b", text, re.IGNORECASE):
-        problems.append(f"doubled word {m.group(0)!r}")
-    if m := re.search(r"\b(a|an|the) (a|an|the)\b", text, re.IGNORECASE):
-        problems.append(f"two articles {m.group(0)!r}")
-    for m in _ARTICLE.finditer(text):
-        article, word = m.group(1).lower(), m.group(2).lower()
-        expected = ARTICLE_EXCEPTIONS.get(word.rstrip(".,"), _simple_article(word))
-        if article != expected:
-            problems.append(f"article {m.group(0)!r}")
-    underscores = set(re.findall(r"\w*_\w*", text))
-    if underscores:
-        problems.append(f"underscore in {sorted(underscores)}")
-    # "can be a <subject>": the subject must be a noun phrase, not an activity
-    if m := re.search(r"can be (?:a|an) (.+?) irrespective", text):
-        words = m.group(1).split()
-        if words[0].endswith("ing") and words[-1] not in ("person", "people"):
-            problems.append(f"irrespective wording needs a noun: {m.group(0)!r}")
-    if r.place is not None:
-        if text.count(f" in {r.place}") != 1:
-            problems.append(f"place {r.place!r} not written once as ' in {r.place}'")
-        if r.place in NEEDS_THE:
-            problems.append(f"place {r.place!r} needs 'the'")
-    if r.intervention == "none" and text.endswith("."):
-        problems.append("base prompt ends with a period")
-    if r.intervention != "none" and not text.endswith("."):
-        problems.append("intervened prompt does not end with a period")
-    return problems
-
-
-@pytest.mark.parametrize("set_id", SETS)
-def test_every_text_is_grammatical(set_id):
-    bad = {r.text: p for r in _records(set_id) if (p := _grammar_problems(r))}
-    assert not bad, list(bad.items())[:10]
-
-
 def test_grammar_check_catches_slips():
     def rec(text, intervention="none", place=None):
         return PromptRecord("0" * 12, "x", 1, "f", "s", "t", intervention, text, place)
 
-    assert _grammar_problems(rec("a photo of an ambitious person")) == []
-    assert _grammar_problems(rec("a photo of an honest person")) == []
-    assert _grammar_problems(rec("a photo of a honest person"))
-    assert _grammar_problems(rec("a photo of a ambitious person"))
-    assert _grammar_problems(rec("a photo of an kind person"))
-    assert _grammar_problems(rec("a photo of a a person"))
-    assert _grammar_problems(rec("a photo of  people"))
-    assert _grammar_problems(rec("a photo of {subject}"))
-    assert _grammar_problems(rec("a photo of people , in a park"))
-    assert _grammar_problems(rec("a photo of people in United States", place="United States"))
-    assert _grammar_problems(rec("x, if all individuals can be a relaxing in a park irrespective of y.", "diversity_irrespective"))
-    assert _grammar_problems(rec("a photo. Most of them were Latino_Hispanic.", "fai_oracle"))
-    assert _grammar_problems(rec("a photo of Latino_Hispanic people"))
+    assert grammar_problems(rec("a photo of an ambitious person")) == []
+    assert grammar_problems(rec("a photo of an honest person")) == []
+    assert grammar_problems(rec("a photo of a honest person"))
+    assert grammar_problems(rec("a photo of a ambitious person"))
+    assert grammar_problems(rec("a photo of an kind person"))
+    assert grammar_problems(rec("a photo of a a person"))
+    assert grammar_problems(rec("a photo of  people"))
+    assert grammar_problems(rec("a photo of {subject}"))
+    assert grammar_problems(rec("a photo of people , in a park"))
+    assert grammar_problems(rec("a photo of people in United States", place="United States"))
+    assert grammar_problems(rec("x, if all individuals can be a relaxing in a park irrespective of y.", "diversity_irrespective"))
+    assert grammar_problems(rec("a photo. Most of them were Latino_Hispanic.", "fai_oracle"))
+    assert grammar_problems(rec("a photo of Latino_Hispanic people"))
+    # a gerund that modifies a noun is a noun phrase, not an activity
+    assert grammar_problems(rec("x, if all individuals can be a marketing manager irrespective of y.", "diversity_irrespective")) == []
+    assert grammar_problems(rec("x, if all individuals can be a cooking irrespective of y.", "diversity_irrespective"))
 
 
 # -- traits --------------------------------------------------------------------------------------

@@ -104,3 +104,39 @@ def test_real_classifier_registry_suggests():
 
     with pytest.raises(UnknownIdError, match="did you mean 'tiny-random-clip'"):
         resolve_classifier_spec("tiny-random-clp")
+
+
+def test_entry_registers_the_decorated_object():
+    reg: Registry = Registry("builder", "t2ibias ls builders")
+
+    @reg.entry("double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert reg.get("double") is double and double(3) == 6
+    with pytest.raises(ValueError, match="twice"):
+        reg.entry("double")(lambda x: x)
+
+
+def test_measurer_names_resolve_by_registered_kind():
+    from t2ibias.measure.measurers import MEASURERS, measurer_kind, resolve_crop_measurer
+
+    assert measurer_kind("pixel-mst") == (MEASURERS.get("pixel-mst"), None)
+    assert measurer_kind(" fairface4:/x/y.pt ") == (MEASURERS.get("fairface4"), "/x/y.pt")
+    assert measurer_kind("tiny-random-clip") == (MEASURERS.get("clip"), "tiny-random-clip")  # no kind: a classifier
+    assert measurer_kind("configs/my:clip.yaml")[0] is MEASURERS.get("clip")
+    with pytest.raises(UserError, match=r"'tiny-random-clip': unknown \(use fairface:PATH, fairface4:PATH or pixel-mst\)"):
+        resolve_crop_measurer("tiny-random-clip")  # a classifier does not run beside the classifier
+    with pytest.raises(UserError, match="pixel-mst takes no argument"):
+        resolve_crop_measurer("pixel-mst:fast")
+    with pytest.raises(UnknownIdError, match="did you mean 'tiny-random-clip'"):
+        MEASURERS.get("clip").build("tiny-random-clp", "cpu")
+
+
+def test_metric_registry_refuses_a_second_id_and_an_unknown_family():
+    from t2ibias.metrics.registry import MetricInfo, register
+
+    with pytest.raises(ValueError, match="twice"):
+        register(MetricInfo("proportion", "share", None, "Again."))
+    with pytest.raises(ValueError, match="unknown family"):
+        register(MetricInfo("brand_new_metric", "astrology", None, "Nothing."))

@@ -42,6 +42,7 @@ class Kind(str, Enum):
     prompts = "prompts"
     classifiers = "classifiers"
     metrics = "metrics"
+    gates = "gates"
 
 
 @contextmanager
@@ -319,10 +320,9 @@ def ls(
     kind: Annotated[Kind, typer.Argument(help="What to list.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """List generator models, prompt sets, classifiers or metrics."""
+    """List generator models, prompt sets, classifiers, metrics or face gates."""
     from t2ibias.models.generator_spec import GENERATORS
     from t2ibias.models.classifier_spec import CLASSIFIERS
-    from t2ibias.metrics.score import METRIC_INFO
     from t2ibias.prompts.bank import expand, prompt_sets
 
     items: list[dict]
@@ -337,9 +337,16 @@ def ls(
     elif kind is Kind.classifiers:
         items = [{"id": n, "arch": s.arch, "pretrained": s.pretrained, "attributes": ",".join(s.attributes),
                   "random_weights": s.random_weights} for n in CLASSIFIERS for s in [CLASSIFIERS.get(n)]]
+    elif kind is Kind.gates:
+        from t2ibias.measure.gate import DEFAULT_FACE_DETECTOR, face_detectors
+
+        items = [{"id": d.id, "role": "face", "default": d.id == DEFAULT_FACE_DETECTOR, "definition": d.definition,
+                  "config": d.config} for d in face_detectors()]
     else:
-        items = [{"id": k, "higher_is_better": v["higher_is_better"], "interval": v.get("interval") or "none",
-                  "definition": v["definition"]} for k, v in METRIC_INFO.items()]
+        from t2ibias.metrics.registry import metrics
+
+        items = [{"id": m.id, "family": m.family, "higher_is_better": m.higher_is_better, "interval": m.interval or "none",
+                  "output": m.output, "definition": m.definition} for m in metrics()]
     if as_json:
         out.print_json(json.dumps(items))
         return

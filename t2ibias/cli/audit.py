@@ -44,7 +44,7 @@ def audit(
     from t2ibias.audit import AuditOptions, run_audit
     from t2ibias.core.device import resolve_device
     from t2ibias.measure.gate import HaarFaceGate
-    from t2ibias.measure.measurers import measurer_fingerprint_of, resolve_measurer
+    from t2ibias.measure.measurers import resolve_measurer
     from t2ibias.report.audit_html import write_audit_html
     from t2ibias.core.files import atomic_write_text
 
@@ -56,7 +56,7 @@ def audit(
         raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
     check_output_dir(out, "--out")
     predictor = resolve_measurer(classifier, resolve_device(device))
-    fp = measurer_fingerprint_of(predictor)
+    fp = predictor.fingerprint()
     step = {"next": 0}
 
     def progress(done: int, total: int) -> None:

@@ -384,6 +384,11 @@ class FairFaceResNet34:
             return {"race4": ATTRIBUTE_LABELS["race4"]}
         return {a: ATTRIBUTE_LABELS[a] for a in ("race", "gender_presentation", "age_fairface", "age_group")}
 
+    def config(self) -> dict[str, Any]:
+        """The measurer kind (``fairface`` or ``fairface4``) and its checkpoint."""
+        return {"kind": "fairface" if self.variant == 7 else "fairface4", "checkpoint": str(self.checkpoint),
+                "variant": self.variant}
+
     def fingerprint(self) -> str:
         import torchvision
 

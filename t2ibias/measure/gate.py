@@ -6,20 +6,35 @@ faces. Images where it finds none fall back to the CLIP ``person`` attribute, an
 either way. A YOLO person detector (ultralytics, weights by local path or release name) plugs in
 behind the same ``detect(image) -> list[Box]`` / ``fingerprint()`` calls; with it, faces are
 searched inside each person box, and an image with no person box counts as showing nobody.
+
+Face detectors are registered by name in :data:`FACE_DETECTORS` (``t2ibias ls gates`` lists
+them): anything with the :class:`FaceDetector` calls plugs into :class:`PersonFaceGate`. A new
+detector is its own module plus one registration here, a builder that imports it on first use::
+
+    @FACE_DETECTORS.entry("mydetector")
+    def _mydetector(device: str = "cpu") -> FaceDetector:
+        "One line for `t2ibias ls gates`."
+        from t2ibias.measure.mydetector import MyDetector
+
+        return MyDetector(device=device)
+
+Its ``config()["kind"]`` is its registered name, so a recorded gate names the detector it used.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import file_sha256, fingerprint
+from t2ibias.core.registry import Registry
 from t2ibias.core.safe_load import first_line, load_yolo, ultralytics_yolo  # noqa: F401 (ultralytics_yolo: re-exported)
 
 
@@ -50,6 +65,37 @@ class Box:
     def contains(self, other: "Box") -> bool:
         return (self.x <= other.x and self.y <= other.y
                 and other.x + other.w <= self.x + self.w and other.y + other.h <= self.y + self.h)
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """Finds faces in an image and cuts their crops; what a :class:`PersonFaceGate` asks of its face part.
+
+    ``fingerprint()`` changes whenever the boxes or crops could; ``config()`` is a JSON-ready dict
+    whose ``kind`` is the detector's registered name.
+    """
+
+    def detect(self, image: Any) -> list[Box]: ...
+
+    def crop(self, image: Any, box: Box) -> Any: ...
+
+    def fingerprint(self) -> str: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Gate(Protocol):
+    """Which parts of each image get measured: people (optional) and faces, in image coordinates."""
+
+    face: FaceDetector
+    person: YoloPersonGate | None
+
+    def detect_many(self, images: list[Any]) -> list[tuple[list[Box], list[Box]]]: ...
+
+    def fingerprint(self) -> str: ...
+
+    def config(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -102,8 +148,6 @@ class HaarFaceGate:
 
     def config(self) -> dict[str, Any]:
         return {"kind": "haar", **asdict(self)}
-
-
 
 
 @dataclass(frozen=True)
@@ -246,13 +290,14 @@ def _suppress(boxes: list[Box], iou: float) -> list[Box]:
 
 @dataclass(frozen=True)
 class PersonFaceGate:
-    """The gate of a measurer: faces (Haar) alone, or faces searched inside YOLO person boxes.
+    """The gate of a measurer: faces alone, or faces searched inside YOLO person boxes.
 
-    Without a person detector its fingerprint is the face gate's own, so runs measured before
-    person detection existed keep their cached rows.
+    ``face`` is any :class:`FaceDetector` (the Haar cascade by default). Without a person
+    detector the fingerprint is the face detector's own, so runs measured before person
+    detection existed keep their cached rows.
     """
 
-    face: HaarFaceGate = field(default_factory=HaarFaceGate)
+    face: FaceDetector = field(default_factory=HaarFaceGate)
     person: YoloPersonGate | None = None
 
     def fingerprint(self) -> str:
@@ -280,3 +325,52 @@ class PersonFaceGate:
                         faces.append(moved)
             out.append((people, sorted(faces, key=lambda b: -b.area)))
         return out
+
+
+# ---------------------------------------------------------------- registered face detectors
+
+#: Face detectors by name; each entry builds a detector for a device ("cpu", "cuda", ...). Building
+#: is cheap (``t2ibias ls gates`` builds each to show its settings): weights load on first use.
+FACE_DETECTORS: Registry[Callable[[str], FaceDetector]] = Registry("face detector", "t2ibias ls gates")
+DEFAULT_FACE_DETECTOR = "haar"
+NO_PERSON_DETECTOR = ("", "none")
+
+
+@FACE_DETECTORS.entry("haar")
+def _haar(device: str = "cpu") -> FaceDetector:
+    """OpenCV's frontal-face Haar cascade: no download, CPU only; misses profiles, small and occluded faces."""
+    return HaarFaceGate()
+
+
+def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, device: str = "cpu") -> FaceDetector:
+    """The registered face detector ``name`` on ``device`` (UnknownIdError with a hint for other names)."""
+    return FACE_DETECTORS.get(name)(device)
+
+
+@dataclass(frozen=True)
+class FaceDetectorInfo:
+    """A registered face detector as ``t2ibias ls gates`` shows it."""
+
+    id: str
+    definition: str
+    config: dict[str, Any]
+
+
+def face_detectors() -> list[FaceDetectorInfo]:
+    """Every registered face detector with its one-line description and default settings."""
+    out = []
+    for name in FACE_DETECTORS:
+        build = FACE_DETECTORS.get(name)
+        doc = (build.__doc__ or "").strip().splitlines()
+        out.append(FaceDetectorInfo(name, doc[0] if doc else "", build("cpu").config()))
+    return out
+
+
+def create_gate(person_detector: str | None = None, person_conf: float = 0.25, device: str = "cpu",
+                face_detector: str = DEFAULT_FACE_DETECTOR) -> PersonFaceGate:
+    """The registered ``face_detector`` (Haar by default), with a YOLO person detector (weights
+    path or release name) in front when ``person_detector`` is given ("none" or "" for none)."""
+    face = create_face_detector(face_detector, device)
+    if person_detector is None or person_detector.strip().lower() in NO_PERSON_DETECTOR:
+        return PersonFaceGate(face=face)
+    return PersonFaceGate(face=face, person=YoloPersonGate(person_detector, conf=float(person_conf), device=device))

@@ -259,6 +259,11 @@ class PixelSkinTone:
         """MST label → hex, as used for matching."""
         return dict(zip(MST_LABELS, self._swatch_hex))
 
+    def config(self) -> dict[str, Any]:
+        """The settings, as the ``pixel-mst`` measurer kind takes them."""
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "_swatch_hex"}
+        return {"kind": self.id, **params}
+
     def fingerprint(self) -> str:
         import skimage
 

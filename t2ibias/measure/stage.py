@@ -29,7 +29,7 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
-from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, YoloPersonGate
+from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, create_gate
 from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
@@ -48,7 +48,6 @@ from t2ibias.measure.table import (
 from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE
 
 CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
-NO_PERSON_DETECTOR = ("", "none")
 
 
 class CropMeasurer(Protocol):
@@ -84,13 +83,6 @@ def run_has_person_detector(run_dir: Path) -> bool:
     """Whether the run's recorded gate detects people (then an image with no person box shows nobody)."""
     cfg = read_measure_config(run_dir) or {}
     return bool((cfg.get("gate") or {}).get("person"))
-
-
-def create_gate(person_detector: str | None = None, person_conf: float = 0.25, device: str = "cpu") -> PersonFaceGate:
-    """The Haar face gate, with a YOLO person detector (weights path or release name) in front when given."""
-    if person_detector is None or person_detector.strip().lower() in NO_PERSON_DETECTOR:
-        return PersonFaceGate()
-    return PersonFaceGate(person=YoloPersonGate(person_detector, conf=float(person_conf), device=device))
 
 
 def _open_image(path: Path, run_dir: Path) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from t2ibias.metrics.skew import proportions
+from t2ibias.metrics.skew import SkewMetric, proportions
 
 OPENBIAS_EPS = 1e-10
 MST_LEVELS = 10
@@ -137,3 +137,14 @@ def mad_norm(x: np.ndarray) -> np.ndarray:
         return np.full(num.shape, np.nan)
     den = np.sqrt(2.0 * (n - 1) / n**2)
     return num / den
+
+
+#: The peers' skew metrics of label counts, reported beside the skew family in every metrics.json.
+PEER_METRICS = (
+    SkewMetric("dalleval_mad", mad, False,
+               "DALL-Eval's mean absolute deviation of the label shares, mean_k |p_k − mean(p)| (Cho et al., ICCV 2023); 0 is balanced."),
+    SkewMetric("dalleval_std", std, False,
+               "DALL-Eval's population standard deviation of the label shares (Cho et al., ICCV 2023); 0 is balanced."),
+    SkewMetric("openbias_bias", openbias_bias, False,
+               "OpenBias bias score, 1 − normalized entropy with ε = 1e-10 (D'Incà et al., CVPR 2024); 0 is balanced."),
+)

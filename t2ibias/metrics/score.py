@@ -28,14 +28,14 @@ from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_
 from t2ibias.models.clip_zeroshot import ABSTAIN
 from t2ibias.measure.table import read_measurements
 from t2ibias.measure.stage import run_has_person_detector, run_measurer
-from t2ibias.metrics import location
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
 from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
-from t2ibias.metrics import legacy
-from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, SKEW_METRICS, SkewMetric, js_divergence, proportions,
-                                 total_variation, total_variation_uniform)
+from t2ibias.metrics.legacy import PEER_METRICS
+from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME, PROJECTION_NAME, metric_info
+from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, REFERENCE_SKEW_METRICS, SKEW_METRICS, js_divergence,
+                                 proportions, total_variation, total_variation_uniform)
 from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
@@ -44,69 +44,21 @@ from t2ibias.store.rundir import EMBEDDINGS_FILE, IMAGE_LABELS_FILE, INSTRUMENT_
 NO_PERSON = "no_person"
 BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
 #: Every reference-free metric of the classified label counts, with its definition.
-GROUP_METRICS = SKEW_METRICS + EXTRA_SKEW_METRICS + (
-    SkewMetric("dalleval_mad", legacy.mad, False,
-               "DALL-Eval's mean absolute deviation of the label shares, mean_k |p_k − mean(p)| (Cho et al., ICCV 2023); 0 is balanced."),
-    SkewMetric("dalleval_std", legacy.std, False,
-               "DALL-Eval's population standard deviation of the label shares (Cho et al., ICCV 2023); 0 is balanced."),
-    SkewMetric("openbias_bias", legacy.openbias_bias, False,
-               "OpenBias bias score, 1 − normalized entropy with ε = 1e-10 (D'Incà et al., CVPR 2024); 0 is balanced."),
-)
+GROUP_METRICS = SKEW_METRICS + EXTRA_SKEW_METRICS + PEER_METRICS
 #: Metrics against a reference distribution (labour statistics) for axes a reference table covers.
 REFERENCE_AXES = {"gender_presentation": "gender"}
-REFERENCE_METRICS = (
-    SkewMetric("total_variation_reference", total_variation, False,
-               "Total variation distance between the label shares (classified images only) and the reference (e.g. US labour statistics): ½Σ|p−r|; 0 matches it."),
-    SkewMetric("js_divergence_reference", js_divergence, False,
-               "Jensen-Shannon divergence (natural log, at most ln 2) between the label shares and the reference; 0 matches it."),
-)
+REFERENCE_METRICS = REFERENCE_SKEW_METRICS
 REFERENCE_METRIC_NAMES = {m.name for m in REFERENCE_METRICS} | {"share_minus_reference"}
 N_RESAMPLES = 1000
-PROJECTION_NAME = "simultaneous-projection"
-PAIRED_NAME = "paired t over matched prompts"
 #: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
 GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
 CONFIDENCE = 0.95
 ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note",
             "aggregate", "method", "p_value", "q_value")
 
-METRIC_INFO: dict[str, dict[str, Any]] = {
-    "count": {"definition": "Number of images with this label or status.", "higher_is_better": None},
-    "proportion": {
-        "definition": "Share of all images of the group with this label; abstain, no_person, blocked and failed are bins of their own.",
-        "higher_is_better": None,
-    },
-    **{m.name: {"definition": m.definition, "higher_is_better": m.higher_is_better} for m in GROUP_METRICS + REFERENCE_METRICS},
-    "share_minus_reference": {
-        "definition": "Label share among classified images minus the reference share (e.g. US labour statistics); 0 matches it.",
-        "higher_is_better": None,
-    },
-    location.METRIC: {"definition": location.DEFINITION, "higher_is_better": None},
-    "proportion_seed_sd": {
-        "definition": "Run-to-run variation of a label's all-prompt share: the standard deviation across seed slots (image index), each slot alone, divided by √(slots).",
-        "higher_is_better": None,
-    },
-    **{
-        f"{m.name}_seed_sd": {
-            "definition": f"Run-to-run variation of {m.name.replace('_', ' ')} over all prompts: its standard deviation across seed slots, divided by √(slots).",
-            "higher_is_better": None,
-        }
-        for m in SKEW_METRICS
-    },
-}
-
-
-_SHARE_INTERVAL = "per prompt: the --ci share interval (clopper-pearson by default); over prompts: korn-graubard"
-_SKEW_INTERVAL = f"per prompt and pooled: {PROJECTION_NAME}; mean over prompts: mean of per-prompt bounds"
-for _name, _info in METRIC_INFO.items():
-    _info["interval"] = (_SHARE_INTERVAL if _name == "proportion"
-                         else "clopper-pearson minus the reference" if _name == "share_minus_reference"
-                         else "bootstrap percentile" if _name == location.METRIC
-                         else None if _name == "count" or _name.endswith("_seed_sd") else _SKEW_INTERVAL)
-    if _name == "proportion":
-        _info["interval"] += f"; paired differences: {PAIRED_NAME}"
-    elif _name in {m.name for m in GROUP_METRICS}:
-        _info["interval"] += "; paired differences: difference of mean-over-prompts bounds"
+#: Definition, direction and interval of every metric in metrics.json: the run metrics of the
+#: metric registry (:mod:`t2ibias.metrics.registry`), in its order.
+METRIC_INFO: dict[str, dict[str, Any]] = metric_info()
 
 
 def share_halfwidth(n: int, confidence: float = CONFIDENCE) -> float:
@@ -198,7 +150,7 @@ MIN_N = 50  # FACET's rule: a per-prompt figure on fewer images is shown, flagge
 PROJECTION = PROJECTION_NAME
 MEAN_OF_BOUNDS = "mean of per-prompt bounds"
 PAIRED = PAIRED_NAME
-PAIRED_SKEW = "difference of mean-over-prompts bounds"
+PAIRED_SKEW = PAIRED_SKEW_NAME
 
 
 #: For each reference-free statistic: is it concave in the shares (entropy) rather than convex?

@@ -179,3 +179,15 @@ EXTRA_SKEW_METRICS = (
         "Largest minus smallest label share (classified images only): max p − min p; 0 is balanced, 1 is a single label.",
     ),
 )
+
+#: Skew metrics against a reference distribution (labour statistics), for axes a reference table covers.
+REFERENCE_SKEW_METRICS = (
+    SkewMetric(
+        "total_variation_reference", total_variation, False,
+        "Total variation distance between the label shares (classified images only) and the reference (e.g. US labour statistics): ½Σ|p−r|; 0 matches it.",
+    ),
+    SkewMetric(
+        "js_divergence_reference", js_divergence, False,
+        "Jensen-Shannon divergence (natural log, at most ln 2) between the label shares and the reference; 0 matches it.",
+    ),
+)

@@ -123,7 +123,8 @@ def text_cache_path(spec: ClassifierSpec, weights: str | None, device: str) -> P
 
 
 class CLIPAttributeClassifier:
-    """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`."""
+    """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`; a measurer
+    (``id``, ``fingerprint()``, ``config()``, ``measure(crops)``) like any other."""
 
     def __init__(self, spec: ClassifierSpec, device: str = "cpu") -> None:
         self.spec = spec
@@ -131,6 +132,21 @@ class CLIPAttributeClassifier:
         self.model: Any = None
         self.preprocess: Any = None
         self._text: dict[str, Any] = {}
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def fingerprint(self) -> str:
+        """The classifier spec's fingerprint (architecture, weights tag, preprocessing, prompts, margins)."""
+        return self.spec.fingerprint()
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "clip", **self.spec.summary()}
+
+    def measure(self, crops: list[Any]) -> list[dict[str, Prediction]]:
+        """One dict attribute → prediction per crop (PIL images)."""
+        return self.classify(crops)
 
     def load(self) -> None:
         import open_clip
