@@ -26,7 +26,8 @@ from t2ibias.prompts.augment import fact_augment
 from t2ibias.prompts.bank import expand, resolve_prompt_set
 from t2ibias.prompts.types import PromptRecord
 from t2ibias.store.lock import LOCK_FILE, RunLock
-from t2ibias.store.rundir import PROMPTS_FILE, SPEC_FILE, TOKENS_FILE, check_clearable, clear_run, now_iso, read_spec, write_parquet
+from t2ibias.store.rundir import (AUDIT_FILE, PROMPTS_FILE, SPEC_FILE, TOKENS_FILE, check_clearable, clear_run, now_iso, read_spec,
+                                  write_parquet)
 
 DEFAULT_BASE_SEED = 0
 #: Images one run may hold: ten times the largest sweep the suite is built for, and small enough
@@ -104,6 +105,8 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         "n_seeds": req.n_seeds,
         "base_seed": req.base_seed,
         "classifier": {**cspec.summary(), "fingerprint": cspec.fingerprint()},
+        # the whole spec, so later stages never look the classifier up again (as "model" holds the generator's)
+        "classifier_spec": cspec.to_dict(),
         "device": device,
         "batch_invariant": req.batch_invariant,
         "limit": req.limit,
@@ -118,6 +121,9 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
     With ``force``, a directory holding another t2ibias run is cleared of that run's own files
     (:func:`clear_run`) first; anything else in it is kept. Everything is checked before anything
     is deleted or written, under the run's lock.
+
+    An audit the classifier config names (``audit:``) is copied in as ``audit.json`` when the run
+    holds none yet; one already there (from an earlier sweep or ``t2ibias score --audit``) is kept.
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir, "sweep", create=True):
@@ -140,6 +146,12 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
         elif any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             extra = " (--force deletes only the files of a t2ibias run, and there is no spec.json here)" if force else ""
             raise UserError(f"--out {run_dir}: exists and is not a t2ibias run (choose an empty or new directory){extra}")
+        audit = None
+        config = spec["classifier_spec"]
+        if config.get("audit") and (clear or not (run_dir / AUDIT_FILE).exists()):
+            from t2ibias.metrics.instrument import audit_to_attach
+
+            audit = audit_to_attach(config["audit"], "classifier config", config=str(config.get("path")))
         prompts = pd.DataFrame([r.to_dict() for r in records])
         tokens = None
         if weights_folder:
@@ -153,4 +165,8 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
         write_parquet(run_dir / PROMPTS_FILE, prompts)
         if tokens is not None:
             write_parquet(run_dir / TOKENS_FILE, tokens)
+        if audit is not None:
+            from t2ibias.metrics.instrument import write_audit
+
+            write_audit(run_dir / AUDIT_FILE, audit)
     return spec

@@ -20,7 +20,8 @@ from PIL import Image
 
 from facet_eval.attributes import FACET_ATTRIBUTES, weighted_median_mst
 from facet_fixtures import person, write_facet
-from t2ibias.audit import SCHEMA, load_audit, run_audit
+from t2ibias.store.audit_file import SCHEMA, load_audit
+from t2ibias.audit import run_audit
 from t2ibias.audit.crops import crop_box
 from t2ibias.audit.groupwise import calibration_table, metric_rows
 from t2ibias.core.errors import UserError

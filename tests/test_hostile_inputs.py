@@ -814,7 +814,8 @@ class _GenderAndSkin:
 
 
 def test_audit_skips_an_attribute_nobody_is_annotated_for_and_says_so(tmp_path):
-    from t2ibias.audit import load_audit, run_audit
+    from t2ibias.store.audit_file import load_audit
+    from t2ibias.audit import run_audit
 
     root = facet_no_skin_votes(tmp_path / "facet")
     result = run_audit(_GenderAndSkin(), root, tmp_path / "audit", classifier_id="g", fingerprint="f", n_boot=0)

@@ -163,9 +163,13 @@ def test_explicit_audit_of_another_classifier_is_shown_but_not_applied(run, monk
     assert "no correction" in doc["audit"]["note"]
 
 
-def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys, tmp_path, one_torch_thread, request):
-    """`t2ibias audit` on FACET people, then the run measured with that classifier is corrected
-    by the registered audit: the corrected shares are those of inverting its confusion matrix."""
+def test_an_audit_is_attached_only_by_name_and_then_kept_in_the_run(run, monkeypatch, capsys, tmp_path, one_torch_thread, request):
+    """`t2ibias audit` on FACET people registers its audit in the user cache, yet a score of a run
+    measured with that classifier does not pick it up; `score --audit` copies it into the run (with
+    its source and sha256), corrects with it (the shares of inverting its confusion matrix), and a
+    later score without --audit keeps using the run's copy."""
+    import hashlib
+
     from tests.test_audit import build_fixture
 
     run_dir, _ = run
@@ -178,28 +182,62 @@ def test_audit_cli_registers_and_score_corrects_with_it(run, monkeypatch, capsys
     assert (out / "audit.json").is_file() and (out / "audit.html").is_file()
     audit = json.loads((out / "audit.json").read_text())
     registered = Path((out / "registered.txt").read_text().strip())
-    request.addfinalizer(registered.unlink)  # later tests score tiny-random-clip runs without an audit
+    request.addfinalizer(registered.unlink)
     assert json.loads(registered.read_text()) == audit
     code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
     assert code == 0, err
+    assert _instrument(run_dir)["audit"] is None and not (run_dir / "audit.json").exists()
+
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir), "--audit", str(out))
+    assert code == 0, err
     doc = _instrument(run_dir)
+    copied = json.loads((run_dir / "audit.json").read_text())
+    provenance = copied.pop("provenance")
+    assert copied == audit
+    assert provenance == {"source": str((out / "audit.json").absolute()), "attached_by": "t2ibias score --audit",
+                          "sha256": hashlib.sha256((out / "audit.json").read_bytes()).hexdigest()}
     assert doc["audit"]["matches_run_classifier"] is True
-    assert doc["audit"]["source"] == str(registered)
+    assert {k: doc["audit"][k] for k in ("source", "sha256", "attached_by", "file")} == {**provenance, "file": "audit.json"}
     labels = pd.read_parquet(run_dir / "image_labels.parquet")
     sub = labels[labels["attribute"] == "gender_presentation"]
     observed = {lab: int((sub["label"] == lab).sum()) for lab in ("masc", "fem", "abstain")}
     got = [r for r in doc["corrected"] if r["attribute"] == "gender_presentation" and r["group_by"] == "all"]
     if sum(observed[k] for k in ("masc", "fem")) == 0:
         assert got == []
-        return
-    try:
-        want = corrected_proportions(observed, audit["attributes"]["gender_presentation"], n_boot=0)
-    except Exception as exc:  # a random classifier can leave a true class without answers
-        assert got and got[0]["label"] is None and str(exc) in got[0]["note"]
-        return
-    assert [r["label"] for r in got] == [w["label"] for w in want]
-    for r, w in zip(got, want):
-        assert r["corrected"] == pytest.approx(w["corrected"]) and r["raw"] == pytest.approx(w["raw"])
+    else:
+        try:
+            want = corrected_proportions(observed, audit["attributes"]["gender_presentation"], n_boot=0)
+        except Exception as exc:  # a random classifier can leave a true class without answers
+            assert got and got[0]["label"] is None and str(exc) in got[0]["note"]
+        else:
+            assert [r["label"] for r in got] == [w["label"] for w in want]
+            for r, w in zip(got, want):
+                assert r["corrected"] == pytest.approx(w["corrected"]) and r["raw"] == pytest.approx(w["raw"])
+
+    # the source may go away: the run keeps its copy, and a score without --audit gives the same file
+    first = (run_dir / "instrument.json").read_bytes()
+    shutil.rmtree(out)
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
+    assert code == 0, err
+    assert (run_dir / "instrument.json").read_bytes() == first
+    code, _, err = cli(monkeypatch, capsys, "report", str(run_dir))
+    assert code == 0, err
+    html = (run_dir / "report.html").read_text()
+    assert "attached by <code>t2ibias score --audit</code>" in html and provenance["sha256"][:12] in html
+
+
+def test_a_bad_audit_fails_the_score_and_changes_nothing(run, monkeypatch, capsys, tmp_path):
+    from tests.test_run_integrity import snapshot
+
+    run_dir, _ = run
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir))
+    assert code == 0, err
+    before = snapshot(run_dir)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "t2ibias-audit/1", "classifier": {}, "facet": {}}')
+    code, _, err = cli(monkeypatch, capsys, "score", str(run_dir), "--audit", str(bad))
+    assert code == 2 and "bad.json" in err and "attributes" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(run_dir) == before
 
 
 def test_correction_rows_match_the_inverse_of_a_given_audit(tmp_path):

@@ -489,10 +489,10 @@ def test_the_astronaut_image_gets_a_face_row_with_its_box(measured, tiny_spec):
 
 def test_score_labels_the_astronaut_from_its_face(measured):
     from t2ibias.metrics.score import image_labels
-    from t2ibias.store.rundir import read_spec
+    from t2ibias.store.rundir import RunDir
 
     run, face_key = measured[:2]
-    labels = image_labels(run, read_spec(run))
+    labels = image_labels(RunDir(run))
     assert len(labels) == 2 * 5  # two images, five axes besides `person`
     mine = labels[labels["key"] == face_key]
     assert set(mine["person_source"]) == {"face"}
@@ -801,10 +801,10 @@ def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
 def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yolo, tmp_path, tiny_spec):
     from t2ibias.measure.gate import PersonFaceGate, YoloPersonGate
     from t2ibias.store.rundir import MEASURE_FILE
-    from t2ibias.measure.stage import measure_stage, measurer_fingerprint, run_measurer
+    from t2ibias.measure.stage import measure_stage, measurer_fingerprint
     from t2ibias.measure.table import read_measurements, read_measurers
     from t2ibias.metrics.score import image_labels
-    from t2ibias.store.rundir import read_spec
+    from t2ibias.store.rundir import RunDir
 
     run = _copy(measured[0], tmp_path)
     face_key = measured[1]
@@ -815,7 +815,7 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
     assert fp != _default_measurer()
     recorded = json.loads((run / MEASURE_FILE).read_text())
     assert recorded["gate"]["person"]["weights"] == str(tiny_yolo) and recorded["gate"]["person"]["conf"] == TINY_CONF
-    assert recorded["measurer"] == fp and run_measurer(run, tiny_spec) == fp
+    assert recorded["measurer"] == fp and RunDir(run).measurer == fp
     info = read_measurers(run)[fp]
     assert info["kind"] == "clip" and info["id"] == TINY and info["gate"] == gate.config()
     meas = read_measurements(run)
@@ -830,7 +830,7 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
     assert len(mine[mine["unit"] == "image"]) == 2 * len(tiny_spec.attributes)  # every image still counted
     # the old rows stay; score reads the measurer that was used
     assert len(meas[meas["measurer"] == _default_measurer()]) == len(read_measurements(measured[0]))
-    labels = image_labels(run, read_spec(run))
+    labels = image_labels(RunDir(run))
     assert len(labels) == 2 * 5
     assert set(labels["person_source"]) <= {"face", "person", "none"}  # no CLIP fallback behind a person gate
     n_people = people.groupby("key")["face_index"].nunique()
@@ -847,20 +847,20 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
                                   mine[cols].sort_values(cols[:4]).reset_index(drop=True))
     # the gate is sticky: a plain re-run uses it and finds everything cached; "none" goes back to Haar
     assert measure_stage(run, device="cpu")["measured"] == 0
-    assert run_measurer(run, tiny_spec) == fp
+    assert RunDir(run).measurer == fp
     assert measure_stage(run, device="cpu", person_detector="none")["measured"] == 0
-    assert run_measurer(run, tiny_spec) == _default_measurer()
+    assert RunDir(run).measurer == _default_measurer()
 
 
 def test_images_with_nobody_are_counted_as_no_person(measured, tiny_yolo, tmp_path):
     from t2ibias.measure.stage import measure_stage
     from t2ibias.metrics.score import NO_PERSON, image_labels
-    from t2ibias.store.rundir import read_spec
+    from t2ibias.store.rundir import RunDir
 
     run = _copy(measured[0], tmp_path)
     result = measure_stage(run, device="cpu", person_detector=str(tiny_yolo), person_conf=1.0)
     assert result == {"measured": 2, "cached": 0, "faces": 0, "people": 0, "nobody": 2}
-    labels = image_labels(run, read_spec(run))
+    labels = image_labels(RunDir(run))
     assert len(labels) == 2 * 5
     assert set(labels["label"]) == {NO_PERSON} and set(labels["person_source"]) == {"none"}
 

@@ -79,12 +79,12 @@ def make_run(root: Path, model_random: bool = False, classifier_random: bool = F
         "model": {"id": "tiny-random-sd", "source": "local", "revision": "abc123", "pipeline": "sd",
                   "dtype": "float32", "scheduler": "ddim", "steps": 2, "guidance": 7.5, "height": 64,
                   "width": 64, "licence": "mit"},
-        "generator_fingerprint": "g" * 64, "model_is_random": model_random,
+        "weights": "hub:tiny-random-sd@abc123", "generator_fingerprint": "g" * 64, "model_is_random": model_random,
         "prompt_sets": [{"id": "occupations", "version": "1.2", "sha256": "s" * 64}],
         "n_seeds": 3, "base_seed": 1234,
         "classifier": {"id": "tiny-clip", "arch": "clip", "pretrained": "none", "fingerprint": "c" * 64,
                        "is_random": classifier_random},
-        "device": "cpu",
+        "device": "cpu", "defining": {"generator_fingerprint": "g" * 64},
     }
     (run / "spec.json").write_text(json.dumps(spec))
     pd.DataFrame([{"prompt_id": p, "set_id": "occupations", "set_version": "1.2", "family": f, "subject": s,
@@ -258,8 +258,8 @@ def test_out_path_and_instrument(run: Path, tmp_path: Path) -> None:
     assert "darker" in card and "0.75 [0.62, 0.88]" in card and "pixel-mst" in card
 
 
-@pytest.mark.parametrize(("name", "hint"), [("metrics.json", "t2ibias score"), ("spec.json", "t2ibias generate"),
-                                            ("image_labels.parquet", "t2ibias measure")])
+@pytest.mark.parametrize(("name", "hint"), [("metrics.json", "t2ibias score"), ("spec.json", "t2ibias sweep"),
+                                            ("image_labels.parquet", "t2ibias score")])
 def test_missing_input_is_a_user_error(run: Path, name: str, hint: str) -> None:
     (run / name).unlink()
     for writer in (write_report, write_model_card):

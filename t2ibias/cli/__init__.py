@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,64 +59,6 @@ def _progress(label: str) -> Iterator[Callable[[int, int], Callable[[int], None]
         yield factory
 
 
-def _fmt(row: dict | None, pct: bool = False) -> str:
-    if row is None or row["value"] is None or (isinstance(row["value"], float) and math.isnan(row["value"])):
-        return "—"
-    v, lo, hi = row["value"], row.get("ci_low"), row.get("ci_high")
-    if lo is None or hi is None:
-        return f"{v:.2f}"
-    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
-def print_summary(run_dir: Path) -> None:
-    """One table per attribute: label shares per prompt and overall, TV to uniform with CI and n."""
-    from t2ibias.store.rundir import read_prompts, read_spec
-
-    spec = read_spec(run_dir)
-    rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
-    prompts = read_prompts(run_dir, spec)
-    # one prompt's rows, and over prompts the headline (mean over prompts); pooled counts are noted below
-    index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows
-             if r.get("aggregate", "prompt" if r["group_by"] == "prompt_id" else "mean_over_prompts") in ("prompt", "mean_over_prompts")
-             or r["metric"] == "count"}
-    pooled = {(r["metric"], r["axis"]): r for r in rows if r.get("aggregate") == "pooled" and r["group_by"] == "all"}
-    if spec.get("model_is_random") or spec["classifier"].get("is_random"):
-        err.print("[bold yellow]random weights (generator or classifier): every number below is meaningless by construction[/bold yellow]")
-    groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "all prompts")]
-    for axis in dict.fromkeys(r["axis"] for r in rows if r["metric"] == "proportion"):
-        all_bins = [r["label"] for r in rows if r["metric"] == "count" and r["axis"] == axis and r["group_by"] == "all"]
-        totals = {b: int(index[("count", axis, "all", "all", b)]["value"]) for b in all_bins}
-        bins = [b for b in all_bins if b not in ("blocked", "failed") or totals[b] > 0]
-        caption = f"{sum(totals.values())} images · " + " · ".join(
-            f"{b.replace('_', ' ')} {totals[b]}" for b in ("abstain", "no_person", "blocked", "failed") if b in totals
-        )
-        title = f"{axis} (perceived) · {spec['model']['id']} · {spec['n_seeds']} images per prompt · {spec['classifier']['id']}"
-        table = Table(title=escape(title), caption=escape(caption))
-        table.add_column("prompt", overflow="fold", max_width=44)
-        table.add_column("n", justify="right")
-        for b in bins:
-            table.add_column(escape(b.replace("_", " ")), justify="right")
-        table.add_column("TV to uniform [95% CI]", justify="right")
-        table.add_column("q", justify="right")
-        for group_by, group, text in groups:
-            cells = [escape(str(text)), str(index[("count", axis, group_by, group, bins[0])]["n"])]
-            cells += [f"{index[('proportion', axis, group_by, group, b)]['value']:.2f}" for b in bins]
-            tv = index.get(("total_variation_uniform", axis, group_by, group, None))
-            cells.append(_fmt(tv) + (" *" if tv and "n < min_n" in (tv.get("note") or "") else ""))
-            q = tv.get("q_value") if tv else None
-            cells.append("—" if q is None else f"{q:.2g}")
-            table.add_row(*cells, style="bold" if group_by == "all" else None)
-        out.print(table)
-        tv_all, tv_pooled = index.get(("total_variation_uniform", axis, "all", "all", None)), pooled.get(("total_variation_uniform", axis))
-        notes = ["all prompts: the mean over prompts of each prompt's figure; q: Benjamini-Hochberg q-value of the exact "
-                 "test of balance (significant: q < 0.05); * fewer images than --min-n"]
-        if tv_all and tv_pooled and tv_pooled.get("value") is not None:
-            notes.append(f"pooled counts: TV {_fmt(tv_pooled)}" + (" — prompts skewed in different directions cancel when pooled"
-                                                                     if "cancel" in (tv_all.get("note") or "") else ""))
-        for line in notes:
-            out.print(line, highlight=False, markup=False)
-
-
 PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]
 PersonConfOpt = Annotated[Optional[float], typer.Option("--person-conf", metavar="P", help="Confidence threshold of the person gate [default: 0.25, or the run's recorded one].")]
 AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURER", help="A second measurer on every face crop, for agreement: pixel-mst, fairface:PATH or fairface4:PATH (a FairFace ResNet-34 checkpoint); repeat for several.")]
@@ -133,7 +74,7 @@ def sweep(
     prompts: Annotated[list[str], typer.Option("--prompts", metavar="SET", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
     seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
     base_seed: Annotated[int, typer.Option("--base-seed", metavar="N", help="Base of every per-image seed.")] = 0,
-    classifier: Annotated[Optional[str], typer.Option("--classifier", metavar="ID", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
+    classifier: Annotated[Optional[str], typer.Option("--classifier", metavar="ID", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file, frozen into the run's spec (an `audit:` it names is copied into the run) [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Run directory [default: runs/<model>__<prompt sets>].")] = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help=f"Images per pipeline and per classifier call [default: {GENERATE_BATCH} to generate, {MEASURE_BATCH} to measure]. Never changes an image (unless --fast-batching).")] = None,
@@ -263,8 +204,10 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
         people = f", {m['people']} people" if m.get("people") else ""
         err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):
+        from t2ibias.report.summary import print_summary
+
         score_stage(run_dir, ci, audit=audit, confidence=confidence, min_n=min_n)
-        print_summary(run_dir)
+        print_summary(run_dir, out, err)
     if only in (None, "report"):
         report = write_report(run_dir)
         write_model_card(run_dir)
@@ -301,7 +244,7 @@ def measure(
 def score(
     run_dir: RunDir,
     ci: CiOpt = "clopper-pearson",
-    audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with [default: the latest `t2ibias audit` of the run's classifier].")] = None,
+    audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with; it is copied into the run as audit.json, which later scores keep using [default: the run's audit.json, if any].")] = None,
     confidence: ConfidenceOpt = 0.95,
     min_n: MinNOpt = 50,
 ) -> None:
@@ -380,33 +323,15 @@ def _validate_file(path: Path) -> str:
     raise UserError(f"{path}:1: not a prompt set (no `families:`), generator (no `pipeline:`) or classifier (no `arch:`) file")
 
 
-def _validate_run(run_dir: Path) -> str:
-    from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
-    from t2ibias.store.image_store import ImageStore
-
-    spec = read_spec(run_dir)
-    jobs = image_jobs(spec, read_prompts(run_dir, spec))
-    store = ImageStore(run_dir)
-    records = store.records()
-    status = {j.key: records.get(j.key, {}).get("status", "not generated") for j in jobs}
-    for key in (k for k, st in status.items() if st == "ok"):
-        store.image_file(records[key])  # a path that leaves the run is an error of its own, not "missing"
-    bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k])]
-    if bad:
-        raise UserError(f"{run_dir}: {len(bad)} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
-    counts = {st: list(status.values()).count(st) for st in ("ok", "blocked", "failed", "not generated")}
-    intact = counts["ok"]
-    others = ", ".join(f"{n} {st}" for st, n in counts.items() if st != "ok" and n)
-    return f"run {spec['fingerprint']}: {intact} of {len(jobs)} images intact" + (f" ({others})" if others else "")
-
-
 @app.command()
 def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, or a run directory.")]) -> None:
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir() and ((path / "spec.json").exists() or (path / "prompts.parquet").exists() or any(path.glob("manifest*.jsonl"))):
-        out.print(f"ok  {_validate_run(path)}", markup=False)
+        from t2ibias.store.rundir import validate_run
+
+        out.print(f"ok  {validate_run(path)}", markup=False)
         return
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:

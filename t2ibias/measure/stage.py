@@ -5,7 +5,8 @@ image, one detected person (with a YOLO person gate) or one detected face. They 
 (image key, measurer fingerprint), and a measurer fingerprint covers the gate (its settings and
 weights) and the classifier: a re-run measures only images it has not seen with the same ones.
 
-Which gate a run was measured with is recorded in ``measure.json`` (the score stage reads it);
+The classifier is the one the run's ``spec.json`` froze. Which gate and measurer a run was measured
+with is recorded once, in ``measure.json`` (the score stage reads it and never recomputes it);
 every measurer whose rows are stored is described in ``measurers.json`` (fingerprint → info).
 Decoding, gating and CLIP preprocessing of the next batches run in worker threads while the
 classifier encodes the current one.
@@ -29,8 +30,8 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
-from t2ibias.measure.gate import Box, HaarFaceGate, PersonFaceGate, create_gate
-from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
+from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
+from t2ibias.store.rundir import RunDir
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
 from t2ibias.store.lock import RunLock
@@ -39,7 +40,6 @@ from t2ibias.measure.table import (
     EMBEDDING_COLUMNS,
     UNITS,
     read_json,
-    read_measure_config,
     read_measurements,
     read_measurers,
     record_measurers,
@@ -72,17 +72,6 @@ def crop_measurer_fingerprint(gate: Any, measurer: CropMeasurer) -> str:
     return fingerprint({"gate": gfp, "measurer": measurer.fingerprint()})
 
 
-def run_measurer(run_dir: Path, cspec: ClassifierSpec) -> str:
-    """Fingerprint of the CLIP measurer whose rows the score stage reads: the run's recorded gate
-    (the Haar face gate for runs measured before gates were recorded) with ``cspec``."""
-    cfg = read_measure_config(run_dir)
-    return measurer_fingerprint(cfg["gate_fingerprint"] if cfg else HaarFaceGate(), cspec)
-
-
-def run_has_person_detector(run_dir: Path) -> bool:
-    """Whether the run's recorded gate detects people (then an image with no person box shows nobody)."""
-    cfg = read_measure_config(run_dir) or {}
-    return bool((cfg.get("gate") or {}).get("person"))
 
 
 def _open_image(path: Path, run_dir: Path) -> Any:
@@ -159,7 +148,8 @@ def measure_stage(
     an ultralytics release name; ``"none"`` removes it; None keeps the one the run was last
     measured with (none for a new run). ``person_conf`` is its confidence threshold (default
     0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
-    ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first.
+    ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first. ``classifier`` (an id
+    or YAML file) measures with another classifier than the one the run's spec froze.
 
     Everything the stage needs (gate weights, classifier weights, crop measurers) is opened
     before anything is written, so bad input leaves the run as it was; ``measure.json``, which
@@ -200,10 +190,10 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
              fairface_csv: str | Path | None) -> dict[str, int]:
     from t2ibias.core.device import resolve_device
 
-    spec = read_spec(run_dir)
-    cspec = resolve_classifier_spec(classifier or spec["classifier"]["id"])
+    run = RunDir(run_dir)
+    cspec = resolve_classifier_spec(classifier) if classifier else run.classifier
     dev = resolve_device(device)
-    recorded = ((read_measure_config(run_dir) or {}).get("gate") or {}).get("person") or {}
+    recorded = ((run.measure_config or {}).get("gate") or {}).get("person") or {}
     if person_detector is None and recorded:
         person_detector = recorded["weights"]
         person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
@@ -240,7 +230,7 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
         if read_json(run_dir, MEASURE_FILE) != config:
             atomic_write_text(run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
 
-    jobs = image_jobs(spec, read_prompts(run_dir, spec))
+    jobs = run.jobs
     store = ImageStore(run_dir)
     records = store.records()
     ok_keys = [j.key for j in jobs if records.get(j.key, {}).get("status") == OK]

@@ -1,6 +1,7 @@
 """The measurement tables of a run (``measurements.parquet``, ``embeddings.parquet``) and the
-records of what measured them (``measure.json``, ``measurers.json``): their columns, readers and
-writers, shared by the measure stage, imports of external predictions and the score stage."""
+records of what measured them (``measure.json``, ``measurers.json``): their writers, shared by the
+measure stage and imports of external predictions. Their columns and readers are part of the
+run-directory contract (:mod:`t2ibias.store.rundir`), which every later stage reads through."""
 
 from __future__ import annotations
 
@@ -15,53 +16,22 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 from t2ibias.store.image_store import ImageStore
 from t2ibias.store.lock import RunLock
-from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE, MEASURERS_FILE
+from t2ibias.store.rundir import (  # noqa: F401  (the readers are also used from here)
+    COLUMNS,
+    EMBEDDING_COLUMNS,
+    EMBEDDINGS_FILE,
+    MEASURE_FILE,
+    MEASUREMENTS_FILE,
+    MEASURERS_FILE,
+    read_json,
+    read_measure_config,
+    read_measurements,
+    read_measurers,
+)
 
-EMBEDDING_COLUMNS = ["key", "measurer", "embedding"]
 _ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
-COLUMNS = [
-    "key", "measurer", "unit", "face_index", "box_x", "box_y", "box_w", "box_h",
-    "attribute", "label", "top_label", "score", "margin", "probs",
-]
 #: A row's unit: the whole image (face_index -1), the i-th person or the i-th face (largest first).
 UNITS = ("image", "person", "face")
-
-def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
-    path = run_dir / name
-    if not path.exists():
-        return pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:
-        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
-
-
-def read_json(run_dir: Path, name: str) -> Any:
-    path = run_dir / name
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
-
-
-def read_measure_config(run_dir: Path) -> dict[str, Any] | None:
-    """What ``measure.json`` recorded (gate config and fingerprint, measurers), or None before any measure."""
-    doc = read_json(run_dir, MEASURE_FILE)
-    if doc is not None and (not isinstance(doc, dict) or not isinstance(doc.get("gate_fingerprint"), str)):
-        raise UserError(f"{run_dir / MEASURE_FILE}: gate_fingerprint: missing (delete the file and re-run `t2ibias measure {run_dir}`)")
-    return doc
-
-
-def read_measurers(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """``measurers.json``: measurer fingerprint → what it is (id, kind, gate, ...)."""
-    doc = read_json(run_dir, MEASURERS_FILE)
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise UserError(f"{run_dir / MEASURERS_FILE}: must map measurer fingerprints to their info (delete it and re-run `t2ibias measure {run_dir}`)")
-    return doc
 
 
 def record_measurers(run_dir: Path, entries: dict[str, dict[str, Any]]) -> None:

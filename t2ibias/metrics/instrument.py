@@ -1,9 +1,10 @@
 """The instrument beside the estimate: the classifier's audit, confusion-corrected proportions and
 agreement between measurers, for one run (``instrument.json``).
 
-- **Audit**: the latest ``t2ibias audit`` of the run's classifier (found by its fingerprint), or
-  an audit given by path. Its per-attribute accuracy, abstention rate and worst group travel with
-  the run's numbers.
+- **Audit**: the audit copied into the run (``audit.json``), attached by ``t2ibias score --audit
+  FILE`` or, at sweep time, by the classifier config's ``audit:``; never one found elsewhere. Its
+  per-attribute accuracy, abstention rate and worst group travel with the run's numbers, and its
+  provenance (source file, sha256, how it was attached) with them.
 - **Corrected proportions**: for every attribute the audit covers, the run's answered labels
   (abstentions, images with no person, blocked and failed images left out) are corrected by
   inverting the audited confusion matrix (Rogan-Gladen for two labels, the simplex-constrained
@@ -20,6 +21,7 @@ agreement between measurers, for one run (``instrument.json``).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,11 @@ import numpy as np
 import pandas as pd
 
 from t2ibias.core.errors import UserError
-from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
+from t2ibias.core.files import atomic_write_text
+from t2ibias.core.fingerprint import file_sha256
+from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE
 from t2ibias.models.clip_zeroshot import ABSTAIN
+from t2ibias.store.rundir import AUDIT_FILE, RunDir
 
 N_BOOT = 1000
 SCHEMA = "t2ibias-instrument/1"
@@ -49,23 +54,28 @@ def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: _finite(v) for k, v in r.items()} for r in rows]
 
 
-def locate_audit(spec: dict[str, Any], audit: str | Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """The audit to use and where it came from: ``audit`` (a file or folder) when given, else the
-    registered audit of the run's classifier, else (None, None)."""
-    from t2ibias.cli.audit import find_audit
+def audit_to_attach(source: str | Path, attached_by: str, **more: str) -> dict[str, Any]:
+    """An audit file (or its folder) read and checked, with the ``provenance`` a run keeps beside
+    it: the source file, its sha256 and what attached it (``more`` adds fields). Nothing is written,
+    so a bad audit fails before a stage changes the run."""
     from t2ibias.store.audit_file import load_audit
 
-    if audit is not None:
-        return load_audit(Path(audit)), str(audit)
-    cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    path = find_audit(cspec.fingerprint())
-    if path is None:
-        return None, None
-    return load_audit(path), str(path)
+    path = Path(source)
+    if path.is_dir():
+        path = path / "audit.json"
+    doc = load_audit(path)
+    provenance = {"source": str(path.absolute()), "sha256": file_sha256(path), "attached_by": attached_by, **more}
+    return {"provenance": provenance, **{k: v for k, v in doc.items() if k != "provenance"}}
 
 
-def audit_summary(audit: dict[str, Any], source: str, classifier_fingerprint: str) -> dict[str, Any]:
-    """The audit's headline numbers per attribute: accuracy, abstention, calibration, worst group."""
+def write_audit(path: Path, doc: dict[str, Any]) -> None:
+    """Write an audit made by :func:`audit_to_attach` as the run's ``audit.json``."""
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def audit_summary(audit: dict[str, Any], classifier_fingerprint: str) -> dict[str, Any]:
+    """The audit's headline numbers per attribute (accuracy, abstention, calibration, worst group),
+    with where the run's copy came from."""
     attrs = {}
     for name, entry in (audit.get("attributes") or {}).items():
         own = entry.get("facet_attribute")
@@ -86,8 +96,12 @@ def audit_summary(audit: dict[str, Any], source: str, classifier_fingerprint: st
         }
     facet = audit.get("facet") or {}
     clf = audit.get("classifier") or {}
+    provenance = audit.get("provenance") or {}
     return {
-        "source": source,
+        "source": provenance.get("source"),
+        "sha256": provenance.get("sha256"),
+        "attached_by": provenance.get("attached_by"),
+        "file": AUDIT_FILE,
         "classifier": clf,
         "matches_run_classifier": clf.get("fingerprint") == classifier_fingerprint,
         "n_audited": facet.get("n_audited"),
@@ -144,20 +158,18 @@ def _face_labels(meas: pd.DataFrame, measurer: str, attrs: set[str]) -> pd.DataF
     return m[["key", "face_index", "attribute", "label"]]
 
 
-def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, labels: pd.DataFrame,
-                   n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
+def agreement_rows(run: RunDir, labels: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
     """Kappa between the run's classifier and every other measurer sharing an attribute with it."""
-    from t2ibias.measure.table import read_measurements, read_measurers
-    from t2ibias.measure.stage import run_measurer
     from t2ibias.metrics.agreement import agreement_rows as kappa_rows
 
-    cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    clip_fp = run_measurer(run_dir, cspec)
-    measurers = read_measurers(run_dir)
+    cspec = run.classifier
+    prompts = run.prompts
+    clip_fp = run.measurer
+    measurers = run.measurers
     others = {fp: info for fp, info in measurers.items() if fp != clip_fp and info.get("kind") in ("crop", "external")}
     if not others:
         return []
-    meas = read_measurements(run_dir)
+    meas = run.measurements
     clip_attrs = {a for a in cspec.attributes if a != PERSON_ATTRIBUTE}
     clip_faces = _face_labels(meas, clip_fp, clip_attrs)
     prompt_of = labels.drop_duplicates("key").set_index("key")["prompt_id"]
@@ -196,19 +208,19 @@ def agreement_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, l
     return _clean(rows)
 
 
-def instrument_doc(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, labels: pd.DataFrame,
-                   audit: str | Path | None = None, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """The content of ``instrument.json`` for a scored run."""
-    cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    seed = int(spec.get("base_seed", 0))
-    found, source = locate_audit(spec, audit)
+def instrument_doc(run: RunDir, labels: pd.DataFrame, audit: dict[str, Any] | None = None,
+                   n_boot: int = N_BOOT) -> dict[str, Any]:
+    """The content of ``instrument.json`` for a scored run, corrected with ``audit`` (the run's
+    ``audit.json``, or one about to be attached; None: no audit)."""
+    cspec = run.classifier
+    seed = int(run.spec.get("base_seed", 0))
     doc: dict[str, Any] = {"schema": SCHEMA, "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
                            "audit": None, "corrected": [], "agreement": []}
-    if found is not None:
-        doc["audit"] = audit_summary(found, str(source), cspec.fingerprint())
+    if audit is not None:
+        doc["audit"] = audit_summary(audit, cspec.fingerprint())
         if doc["audit"]["matches_run_classifier"]:
-            doc["corrected"] = corrected_rows(labels, prompts, found, n_boot, seed)
+            doc["corrected"] = corrected_rows(labels, run.prompts, audit, n_boot, seed)
         else:
             doc["audit"]["note"] = "audit of another classifier: no correction applied"
-    doc["agreement"] = agreement_rows(run_dir, spec, prompts, labels, n_boot, seed)
+    doc["agreement"] = agreement_rows(run, labels, n_boot, seed)
     return doc

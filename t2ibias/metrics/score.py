@@ -24,10 +24,8 @@ from scipy import stats
 from t2ibias.core.version import __version__
 from t2ibias.core.csvsafe import frame_to_csv
 from t2ibias.core.errors import UserError
-from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, resolve_classifier_spec
+from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, ClassifierSpec
 from t2ibias.models.clip_zeroshot import ABSTAIN
-from t2ibias.measure.table import read_measurements
-from t2ibias.measure.stage import run_has_person_detector, run_measurer
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
 from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
@@ -36,10 +34,10 @@ from t2ibias.metrics.legacy import PEER_METRICS
 from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME, PROJECTION_NAME, metric_info
 from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, REFERENCE_SKEW_METRICS, SKEW_METRICS, js_divergence,
                                  proportions, total_variation, total_variation_uniform)
-from t2ibias.store.rundir import image_jobs, read_prompts, read_spec
-from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore
+from t2ibias.store.rundir import RunDir, spec_classifier
+from t2ibias.store.image_store import BLOCKED, FAILED, OK
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
-from t2ibias.store.rundir import EMBEDDINGS_FILE, IMAGE_LABELS_FILE, INSTRUMENT_FILE, METRICS_FILE
+from t2ibias.store.rundir import AUDIT_FILE, IMAGE_LABELS_FILE, INSTRUMENT_FILE, METRICS_FILE
 
 NO_PERSON = "no_person"
 BINS = (ABSTAIN, NO_PERSON, BLOCKED, FAILED)
@@ -79,23 +77,22 @@ def share_seeds_for(halfwidth: float, confidence: float = CONFIDENCE) -> int:
     return hi
 
 
-def image_labels(run_dir: Path, spec: dict[str, Any]) -> pd.DataFrame:
-    """One row per (image, attribute) with its label and where the label came from."""
-    cspec = resolve_classifier_spec(spec["classifier"]["id"])
-    measurer = run_measurer(run_dir, cspec)  # the gate the run was measured with
-    person_gate = run_has_person_detector(run_dir)
-    prompts = read_prompts(run_dir, spec)
-    jobs = image_jobs(spec, prompts)
-    records = ImageStore(run_dir).records()
+def image_labels(run: RunDir) -> pd.DataFrame:
+    """One row per (image, attribute) with its label and where the label came from: the rows of
+    the measurer ``measure`` recorded, with the classifier the run's spec froze."""
+    cspec = run.classifier
+    person_gate = run.has_person_detector
+    jobs = run.jobs
+    records = run.store.records()
     missing = [j for j in jobs if j.key not in records]
     if missing:
-        raise UserError(f"{run_dir}: {len(missing)} of {len(jobs)} images are not generated yet (run `t2ibias generate {run_dir}`)")
-    meas = read_measurements(run_dir)
-    meas = meas[meas["measurer"] == measurer]
+        raise UserError(f"{run.path}: {len(missing)} of {len(jobs)} images are not generated yet (run `t2ibias generate {run.path}`)")
+    meas = run.measurements
+    meas = meas[meas["measurer"] == run.measurer]
     measured = set(meas["key"])
     unmeasured = [j for j in jobs if records[j.key]["status"] == OK and j.key not in measured]
     if unmeasured:
-        raise UserError(f"{run_dir}: {len(unmeasured)} images are not measured with classifier {cspec.id!r} (run `t2ibias measure {run_dir}`)")
+        raise UserError(f"{run.path}: {len(unmeasured)} images are not measured with classifier {cspec.id!r} (run `t2ibias measure {run.path}`)")
     axes = [a for a in cspec.attributes if a != PERSON_ATTRIBUTE]
     faces = meas[(meas["unit"] == "face") & (meas["face_index"] == 0)].set_index(["key", "attribute"])
     people = meas[(meas["unit"] == "person") & (meas["face_index"] == 0)].set_index(["key", "attribute"])
@@ -437,10 +434,12 @@ def check_options(ci_method: str, confidence: float, min_n: int) -> None:
 
 
 def compute_metrics(labels: pd.DataFrame, prompts: pd.DataFrame, spec: dict[str, Any], ci_method: str = DEFAULT_CI, *,
-                    confidence: float = CONFIDENCE, min_n: int = MIN_N) -> list[dict[str, Any]]:
-    """Metric rows for every attribute of the run's classifier that ``labels`` holds."""
+                    confidence: float = CONFIDENCE, min_n: int = MIN_N,
+                    classifier: ClassifierSpec | None = None) -> list[dict[str, Any]]:
+    """Metric rows for every attribute of the run's classifier that ``labels`` holds (``classifier``,
+    else the one ``spec`` froze)."""
     check_options(ci_method, confidence, min_n)
-    cspec = resolve_classifier_spec(spec["classifier"]["id"])
+    cspec = classifier or spec_classifier(spec)
     order = list(prompts["prompt_id"])
     base_seed = int(spec.get("base_seed", 0))
     rows: list[dict[str, Any]] = []
@@ -512,16 +511,16 @@ def _seed_rows(axis: str, bins: list[str], n_labels: int, sub: pd.DataFrame) -> 
     return rows
 
 
-def _location_rows(run_dir: Path, spec: dict[str, Any], prompts: pd.DataFrame, labels: pd.DataFrame) -> list[dict[str, Any]]:
+def _location_rows(run: RunDir, labels: pd.DataFrame) -> list[dict[str, Any]]:
     """Neutral-vs-place embedding distances, for prompt sets with geographic variants."""
+    prompts = run.prompts
     if "place" not in prompts or prompts["place"].isna().all():
         return []
-    measurer = run_measurer(run_dir, resolve_classifier_spec(spec["classifier"]["id"]))
-    emb = read_measurements(run_dir, EMBEDDINGS_FILE)
-    emb = emb[emb["measurer"] == measurer]
+    emb = run.embeddings
+    emb = emb[emb["measurer"] == run.measurer]
     vectors = {k: np.asarray(v, dtype=np.float32) for k, v in zip(emb["key"], emb["embedding"])}
     keys_by_prompt = labels.drop_duplicates("key").groupby("prompt_id")["key"].apply(list).to_dict()
-    return location_rows(prompts, keys_by_prompt, vectors, N_RESAMPLES, CONFIDENCE, int(spec.get("base_seed", 0)))
+    return location_rows(prompts, keys_by_prompt, vectors, N_RESAMPLES, CONFIDENCE, int(run.spec.get("base_seed", 0)))
 
 
 def _json_safe(value: Any) -> Any:
@@ -556,23 +555,35 @@ INTERVAL_METHODS = {
 def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | None = None, *,
                 confidence: float = CONFIDENCE, min_n: int = MIN_N) -> dict[str, Any]:
     """Write ``image_labels.parquet``, ``metrics.json``, ``metrics.csv`` and ``instrument.json``
-    (the classifier's audit, corrected proportions, agreement between measurers; ``audit`` is an
-    audit file to use instead of the classifier's registered one); return the metrics document.
+    (the classifier's audit, corrected proportions, agreement between measurers); return the
+    metrics document. Only the run's own files are read.
+
+    ``audit`` is an audit file (or its folder) to correct with: it is copied into the run as
+    ``audit.json`` with its source and checksum, and later scores without ``audit`` keep using
+    that copy (as they use one the classifier config attached at sweep time).
 
     ``ci_method`` is the per-prompt share interval; skew intervals are projections that hold at
     balance; every row names its method, and tests carry Benjamini–Hochberg q-values."""
+    from t2ibias.metrics.instrument import audit_to_attach, instrument_doc, write_audit
+
     check_options(ci_method, confidence, min_n)
-    spec = read_spec(run_dir)
-    prompts = read_prompts(run_dir, spec)
-    labels = image_labels(run_dir, spec)
-    rows = compute_metrics(labels, prompts, spec, ci_method, confidence=confidence, min_n=min_n)
-    rows += [_complete(r) for r in _location_rows(run_dir, spec, prompts, labels)]
+    run = RunDir(run_dir)
+    spec = run.spec
+    attached = audit_to_attach(audit, "t2ibias score --audit") if audit is not None else None
+    prompts = run.prompts
+    labels = image_labels(run)
+    rows = compute_metrics(labels, prompts, spec, ci_method, confidence=confidence, min_n=min_n, classifier=run.classifier)
+    rows += [_complete(r) for r in _location_rows(run, labels)]
+    instrument = instrument_doc(run, labels, attached if attached is not None else run.audit)
     buf = io.BytesIO()
     labels.to_parquet(buf, index=False)
-    atomic_write_bytes(run_dir / IMAGE_LABELS_FILE, buf.getvalue())
+    atomic_write_bytes(run.file(IMAGE_LABELS_FILE), buf.getvalue())
     doc = {
         "t2ibias_version": __version__,
         "run_fingerprint": spec["fingerprint"],
+        "measurer": {"fingerprint": run.measurer, "classifier_fingerprint": run.classifier.fingerprint(),
+                     "gate_fingerprint": (run.measure_config or {}).get("gate_fingerprint"),
+                     "gate": (run.measure_config or {}).get("gate")},
         "intervals": {"share_method": ci_method, "confidence": confidence, "min_n": min_n,
                       "methods": {m: INTERVAL_METHODS[m] for m in dict.fromkeys(r["method"] for r in rows) if m in INTERVAL_METHODS},
                       "significant": "q_value < 0.05 (Benjamini-Hochberg over the rows of one table)",
@@ -583,10 +594,9 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
         "metrics": METRIC_INFO,
         "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
     }
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(run_dir / "metrics.csv", frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
-    from t2ibias.metrics.instrument import instrument_doc
-
-    instrument = instrument_doc(run_dir, spec, prompts, labels, audit=audit)
-    atomic_write_text(run_dir / INSTRUMENT_FILE, json.dumps(instrument, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(run.file(METRICS_FILE), json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(run.file("metrics.csv"), frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
+    if attached is not None:
+        write_audit(run.file(AUDIT_FILE), attached)
+    atomic_write_text(run.file(INSTRUMENT_FILE), json.dumps(instrument, indent=1, allow_nan=False) + "\n")
     return doc

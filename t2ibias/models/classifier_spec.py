@@ -3,7 +3,11 @@
 open_clip silently changes results when the architecture, weights tag, activation (QuickGELU)
 or preprocessing drift, so one file pins all of them together with the label prompts,
 templates, temperature and abstain margins. ``include: <id>`` takes the templates and
-attributes of another classifier file.
+attributes of another classifier file. ``audit: FILE`` names an audit of this classifier (an
+``audit.json`` of ``t2ibias audit``, relative to the YAML) that ``t2ibias sweep`` copies into runs.
+
+A run freezes the whole spec into its ``spec.json`` (:meth:`ClassifierSpec.to_dict`), and later
+stages rebuild it from there (:func:`classifier_spec_from_dict`), never from the config again.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ CLASSIFIER_DIR = CONFIG_DIR / "classifiers"
 PREPROCESS_KEYS = {"image_size", "mean", "std", "interpolation", "resize_mode"}
 TOP_KEYS = {
     "arch", "arch_config", "pretrained", "quick_gelu", "random_weights", "preprocess",
-    "logit_scale", "templates", "attributes", "include",
+    "logit_scale", "templates", "attributes", "include", "audit",
 }
 #: The attribute that decides whether an image without a detected face shows a person.
 PERSON_ATTRIBUTE = "person"
@@ -64,11 +68,24 @@ class ClassifierSpec:
     arch_config: dict[str, Any] | None = None
     random_weights: bool = False
     path: Path | None = field(default=None, compare=False)
+    #: The audit its config names (``audit:``); where it came from, like ``path``, not what it answers.
+    audit: Path | None = field(default=None, compare=False)
 
-    def fingerprint(self) -> str:
+    def defining(self) -> dict[str, Any]:
+        """Every field that decides the classifier's answers: what :meth:`fingerprint` hashes."""
         d = dataclasses.asdict(self)
         d.pop("path")
-        return fingerprint(d)
+        d.pop("audit")
+        return d
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.defining())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole spec as JSON-ready values, with the config file and audit it came from (a run's
+        ``spec.json`` keeps this, as it keeps the whole generator spec)."""
+        return {**self.defining(), "path": None if self.path is None else str(self.path),
+                "audit": None if self.audit is None else str(self.audit)}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -79,6 +96,34 @@ class ClassifierSpec:
             "is_random": self.random_weights,
             "attributes": {a.name: list(a.labels) for a in self.attributes.values()},
         }
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ClassifierSpec)}
+_ATTRIBUTE_FIELDS = {f.name for f in dataclasses.fields(AttributeSpec)}
+
+
+def classifier_spec_from_dict(data: Any, where: str) -> ClassifierSpec:
+    """Rebuild the spec :meth:`ClassifierSpec.to_dict` wrote; ``where`` (e.g. ``spec.json: field
+    classifier_spec``) starts the one-line error of a damaged copy."""
+    fix = "restore it, or start the run again with `t2ibias sweep`"
+    if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict) or not data["attributes"]:
+        raise UserError(f"{where}: not a classifier spec with attributes ({fix})")
+    for key in sorted(set(data) - _FIELDS):
+        raise UserError(f"{where}: unknown field {key!r} ({fix})")
+    for key in ("id", "arch", "preprocess", "logit_scale", "templates"):
+        if key not in data:
+            raise UserError(f"{where}: field {key!r} missing ({fix})")
+    attrs = {}
+    for name, a in data["attributes"].items():
+        if not isinstance(a, dict) or set(a) - _ATTRIBUTE_FIELDS or not isinstance(a.get("labels"), dict):
+            raise UserError(f"{where}: attributes.{name}: not an attribute with labels ({fix})")
+        attrs[str(name)] = AttributeSpec(**{**a, "name": str(name)})
+    try:
+        return ClassifierSpec(**{**data, "attributes": attrs,
+                                 "path": None if data.get("path") is None else Path(data["path"]),
+                                 "audit": None if data.get("audit") is None else Path(data["audit"])})
+    except TypeError as exc:
+        raise UserError(f"{where}: {exc} ({fix})") from None
 
 
 def _check_vocabulary(doc: Any, attributes: Any) -> None:
@@ -198,6 +243,7 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
         raise UserError(f"{doc.where('logit_scale')}: logit_scale must be a positive number (the inverse softmax temperature; CLIP uses 100)")
     if PERSON_ATTRIBUTE not in attrs:
         raise UserError(f"{doc.where('attributes')}: attribute {PERSON_ATTRIBUTE!r} is required (it gates images where no face is found)")
+    audit = _audit_path(doc, data.get("audit"), path)
     return ClassifierSpec(
         id=path.stem,
         arch=str(data["arch"]),
@@ -210,7 +256,23 @@ def load_classifier_spec_file(path: Path) -> ClassifierSpec:
         arch_config=data.get("arch_config"),
         random_weights=bool(data.get("random_weights", False)),
         path=path,
+        audit=audit,
     )
+
+
+def _audit_path(doc: Any, value: Any, path: Path) -> Path | None:
+    """The ``audit:`` file, relative to the config that names it (a folder means its audit.json)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{doc.where('audit')}: audit must be the path of an audit.json of `t2ibias audit` (text, relative to this file)")
+    target = path.parent / Path(value).expanduser()
+    if target.is_dir():
+        target = target / "audit.json"
+    if not target.is_file():
+        raise UserError(f"{doc.where('audit')}: audit {value!r}: no such file ({target}; run `t2ibias audit --out DIR` "
+                        "and name DIR/audit.json, relative to this file)")
+    return target.resolve()
 
 
 CLASSIFIERS = Registry.from_folder("classifier", "t2ibias ls classifiers", CLASSIFIER_DIR, load_classifier_spec_file)

@@ -1,7 +1,8 @@
 """Render a scored run directory as a self-contained ``report.html`` and a ``model_card.md`` section.
 
 The report reads a run's output files only (``spec.json``, ``prompts.parquet``, ``manifest*.jsonl``,
-``image_labels.parquet``, ``metrics.json`` and, when present, ``instrument.json``). It never recomputes a
+``image_labels.parquet``, ``metrics.json`` and, when present, ``instrument.json``), through the
+run-directory reader every stage uses (:class:`t2ibias.store.rundir.RunDir`). It never recomputes a
 metric: every number shown comes from ``metrics.json``; images are only counted and thumbnailed.
 """
 
@@ -19,12 +20,12 @@ from typing import Any
 
 import jinja2
 import pandas as pd
-import pyarrow as pa
 from PIL import Image
 
 from t2ibias.core.version import __version__
 from t2ibias.core.errors import UserError
-from t2ibias.store.image_store import ImageStore, confined_path
+from t2ibias.store.image_store import confined_path
+from t2ibias.store.rundir import IMAGE_LABELS_FILE, METRICS_FILE, PROMPTS_FILE, WRITTEN_BY, RunDir
 from t2ibias.core.files import atomic_write_text
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -135,41 +136,6 @@ class Run:
     prompts_cut: int = 0
 
 
-def _need(path: Path, fix: str) -> Path:
-    if not path.is_file():
-        raise UserError(f"{path}: missing (run `{fix}` first)")
-    return path
-
-
-def _read_json(path: Path, fix: str) -> dict:
-    try:
-        data = json.loads(_need(path, fix).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable JSON ({e}); re-run `{fix}`") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object; re-run `{fix}`")
-    return data
-
-
-def _read_parquet(path: Path, fix: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(_need(path, fix))
-    except (OSError, ValueError, pa.ArrowException) as e:
-        raise UserError(f"{path}: unreadable parquet ({e}); re-run `{fix}`") from None
-    lacking = [c for c in columns if c not in df.columns]
-    if lacking:
-        raise UserError(f"{path}: lacks column(s) {', '.join(lacking)}; re-run `{fix}`")
-    return df
-
-
-def _read_manifest(run_dir: Path, fix: str) -> tuple[dict[str, dict], int]:
-    store = ImageStore(run_dir)
-    if not store.manifest_files():
-        raise UserError(f"{run_dir}/manifest*.jsonl: missing (run `{fix}` first)")
-    rows = store.records()
-    return rows, store.malformed_lines
-
-
 def _check_metric_rows(path: Path, metrics: Any, fix: str) -> None:
     """A metrics.json the report can read: an object whose ``rows`` are complete metric rows."""
     from t2ibias.metrics.score import ROW_KEYS
@@ -186,32 +152,24 @@ def _check_metric_rows(path: Path, metrics: Any, fix: str) -> None:
 
 
 def load_run(run_dir: Path) -> Run:
-    """Read a run directory; a missing or malformed required file raises :class:`UserError`."""
+    """Read a run directory through :class:`RunDir`; a missing or malformed required file raises
+    :class:`UserError` naming the stage that writes it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a run directory (create one with `t2ibias generate`)")
-    generate, measure, score = (f"t2ibias {stage} {run_dir}" for stage in ("generate", "measure", "score"))
-    spec = _read_json(run_dir / "spec.json", generate)
-    prompts = _read_parquet(run_dir / "prompts.parquet", generate, PROMPT_COLUMNS)
-    manifest, bad = _read_manifest(run_dir, generate)
-    labels = _read_parquet(run_dir / "image_labels.parquet", measure, LABEL_COLUMNS)
-    metrics = _read_json(run_dir / "metrics.json", score)
-    _check_metric_rows(run_dir / "metrics.json", metrics, score)
-    instrument = None
-    if (run_dir / "instrument.json").is_file():
-        instrument = _read_json(run_dir / "instrument.json", score)
-    prompts, cut = _limited(prompts, spec.get("limit"))
+        raise UserError(f"{run_dir}: not a run directory (create one with `t2ibias sweep --out {run_dir}`)")
+    run = RunDir(run_dir)
+    spec = run.spec
+    prompts = run.require_columns(PROMPTS_FILE, run.prompts, PROMPT_COLUMNS)
+    manifest, bad = run.records, run.store.malformed_lines
+    labels = run.require_columns(IMAGE_LABELS_FILE, run.labels, LABEL_COLUMNS)
+    metrics = run.metrics
+    _check_metric_rows(run.file(METRICS_FILE), metrics, f"t2ibias {WRITTEN_BY[METRICS_FILE]} {run_dir}")
+    instrument = run.instrument
+    cut = run.prompts_cut
     if cut:  # images an earlier, larger run made for prompts now cut stay in the store, not in this report
         ran = set(prompts["prompt_id"].astype(str))
         manifest = {k: r for k, r in manifest.items() if str(r.get("prompt_id")) in ran}
     return Run(run_dir, spec, prompts, manifest, bad, labels, metrics, instrument, cut)
-
-
-def _limited(prompts: pd.DataFrame, limit: Any) -> tuple[pd.DataFrame, int]:
-    """The prompts a ``--limit`` run used (the first ``limit``), and how many it cut."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1 or limit >= len(prompts):
-        return prompts, 0
-    return prompts.head(limit).reset_index(drop=True), len(prompts) - limit
 
 
 # --------------------------------------------------------------------------- context
@@ -391,6 +349,11 @@ def _index(rec: dict) -> tuple[float, str]:
 def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
     spec, model, clf = run.spec, run.spec.get("model") or {}, run.spec.get("classifier") or {}
     boot = run.metrics.get("bootstrap") or {}
+    # the measurer whose rows were scored, as measure recorded it (runs scored before it was kept: none)
+    measurer = run.metrics.get("measurer") if isinstance(run.metrics.get("measurer"), dict) else {}
+    measured_with = [(name, measurer.get(k)) for k, name in (("fingerprint", "measurer fingerprint"),
+                                                             ("gate_fingerprint", "gate fingerprint"), ("gate", "gate"))
+                     if measurer.get(k) is not None]
     sets = [(f"prompt set {s.get('id')}", f"version {s.get('version')} · sha256 {str(s.get('sha256'))[:12]}")
             for s in spec.get("prompt_sets") or [] if isinstance(s, dict)]
     sections = {
@@ -404,14 +367,14 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
                                      ("base seed", spec.get("base_seed"))],
         "Classifier": [(k, clf.get(k)) for k in CLASSIFIER_FIELDS if k in clf]
         + [(k, v) for k, v in clf.items() if k not in CLASSIFIER_FIELDS and k != "is_random"]
-        + [("random weights", clf.get("is_random"))],
+        + [("random weights", clf.get("is_random"))] + measured_with,
         "Run": [("fingerprint", spec.get("fingerprint")), ("created", spec.get("created")),
                 ("t2ibias version", spec.get("t2ibias_version")), ("device", spec.get("device")),
                 ("metrics t2ibias version", run.metrics.get("t2ibias_version")),
                 ("report t2ibias version", __version__)],
         "Bootstrap": [(k, v) for k, v in boot.items()],
     }
-    known = {"model", "classifier", "prompt_sets", "n_seeds", "base_seed", "generator_fingerprint",
+    known = {"model", "classifier", "classifier_spec", "prompt_sets", "n_seeds", "base_seed", "generator_fingerprint",
              "model_is_random", "fingerprint", "created", "t2ibias_version", "device"}
     sections["Other"] = [(k, v) for k, v in spec.items() if k not in known]
     return [{"title": t, "rows": [(k, _plain(v)) for k, v in rows]} for t, rows in sections.items() if rows]
@@ -513,6 +476,8 @@ def _instrument_context(doc: Any, classifier_id: Any) -> dict:
             })
         clf = audit.get("classifier") or {}
         ctx["audit"] = {"source": audit.get("source"), "classifier": clf.get("id"), "n_audited": audit.get("n_audited"),
+                        "sha256": str(audit.get("sha256") or "")[:12] or None, "attached_by": audit.get("attached_by"),
+                        "file": audit.get("file"),
                         "matches": bool(audit.get("matches_run_classifier")), "note": audit.get("note"), "rows": rows}
     for r in doc.get("corrected") or []:
         if r.get("group_by") not in ("all", "family"):

@@ -1,8 +1,11 @@
 """The run directory contract: the files a run holds, who writes them, and the readers every
-stage and the report use.
+stage and the report use (:class:`RunDir`).
 
-Each stage reads only the files written by the stage before it, so any stage can be re-run
-alone (``t2ibias generate|measure|score|report DIR``) and the report reads outputs only.
+Each stage reads only the files written by the stages before it, so any stage can be re-run
+alone (``t2ibias generate|measure|score|report DIR``) and the report reads outputs only. A run
+holds everything that decides its numbers: the whole generator and classifier specs in
+``spec.json``, the measurer identity in ``measure.json``, the audit it is corrected with in
+``audit.json``; nothing outside the directory (a config registry, a user cache) is read again.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import json
 import re
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,8 +22,9 @@ import pandas as pd
 
 from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_bytes
+from t2ibias.models.classifier_spec import ClassifierSpec, classifier_spec_from_dict, resolve_classifier_spec
 from t2ibias.models.generator_spec import GeneratorSpec
-from t2ibias.store.image_store import MANIFEST_GLOB, image_keys, image_seeds
+from t2ibias.store.image_store import MANIFEST_GLOB, ImageStore, image_keys, image_seeds
 
 SPEC_FILE = "spec.json"
 PROMPTS_FILE = "prompts.parquet"
@@ -38,8 +43,17 @@ METRICS_FILE = "metrics.json"
 METRICS_CSV_FILE = "metrics.csv"
 #: The instrument's own error (audit, agreement between measurers), written by ``score``.
 INSTRUMENT_FILE = "instrument.json"
+#: The audit the run is corrected with, copied in with its source and checksum (``provenance``).
+AUDIT_FILE = "audit.json"
 REPORT_FILE = "report.html"
 MODEL_CARD_FILE = "model_card.md"
+#: The stage (``t2ibias STAGE DIR``) that writes each file: what a missing file's error tells to run.
+WRITTEN_BY = {
+    SPEC_FILE: "sweep", PROMPTS_FILE: "sweep", TOKENS_FILE: "sweep", "manifest*.jsonl": "generate",
+    MEASUREMENTS_FILE: "measure", EMBEDDINGS_FILE: "measure", MEASURE_FILE: "measure", MEASURERS_FILE: "measure",
+    IMAGE_LABELS_FILE: "score", METRICS_FILE: "score", METRICS_CSV_FILE: "score", INSTRUMENT_FILE: "score",
+    AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report",
+}
 
 
 def now_iso() -> str:
@@ -94,7 +108,7 @@ def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFr
 def run_output_names() -> tuple[str, ...]:
     """File names a run writes at its top level (images and manifest shards aside)."""
     return (SPEC_FILE, PROMPTS_FILE, TOKENS_FILE, MEASUREMENTS_FILE, EMBEDDINGS_FILE, MEASURE_FILE, MEASURERS_FILE,
-            IMAGE_LABELS_FILE, METRICS_FILE, METRICS_CSV_FILE, INSTRUMENT_FILE, REPORT_FILE, MODEL_CARD_FILE)
+            IMAGE_LABELS_FILE, METRICS_FILE, METRICS_CSV_FILE, INSTRUMENT_FILE, AUDIT_FILE, REPORT_FILE, MODEL_CARD_FILE)
 
 
 _IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
@@ -185,3 +199,237 @@ def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
         keys = image_keys(gfp, text, seeds, params)
         jobs.extend(ImageJob(k, pid, text, i, s) for k, i, s in zip(keys, indices, seeds))
     return jobs
+
+
+# --------------------------------------------------------------------------- measurement tables
+
+EMBEDDING_COLUMNS = ["key", "measurer", "embedding"]
+COLUMNS = [
+    "key", "measurer", "unit", "face_index", "box_x", "box_y", "box_w", "box_h",
+    "attribute", "label", "top_label", "score", "margin", "probs",
+]
+
+
+def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
+    path = run_dir / name
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:
+        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
+
+
+def read_json(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
+
+
+def read_measure_config(run_dir: Path) -> dict[str, Any] | None:
+    """What ``measure.json`` recorded (gate config and fingerprint, measurers), or None before any measure."""
+    doc = read_json(run_dir, MEASURE_FILE)
+    if doc is not None and (not isinstance(doc, dict) or not isinstance(doc.get("gate_fingerprint"), str)):
+        raise UserError(f"{run_dir / MEASURE_FILE}: gate_fingerprint: missing (delete the file and re-run `t2ibias measure {run_dir}`)")
+    return doc
+
+
+def read_measurers(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``measurers.json``: measurer fingerprint → what it is (id, kind, gate, ...)."""
+    doc = read_json(run_dir, MEASURERS_FILE)
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UserError(f"{run_dir / MEASURERS_FILE}: must map measurer fingerprints to their info (delete it and re-run `t2ibias measure {run_dir}`)")
+    return doc
+
+
+# --------------------------------------------------------------------------- one reader for every stage
+
+
+def spec_classifier(spec: dict[str, Any], where: str = SPEC_FILE) -> ClassifierSpec:
+    """The classifier a run spec froze (``classifier_spec``). A run swept before specs froze it holds
+    only the summary, and its classifier is looked up by id: the one place that lookup happens."""
+    frozen = spec.get("classifier_spec")
+    if frozen is None:
+        return resolve_classifier_spec(spec["classifier"]["id"])
+    return classifier_spec_from_dict(frozen, f"{where}: field classifier_spec")
+
+
+class RunDir:
+    """One run directory: the path of each of its files and typed readers of them, each read once.
+
+    The measure and score stages and the report read the run through one of these; a missing or
+    damaged file is one :class:`UserError` line naming the file, the field and the stage to run.
+    An instance is meant for one stage: it does not see files written after it read them.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return self.file(name).is_file()
+
+    def _fix(self, name: str) -> str:
+        return f"t2ibias {WRITTEN_BY[name]} {self.path}"
+
+    def _missing(self, name: str) -> UserError:
+        return UserError(f"{self.file(name)}: missing (run `{self._fix(name)}` first)")
+
+    # -- sweep's files
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        return read_spec(self.path)
+
+    @cached_property
+    def _prompt_file(self) -> pd.DataFrame:
+        return read_prompts(self.path, {})
+
+    @cached_property
+    def prompts(self) -> pd.DataFrame:
+        """The prompt records the run uses: the first ``limit`` of its prompt sets' records."""
+        limit = self.spec.get("limit")
+        return self._prompt_file.head(int(limit)).reset_index(drop=True) if limit else self._prompt_file
+
+    @property
+    def prompts_cut(self) -> int:
+        """Prompts of the run's prompt sets that ``--limit`` left out."""
+        return len(self._prompt_file) - len(self.prompts)
+
+    @cached_property
+    def jobs(self) -> list[ImageJob]:
+        return image_jobs(self.spec, self.prompts)
+
+    @cached_property
+    def classifier(self) -> ClassifierSpec:
+        """The run's classifier, as its spec froze it (:func:`spec_classifier`)."""
+        return spec_classifier(self.spec, str(self.file(SPEC_FILE)))
+
+    def require_columns(self, name: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+        lacking = [c for c in columns if c not in frame.columns]
+        if lacking:
+            raise UserError(f"{self.file(name)}: lacks column(s) {', '.join(lacking)}; re-run `{self._fix(name)}`")
+        return frame
+
+    # -- generate's manifest
+    @cached_property
+    def store(self) -> ImageStore:
+        return ImageStore(self.path)
+
+    @cached_property
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Manifest rows by image key (the last line of a key wins); one error when there is no manifest."""
+        if not self.store.manifest_files():
+            raise UserError(f"{self.path}/manifest*.jsonl: missing (run `t2ibias generate {self.path}` first)")
+        return self.store.records()
+
+    # -- measure's files
+    @cached_property
+    def measure_config(self) -> dict[str, Any] | None:
+        return read_measure_config(self.path)
+
+    @cached_property
+    def measurers(self) -> dict[str, dict[str, Any]]:
+        return read_measurers(self.path)
+
+    @cached_property
+    def measurer(self) -> str | None:
+        """Fingerprint of the CLIP measurer whose rows score reads, as ``measure`` recorded it:
+        ``measure.json``'s when it measured with the run's classifier, else the run's classifier
+        behind the same gate in ``measurers.json``; None when the run is not measured with it."""
+        cfg = self.measure_config
+        if cfg is None:
+            return None
+        mine = self.classifier.fingerprint()
+        if (cfg.get("classifier") or {}).get("fingerprint") == mine:
+            if not isinstance(cfg.get("measurer"), str):
+                raise UserError(f"{self.file(MEASURE_FILE)}: measurer: missing (delete the file and re-run `t2ibias measure {self.path}`)")
+            return cfg["measurer"]
+        for fp, info in sorted(self.measurers.items()):
+            if (isinstance(info, dict) and info.get("kind") == "clip" and info.get("classifier_fingerprint") == mine
+                    and info.get("gate_fingerprint") == cfg["gate_fingerprint"]):
+                return fp
+        return None
+
+    @property
+    def has_person_detector(self) -> bool:
+        """Whether the recorded gate detects people (then an image with no person box shows nobody)."""
+        return bool(((self.measure_config or {}).get("gate") or {}).get("person"))
+
+    @cached_property
+    def measurements(self) -> pd.DataFrame:
+        return read_measurements(self.path)
+
+    @cached_property
+    def embeddings(self) -> pd.DataFrame:
+        return read_measurements(self.path, EMBEDDINGS_FILE)
+
+    # -- score's files
+    def _json_object(self, name: str, required: bool = True) -> dict[str, Any] | None:
+        path = self.file(name)
+        if not path.is_file():
+            if required:
+                raise self._missing(name)
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: unreadable JSON ({e}); re-run `{self._fix(name)}`") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object; re-run `{self._fix(name)}`")
+        return data
+
+    @cached_property
+    def labels(self) -> pd.DataFrame:
+        """``image_labels.parquet``: one label per image and attribute."""
+        path = self.file(IMAGE_LABELS_FILE)
+        if not path.is_file():
+            raise self._missing(IMAGE_LABELS_FILE)
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise UserError(f"{path}: unreadable parquet ({e}); re-run `{self._fix(IMAGE_LABELS_FILE)}`") from None
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return self._json_object(METRICS_FILE)  # type: ignore[return-value]
+
+    @cached_property
+    def instrument(self) -> dict[str, Any] | None:
+        return self._json_object(INSTRUMENT_FILE, required=False)
+
+    @cached_property
+    def audit(self) -> dict[str, Any] | None:
+        """The audit copied into the run (with its ``provenance``), or None when it has none."""
+        doc = self._json_object(AUDIT_FILE, required=False)
+        if doc is None:
+            return None
+        for key in ("classifier", "attributes", "provenance"):
+            if not isinstance(doc.get(key), dict):
+                raise UserError(f"{self.file(AUDIT_FILE)}: field {key}: missing or not an object "
+                                f"(attach the audit again: `t2ibias score {self.path} --audit FILE`)")
+        return doc
+
+
+def validate_run(run_dir: Path) -> str:
+    """Check a run's spec, prompts and stored images without running anything; one summary line."""
+    run = RunDir(run_dir)
+    jobs = run.jobs
+    store = run.store
+    records = store.records()
+    status = {j.key: records.get(j.key, {}).get("status", "not generated") for j in jobs}
+    for key in (k for k, st in status.items() if st == "ok"):
+        store.image_file(records[key])  # a path that leaves the run is an error of its own, not "missing"
+    bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k])]
+    if bad:
+        raise UserError(f"{run_dir}: {len(bad)} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
+    counts = {st: list(status.values()).count(st) for st in ("ok", "blocked", "failed", "not generated")}
+    others = ", ".join(f"{n} {st}" for st, n in counts.items() if st != "ok" and n)
+    return f"run {run.spec['fingerprint']}: {counts['ok']} of {len(jobs)} images intact" + (f" ({others})" if others else "")

@@ -1,0 +1,71 @@
+"""The terminal summary ``t2ibias score`` prints: one table per attribute of a scored run, from
+its ``metrics.json`` (like the HTML report, it recomputes nothing)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from t2ibias.store.rundir import RunDir
+
+
+def _fmt(row: dict | None) -> str:
+    if row is None or row["value"] is None or (isinstance(row["value"], float) and math.isnan(row["value"])):
+        return "—"
+    v, lo, hi = row["value"], row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None:
+        return f"{v:.2f}"
+    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def print_summary(run_dir: Path, out: Console, err: Console) -> None:
+    """One table per attribute on ``out``: label shares per prompt and overall, TV to uniform with
+    CI and n; the random-weights warning on ``err``."""
+    run = RunDir(run_dir)
+    spec = run.spec
+    rows = run.metrics["rows"]
+    prompts = run.prompts
+    # one prompt's rows, and over prompts the headline (mean over prompts); pooled counts are noted below
+    index = {(r["metric"], r["axis"], r["group_by"], r["group"], r["label"]): r for r in rows
+             if r.get("aggregate", "prompt" if r["group_by"] == "prompt_id" else "mean_over_prompts") in ("prompt", "mean_over_prompts")
+             or r["metric"] == "count"}
+    pooled = {(r["metric"], r["axis"]): r for r in rows if r.get("aggregate") == "pooled" and r["group_by"] == "all"}
+    if spec.get("model_is_random") or spec["classifier"].get("is_random"):
+        err.print("[bold yellow]random weights (generator or classifier): every number below is meaningless by construction[/bold yellow]")
+    groups = [("prompt_id", pid, text) for pid, text in zip(prompts["prompt_id"], prompts["text"])] + [("all", "all", "all prompts")]
+    for axis in dict.fromkeys(r["axis"] for r in rows if r["metric"] == "proportion"):
+        all_bins = [r["label"] for r in rows if r["metric"] == "count" and r["axis"] == axis and r["group_by"] == "all"]
+        totals = {b: int(index[("count", axis, "all", "all", b)]["value"]) for b in all_bins}
+        bins = [b for b in all_bins if b not in ("blocked", "failed") or totals[b] > 0]
+        caption = f"{sum(totals.values())} images · " + " · ".join(
+            f"{b.replace('_', ' ')} {totals[b]}" for b in ("abstain", "no_person", "blocked", "failed") if b in totals
+        )
+        title = f"{axis} (perceived) · {spec['model']['id']} · {spec['n_seeds']} images per prompt · {spec['classifier']['id']}"
+        table = Table(title=escape(title), caption=escape(caption))
+        table.add_column("prompt", overflow="fold", max_width=44)
+        table.add_column("n", justify="right")
+        for b in bins:
+            table.add_column(escape(b.replace("_", " ")), justify="right")
+        table.add_column("TV to uniform [95% CI]", justify="right")
+        table.add_column("q", justify="right")
+        for group_by, group, text in groups:
+            cells = [escape(str(text)), str(index[("count", axis, group_by, group, bins[0])]["n"])]
+            cells += [f"{index[('proportion', axis, group_by, group, b)]['value']:.2f}" for b in bins]
+            tv = index.get(("total_variation_uniform", axis, group_by, group, None))
+            cells.append(_fmt(tv) + (" *" if tv and "n < min_n" in (tv.get("note") or "") else ""))
+            q = tv.get("q_value") if tv else None
+            cells.append("—" if q is None else f"{q:.2g}")
+            table.add_row(*cells, style="bold" if group_by == "all" else None)
+        out.print(table)
+        tv_all, tv_pooled = index.get(("total_variation_uniform", axis, "all", "all", None)), pooled.get(("total_variation_uniform", axis))
+        notes = ["all prompts: the mean over prompts of each prompt's figure; q: Benjamini-Hochberg q-value of the exact "
+                 "test of balance (significant: q < 0.05); * fewer images than --min-n"]
+        if tv_all and tv_pooled and tv_pooled.get("value") is not None:
+            notes.append(f"pooled counts: TV {_fmt(tv_pooled)}" + (" — prompts skewed in different directions cancel when pooled"
+                                                                     if "cancel" in (tv_all.get("note") or "") else ""))
+        for line in notes:
+            out.print(line, highlight=False, markup=False)
