@@ -83,7 +83,7 @@ class CallableGenerator:
         out = self.maker(list(prompts), list(seeds))
         fix = "return a list with one PIL image per prompt, in order (None for one the model refused)"
         if isinstance(out, (str, bytes, Image.Image)) or not isinstance(out, Sequence):
-            raise UserError(f"images={self.name}: returned a {type(out).__name__} for {len(prompts)} prompts ({fix})")
+            raise UserError(f"images={self.name}: returned one {type(out).__name__}, not a list, for {len(prompts)} prompts ({fix})")
         if len(out) != len(prompts):
             raise UserError(f"images={self.name}: returned {len(out)} images for {len(prompts)} prompts ({fix})")
         results = []
