@@ -229,9 +229,13 @@ def sweep(
             With `images`, the version of the image maker, recorded in the run's fingerprint;
             change it when the image maker changes, or its old images are kept.
         llm (`str`, *optional*):
-            Text generator for fact-augmented prompts: an OpenAI-compatible endpoint URL or a
-            local causal-LM folder. With `llm_model` the model name to ask at an endpoint, and with
-            `docs` a folder of `.txt`/`.md` documents for BM25-retrieved passages.
+            Text generator for fact-augmented prompts (adds `fai_vk`): an OpenAI-compatible
+            endpoint URL or a local causal-LM folder. Answers are cached.
+        llm_model (`str`, *optional*):
+            The model name to ask at an `llm` endpoint.
+        docs (`str` or `os.PathLike`, *optional*):
+            A folder of `.txt`/`.md` documents: adds `fai_rk` prompts from BM25-retrieved passages
+            (needs `llm`).
         fast_batching (`bool`, *optional*, defaults to `False`):
             Batch kernels across images: faster on a GPU, but an image's last bits then depend on
             `batch_size` (part of the spec).
