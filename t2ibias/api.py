@@ -47,8 +47,8 @@ class GenerationFailed(RuntimeError):
 
 
 def default_classifier(spec: GeneratorSpec) -> str:
-    """The classifier a sweep uses when none is named: random weights get the random CLIP, since
-    a real one would only measure noise more slowly."""
+    """The classifier a sweep uses when none is named, as ``t2ibias sweep`` picks it: a generator
+    with random weights (the offline demo) gets the random CLIP, which needs no download."""
     return RANDOM_CLASSIFIER if spec.random_weights else DEFAULT_CLASSIFIER
 
 
@@ -474,16 +474,17 @@ class Run:
                 raise UserError(f"pipeline: not the generator of {self._path} (the run's images come from "
                                 f"{spec['weights']}, this pipeline is {identity}); {fix}")
             with BorrowedPipeline(pipeline, GeneratorSpec(**spec["model"]), bool(spec.get("batch_invariant", True))) as gen:
-                result = generate_stage(self._path, device, batch_size, progress, generator=gen)
+                result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress, generator=gen)
         elif images is not None:
             if outside != "callable":
                 raise UserError(f"images: {self._path} was made by {spec['weights']}, not by an image maker "
                                 "(call generate() without images=)")
             from t2ibias.generation.external import CallableGenerator
 
-            result = generate_stage(self._path, device, batch_size, progress, generator=CallableGenerator(images))
+            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress,
+                                    generator=CallableGenerator(images))
         else:
-            result = generate_stage(self._path, device, batch_size, progress)
+            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress)
         if result.all_failed:
             raise GenerationFailed(result, "`run.generate()`")
         return result
