@@ -113,7 +113,7 @@ def _plan(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: str 
 
         classifier = default_classifier(model_spec or resolve_generator_spec(name))
     request = SweepRequest(name, sets, seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model,
-                           os.fspath(docs) if docs else None, model_spec=model_spec, weights=weights)
+                           os.fspath(docs) if docs else None, model_spec=model_spec, model_weights=weights)
     return out_dir, request
 
 

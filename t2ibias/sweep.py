@@ -54,7 +54,7 @@ class SweepRequest:
     #: A generator handed in from Python (a loaded pipeline, an image-making callable): its spec
     #: and weight identity, recorded as given instead of resolving ``model``.
     model_spec: GeneratorSpec | None = None
-    weights: ResolvedWeights | None = None
+    model_weights: ResolvedWeights | None = None
 
 
 def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], str]:
@@ -81,11 +81,11 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         )
     cspec = resolve_classifier_spec(req.classifier)
     device = resolve_device(req.device)
-    dtype = gspec.dtype if req.weights else effective_dtype(gspec, device)
+    dtype = gspec.dtype if req.model_weights else effective_dtype(gspec, device)
     from t2ibias.models.clip_zeroshot import ensure_classifier_weights
 
     with quiet_hub():  # missing weights: one error line, not a minute of retries and warnings
-        weights = req.weights or resolve_weights(gspec)
+        weights = req.model_weights or resolve_weights(gspec)
         ensure_classifier_weights(cspec)
     gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
     defining = {
