@@ -73,7 +73,7 @@ def main() -> None:
     from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
     from t2ibias.measure.stage import measure_stage
     from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE
-    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.runspec import SweepRequest, prepare_run
     from t2ibias.generation.stage import generate_stage
     from t2ibias.store.image_store import ImageStore
 

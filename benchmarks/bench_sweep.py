@@ -38,7 +38,7 @@ def main() -> None:
     from t2ibias.generation.diffusers_adapter import DiffusersGenerator
     from t2ibias.core.device import resolve_device
     from t2ibias.models.generator_spec import GeneratorSpec
-    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.runspec import SweepRequest, prepare_run
     from t2ibias.generation.stage import generate_stage
     from t2ibias.store.rundir import image_jobs, read_prompts
 

@@ -15,7 +15,7 @@ def make_face_run(run: Path) -> tuple[Path, str]:
     """Generate a two-image run at ``run`` (tiny-random-sd, demo prompts) and replace its second
     image by the astronaut photo (OpenCV's face cascade finds one face in it). Returns (run, key
     of the photo)."""
-    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.runspec import SweepRequest, prepare_run
     from t2ibias.generation.stage import generate_stage
     from t2ibias.store.image_store import ImageStore
 

@@ -8,7 +8,7 @@ import pytest
 from t2ibias.core.errors import UserError
 from t2ibias.prompts.textgen import build_tiny_causal_lm
 from t2ibias.store.rundir import PROMPTS_FILE
-from t2ibias.sweep import SweepRequest, prepare_run
+from t2ibias.runspec import SweepRequest, prepare_run
 
 
 def request(**kw) -> SweepRequest:

@@ -20,7 +20,7 @@ from t2ibias.generation.diffusers_adapter import (
 )
 from t2ibias.models.generator_spec import resolve_generator_spec
 from t2ibias.models.classifier_spec import CLASSIFIER_DIR
-from t2ibias.sweep import SweepRequest, build_spec, prepare_run
+from t2ibias.runspec import SweepRequest, build_spec, prepare_run
 from t2ibias.generation.stage import generate_stage
 from t2ibias.store.rundir import image_jobs, read_prompts
 from t2ibias.store.image_store import FAILED, OK, ImageStore, image_seed

@@ -7,7 +7,7 @@ import pandas as pd
 from t2ibias.models.tiny import tiny_model_dir
 from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
 from t2ibias.store.rundir import TOKENS_FILE
-from t2ibias.sweep import SweepRequest, prepare_run
+from t2ibias.runspec import SweepRequest, prepare_run
 
 LONG = "a photo of the face of a nurse " + "who works nights in a large city hospital " * 12
 

@@ -125,6 +125,6 @@ def _facet_counts(facet: Any, reason: np.ndarray, n_audited: int, measured: Meas
 def _versions() -> dict[str, str]:
     import fairlearn
 
-    import t2ibias
+    from t2ibias.core.version import __version__
 
-    return {"t2ibias": t2ibias.__version__, "fairlearn": fairlearn.__version__, "numpy": np.__version__}
+    return {"t2ibias": __version__, "fairlearn": fairlearn.__version__, "numpy": np.__version__}

@@ -90,7 +90,7 @@ def sweep(
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
-    from t2ibias.sweep import SweepRequest, prepare_run
+    from t2ibias.runspec import SweepRequest, prepare_run
     from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
@@ -171,19 +171,23 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
 
 def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, ci: str, mo: MeasureOptions,
                 audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50) -> None:
-    from t2ibias.measure.stage import measure_stage
-    from t2ibias.metrics.score import score_stage
-    from t2ibias.report.html import write_model_card, write_report
-    from t2ibias.generation.stage import generate_stage
+    """The stages of ``only`` (all of them when None) through the Python API's :class:`~t2ibias.api.Run`,
+    with progress bars and a line per stage."""
+    from t2ibias.api import GenerationFailed, open_run
 
+    run = open_run(run_dir)
     if only in (None, "generate"):
+        failed = False
         with _progress("generate") as bar:
-            g = generate_stage(run_dir, device=device, batch_size=batch_size, progress=bar)
+            try:
+                g = run.generate(device, batch_size, progress=bar)
+            except GenerationFailed as exc:
+                g, failed = exc.result, True
         err.print(
             f"generate: {g.generated} new, {g.already_done} already in the store, {g.blocked} blocked, "
             f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
         )
-        if g.all_failed:
+        if failed:
             err.print(f"error: generate: {g.failure_summary()}; fix the cause, then `t2ibias generate {run_dir}` retries them",
                       highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(1)
@@ -191,14 +195,9 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
             err.print(f"warning: generate: {g.failure_summary()}; they count as failed until `t2ibias generate {run_dir}` remakes them",
                       style="yellow", highlight=False, markup=False, soft_wrap=True)
     if only in (None, "measure"):
-        from t2ibias.core.device import resolve_device
-        from t2ibias.measure.measurers import resolve_crop_measurer
-
-        extras = [resolve_crop_measurer(name, resolve_device(device)) for name in mo.also]
         with _progress("measure") as bar:
-            m = measure_stage(run_dir, device=device, batch_size=measure_batch_size, progress=bar,
-                              person_detector=mo.person_detector, person_conf=mo.person_conf,
-                              extra_measurers=extras, workers=mo.workers, fairface_csv=mo.fairface)
+            m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
+                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface)
         if mo.fairface is not None:
             err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
@@ -206,11 +205,10 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
     if only in (None, "score"):
         from t2ibias.report.summary import print_summary
 
-        score_stage(run_dir, ci, audit=audit, confidence=confidence, min_n=min_n)
+        run.score(ci, audit=audit, confidence=confidence, min_n=min_n)
         print_summary(run_dir, out, err)
     if only in (None, "report"):
-        report = write_report(run_dir)
-        write_model_card(run_dir)
+        report = run.report()
         out.print(f"report: {report}", markup=False)
         out.print(f"model card: {run_dir / 'model_card.md'}", markup=False)
 

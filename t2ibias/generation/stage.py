@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from t2ibias.core.device import resolve_device
 from t2ibias.core.errors import UserError
 from t2ibias.core.hub import quiet_hub
 from t2ibias.generation.diffusers_adapter import DiffusersGenerator, effective_dtype, resolve_weights
+from t2ibias.generation.external import made_outside
 from t2ibias.models.generator_spec import GeneratorSpec
 from t2ibias.store.image_store import BLOCKED, FAILED, OK, ImageStore
 from t2ibias.store.lock import RunLock
@@ -57,20 +58,36 @@ class GenerateResult:
         return f"{self.failed} of {self.total} images failed ({reasons or 'no reason recorded'}{more})"
 
 
+class Generator(Protocol):
+    """What the generate stage calls: one image per (text, seed), in order."""
+
+    def generate(self, texts: list[str], seeds: list[int]) -> Sequence[Any]:
+        """Return one result per text with ``.image`` (a PIL image, or None when blocked) and ``.blocked``."""
+        ...
+
+
 def generate_stage(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 4,
     progress: Callable[[int, int], Progress] | None = None,
+    generator: Generator | None = None,
 ) -> GenerateResult:
-    """Make every image the store lacks; the pipeline is loaded only if something is missing."""
+    """Make every image the store lacks; the pipeline is loaded only if something is missing.
+
+    ``generator`` makes the images instead of the run's own pipeline (e.g. one the caller already
+    loaded, or an image-making callable; see ``generation/external.py``): any object with
+    ``generate(texts, seeds)``. It is used as given, so checking that it is the run's generator is
+    the caller's job; without it, a run whose images come from Python refuses to load anything.
+    """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     with RunLock(run_dir, "generate"):
-        return _generate(Path(run_dir), device, batch_size, progress)
+        return _generate(Path(run_dir), device, batch_size, progress, generator)
 
 
-def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[int, int], Progress] | None) -> GenerateResult:
+def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[int, int], Progress] | None,
+              generator: Generator | None = None) -> GenerateResult:
     t0 = time.perf_counter()
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
@@ -81,24 +98,9 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
     todo = [j for j in jobs if j.key not in done]
     counts = {OK: 0, BLOCKED: 0, FAILED: 0}
     errors: Counter[str] = Counter()
+    if todo and generator is None:
+        generator = _load_generator(run_dir, spec, device)
     if todo:
-        gspec = GeneratorSpec(**spec["model"])
-        dev = resolve_device(device)
-        if effective_dtype(gspec, dev) != gspec.dtype:
-            raise UserError(
-                f"{run_dir}: was made with {gspec.dtype} weights, which --device {dev} would run in "
-                f"{effective_dtype(gspec, dev)} and so change the images; use the run's device ({spec['device']})"
-            )
-        with quiet_hub():
-            weights = resolve_weights(gspec)
-        if weights.identity != spec["weights"]:
-            raise UserError(
-                f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
-                "start a new run with another --out"
-            )
-        generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype, bool(spec.get("batch_invariant", True)))
-        with quiet_hub():
-            generator.load()
         advance = progress(len(todo), len(done)) if progress else (lambda n: None)
         pending: list[Future] = []
         with ThreadPoolExecutor(max_workers=1) as writer:  # encode + write overlap the next batch
@@ -129,7 +131,8 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
                     else:
                         status = BLOCKED if results[i].blocked else OK
                         image = None if status == BLOCKED else results[i].image
-                        row.update(width=results[i].image.width, height=results[i].image.height)
+                        if results[i].image is not None:  # an image maker may give no image for a refused prompt
+                            row.update(width=results[i].image.width, height=results[i].image.height)
                     counts[status] += 1
                     row["status"] = status
                     pending.append(writer.submit(_store_one, store, job.key, image, row))
@@ -141,6 +144,35 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
                 fut.result()
     store.compact()
     return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0, dict(errors))
+
+
+def _load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> DiffusersGenerator:
+    """The run's own pipeline, loaded after checking that it still makes the run's images."""
+    gspec = GeneratorSpec(**spec["model"])
+    outside = made_outside(spec["weights"])
+    if outside:
+        how = "pipeline=pipe" if outside == "pipeline" else "images=f"
+        raise UserError(
+            f"{run_dir}: its images come from a {outside} passed in from Python ({spec['weights']}), which t2ibias "
+            f"cannot load; make the missing ones with t2ibias.open_run({str(run_dir)!r}).generate({how})"
+        )
+    dev = resolve_device(device)
+    if effective_dtype(gspec, dev) != gspec.dtype:
+        raise UserError(
+            f"{run_dir}: was made with {gspec.dtype} weights, which --device {dev} would run in "
+            f"{effective_dtype(gspec, dev)} and so change the images; use the run's device ({spec['device']})"
+        )
+    with quiet_hub():
+        weights = resolve_weights(gspec)
+    if weights.identity != spec["weights"]:
+        raise UserError(
+            f"{run_dir}: the weights changed since this run started ({spec['weights']} → {weights.identity}); "
+            "start a new run with another --out"
+        )
+    generator = DiffusersGenerator(gspec, weights, dev, gspec.dtype, bool(spec.get("batch_invariant", True)))
+    with quiet_hub():
+        generator.load()
+    return generator
 
 
 def _store_one(store: ImageStore, key: str, image: Any, row: dict[str, Any]) -> None:

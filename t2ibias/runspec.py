@@ -1,4 +1,5 @@
-"""``t2ibias sweep``: turn what a user asked for into a run directory's spec and prompt records.
+"""The spec of a run: what a user asked ``t2ibias sweep`` (or :func:`t2ibias.sweep`) for, resolved
+into the run directory's ``spec.json`` and prompt records.
 
 The stages themselves live in their folders (``generation/stage.py``, ``measure/stage.py``,
 ``metrics/score.py``, ``report/``); the CLI and the Python API compose them.
@@ -7,7 +8,6 @@ The stages themselves live in their folders (``generation/stage.py``, ``measure/
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_text
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.core.hub import quiet_hub
-from t2ibias.generation.diffusers_adapter import effective_dtype, generator_fingerprint, resolve_weights
-from t2ibias.models.generator_spec import resolve_generator_spec
+from t2ibias.generation.diffusers_adapter import ResolvedWeights, effective_dtype, generator_fingerprint, resolve_weights
+from t2ibias.models.generator_spec import GeneratorSpec, resolve_generator_spec
 from t2ibias.prompts.augment import fact_augment
 from t2ibias.prompts.bank import expand, resolve_prompt_set
 from t2ibias.prompts.types import PromptRecord
@@ -52,6 +52,10 @@ class SweepRequest:
     llm: str | None = None
     llm_model: str | None = None
     docs: str | None = None
+    #: A generator handed in from Python (a loaded pipeline, an image-making callable): its spec
+    #: and weight identity, recorded as given instead of resolving ``model``.
+    model_spec: GeneratorSpec | None = None
+    model_weights: ResolvedWeights | None = None
 
 
 def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], str]:
@@ -64,7 +68,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         raise UserError(f"--seeds {req.n_seeds}: more images than one run holds (at most {MAX_IMAGES:,}; use fewer seeds)")
     if req.limit is not None and req.limit < 1:
         raise UserError(f"--limit {req.limit}: must be a positive number of prompts")
-    gspec = resolve_generator_spec(req.model)
+    gspec = req.model_spec or resolve_generator_spec(req.model)
     sets = [resolve_prompt_set(name) for name in req.prompt_sets]
     if len({s.id for s in sets}) != len(sets):
         raise UserError("--prompts: the same set is named twice (name each set once)")
@@ -78,11 +82,11 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         )
     cspec = resolve_classifier_spec(req.classifier)
     device = resolve_device(req.device)
-    dtype = effective_dtype(gspec, device)
+    dtype = gspec.dtype if req.model_weights else effective_dtype(gspec, device)
     from t2ibias.models.clip_zeroshot import ensure_classifier_weights
 
     with quiet_hub():  # missing weights: one error line, not a minute of retries and warnings
-        weights = resolve_weights(gspec)
+        weights = req.model_weights or resolve_weights(gspec)
         ensure_classifier_weights(cspec)
     gfp = generator_fingerprint(gspec, weights, dtype, req.batch_invariant)
     defining = {
