@@ -1,4 +1,5 @@
-# `make demo`: create .venv, install, run the offline demo. `make test`: same venv, run the tests.
+# `make demo`: create .venv, install, run the offline demo. `make test`: same venv, check the import
+# layering (lint-imports, contracts in pyproject.toml), run the tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/t2ibias sweep --model tiny-random-sd --prompts demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
