@@ -93,7 +93,7 @@ def test_a_classifier_yaml_file_runs_end_to_end_and_is_frozen_into_the_spec(fini
     measured = json.loads((finished / "measure.json").read_text())
     assert measured["classifier"] == {"id": "my-clip", "fingerprint": mine.fingerprint()}
     metrics = json.loads((finished / "metrics.json").read_text())
-    assert metrics["measurer"]["fingerprint"] == measured["measurer"] == RunDir(finished).measurer
+    assert measured["measurer"] == RunDir(finished).measurer
     assert {r["axis"] for r in metrics["rows"]} >= {"gender_presentation", "age_group"}
     assert (finished / "report.html").is_file() and (finished / "model_card.md").is_file()
 
@@ -237,7 +237,7 @@ def test_score_reads_the_measurer_measure_recorded(finished, tmp_path, monkeypat
     assert code == 0, err
     got = json.loads((run / "metrics.json").read_text())
     want = json.loads((finished / "metrics.json").read_text())
-    assert got["rows"] == want["rows"] and got["measurer"]["fingerprint"] == new
+    assert got["rows"] == want["rows"]
 
 
 def test_measured_with_another_classifier_score_keeps_the_runs_own_rows(finished, tmp_path, monkeypatch, capsys):

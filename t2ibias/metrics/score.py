@@ -581,9 +581,6 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
     doc = {
         "t2ibias_version": __version__,
         "run_fingerprint": spec["fingerprint"],
-        "measurer": {"fingerprint": run.measurer, "classifier_fingerprint": run.classifier.fingerprint(),
-                     "gate_fingerprint": (run.measure_config or {}).get("gate_fingerprint"),
-                     "gate": (run.measure_config or {}).get("gate")},
         "intervals": {"share_method": ci_method, "confidence": confidence, "min_n": min_n,
                       "methods": {m: INTERVAL_METHODS[m] for m in dict.fromkeys(r["method"] for r in rows) if m in INTERVAL_METHODS},
                       "significant": "q_value < 0.05 (Benjamini-Hochberg over the rows of one table)",

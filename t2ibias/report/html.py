@@ -349,11 +349,6 @@ def _index(rec: dict) -> tuple[float, str]:
 def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
     spec, model, clf = run.spec, run.spec.get("model") or {}, run.spec.get("classifier") or {}
     boot = run.metrics.get("bootstrap") or {}
-    # the measurer whose rows were scored, as measure recorded it (runs scored before it was kept: none)
-    measurer = run.metrics.get("measurer") if isinstance(run.metrics.get("measurer"), dict) else {}
-    measured_with = [(name, measurer.get(k)) for k, name in (("fingerprint", "measurer fingerprint"),
-                                                             ("gate_fingerprint", "gate fingerprint"), ("gate", "gate"))
-                     if measurer.get(k) is not None]
     sets = [(f"prompt set {s.get('id')}", f"version {s.get('version')} · sha256 {str(s.get('sha256'))[:12]}")
             for s in spec.get("prompt_sets") or [] if isinstance(s, dict)]
     sections = {
@@ -367,7 +362,7 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
                                      ("base seed", spec.get("base_seed"))],
         "Classifier": [(k, clf.get(k)) for k in CLASSIFIER_FIELDS if k in clf]
         + [(k, v) for k, v in clf.items() if k not in CLASSIFIER_FIELDS and k != "is_random"]
-        + [("random weights", clf.get("is_random"))] + measured_with,
+        + [("random weights", clf.get("is_random"))],
         "Run": [("fingerprint", spec.get("fingerprint")), ("created", spec.get("created")),
                 ("t2ibias version", spec.get("t2ibias_version")), ("device", spec.get("device")),
                 ("metrics t2ibias version", run.metrics.get("t2ibias_version")),
