@@ -198,11 +198,7 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
         person_detector = recorded["weights"]
         person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
     gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
-    gate_fp = gate.fingerprint()
-    measurer = measurer_fingerprint(gate_fp, cspec)
-    extra_fps = [crop_measurer_fingerprint(gate_fp, m) for m in extras]
-    if len(set(extra_fps)) != len(extra_fps):
-        raise UserError("extra measurers: the same measurer is given twice (give each once)")
+    job = _MeasureJob(run, gate, cspec, extras, batch_size)
     open_measurers(gate, extras, cspec)
     read_measurements(run_dir)  # a damaged measurement file fails here, before anything is written
     read_measurements(run_dir, EMBEDDINGS_FILE)
@@ -212,62 +208,86 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
         from t2ibias.measure.fairface import import_fairface_csv
 
         imported = import_fairface_csv(run_dir, fairface_csv)
-    measurer_info = {
-        measurer: {"id": cspec.id, "kind": "clip", "classifier_fingerprint": cspec.fingerprint(),
-                   "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": gate_fp},
-        **{fp: {"id": m.id, "kind": "crop", "measurer_fingerprint": m.fingerprint(), "units": ["face"],
-                "gate": gate.config(), "gate_fingerprint": gate_fp} for m, fp in zip(extras, extra_fps)},
-    }
+    todo = job.plan()
+    if fairface_csv is not None:
+        job.result["fairface_imported"] = imported
+    if todo:
+        job.start_classifier(dev, todo)
+        advance = progress(len(todo), job.result["cached"]) if progress else (lambda n: None)
+        job.run_batches([todo[i : i + batch_size] for i in range(0, len(todo), batch_size)], workers, advance)
+    job.record_config()
+    if job.errors:
+        more = f" ({len(job.errors) - 1} more unreadable images)" if len(job.errors) > 1 else ""
+        raise UserError(f"{job.errors[0]}{more}")
+    return job.result
 
-    def record_config() -> None:
-        """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
-        record_measurers(run_dir, measurer_info)
-        config = {
-            "t2ibias_version": __version__, "gate": gate.config(), "gate_fingerprint": gate_fp, "measurer": measurer,
-            "classifier": {"id": cspec.id, "fingerprint": cspec.fingerprint()},
-            "extra_measurers": {m.id: fp for m, fp in zip(extras, extra_fps)},
+
+class _MeasureJob:
+    """One pass of the measure stage over a run: which images still need which measurer, the
+    batched steps that measure them (``prepare`` gates and preprocesses a batch in a worker thread,
+    ``consume`` classifies it in the caller's), and the rows made so far, written every
+    ``CHECKPOINT_EVERY`` images so a crash loses little."""
+
+    def __init__(self, run: RunDir, gate: PersonFaceGate, cspec: ClassifierSpec, extras: list[CropMeasurer],
+                 batch_size: int) -> None:
+        self.run_dir, self.gate, self.cspec, self.extras, self.batch_size = run.path, gate, cspec, extras, batch_size
+        self.jobs = run.jobs
+        self.gate_fp = gate.fingerprint()
+        self.measurer = measurer_fingerprint(self.gate_fp, cspec)
+        self.extra_fps = [crop_measurer_fingerprint(self.gate_fp, m) for m in extras]
+        if len(set(self.extra_fps)) != len(self.extra_fps):
+            raise UserError("extra measurers: the same measurer is given twice (give each once)")
+        self.info = {
+            self.measurer: {"id": cspec.id, "kind": "clip", "classifier_fingerprint": cspec.fingerprint(),
+                            "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": self.gate_fp},
+            **{fp: {"id": m.id, "kind": "crop", "measurer_fingerprint": m.fingerprint(), "units": ["face"],
+                    "gate": gate.config(), "gate_fingerprint": self.gate_fp} for m, fp in zip(extras, self.extra_fps)},
         }
-        if read_json(run_dir, MEASURE_FILE) != config:
-            atomic_write_text(run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
+        self.new_rows: list[dict[str, Any]] = []
+        self.new_emb: list[dict[str, Any]] = []
+        self.errors: list[UserError] = []
+        self.since_checkpoint = 0
+        self.clf: CLIPAttributeClassifier | None = None
+        self.loaded: Any = None
 
-    jobs = run.jobs
-    store = ImageStore(run_dir)
-    records = store.records()
-    ok_keys = [j.key for j in jobs if records.get(j.key, {}).get("status") == OK]
-    existing = read_measurements(run_dir)
-    existing_emb = read_measurements(run_dir, EMBEDDINGS_FILE)
-    mine = existing[existing["measurer"] == measurer]
-    clip_done = set(mine["key"]) & set(existing_emb.loc[existing_emb["measurer"] == measurer, "key"])
-    with_faces = set(mine.loc[mine["unit"] == "face", "key"])
-    extra_done = [set(existing.loc[existing["measurer"] == fp, "key"]) for fp in extra_fps]
+    def plan(self) -> list[str]:
+        """Read what is stored already; the keys of the intact images some measurer still needs."""
+        self.store = ImageStore(self.run_dir)
+        self.records = self.store.records()
+        ok_keys = [j.key for j in self.jobs if self.records.get(j.key, {}).get("status") == OK]
+        existing = read_measurements(self.run_dir)
+        existing_emb = read_measurements(self.run_dir, EMBEDDINGS_FILE)
+        mine = existing[existing["measurer"] == self.measurer]
+        self.clip_done = set(mine["key"]) & set(existing_emb.loc[existing_emb["measurer"] == self.measurer, "key"])
+        self.with_faces = set(mine.loc[mine["unit"] == "face", "key"])
+        self.extra_done = [set(existing.loc[existing["measurer"] == fp, "key"]) for fp in self.extra_fps]
+        self.frames, self.embeddings = [existing], [existing_emb]
+        todo = [k for k in ok_keys if any(x for x in self.needs(k))]
+        self.result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
+        return todo
 
-    def needs(key: str) -> tuple[bool, tuple[int, ...]]:
-        clip = key not in clip_done
+    def needs(self, key: str) -> tuple[bool, tuple[int, ...]]:
+        """Whether the CLIP measurer still needs ``key``, and the indices of the crop measurers that do."""
+        clip = key not in self.clip_done
         # an image the gate found no face in has nothing for a crop measurer to do
-        todo_extra = tuple(i for i, done in enumerate(extra_done) if key not in done and (clip or key in with_faces))
+        todo_extra = tuple(i for i, done in enumerate(self.extra_done) if key not in done and (clip or key in self.with_faces))
         return clip, todo_extra
 
-    todo = [k for k in ok_keys if any(x for x in needs(k))]
-    result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
-    if fairface_csv is not None:
-        result["fairface_imported"] = imported
-    if not todo:
-        record_config()
-        return result
-    clf = CLIPAttributeClassifier(cspec, dev)
-    # the classifier loads in its own thread while the first batches are decoded and gated
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t2ibias-load")
-    loaded = loader.submit(clf.load) if any(needs(k)[0] for k in todo) else None
-    loader.shutdown(wait=False)
-    advance = progress(len(todo), len(ok_keys) - len(todo)) if progress else (lambda n: None)
+    def start_classifier(self, device: str, todo: list[str]) -> None:
+        """The classifier loads in its own thread while the first batches are decoded and gated."""
+        self.clf = CLIPAttributeClassifier(self.cspec, device)
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t2ibias-load")
+        self.loaded = loader.submit(self.clf.load) if any(self.needs(k)[0] for k in todo) else None
+        loader.shutdown(wait=False)
 
-    def prepare(keys: list[str]) -> tuple[list[_Prepared], Any]:
-        out, images = [], []
+    def prepare(self, keys: list[str]) -> tuple[list[_Prepared], Any]:
+        """Decode, gate and crop the images of ``keys``; CLIP-preprocess the units that need it."""
+        gate, out, images = self.gate, [], []
         for key in keys:
-            clip, todo_extra = needs(key)
+            clip, todo_extra = self.needs(key)
             item = _Prepared(key, clip=clip, extras=todo_extra)
             try:
-                images.append(_open_image(store.image_file(records[key]), run_dir))
+                images.append(_open_image(self.store.image_file(self.records[key]), self.run_dir))
             except UserError as exc:
                 item.error = exc
             out.append(item)
@@ -283,45 +303,29 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
                 item.units.append(_Unit("face", i, box, crop))
         clip_units = [u.crop for p in good if p.clip for u in p.units]
         pixels = None
-        if clip_units and loaded is not None:
-            loaded.result()  # the pinned preprocessing comes with the model
-            pixels = clf.preprocess_images(clip_units)
+        if clip_units and self.loaded is not None:
+            self.loaded.result()  # the pinned preprocessing comes with the model
+            pixels = self.clf.preprocess_images(clip_units)
         return out, pixels
 
-    new_rows: list[dict[str, Any]] = []
-    new_emb: list[dict[str, Any]] = []
-    frames, embeddings = [existing], [existing_emb]
-    errors: list[UserError] = []
-    since_checkpoint = 0
-
-    def checkpoint() -> None:
-        nonlocal new_rows, new_emb, since_checkpoint
-        if not new_rows and not new_emb:
-            return
-        record_measurers(run_dir, measurer_info)  # before the rows it describes
-        frames.append(pd.DataFrame(new_rows, columns=COLUMNS))
-        embeddings.append(pd.DataFrame(new_emb, columns=EMBEDDING_COLUMNS))
-        new_rows, new_emb, since_checkpoint = [], [], 0
-        write_tables(run_dir, frames, embeddings)
-
-    def consume(prepared: list[_Prepared], pixels: Any) -> None:
-        nonlocal since_checkpoint
+    def consume(self, prepared: list[_Prepared], pixels: Any) -> None:
+        """Classify one prepared batch with CLIP and the crop measurers; keep its rows."""
         good = [p for p in prepared if p.error is None]
-        errors.extend(p.error for p in prepared if p.error is not None)
+        self.errors.extend(p.error for p in prepared if p.error is not None)
         clip_items = [(p, u) for p in good if p.clip for u in p.units]
-        if clip_items and loaded is not None:
-            loaded.result()
+        if clip_items and self.loaded is not None:
+            self.loaded.result()
         preds: list[dict[str, Prediction]] = []
-        for start in range(0, len(clip_items), batch_size):
-            feats = clf.encode_pixels(pixels[start : start + batch_size])
+        for start in range(0, len(clip_items), self.batch_size):
+            feats = self.clf.encode_pixels(pixels[start : start + self.batch_size])
             vectors = feats.cpu().numpy().astype("float32")
-            preds += clf.predict(feats)
-            for (p, u), vec in zip(clip_items[start : start + batch_size], vectors):
+            preds += self.clf.predict(feats)
+            for (p, u), vec in zip(clip_items[start : start + self.batch_size], vectors):
                 if u.unit == "image":
-                    new_emb.append({"key": p.key, "measurer": measurer, "embedding": vec})
+                    self.new_emb.append({"key": p.key, "measurer": self.measurer, "embedding": vec})
         for (p, u), pr in zip(clip_items, preds):
-            new_rows.extend(_rows(p.key, measurer, u.unit, u.index, u.box, pr))
-        for i, (m, fp) in enumerate(zip(extras, extra_fps)):
+            self.new_rows.extend(_rows(p.key, self.measurer, u.unit, u.index, u.box, pr))
+        for i, (m, fp) in enumerate(zip(self.extras, self.extra_fps)):
             crops = [(p, u) for p in good if i in p.extras for u in p.faces]
             if not crops:
                 continue
@@ -329,38 +333,56 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
             if len(answers) != len(crops):
                 raise RuntimeError(f"measurer {m.id!r} returned {len(answers)} answers for {len(crops)} crops")
             for (p, u), pr in zip(crops, answers):
-                new_rows.extend(_rows(p.key, fp, "face", u.index, u.box, pr))
+                self.new_rows.extend(_rows(p.key, fp, "face", u.index, u.box, pr))
         for p in good:
-            result["faces"] += len(p.faces)
-            result["people"] += p.n_people
-            result["nobody"] += (p.n_people == 0) if gate.person is not None else not p.faces
-        result["measured"] += len(good)
-        since_checkpoint += len(prepared)
-        advance(len(prepared))
-        if since_checkpoint >= CHECKPOINT_EVERY:
-            checkpoint()
+            self.result["faces"] += len(p.faces)
+            self.result["people"] += p.n_people
+            self.result["nobody"] += (p.n_people == 0) if self.gate.person is not None else not p.faces
+        self.result["measured"] += len(good)
+        self.since_checkpoint += len(prepared)
+        if self.since_checkpoint >= CHECKPOINT_EVERY:
+            self.checkpoint()
 
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2ibias-measure")
-    try:
-        pending = deque(pool.submit(prepare, b) for b in batches[: workers + 1])
-        upcoming = iter(batches[workers + 1 :])
-        while pending:
-            prepared, pixels = pending.popleft().result()
-            following = next(upcoming, None)
-            if following is not None:
-                pending.append(pool.submit(prepare, following))
-            consume(prepared, pixels)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if loaded is not None and not loaded.done():
-            loaded.cancel()
-        checkpoint()  # nothing measured so far is lost
-        raise
-    pool.shutdown(wait=True)
-    checkpoint()
-    record_config()
-    if errors:
-        more = f" ({len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
-        raise UserError(f"{errors[0]}{more}")
-    return result
+    def checkpoint(self) -> None:
+        """Rewrite both measurement files with every row made so far (measurers.json first)."""
+        if not self.new_rows and not self.new_emb:
+            return
+        record_measurers(self.run_dir, self.info)  # before the rows it describes
+        self.frames.append(pd.DataFrame(self.new_rows, columns=COLUMNS))
+        self.embeddings.append(pd.DataFrame(self.new_emb, columns=EMBEDDING_COLUMNS))
+        self.new_rows, self.new_emb, self.since_checkpoint = [], [], 0
+        write_tables(self.run_dir, self.frames, self.embeddings)
+
+    def run_batches(self, batches: list[list[str]], workers: int, advance: Callable[[int], None]) -> None:
+        """``prepare`` up to ``workers + 1`` batches ahead in worker threads, ``consume`` them in order;
+        whatever happens, the rows made so far are written."""
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2ibias-measure")
+        try:
+            pending = deque(pool.submit(self.prepare, b) for b in batches[: workers + 1])
+            upcoming = iter(batches[workers + 1 :])
+            while pending:
+                prepared, pixels = pending.popleft().result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(pool.submit(self.prepare, following))
+                self.consume(prepared, pixels)
+                advance(len(prepared))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if self.loaded is not None and not self.loaded.done():
+                self.loaded.cancel()
+            self.checkpoint()  # nothing measured so far is lost
+            raise
+        pool.shutdown(wait=True)
+        self.checkpoint()
+
+    def record_config(self) -> None:
+        """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
+        record_measurers(self.run_dir, self.info)
+        config = {
+            "t2ibias_version": __version__, "gate": self.gate.config(), "gate_fingerprint": self.gate_fp,
+            "measurer": self.measurer, "classifier": {"id": self.cspec.id, "fingerprint": self.cspec.fingerprint()},
+            "extra_measurers": {m.id: fp for m, fp in zip(self.extras, self.extra_fps)},
+        }
+        if read_json(self.run_dir, MEASURE_FILE) != config:
+            atomic_write_text(self.run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
