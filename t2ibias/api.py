@@ -81,9 +81,10 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
 
 
-def _plan(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: str | None, out: PathLike | None,
-          device: str, limit: int | None, pipeline: Any, images: ImageMaker | None, revision: str | None,
-          llm: str | None, llm_model: str | None, docs: PathLike | None, fast_batching: bool) -> tuple[Path, Any]:
+def plan_run(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: str | None, out: PathLike | None,
+             device: str, limit: int | None, pipeline: Any, images: ImageMaker | None, revision: str | None,
+             llm: str | None, llm_model: str | None, docs: PathLike | None, fast_batching: bool,
+             out_flag: str = "out") -> tuple[Path, Any]:
     """Check the options and resolve the defaults (generator, classifier, out), writing nothing:
     the run directory and the request :func:`t2ibias.runspec.prepare_run` turns into its spec."""
     from t2ibias.runspec import SweepRequest
@@ -107,7 +108,7 @@ def _plan(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: str 
 
         model_spec, weights = image_maker_spec(name, images, revision)
     out_dir = Path(out) if out is not None else default_out_dir(name, sets)
-    check_output_dir(out_dir, "out")
+    check_output_dir(out_dir, out_flag)
     if classifier is None:
         from t2ibias.models.generator_spec import resolve_generator_spec
 
@@ -147,7 +148,7 @@ def prepare(
     from t2ibias.store.lock import RunLock
     from t2ibias.runspec import prepare_run
 
-    out_dir, request = _plan(model, prompts, seeds, base_seed, classifier, out, device, limit, pipeline, images,
+    out_dir, request = plan_run(model, prompts, seeds, base_seed, classifier, out, device, limit, pipeline, images,
                              revision, llm, llm_model, docs, fast_batching)
     with RunLock(out_dir, "sweep", create=True):
         prepare_run(out_dir, request, force=force)
@@ -275,7 +276,7 @@ def sweep(
 
     check_options("clopper-pearson", 0.95, min_n)
     _check_batch_size(batch_size)
-    out_dir, request = _plan(model, prompts, seeds, base_seed, classifier, out, device, limit, pipeline, images,
+    out_dir, request = plan_run(model, prompts, seeds, base_seed, classifier, out, device, limit, pipeline, images,
                              revision, llm, llm_model, docs, fast_batching)
     also = _names(also, "also")
     if person_detector or also:

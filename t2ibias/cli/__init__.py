@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from t2ibias.core.version import __version__
-from t2ibias.core.errors import EXIT_USER_ERROR, UserError, check_output_dir, report_problems, run_cli
+from t2ibias.core.errors import EXIT_USER_ERROR, UserError, report_problems, run_cli
 
 app = typer.Typer(
     help="Measure social bias in text-to-image models: prompts → generate → measure → score → report.",
@@ -29,7 +29,6 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-DEFAULT_CLASSIFIER = "clip-vit-l-14-openai"
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (a GPU when one is visible), cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per pipeline / classifier call. Never changes an image (unless --fast-batching).")]
@@ -89,22 +88,16 @@ def sweep(
     min_n: MinNOpt = 50,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
+    from t2ibias.api import plan_run
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
-    from t2ibias.runspec import SweepRequest, prepare_run
+    from t2ibias.runspec import prepare_run
     from t2ibias.store.lock import RunLock
 
     check_options("clopper-pearson", 0.95, min_n)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
-
-    if out_dir is None:
-        name = Path(model).name if Path(model).exists() else model
-        out_dir = Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompts)}"
-    check_output_dir(out_dir, "--out")
-    if classifier is None:
-        from t2ibias.models.generator_spec import resolve_generator_spec
-
-        classifier = "tiny-random-clip" if resolve_generator_spec(model).random_weights else DEFAULT_CLASSIFIER
+    out_dir, request = plan_run(model, list(prompts), seeds, base_seed, classifier, out_dir, device, limit, None, None,
+                                None, llm, llm_model, docs, fast_batching, out_flag="--out")
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate, open_measurers
@@ -112,10 +105,7 @@ def sweep(
         # missing or bad weights fail before anything is written
         open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
     with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
-        spec = prepare_run(out_dir, SweepRequest(
-            model, list(prompts), seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model,
-            str(docs) if docs else None
-        ), force=force)
+        spec = prepare_run(out_dir, request, force=force)
         if spec.get("prompt_truncation"):
             err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
         if spec.get("model_is_random"):
