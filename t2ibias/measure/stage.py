@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
@@ -31,6 +31,7 @@ from t2ibias.core.fingerprint import fingerprint
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
 from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
+from t2ibias.measure.measurers import Measurer
 from t2ibias.store.rundir import RunDir
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
@@ -50,23 +51,13 @@ from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE
 CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
 
 
-class CropMeasurer(Protocol):
-    """A measurer of face crops (pixel skin tone, a FairFace network, ...)."""
-
-    id: str
-
-    def fingerprint(self) -> str: ...
-
-    def measure(self, crops: list[Any]) -> list[dict[str, Prediction]]: ...
-
-
 def measurer_fingerprint(gate: Any, cspec: ClassifierSpec) -> str:
     """The CLIP measurer: ``gate`` is anything with ``fingerprint()`` (a gate, or its recorded fingerprint)."""
     gfp = gate if isinstance(gate, str) else gate.fingerprint()
     return fingerprint({"gate": gfp, "classifier": cspec.fingerprint()})
 
 
-def crop_measurer_fingerprint(gate: Any, measurer: CropMeasurer) -> str:
+def crop_measurer_fingerprint(gate: Any, measurer: Measurer) -> str:
     """A crop measurer's rows depend on the crops the gate cut and on the measurer itself."""
     gfp = gate if isinstance(gate, str) else gate.fingerprint()
     return fingerprint({"gate": gfp, "measurer": measurer.fingerprint()})
@@ -137,7 +128,7 @@ def measure_stage(
     *,
     person_detector: str | None = None,
     person_conf: float | None = None,
-    extra_measurers: Sequence[CropMeasurer] = (),
+    extra_measurers: Sequence[Measurer] = (),
     workers: int = 1,
     fairface_csv: str | Path | None = None,
 ) -> dict[str, int]:
@@ -165,7 +156,7 @@ def measure_stage(
                         list(extra_measurers), workers, fairface_csv)
 
 
-def open_measurers(gate: PersonFaceGate, extras: Sequence[CropMeasurer] = (), cspec: ClassifierSpec | None = None) -> None:
+def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec: ClassifierSpec | None = None) -> None:
     """Open every weight file the gate, the crop measurers and (given ``cspec``) the classifier
     need, now: a missing or bad one fails before anything is written."""
     gate.fingerprint()
@@ -186,7 +177,7 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[CropMeasurer] = (), cs
 
 def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
              progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
-             person_conf: float | None, extras: list[CropMeasurer], workers: int,
+             person_conf: float | None, extras: list[Measurer], workers: int,
              fairface_csv: str | Path | None) -> dict[str, int]:
     from t2ibias.core.device import resolve_device
 
@@ -228,7 +219,7 @@ class _MeasureJob:
     ``consume`` classifies it in the caller's), and the rows made so far, written every
     ``CHECKPOINT_EVERY`` images so a crash loses little."""
 
-    def __init__(self, run: RunDir, gate: PersonFaceGate, cspec: ClassifierSpec, extras: list[CropMeasurer],
+    def __init__(self, run: RunDir, gate: PersonFaceGate, cspec: ClassifierSpec, extras: list[Measurer],
                  batch_size: int) -> None:
         self.run_dir, self.gate, self.cspec, self.extras, self.batch_size = run.path, gate, cspec, extras, batch_size
         self.jobs = run.jobs
