@@ -145,3 +145,42 @@ def write_images(root: Path, image_ids: list[int], size: tuple[int, int] = (1000
         out[i] = d / f"sa_{i}.jpg"
         Image.fromarray(arr).save(out[i], quality=90)
     return out
+
+
+#: Images of :func:`model_release`: id → (width, height); three sizes, so a batch mixes sizes.
+MODEL_RELEASE_SIZES = {1: (128, 96), 2: (96, 128), 3: (128, 96), 4: (112, 112)}
+
+
+def model_release(root: Path) -> Path:
+    """A release for model runs: the images of :data:`MODEL_RELEASE_SIZES` (noise JPEGs at their
+    annotated sizes), two people on image 1, one on images 2 and 3 (classification's examples),
+    none on image 4; every person has a person mask (their box) in ``coco_masks.json``."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    people = [
+        person(1, 1, [10, 10, 40, 60], "nurse", gender_presentation_masc=1, skin_tone_2=1),
+        person(2, 1, [60, 20, 30, 50], "doctor", gender_presentation_fem=1, skin_tone_9=1),
+        person(3, 2, [5, 5, 80, 100], "farmer", gender_presentation_fem=1, skin_tone_5=1),
+        person(4, 3, [20, 10, 60, 70], "doctor", gender_presentation_masc=1, skin_tone_3=1),
+    ]
+    write_facet(root, people, list(MODEL_RELEASE_SIZES))
+    ann = Path(root) / "annotations"
+    coco = json.loads((ann / "coco_boxes.json").read_text(encoding="utf-8"))
+    for im in coco["images"]:
+        im["width"], im["height"] = MODEL_RELEASE_SIZES[im["id"]]
+    (ann / "coco_boxes.json").write_text(json.dumps(coco), encoding="utf-8")
+    masks = []
+    for p in people:
+        w, h = MODEL_RELEASE_SIZES[p["_image_id"]]
+        m = np.zeros((h, w), dtype=np.uint8)
+        x, y, bw, bh = p["_box"]
+        m[y:y + bh, x:x + bw] = 1
+        rle = mask_utils.encode(np.asfortranarray(m))
+        masks.append({"id": 100 + p["person_id"], "person_id": p["person_id"], "image_id": p["_image_id"],
+                      "category_id": 1, "iscrowd": 0, "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")}})
+    (ann / "coco_masks.json").write_text(json.dumps({"images": coco["images"], "annotations": masks,
+                                                     "categories": [{"id": 1, "name": "person"}]}), encoding="utf-8")
+    for i, size in MODEL_RELEASE_SIZES.items():
+        write_images(root, [i], size=size, seed=i)
+    return Path(root)

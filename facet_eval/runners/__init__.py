@@ -14,7 +14,9 @@ A model id picks its runner by prefix (:data:`RUNNERS`, the longest registered p
   :mod:`facet_eval.runners.ultralytics`.
 
 Images are decoded and read ahead by :mod:`facet_eval.runners.images`, so memory stays bounded
-by the batch size; boxes and masks are in original image pixels (:mod:`facet_eval.runners.coco`).
+by the batch size; a runner gets the images of a batch one size at a time (:func:`run_by_size`),
+so predictions do not depend on the batch size; boxes and masks are in original image pixels
+(:mod:`facet_eval.runners.coco`).
 The open_clip classifier of the classification task is :mod:`facet_eval.runners.clip`.
 """
 
@@ -109,12 +111,27 @@ def predict_people(
     batches = prefetch_batches(ids, lambda i: read_image_array(paths[i], sizes.get(i)), batch_size, workers)
     for k, arrays in enumerate(batches):
         batch_ids = ids[k * batch_size:(k + 1) * batch_size]
-        for img_id, arr, dets in zip(batch_ids, arrays, runner(arrays)):
+        for img_id, arr, dets in zip(batch_ids, arrays, run_by_size(runner, arrays)):
             out.extend(coco_results(img_id, dets, arr.shape[0], arr.shape[1], masks))
         done += len(batch_ids)
         if progress is not None:
             progress(done, len(ids))
     return out
+
+
+def run_by_size(runner: Runner, arrays: list[np.ndarray]) -> list[ImageDetections]:
+    """``runner`` over ``arrays``, called once per image size among them (in order of first
+    appearance), its answers put back in the order of ``arrays``. Models pad the images of a
+    batch to one shape (ultralytics letterboxes a mixed-size batch to a square, torchvision pads
+    to the largest image), so an image batched with images of another size would get other
+    detections than alone: grouping by size keeps predictions independent of the batch size."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, arr in enumerate(arrays):
+        groups.setdefault(arr.shape, []).append(k)
+    found: dict[int, ImageDetections] = {}
+    for members in groups.values():
+        found.update(zip(members, runner([arrays[k] for k in members])))
+    return [found[k] for k in range(len(arrays))]
 
 
 def _images_to_run(data: FacetData, ids: list[int], masks: bool) -> list[int]:
