@@ -29,20 +29,17 @@ import numpy as np
 import pandas as pd
 
 from facet_eval.groups import skin_tone_bucket_labels
+from t2ibias.core.vocab import AGE_GROUPS, GENDER_PRESENTATION, KNOWN_LABELS, SKIN_TONES
 
 #: classifier attribute → (FACET column prefix, FACET classes in order)
 FACET_ATTRIBUTES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gender_presentation": ("gender_presentation", ("masc", "fem", "non_binary", "na")),
-    "age_group": ("age_presentation", ("young", "middle", "older", "na")),
-    "skin_tone": ("skin_tone", tuple(str(i) for i in range(1, 11)) + ("na",)),
+    "gender_presentation": ("gender_presentation", (*GENDER_PRESENTATION, "non_binary", "na")),
+    "age_group": ("age_presentation", (*AGE_GROUPS, "na")),
+    "skin_tone": ("skin_tone", (*SKIN_TONES, "na")),
 }
-#: labels every audit of an attribute scores (FACET classes a classifier can be right about);
-#: people of the other classes (non_binary, na) are confusion rows but not in accuracy
-LABEL_SPACE: dict[str, tuple[str, ...]] = {
-    "gender_presentation": ("masc", "fem"),
-    "age_group": ("young", "middle", "older"),
-    "skin_tone": tuple(str(i) for i in range(1, 11)),
-}
+#: labels every audit of an attribute scores (FACET classes a classifier can be right about, the
+#: shared vocabulary); people of the other classes (non_binary, na) are confusion rows but not in accuracy
+LABEL_SPACE: dict[str, tuple[str, ...]] = {attr: KNOWN_LABELS[attr] for attr in FACET_ATTRIBUTES}
 #: FACET's lighting classes (column suffixes of ``lighting_*``)
 LIGHTING = ("well_lit", "dimly_lit", "underexposed", "overexposed", "na")
 #: why a person is not cropped (see :func:`skip_reasons`)

@@ -31,8 +31,10 @@ import numpy as np
 from facet_eval.data import FacetData, canonical_class, single_person_mask
 from facet_eval.disaggregate import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, check_confidence, rows_from_values
 from facet_eval.groups import group_membership, intersect
-from facet_eval.tasks import RunOptions, Say, Task, progress_lines, register_task
+from facet_eval.tasks import RunOptions, Say, Task, register_task
 from t2ibias.core.errors import UserError
+from t2ibias.core.fmt import fmt_interval, fmt_value
+from t2ibias.core.progress import Bars, done_of_total, quiet
 
 TASK = "classification"
 METRIC = "recall"
@@ -336,7 +338,12 @@ def write_largest_gaps(gaps: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def _pts(v: Any) -> str:
-    return f"{100 * v:.1f}" if _finite(v) else "-"
+    """A recall difference in points, one decimal; ``-`` when missing."""
+    return fmt_value(v, 1, scale=100, missing="-")
+
+
+def _pts_interval(low: Any, high: Any) -> str:
+    return fmt_interval(low, high, 1, scale=100, missing="-")
 
 
 def _q(v: Any) -> str:
@@ -371,8 +378,8 @@ def print_largest_gaps(gaps: list[dict[str, Any]], console: Any = None,
         for d in (f"{ga}-{gb}", f"{gb}-{ga}"):
             table.add_row(f"[bold]{escape(d.replace('-', ' − '))}[/bold]", "", "", "", "", "")
             for g in by_dir.get(d, []):
-                table.add_row(escape(str(g["class"])), _pts(g["gap"]), f"[{_pts(g['ci_low'])}, {_pts(g['ci_high'])}]",
-                              f"[{_pts(g.get('adj_ci_low'))}, {_pts(g.get('adj_ci_high'))}]", _q(g.get("q_value")),
+                table.add_row(escape(str(g["class"])), _pts(g["gap"]), _pts_interval(g["ci_low"], g["ci_high"]),
+                              _pts_interval(g.get("adj_ci_low"), g.get("adj_ci_high")), _q(g.get("q_value")),
                               f"{g['n_a']}/{g['n_b']}")
         console.print(table)
         among = f"the {tests} per-class gaps of {attr}" if tests else f"the per-class gaps of {attr}"
@@ -417,14 +424,14 @@ class ClassificationTask(Task):
     def load_predictions(self, path: Path, data: FacetData) -> dict[int, str]:
         return load_class_predictions(path, data)
 
-    def predict(self, data: FacetData, opts: RunOptions, say: Say) -> tuple[dict[int, str], dict[str, Any]]:
+    def predict(self, data: FacetData, opts: RunOptions, say: Say,
+                bars: Bars = quiet) -> tuple[dict[int, str], dict[str, Any]]:
         from facet_eval.runners.clip import DEFAULT_MODEL, predict_with_clip
 
         model_id = opts.model or DEFAULT_MODEL
-        progress = progress_lines(int(single_person_mask(data).sum()), opts.batch_size, say,
-                                  lambda done, total: f"classified {done}/{total} images")
-        preds, info = predict_with_clip(data, model_id, device=opts.device, batch_size=opts.batch_size,
-                                        progress=progress)
+        with bars("classify") as bar:
+            preds, info = predict_with_clip(data, model_id, device=opts.device, batch_size=opts.batch_size,
+                                            progress=done_of_total(bar))
         if info["parameters"].get("random_weights"):
             say(f"note: {model_id} has random weights; its numbers are meaningless by construction")
         return preds, {"model": {"name": info["name"], "parameters": info["parameters"]}, "device": info["device"],

@@ -35,8 +35,9 @@ PersonClassOpt = Annotated[int | None, typer.Option("--person-class", metavar="N
 def _evaluate(task: str, **options: Any) -> None:
     """Run one evaluation (:func:`facet_eval.evaluate.evaluate_folder`) and print what it wrote."""
     from facet_eval.evaluate import RunOptions, evaluate_folder
+    from t2ibias.core.progress import progress_bar
 
-    typer.echo(evaluate_folder(task, RunOptions(**options), say=_say))
+    typer.echo(evaluate_folder(task, RunOptions(**options), say=_say, bars=progress_bar))
 
 
 def _say(line: str) -> None:

@@ -24,8 +24,9 @@ import numpy as np
 
 from facet_eval.data import MAX_DETS, FacetData
 from facet_eval.disaggregate import CONFIDENCE, N_BOOT, check_confidence, rows_from_values
-from facet_eval.tasks import RunOptions, Say, Task, progress_lines, register_task
+from facet_eval.tasks import RunOptions, Say, Task, register_task
 from t2ibias.core.errors import UserError
+from t2ibias.core.progress import Bars, done_of_total, quiet
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 #: FACET scores at most 100 detections per image (Gustafson et al., ICCV 2023); runners keep as many.
@@ -235,16 +236,16 @@ class DetectionTask(Task):
     def load_predictions(self, path: Path, data: FacetData) -> list[dict[str, Any]]:
         return load_predictions(path, data)
 
-    def predict(self, data: FacetData, opts: RunOptions, say: Say) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def predict(self, data: FacetData, opts: RunOptions, say: Say,
+                bars: Bars = quiet) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         from facet_eval.runners import predict_people
 
         if opts.batch_size < 1:
             raise UserError(f"--batch-size: {opts.batch_size} is not a positive number (use e.g. 16)")
         info: dict[str, Any] = {}
-        progress = progress_lines(len(data.images), opts.batch_size, say,
-                                  lambda done, total: f"{self.id}: {done}/{total} images")
-        preds = predict_people(data, str(opts.model), task=self.id, device=opts.device, batch_size=opts.batch_size,
-                               person_class=opts.person_class, progress=progress, info=info)
+        with bars(self.command) as bar:
+            preds = predict_people(data, str(opts.model), task=self.id, device=opts.device, batch_size=opts.batch_size,
+                                   person_class=opts.person_class, progress=done_of_total(bar), info=info)
         return preds, {"model": {"name": info.get("name", opts.model), "parameters": info.get("parameters", {})},
                        "device": info.get("device"), "software": info.get("software"),
                        "n_images": info.get("n_images"), "batch_size": opts.batch_size,

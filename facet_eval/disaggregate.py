@@ -24,7 +24,6 @@ significant means q < 0.05. Rows that are not tests have null ``p_value`` and ``
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from collections.abc import Iterable
@@ -38,6 +37,8 @@ import pandas as pd
 from facet_eval.data import FacetData
 from facet_eval.groups import Membership, group_membership, intersect, is_na_group
 from t2ibias.core.errors import UserError
+from t2ibias.core.fmt import fmt_interval, fmt_value
+from t2ibias.core.rows import FACET, MetricRow
 from t2ibias.stats.cluster import resample_weights, share_interval_clustered
 from t2ibias.stats.cluster_bootstrap import (
     bonferroni_intervals,
@@ -125,7 +126,8 @@ def rows_from_values(
     ``disparity_<metric>`` = group_a − group_b (FACET eq. 1) with its joint image-bootstrap CI, a
     p-value of no gap, its BH q-value and a Bonferroni interval over its family (see module doc),
     computed only when both groups have at least ``MIN_GROUP_SIZE`` people of that class,
-    otherwise null with a note.
+    otherwise null with a note. Rows are :class:`t2ibias.core.rows.MetricRow` published in the
+    :data:`t2ibias.core.rows.FACET` layout (``attribute`` = the grouping attribute).
     """
     confidence = check_confidence(confidence)
     layout = _layout(data, intersections, per_class)
@@ -137,40 +139,38 @@ def rows_from_values(
     values = np.column_stack([np.asarray(per_person[m], dtype=float)[people] for m in metrics])
     member = np.column_stack([m[people] for m in layout.masks])
 
-    rows: list[dict[str, Any]] = []
-    gap_rows: list[tuple[dict[str, Any], float]] = []
+    rows: list[MetricRow] = []
+    gaps: list[tuple[int, float]] = []
     for cls, cmask in layout.class_masks:
         sel = cmask[people]
         res = group_replicates(values[sel], member[sel], clusters[sel], weights)
         rows += _group_rows(res, layout, metrics, cls, task, confidence)
-        rows += _pair_rows(res, layout, metrics, cls, task, confidence, gap_rows)
-    adjust_gap_rows(gap_rows, confidence)
-    return rows
+        rows += _pair_rows(res, layout, metrics, cls, task, confidence, gaps, len(rows))
+    adjust_gap_rows(rows, gaps, confidence)
+    return [FACET.publish(r) for r in rows]
 
 
 def _group_rows(res: Any, layout: _Layout, metrics: list[str], cls: str | None, task: str,
-                confidence: float) -> list[dict[str, Any]]:
+                confidence: float) -> list[MetricRow]:
     """One row per group and metric of one class: the mean value with its interval."""
     lo, hi = share_interval_clustered(res.estimate, res.replicates, res.n[:, None], res.n_clusters[:, None], confidence)
     rows = []
     for j, (attr, g) in enumerate(layout.groups):
         k = int(res.n[j])
         for mi, metric in enumerate(metrics):
-            row = {"task": task, "metric": metric, "attribute": attr, "group": g, "class": cls,
-                   "value": float(res.estimate[j, mi]) if k else math.nan, "n": k,
-                   "ci_low": float(lo[j, mi]), "ci_high": float(hi[j, mi]), "n_images": int(res.n_clusters[j]),
-                   "method": VALUE_METHOD, "p_value": None, "q_value": None}
-            if k == 0:
-                row["note"] = "no people in this group"
-            rows.append(row)
+            rows.append(MetricRow(metric=metric, group_by=attr, group=g,
+                                  value=float(res.estimate[j, mi]) if k else math.nan, n=k,
+                                  ci_low=float(lo[j, mi]), ci_high=float(hi[j, mi]), method=VALUE_METHOD,
+                                  note=None if k else "no people in this group",
+                                  extra={"task": task, "class": cls, "n_images": int(res.n_clusters[j])}))
     return rows
 
 
 def _pair_rows(res: Any, layout: _Layout, metrics: list[str], cls: str | None, task: str, confidence: float,
-               gap_rows: list[tuple[dict[str, Any], float]]) -> list[dict[str, Any]]:
+               gaps: list[tuple[int, float]], start: int) -> list[MetricRow]:
     """One disparity row per group pair and metric of one class; compared rows (both groups with
-    at least ``MIN_GROUP_SIZE`` people) are also appended to ``gap_rows`` with their variance, for
-    :func:`adjust_gap_rows`."""
+    at least ``MIN_GROUP_SIZE`` people) are also noted in ``gaps`` as (their index among all rows,
+    counting from ``start``, their variance), for :func:`adjust_gap_rows`."""
     index = {ag: j for j, ag in enumerate(layout.groups)}
     pairs = layout.pairs
     ia = np.array([index[(attr, ga)] for attr, ga, _ in pairs], dtype=np.int64)
@@ -186,67 +186,58 @@ def _pair_rows(res: Any, layout: _Layout, metrics: list[str], cls: str | None, t
     for p, (attr, ga, gb) in enumerate(pairs):
         na, nb = int(res.n[ia[p]]), int(res.n[ib[p]])
         for mi, metric in enumerate(metrics):
-            row = {"task": task, "metric": f"disparity_{metric}", "attribute": attr,
-                   "group": f"{ga}-{gb}", "class": cls, "group_a": ga, "group_b": gb,
-                   "value": math.nan, "n": min(na, nb), "n_a": na, "n_b": nb,
-                   "ci_low": math.nan, "ci_high": math.nan, "method": GAP_METHOD,
-                   "p_value": None, "q_value": None}
+            extra = {"task": task, "class": cls, "group_a": ga, "group_b": gb, "n_a": na, "n_b": nb}
+            row = MetricRow(metric=f"disparity_{metric}", group_by=attr, group=f"{ga}-{gb}", value=math.nan,
+                            n=min(na, nb), ci_low=math.nan, ci_high=math.nan, method=GAP_METHOD, extra=extra)
             if ok[p]:
                 s = slot[p]
-                row.update(value=float(gap[s, mi]), ci_low=float(glo[s, mi]), ci_high=float(ghi[s, mi]),
-                           se=float(math.sqrt(var[s, mi])), p_value=float(pvals[s, mi]))
-                gap_rows.append((row, float(max(var[s, mi], var_null[s, mi]))))
+                row = row.replace(value=float(gap[s, mi]), ci_low=float(glo[s, mi]), ci_high=float(ghi[s, mi]),
+                                  se=float(math.sqrt(var[s, mi])), p_value=float(pvals[s, mi]))
+                gaps.append((start + len(rows), float(max(var[s, mi], var_null[s, mi]))))
             else:
-                row["note"] = (f"not compared: needs >= {MIN_GROUP_SIZE} people in both groups "
-                               f"({ga}: {na}, {gb}: {nb})")
+                row = row.replace(note=f"not compared: needs >= {MIN_GROUP_SIZE} people in both groups "
+                                       f"({ga}: {na}, {gb}: {nb})")
             rows.append(row)
     return rows
 
 
-def _family(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["task"], row["metric"], row["attribute"], row["class"] is None)
+def _family(row: MetricRow) -> tuple[Any, ...]:
+    return (row.extra["task"], row.metric, row.group_by, row.extra["class"] is None)
 
 
-def adjust_gap_rows(gap_rows: list[tuple[dict[str, Any], float]], confidence: float = CONFIDENCE) -> None:
+def adjust_gap_rows(rows: list[MetricRow], gaps: list[tuple[int, float]], confidence: float = CONFIDENCE) -> None:
     """Add ``q_value`` (Benjamini–Hochberg), ``n_tests`` and the Bonferroni interval
-    ``adj_ci_low``/``adj_ci_high`` to compared disparity rows, within each family: the rows of one
-    task, metric and attribute, at the all-classes level or over classes (see module doc). The
-    adjusted interval is widened to hold the naive one where the two methods disagree, so it is
-    never the narrower of the two."""
-    families: dict[tuple[Any, ...], list[tuple[dict[str, Any], float]]] = {}
-    for row, var in gap_rows:
-        families.setdefault(_family(row), []).append((row, var))
+    ``adj_ci_low``/``adj_ci_high`` to the compared disparity rows ``gaps`` names ((index in
+    ``rows``, variance) pairs), within each family: the rows of one task, metric and attribute, at
+    the all-classes level or over classes (see module doc). The adjusted interval is widened to
+    hold the naive one where the two methods disagree, so it is never the narrower of the two."""
+    families: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    for i, var in gaps:
+        families.setdefault(_family(rows[i]), []).append((i, var))
     for members in families.values():
         m = len(members)
-        q = bh_qvalues(np.array([r["p_value"] for r, _ in members], dtype=float))
-        lo, hi = bonferroni_intervals(np.array([r["value"] for r, _ in members]), np.array([v for _, v in members]),
+        q = bh_qvalues(np.array([rows[i].p_value for i, _ in members], dtype=float))
+        lo, hi = bonferroni_intervals(np.array([rows[i].value for i, _ in members]), np.array([v for _, v in members]),
                                       m, confidence)
-        for (row, _), qi, a, b in zip(members, q, lo, hi):
-            naive = [v for v in (row["ci_low"], row["ci_high"]) if math.isfinite(v)]
-            row.update(q_value=float(qi), n_tests=m, adj_ci_low=float(min([a, row["value"], *naive])),
-                       adj_ci_high=float(max([b, row["value"], *naive])),
-                       adj_method=f"Bonferroni over {m} gaps ({ADJ_METHOD})")
+        for (i, _), qi, a, b in zip(members, q, lo, hi):
+            row = rows[i]
+            naive = [v for v in (row.ci_low, row.ci_high) if math.isfinite(v)]
+            rows[i] = row.replace(q_value=float(qi), n_tests=m, adj_ci_low=float(min([a, row.value, *naive])),
+                                  adj_ci_high=float(max([b, row.value, *naive])),
+                                  adj_method=f"Bonferroni over {m} gaps ({ADJ_METHOD})")
 
 
 # ---------------------------------------------------------------- output
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return _clean(v.item())
-    return v
-
-
 def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, console: Any = None) -> None:
     """Write ``metrics.json`` (``{"rows": [...]}``, NaN as null) and ``metrics.csv`` atomically,
     then print a summary."""
     from t2ibias.core.csvsafe import frame_to_csv
-    from t2ibias.core.files import atomic_write_text
+    from t2ibias.core.files import atomic_write_text, dumps_strict, json_safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clean = [{k: _clean(v) for k, v in r.items()} for r in rows]
-    atomic_write_text(out / "metrics.json", json.dumps({"rows": clean}, indent=1, allow_nan=False) + "\n")
+    clean = [json_safe(r) for r in rows]
+    atomic_write_text(out / "metrics.json", dumps_strict({"rows": clean}, indent=1) + "\n")
     columns: list[str] = []
     for r in clean:
         for k in r:
@@ -257,7 +248,8 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, console: Any 
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    """A share in percent points, one decimal; ``-`` when missing."""
+    return fmt_value(v, 1, scale=100, missing="-")
 
 
 def main_metric_of(rows: list[dict[str, Any]]) -> str:
@@ -267,7 +259,7 @@ def main_metric_of(rows: list[dict[str, Any]]) -> str:
 
 
 def _ci_text(lo: Any, hi: Any) -> str:
-    return f"[{_fmt(lo)}, {_fmt(hi)}]"
+    return fmt_interval(lo, hi, 1, scale=100, missing="-")
 
 
 def _q_text(q: Any) -> str:

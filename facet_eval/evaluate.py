@@ -15,6 +15,7 @@ from typing import Any
 
 from facet_eval.tasks import RunOptions, Say, Task, get_task
 from t2ibias.core.errors import UserError, check_output_dir, writing
+from t2ibias.core.progress import Bars, quiet
 
 __all__ = ["RunOptions", "evaluate_folder", "parse_intersect"]
 
@@ -36,9 +37,11 @@ def parse_intersect(text: str | None) -> list[tuple[str, str]]:
     return [(parts[0], parts[1])]
 
 
-def evaluate_folder(task_id: str, opts: RunOptions, say: Say) -> str:
+def evaluate_folder(task_id: str, opts: RunOptions, say: Say, bars: Bars = quiet) -> str:
     """Evaluate task ``task_id`` as ``opts`` asks and write its outputs under ``opts.out``; ``say``
-    gets progress lines and notes. Returns the line naming what was written."""
+    gets notes, and a model run shows its progress on a bar of ``bars`` (none by default; the
+    command line passes :func:`t2ibias.core.progress.progress_bar`). Returns the line naming what
+    was written."""
     from facet_eval.data import load_facet
 
     task = get_task(task_id)
@@ -47,20 +50,20 @@ def evaluate_folder(task_id: str, opts: RunOptions, say: Say) -> str:
     intersections = parse_intersect(opts.intersect)
     data = load_facet(opts.facet_root)
     run = task.prepare(data, opts, intersections)
-    predictions = _predictions(task, data, opts, run, say)
+    predictions = _predictions(task, data, opts, run, say, bars)
     rows = task.evaluate(data, predictions, intersections, opts.seed)
     _write_outputs(task, rows, opts.out, run, opts.seed)
     files = ", ".join(("metrics.csv", *task.extra_files))
     return f"wrote {opts.out / 'metrics.json'}, {files} and run.json ({len(rows)} rows{task.counts(run)})"
 
 
-def _predictions(task: Task, data: Any, opts: RunOptions, run: dict[str, Any], say: Say) -> Any:
+def _predictions(task: Task, data: Any, opts: RunOptions, run: dict[str, Any], say: Say, bars: Bars) -> Any:
     """The predictions file's contents, or a model run's predictions, written to
     ``<out>/predictions.json`` at once so a later failure keeps them; ``run`` gets their fields."""
     if opts.predictions is not None:
         run["predictions"] = str(opts.predictions.resolve())
         return task.load_predictions(opts.predictions, data)
-    predictions, fields = task.predict(data, opts, say)
+    predictions, fields = task.predict(data, opts, say, bars)
     with writing("--out"):
         opts.out.mkdir(parents=True, exist_ok=True)
         task.write_predictions(predictions, opts.out / "predictions.json")

@@ -23,6 +23,7 @@ from facet_eval import __version__
 from facet_eval.submission import MIN_N, SCHEMA_VERSION, compute_summary, load_submission, validate_document
 from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_text
+from t2ibias.core.fmt import fmt_cell
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "leaderboard.html.j2"
@@ -99,11 +100,8 @@ def build_sections(docs: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, An
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+    """A leaderboard cell: a count as it is, a value with ``digits`` decimals, ``–`` when missing."""
+    return fmt_cell(x, digits, missing="–")
 
 
 def render_leaderboard(paths: list[str | Path]) -> str:

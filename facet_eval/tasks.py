@@ -16,6 +16,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from t2ibias.core.progress import Bars, quiet
 from t2ibias.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ TASK_MODULES = ("facet_eval.detection", "facet_eval.segmentation", "facet_eval.c
 OUTPUTS = ("boxes", "masks", "class")
 
 Rows = list[dict[str, Any]]
-#: One line for the user (progress, notes), written to stderr by the command line.
+#: One line for the user (notes), written to stderr by the command line.
 Say = Callable[[str], None]
 
 
@@ -89,9 +90,10 @@ class Task:
         """Read and validate a predictions file."""
         raise NotImplementedError
 
-    def predict(self, data: FacetData, opts: RunOptions, say: Say) -> tuple[Any, dict[str, Any]]:
+    def predict(self, data: FacetData, opts: RunOptions, say: Say, bars: Bars = quiet) -> tuple[Any, dict[str, Any]]:
         """Run ``opts.model`` (or the task's default model); return its predictions and the run.json
-        fields describing the run."""
+        fields describing the run. The run's progress goes to a bar of ``bars`` (see
+        :mod:`t2ibias.core.progress`; none by default)."""
         raise NotImplementedError
 
     def write_predictions(self, predictions: Any, path: Path) -> Path:
@@ -108,18 +110,6 @@ class Task:
     def counts(self, run: dict[str, Any]) -> str:
         """What the closing "wrote ..." line adds after the row count."""
         return ""
-
-
-def progress_lines(expected: int, batch_size: int, say: Say, line: Callable[[int, int], str]) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback that says ``line(done, total)`` about every tenth of
-    ``expected`` items (batches of ``batch_size``) and at the end."""
-    step = max(1, expected // 10)
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done // step != (done - batch_size) // step:
-            say(line(done, total))
-
-    return progress
 
 
 TASKS: Registry[Task] = Registry("FACET task")

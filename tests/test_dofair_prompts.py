@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from t2ibias.core.errors import UserError
+from t2ibias.core.vocab import FAIRFACE_RACE7
 from t2ibias.prompts.bank import expand, resolve_prompt_set
 from t2ibias.prompts.dofair import (
-    FAIRFACE_RACES,
     dofair_prompt_set,
     instance_id,
     load_dofair_instances,
@@ -49,7 +49,7 @@ def test_race_file_loads_all_instances():
     assert Counter(df["culture"]) == {c: 100 for c in ["Africa", "Asia", "Europe", "North America", "South America", "Australia"]}
     assert (df["img_path"] == "").sum() > 0  # rows whose image the paper never produced are kept
     labels = {x for col in ("dominant_race_list", "existence_race_list") for xs in df[col] for x in xs}
-    assert labels == set(FAIRFACE_RACES)  # 'Latino' became 'Latino_Hispanic'
+    assert labels == set(FAIRFACE_RACE7)  # 'Latino' became 'Latino_Hispanic'
     assert df["instance_id"].is_unique
     first = df.iloc[0]
     assert first["line"] == 2 and first["group"] == "Dutch Farmers (Boers)"

@@ -1,10 +1,8 @@
-"""The FACET task registry, the evaluator protocol, the runner registry and the read-ahead pool."""
+"""The FACET task registry, the evaluator protocol and the runner registry."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
@@ -12,7 +10,6 @@ from facet_eval.classification import ClassificationEvaluator, evaluate_classifi
 from facet_eval.data import load_facet
 from facet_eval.detection import DetectionEvaluator, evaluate_detection, load_predictions
 from facet_eval.runners import RUNNERS, person_tasks, runner_for
-from facet_eval.runners.images import prefetch_batches
 from facet_eval.segmentation import SegmentationEvaluator, evaluate_segmentation
 from facet_eval.tasks import OUTPUTS, TASKS, Task, all_tasks, get_task, register_task, task_ids
 from t2ibias.core.errors import UnknownIdError
@@ -123,42 +120,3 @@ def test_a_model_id_picks_the_runner_of_its_longest_prefix():
     assert runner_for("torchvision:fasterrcnn_resnet50_fpn").__module__ == "facet_eval.runners.torchvision"
     assert runner_for("yolo11x.pt").__module__ == "facet_eval.runners.ultralytics"
     assert runner_for("/models/torchvision:odd.pt").__module__ == "facet_eval.runners.ultralytics"
-
-
-# ------------------------------------------------------------------ read-ahead pool
-def test_prefetch_keeps_order_and_batches():
-    def slow_square(x):
-        time.sleep(0.002 * (7 - x % 7))  # later items finish first
-        return x * x
-
-    got = list(prefetch_batches(list(range(10)), slow_square, batch_size=4, workers=3, ahead=2))
-    assert got == [[0, 1, 4, 9], [16, 25, 36, 49], [64, 81]]
-    assert list(prefetch_batches([], slow_square, batch_size=4, workers=2)) == []
-
-
-def test_prefetch_reads_at_most_ahead_batches_past_the_current_one():
-    started: list[int] = []
-    lock = threading.Lock()
-
-    def note(x):
-        with lock:
-            started.append(x)
-        return x
-
-    batches = prefetch_batches(list(range(8)), note, batch_size=2, workers=2, ahead=1)
-    assert next(batches) == [0, 1]
-    time.sleep(0.05)
-    assert sorted(started) == [0, 1, 2, 3]  # the current batch and one ahead, nothing more
-    batches.close()
-
-
-def test_prefetch_raises_a_decoding_error_at_its_batch():
-    def decode(x):
-        if x == 5:
-            raise RuntimeError("bad item 5")
-        return x
-
-    batches = prefetch_batches(list(range(8)), decode, batch_size=2, workers=2)
-    assert next(batches) == [0, 1] and next(batches) == [2, 3]
-    with pytest.raises(RuntimeError, match="bad item 5"):
-        next(batches)

@@ -11,10 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from t2ibias.core.errors import UserError
-from t2ibias.cli.factuality import factuality, factuality_tax_table, tax_rich_table
+from t2ibias.cli.factuality import factuality, tax_rich_table
 from t2ibias.metrics.factuality import (
     face_image_stem,
     factuality_tax,
+    factuality_tax_table,
     image_stem,
     instance_scores,
     load_faces,
@@ -22,10 +23,11 @@ from t2ibias.metrics.factuality import (
     per_instance_scores,
     score_factuality,
 )
-from t2ibias.prompts.dofair import FAIRFACE_RACES, GENDERS, load_dofair_instances
+from t2ibias.core.vocab import DOFAIR_GENDERS, FAIRFACE_RACE7
+from t2ibias.prompts.dofair import load_dofair_instances
 
-R = FAIRFACE_RACES  # K = 7
-G = GENDERS  # K = 2
+R = FAIRFACE_RACE7  # K = 7
+G = DOFAIR_GENDERS  # K = 2
 METRICS = ("dominant_demographic_accuracy", "involved_demographic_accuracy", "involved_demographic_f1",
            "factual_diversity_divergence", "success_rate")
 KEYS = {*METRICS, "n_instances", "n_scored", *(f"{m}_ci" for m in METRICS), *(f"{m}_method" for m in METRICS)}

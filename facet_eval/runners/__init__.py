@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import closing
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,8 @@ def predict_people(
     class, thresholds), ``device``, ``software`` (library versions) and ``n_images``.
     """
     from facet_eval.runners.coco import coco_results
-    from facet_eval.runners.images import prefetch_batches, read_image_array
+    from facet_eval.runners.images import read_image_array
+    from t2ibias.core.prefetch import prefetch_batches
 
     tasks = person_tasks()
     if task not in tasks:
@@ -108,14 +110,16 @@ def predict_people(
     workers = max(1, min(4, os.cpu_count() or 1, batch_size))
     out: list[dict[str, Any]] = []
     done = 0
-    batches = prefetch_batches(ids, lambda i: read_image_array(paths[i], sizes.get(i)), batch_size, workers)
-    for k, arrays in enumerate(batches):
-        batch_ids = ids[k * batch_size:(k + 1) * batch_size]
-        for img_id, arr, dets in zip(batch_ids, arrays, run_by_size(runner, arrays)):
-            out.extend(coco_results(img_id, dets, arr.shape[0], arr.shape[1], masks))
-        done += len(batch_ids)
-        if progress is not None:
-            progress(done, len(ids))
+    batches = prefetch_batches(ids, lambda i: read_image_array(paths[i], sizes.get(i)), batch_size, workers,
+                               thread_name="facet-decode")
+    with closing(batches):
+        for k, arrays in enumerate(batches):
+            batch_ids = ids[k * batch_size:(k + 1) * batch_size]
+            for img_id, arr, dets in zip(batch_ids, arrays, run_by_size(runner, arrays)):
+                out.extend(coco_results(img_id, dets, arr.shape[0], arr.shape[1], masks))
+            done += len(batch_ids)
+            if progress is not None:
+                progress(done, len(ids))
     return out
 
 

@@ -3,13 +3,14 @@ in an image, from the whole image, by a classifier named by a t2ibias classifier
 
 Each class is prompted with an ensemble of templates (:data:`CLASS_TEMPLATES`) whose text
 embeddings are averaged; images are decoded and preprocessed ahead on worker threads
-(:func:`facet_eval.runners.images.prefetch_batches`).
+(:func:`t2ibias.core.prefetch.prefetch_batches`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import numpy as np
 
 from facet_eval.data import single_person_mask
 from facet_eval.data import FacetData, canonical_class
-from facet_eval.runners.images import prefetch_batches, read_image_pil
+from facet_eval.runners.images import read_image_pil
 from t2ibias.core.errors import UserError
+from t2ibias.core.prefetch import prefetch_batches
 
 DEFAULT_MODEL = "clip-vit-b-32-openai"
 #: Prompt ensemble for class names; ``{a}`` is the indefinite article of the class, ``{c}`` the class.
@@ -60,8 +62,11 @@ def iter_image_batches(paths: list[Path], preprocess: Callable[[Any], Any], batc
     import torch
 
     workers = workers or max(1, min(8, os.cpu_count() or 1))
-    for batch in prefetch_batches(paths, lambda p: preprocess(read_image_pil(p)), batch_size, workers, ahead):
-        yield torch.stack(batch)
+    batches = prefetch_batches(paths, lambda p: preprocess(read_image_pil(p)), batch_size, workers, ahead,
+                               thread_name="facet-decode")
+    with closing(batches):
+        for batch in batches:
+            yield torch.stack(batch)
 
 
 def encode_batch(classifier: Any, batch: Any) -> Any:

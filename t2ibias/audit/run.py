@@ -17,6 +17,7 @@ from t2ibias.audit.options import AuditOptions
 from t2ibias.audit.scoring import audit_attribute
 from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import file_sha256
+from t2ibias.core.rows import MetricRow
 from t2ibias.stats.rng import seeded
 
 def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, classifier_id: str, fingerprint: str,
@@ -73,7 +74,7 @@ def _sample(eligible: np.ndarray, options: AuditOptions) -> np.ndarray:
 
 
 def _audit_attributes(audited: Any, preds: list[dict[str, Any]], options: AuditOptions, classifier_id: str
-                      ) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+                      ) -> tuple[dict[str, Any], dict[str, str], list[MetricRow], list[dict[str, Any]]]:
     """Each attribute the predictor answers and FACET annotates: its entry (or why it was not
     audited), its audit.csv rows and its predictions.csv rows."""
     gt = ground_truth(audited.reset_index(drop=True))
@@ -88,7 +89,7 @@ def _audit_attributes(audited: Any, preds: list[dict[str, Any]], options: AuditO
     image_ids = audited["image_id"].to_numpy()  # people of one image are resampled together
     entries: dict[str, Any] = {}
     not_audited: dict[str, str] = {}
-    long_rows: list[dict[str, Any]] = []
+    long_rows: list[MetricRow] = []
     pred_rows: list[dict[str, Any]] = []
     for attr in attrs:
         truth = gt["truth"][attr]

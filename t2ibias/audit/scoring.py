@@ -25,6 +25,7 @@ from facet_eval.attributes import FACET_ATTRIBUTES, LABEL_SPACE
 from t2ibias.audit.groupwise import N_BINS, calibration_table, metric_rows
 from t2ibias.measure.predictors import ABSTAIN, NO_ANSWER, prediction_fields
 from t2ibias.core.errors import UserError
+from t2ibias.core.rows import AUDIT, MetricRow
 
 if TYPE_CHECKING:
     from t2ibias.audit.options import AuditOptions
@@ -38,7 +39,7 @@ class AttributeAudit:
     """An attribute's ``audit.json`` entry, its ``audit.csv`` rows and its ``predictions.csv`` rows."""
 
     entry: dict[str, Any]
-    long_rows: list[dict[str, Any]]
+    long_rows: list[MetricRow]
     pred_rows: list[dict[str, Any]]
 
 
@@ -164,8 +165,8 @@ def audit_attribute(attr: str, idx: np.ndarray, gt: dict[str, Any], preds: list[
         comparisons += [{"group_attribute": gname, **c} for c in comps]
     entry.update(overall)
     entry.update(by_group=by_group, comparisons=comparisons, calibration=_calibration(ece_scores, correct_top, group_cols))
-    long_rows = [{"attribute": attr, "group_attribute": "overall", "group": "all", "metric": m, **v, "note": ""}
-                 for m, v in overall.items()] + [{"attribute": attr, **r} for r in by_group]
+    long_rows = [AUDIT.read({"attribute": attr, "group_attribute": "overall", "group": "all", "metric": m, **v, "note": ""})
+                 for m, v in overall.items()] + [AUDIT.read({"attribute": attr, **r}) for r in by_group]
     pred_rows = [{"person_id": int(person_ids[k]), "attribute": attr, "true": true[i], "pred": a.pred[i],
                   "top_label": a.top[i], "score": a.score[i]} for i, k in enumerate(idx)]
     return AttributeAudit(entry, long_rows, pred_rows)

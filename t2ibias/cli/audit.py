@@ -43,6 +43,7 @@ def audit(
     then shows the audit and confusion-corrected proportions beside the raw ones."""
     from t2ibias.audit import AuditOptions, run_audit
     from t2ibias.core.device import resolve_device
+    from t2ibias.core.progress import done_of_total, progress_bar
     from t2ibias.measure.gate import HaarFaceGate
     from t2ibias.measure.measurers import resolve_measurer
     from t2ibias.report.audit_html import write_audit_html
@@ -57,18 +58,12 @@ def audit(
     check_output_dir(out, "--out")
     predictor = resolve_measurer(classifier, resolve_device(device))
     fp = predictor.fingerprint()
-    step = {"next": 0}
-
-    def progress(done: int, total: int) -> None:
-        if done >= step["next"] or done == total:
-            typer.echo(f"audit: {done}/{total} people", err=True)
-            step["next"] = done + max(1, total // 10)
-
     options = AuditOptions(limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, engine=engine,
                            face_gate=HaarFaceGate() if crops == "face" else None)
     with writing("--out"):
-        result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier), fingerprint=fp,
-                           options=options, progress=progress)
+        with progress_bar("audit") as bar:
+            result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier),
+                               fingerprint=fp, options=options, progress=done_of_total(bar))
         write_audit_html(out)
     target = registered_audit_path(fp)
     with writing("T2IBIAS_CACHE"):

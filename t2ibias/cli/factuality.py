@@ -3,17 +3,15 @@
 Reads a DoFaiR release CSV (the instances and their gold facts) and a faces file (FairFace
 ``predict.py`` output, or a table ``image, race/gender``; see
 :func:`t2ibias.metrics.factuality.load_faces`), prints DDA, IDA, IDF, FDD and the success rate
-overall and per culture with 95% bootstrap intervals, and optionally writes them as JSON.
-:func:`factuality_tax_table` computes the factuality tax of interventions from one faces file
-per intervention.
+overall and per culture with 95% bootstrap intervals, and optionally writes them as JSON. With
+``--tax`` it adds the factuality tax of interventions
+(:func:`t2ibias.metrics.factuality.factuality_tax_table`), from one faces file per intervention.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
-from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,16 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from t2ibias.core.errors import UserError, check_output_file, decode_error_message, writing
-from t2ibias.metrics.factuality import (
-    TAX_METRICS,
-    factuality_tax,
-    load_faces,
-    per_instance_scores,
-    summarize_table,
-)
+from t2ibias.core.errors import UserError, check_output_file, writing
+from t2ibias.core.files import atomic_write_text, dumps_strict
+from t2ibias.core.fmt import fmt_estimate
+from t2ibias.metrics.factuality import TAX_METRICS, factuality_tax_table, load_faces, per_instance_scores, summarize_table
 from t2ibias.prompts.dofair import load_dofair_instances
-from t2ibias.core.files import atomic_write_text
 
 
 class Axis(str, Enum):
@@ -52,11 +45,8 @@ _SHORT = {
 
 
 def _cell(value: float | None, ci: list | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if not ci or any(c is None or (isinstance(c, float) and math.isnan(c)) for c in ci):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    """``0.812 [0.790, 0.833]``; the value alone without a whole interval, ``—`` without a value."""
+    return fmt_estimate(value, *(ci or (None, None)), digits=3, small=False)
 
 
 def _input_file(path: Path, field: str) -> Path:
@@ -69,12 +59,8 @@ def _input_file(path: Path, field: str) -> Path:
 
 
 def _load_faces(path: Path, field: str = "--faces") -> pd.DataFrame:
-    """:func:`load_faces` with a folder, a missing file or a file that is not UTF-8 as one clean error."""
-    _input_file(path, field)
-    try:
-        return load_faces(path)
-    except UnicodeDecodeError:
-        raise UserError(decode_error_message(path)) from None
+    """:func:`load_faces` with a folder or a missing file refused naming the option."""
+    return load_faces(_input_file(path, field))
 
 
 def _read_instances(path: Path, axis: str | None) -> tuple[pd.DataFrame, str]:
@@ -140,46 +126,8 @@ def factuality(
         result["factuality_tax"] = json.loads(tax_df.to_json(orient="records"))
     if json_out is not None:
         with writing("--json"):
-            atomic_write_text(json_out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(json_out, dumps_strict(result, indent=2, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}", highlight=False, markup=False)
-
-
-def factuality_tax_table(
-    instances: pd.DataFrame | str | Path,
-    faces_by_intervention: Mapping[str, pd.DataFrame | str | Path],
-    axis: str | None = None,
-    dofair_compat: bool = False,
-    baseline: str = "none",
-    **bootstrap: Any,
-) -> pd.DataFrame:
-    """The factuality tax of each intervention against ``baseline``, one row per intervention.
-
-    ``instances``: a DoFaiR CSV path or :func:`load_dofair_instances` frame; faces per
-    intervention: :func:`load_faces` frames or paths. Columns: ``intervention, n_paired`` and, for
-    m in DDA, IDA, IDF (full names) and ``diversity``, ``delta_<m>``, ``delta_<m>_ci_low``,
-    ``delta_<m>_ci_high`` (intervention − baseline over instances scored under both).
-    ``bootstrap`` passes ``n_resamples``, ``seed``, ``confidence`` on.
-    """
-    if isinstance(instances, (str, Path)):
-        inst, axis = _read_instances(Path(instances), axis)
-    else:
-        inst = instances
-        if axis is None:
-            axis = str(inst["axis"].iloc[0])
-    tables = {
-        name: per_instance_scores(inst, _load_faces(Path(f), name) if isinstance(f, (str, Path)) else f, axis, dofair_compat)
-        for name, f in faces_by_intervention.items()
-    }
-    tax = factuality_tax(tables, baseline=baseline, **bootstrap)
-    rows = []
-    for name, entry in tax.items():
-        row: dict[str, Any] = {"intervention": name, "n_paired": entry["n_paired"]}
-        for m in TAX_METRICS:
-            row[f"delta_{m}"] = entry[f"delta_{m}"]
-            row[f"delta_{m}_ci_low"], row[f"delta_{m}_ci_high"] = entry[f"delta_{m}_ci"]
-        rows.append(row)
-    columns = ["intervention", "n_paired"] + [f"delta_{m}{s}" for m in TAX_METRICS for s in ("", "_ci_low", "_ci_high")]
-    return pd.DataFrame(rows, columns=columns)
 
 
 def tax_rich_table(tax: pd.DataFrame, title: str = "factuality tax (intervention − none)") -> Table:

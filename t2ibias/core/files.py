@@ -1,10 +1,16 @@
-"""Writing files so that a reader never sees half of one (temp file + rename)."""
+"""Writing files so that a reader never sees half of one (temp file + rename), and JSON that
+holds no NaN (:func:`dumps_strict`)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -26,3 +32,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` ready for strict JSON: non-finite floats (NaN, ±inf) as None, numpy scalars as
+    Python ones, tuples as lists, inside dicts and lists too."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(obj)`` with ``allow_nan=False``: NaN is written as null,
+    never as the ``NaN`` token other JSON readers refuse."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)

@@ -27,7 +27,6 @@ Attributes and their labels (t2ibias names, all perceived):
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -37,24 +36,16 @@ from typing import Any
 import pandas as pd
 
 from t2ibias.core.errors import UserError
+from t2ibias.core.fairface_csv import MALFORMED, MISSING, NOT_UTF8, CsvReadError, csv_records, parse_face_name
 from t2ibias.core.fingerprint import file_sha256, fingerprint
 from t2ibias.models.clip_zeroshot import Prediction
 from t2ibias.core.safe_load import load_weights_file
-
-# FairFace's label orders (the order of its output units and of its score arrays) → t2ibias labels.
-RACE7_LABELS: dict[str, str] = {
-    "White": "white",
-    "Black": "black",
-    "Latino_Hispanic": "latino_hispanic",
-    "East Asian": "east_asian",
-    "Southeast Asian": "southeast_asian",
-    "Indian": "indian",
-    "Middle Eastern": "middle_eastern",
-}
-RACE4_LABELS: dict[str, str] = {"White": "white", "Black": "black", "Asian": "asian", "Indian": "indian"}
-GENDER_LABELS: dict[str, str] = {"Male": "masc", "Female": "fem"}
-AGE_BINS: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
-AGE_GROUPS: tuple[str, ...] = ("young", "middle", "older")
+from t2ibias.core.vocab import AGE_GROUPS
+from t2ibias.core.vocab import FAIRFACE_AGE_BINS as AGE_BINS
+from t2ibias.core.vocab import FAIRFACE_ATTRIBUTE_LABELS as ATTRIBUTE_LABELS
+from t2ibias.core.vocab import FAIRFACE_GENDER_LABELS as GENDER_LABELS
+from t2ibias.core.vocab import FAIRFACE_RACE4_LABELS as RACE4_LABELS
+from t2ibias.core.vocab import FAIRFACE_RACE7_LABELS as RACE7_LABELS
 
 #: Share of each FairFace age bin's probability that goes to each FACET age band (young <25,
 #: middle 25-65, older >65; FACET, Gustafson et al. 2023). Two bins straddle a FACET boundary and
@@ -74,15 +65,6 @@ AGE_GROUP_SHARES: dict[str, dict[str, float]] = {
     "70+": {"older": 1.0},
 }
 
-#: attribute → its labels, in FairFace's output order (``race`` for 7-class, ``race4`` for 4-class).
-ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {
-    "race": tuple(RACE7_LABELS.values()),
-    "race4": tuple(RACE4_LABELS.values()),
-    "gender_presentation": tuple(GENDER_LABELS.values()),
-    "age_fairface": AGE_BINS,
-    "age_group": AGE_GROUPS,
-}
-
 #: The columns FairFace's predict.py writes, in its order.
 CSV_COLUMNS = (
     "face_name_align", "race", "race4", "gender", "age",
@@ -99,7 +81,6 @@ _LABEL_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
     "age": (AGE_BINS, "age_scores_fair"),
 }
 _USE_PREDICT = "use the CSV FairFace's predict.py writes"
-_FACE_NAME = re.compile(r"^(?P<stem>.+)_face(?P<index>\d+)\.[A-Za-z0-9]+$")
 _SUM_TOLERANCE = 0.01  # printed score arrays are rounded; anything further off is not a softmax
 _ARGMAX_TOLERANCE = 1e-4  # the label's printed score may lose to another by rounding only
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as FairFace normalizes
@@ -169,28 +150,24 @@ def _parse_scores(path: Path, column: str, line: int, text: str, labels: tuple[s
 
 def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (first line number, fields) of every non-blank record."""
+    header: list[str] | None = None
+    records: list[tuple[int, list[str]]] = []
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
-            header: list[str] | None = None
-            records: list[tuple[int, list[str]]] = []
-            last = 0
-            for fields in reader:
-                start, last = last + 1, reader.line_num
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                if header is None:
-                    header = [f.strip() for f in fields]
-                else:
-                    records.append((start, fields))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (pass the CSV FairFace's predict.py wrote)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text ({_USE_PREDICT})") from None
-    except csv.Error as exc:
-        raise UserError(f"{path}: line {last + 1}: not valid CSV ({exc}; {_USE_PREDICT})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc}; pass the CSV FairFace's predict.py wrote)") from None
+        for record in csv_records(path):
+            if record.blank:
+                continue
+            if header is None:
+                header = [f.strip() for f in record.fields]
+            else:
+                records.append((record.line, record.fields))
+    except CsvReadError as exc:
+        if exc.reason == MISSING:
+            raise UserError(f"{path}: no such file (pass the CSV FairFace's predict.py wrote)") from None
+        if exc.reason == NOT_UTF8:
+            raise UserError(f"{path}: not UTF-8 text ({_USE_PREDICT})") from None
+        if exc.reason == MALFORMED:
+            raise UserError(f"{path}: line {exc.line}: not valid CSV ({exc.detail}; {_USE_PREDICT})") from None
+        raise UserError(f"{path}: cannot read ({exc.detail}; pass the CSV FairFace's predict.py wrote)") from None
     return header or [], records
 
 
@@ -221,13 +198,12 @@ def read_fairface_csv(path: str | Path) -> pd.DataFrame:
             raise UserError(f"{path}: line {line}: {len(fields)} fields, expected {len(header)} as in the header ({_USE_PREDICT})")
         raw = {c: fields[i] for c, i in where.items()}
         name = raw["face_name_align"].strip()
-        base = re.split(r"[\\/]", name)[-1]
-        match = _FACE_NAME.match(base)
-        if match is None:
+        parts = parse_face_name(name)
+        if parts is None or not parts.stem or parts.ext is None:
             raise UserError(
                 f"{path}: face_name_align: line {line}: {_one_line(name)} is not named <image>_face<N>.<ext> ({_USE_PREDICT})"
             )
-        stem, index = match["stem"], int(match["index"])
+        stem, index = parts.stem, parts.index
         if (stem, index) in seen:
             raise UserError(
                 f"{path}: face_name_align: line {line}: face {index} of image {stem!r} already on line "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-ABSTAIN = "abstain"  # same spelling as t2ibias.models.clip_zeroshot.ABSTAIN
+from t2ibias.core.vocab import ABSTAIN
 
 
 class Predictor(Protocol):

@@ -28,11 +28,11 @@ import pandas as pd
 
 from t2ibias.core.csvsafe import unescape_cell
 from t2ibias.core.errors import UserError
+from t2ibias.core.vocab import ABSTAIN
 from t2ibias.stats.bootstrap import percentile_intervals
 from t2ibias.stats.cluster import cluster_group_means, share_interval_clustered
 from t2ibias.stats.rng import seeded
 
-ABSTAIN = "abstain"
 REQUIRED = ("unit", "label_a", "label_b")
 METRICS = ("agreement", "kappa")
 

@@ -38,11 +38,11 @@ import numpy as np
 from scipy.optimize import nnls
 
 from t2ibias.core.errors import UserError
+from t2ibias.core.vocab import ABSTAIN
 from t2ibias.stats.binomial import clopper_pearson, cluster_shares
 from t2ibias.stats.bootstrap import percentile_intervals, pooled_replicates, resample_counts, resample_counts_many
 from t2ibias.stats.rng import seeded
 
-ABSTAIN = "abstain"
 COND_LIMIT = 100.0
 _SUM_WEIGHT = 1e4
 

@@ -24,6 +24,7 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.core.paths import CONFIG_DIR
 from t2ibias.core.registry import Registry
+from t2ibias.core.vocab import KNOWN_LABELS, PERSON_ATTRIBUTE
 from t2ibias.core.yamlio import load_located_yaml
 
 CLASSIFIER_DIR = CONFIG_DIR / "classifiers"
@@ -31,19 +32,6 @@ PREPROCESS_KEYS = {"image_size", "mean", "std", "interpolation", "resize_mode"}
 TOP_KEYS = {
     "arch", "arch_config", "pretrained", "quick_gelu", "random_weights", "preprocess",
     "logit_scale", "templates", "attributes", "include", "audit",
-}
-#: The attribute that decides whether an image without a detected face shows a person.
-PERSON_ATTRIBUTE = "person"
-#: Label vocabularies of the attributes other stages, reference tables and datasets share
-#: (FACET's perceived gender presentation and age bands, FairFace's race sets, the Monk Skin
-#: Tone scale 1 = lightest … 10 = darkest). A config may use a subset of them, never other names.
-KNOWN_LABELS: dict[str, tuple[str, ...]] = {
-    PERSON_ATTRIBUTE: ("person", "no_person"),
-    "gender_presentation": ("masc", "fem"),
-    "age_group": ("young", "middle", "older"),
-    "race": ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern"),
-    "race4": ("white", "black", "asian", "indian"),
-    "skin_tone": tuple(str(i) for i in range(1, 11)),
 }
 
 

@@ -20,9 +20,9 @@ from t2ibias.core.errors import UserError
 from t2ibias.models.classifier_spec import ClassifierSpec
 from t2ibias.core.paths import cache_dir
 from t2ibias.core.safe_load import refuse_code, weights_only_loads
+from t2ibias.core.vocab import ABSTAIN
 
 TINY_PRETRAINED = "tiny:"
-ABSTAIN = "abstain"
 
 
 @dataclass(frozen=True)

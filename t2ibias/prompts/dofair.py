@@ -24,13 +24,8 @@ from typing import Any
 import pandas as pd
 
 from t2ibias.core.errors import UserError, decode_error_message
+from t2ibias.core.vocab import DOFAIR_ALIASES, DOFAIR_LABELS
 from t2ibias.prompts.types import PROMPT_SET_SCHEMES, PromptSet, Subject
-
-FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
-GENDERS = ("male", "female")
-LABELS = {"race": FAIRFACE_RACES, "gender": GENDERS}
-#: Spellings of the release mapped to FairFace's class names.
-LABEL_ALIASES = {"Latino": "Latino_Hispanic"}
 
 TEMPLATE = "Generate an image depicting faces of the representative people among the {subject}."
 FAMILY = "historical_dofair"
@@ -45,7 +40,7 @@ def instance_id(culture: str, event_name: str, group: str, axis: str) -> str:
 
 
 def _detect_axis(path: Path, header: list[str]) -> str:
-    found = [axis for axis in LABELS if f"dominant_{axis}_list" in header or f"existence_{axis}_list" in header]
+    found = [axis for axis in DOFAIR_LABELS if f"dominant_{axis}_list" in header or f"existence_{axis}_list" in header]
     if len(found) != 1:
         what = "both race and gender columns" if found else "no dominant_race_list/dominant_gender_list column"
         raise UserError(
@@ -67,10 +62,10 @@ def _parse_labels(path: Path, line: int, column: str, value: str, axis: str) -> 
         raise UserError(f"{path}:{line}: column {column}: empty list (name at least one group)")
     labels: list[str] = []
     for raw in parsed:
-        label = LABEL_ALIASES.get(raw.strip(), raw.strip()) if axis == "race" else raw.strip()
-        if label not in LABELS[axis]:
+        label = DOFAIR_ALIASES.get(raw.strip(), raw.strip()) if axis == "race" else raw.strip()
+        if label not in DOFAIR_LABELS[axis]:
             raise UserError(
-                f"{path}:{line}: column {column}: unknown label {raw!r} (use one of {', '.join(LABELS[axis])}"
+                f"{path}:{line}: column {column}: unknown label {raw!r} (use one of {', '.join(DOFAIR_LABELS[axis])}"
                 + ("; 'Latino' is read as Latino_Hispanic)" if axis == "race" else ")")
             )
         if label not in labels:

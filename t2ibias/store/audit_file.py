@@ -15,28 +15,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from t2ibias.core.csvsafe import escape_cell
 from t2ibias.core.errors import UserError
-from t2ibias.core.files import atomic_write_text
+from t2ibias.core.files import atomic_write_text, dumps_strict
+from t2ibias.core.rows import AUDIT, MetricRow
 
 SCHEMA = "t2ibias-audit/1"
-ROW_COLUMNS = ("attribute", "group_attribute", "group", "metric", "value", "n", "ci_low", "ci_high", "note", "method")
+#: ``audit.csv`` columns: :data:`t2ibias.core.rows.AUDIT`'s keys (``attribute`` = the audited attribute,
+#: ``group_attribute`` = what the rows are grouped by)
+ROW_COLUMNS = AUDIT.keys
 PREDICTION_COLUMNS = ("person_id", "attribute", "true", "pred", "top_label", "score")
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None and numpy scalars as Python ones."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -49,18 +37,19 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
-def write_audit_files(out_dir: Path, result: dict[str, Any], long_rows: list[dict[str, Any]],
+def write_audit_files(out_dir: Path, result: dict[str, Any], long_rows: list[MetricRow],
                       pred_rows: list[dict[str, Any]]) -> None:
-    """Write the confusion CSVs, ``audit.csv``, ``predictions.csv`` and last ``audit.json``."""
+    """Write the confusion CSVs, ``audit.csv`` (``long_rows`` in the :data:`t2ibias.core.rows.AUDIT`
+    layout), ``predictions.csv`` and last ``audit.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for attr, entry in result["attributes"].items():
         conf = entry["confusion"]
         atomic_write_text(out_dir / f"confusion_{attr}.csv",
                           _csv_text(["true"] + conf["pred"], [[t] + row for t, row in zip(conf["true"], conf["counts"])]))
-    atomic_write_text(out_dir / "audit.csv", _csv_text(list(ROW_COLUMNS), [[r.get(c, "") for c in ROW_COLUMNS] for r in long_rows]))
+    atomic_write_text(out_dir / "audit.csv", _csv_text(list(ROW_COLUMNS), [list(AUDIT.publish(r).values()) for r in long_rows]))
     pcols = list(PREDICTION_COLUMNS)
     atomic_write_text(out_dir / "predictions.csv", _csv_text(pcols, [[r[c] for c in pcols] for r in pred_rows]))
-    atomic_write_text(out_dir / "audit.json", json.dumps(_json_safe(result), indent=2) + "\n")
+    atomic_write_text(out_dir / "audit.json", dumps_strict(result, indent=2) + "\n")
 
 
 def load_audit(path: str | Path) -> dict[str, Any]:
