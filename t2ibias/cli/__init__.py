@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +13,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from t2ibias.core.version import __version__
@@ -43,19 +42,11 @@ class Kind(str, Enum):
     gates = "gates"
 
 
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], Callable[[int], None]]]:
-    """A progress-bar factory ``(total, already_done) -> advance`` for one stage."""
-    bar = Progress(
-        TextColumn(f"{label:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
-    )
-    with bar:
-        def factory(total: int, done: int) -> Callable[[int], None]:
-            task = bar.add_task(label, total=total + done, completed=done)
-            return lambda n: bar.advance(task, n)
+def _progress(label: str) -> AbstractContextManager[Callable[[int, int], Callable[[int], None]]]:
+    """The one progress bar (:func:`t2ibias.core.progress.progress_bar`) on this CLI's stderr console."""
+    from t2ibias.core.progress import progress_bar
 
-        yield factory
+    return progress_bar(label, err)
 
 
 PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]

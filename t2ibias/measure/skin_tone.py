@@ -66,7 +66,8 @@ import numpy as np
 
 from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
-from t2ibias.models.clip_zeroshot import ABSTAIN, Prediction
+from t2ibias.core.vocab import ABSTAIN
+from t2ibias.models.clip_zeroshot import Prediction
 from t2ibias.core.paths import annotations_dir
 
 #: MST swatches 1 (lightest) to 10 (darkest), as published with the scale (RESEARCH.md §5).

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pandas as pd
 from t2ibias.core.version import __version__
 from t2ibias.core.errors import UserError
 from t2ibias.core.fingerprint import fingerprint
+from t2ibias.core.prefetch import prefetch_map
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
 from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
@@ -345,26 +346,20 @@ class _MeasureJob:
         write_tables(self.run_dir, self.frames, self.embeddings)
 
     def run_batches(self, batches: list[list[str]], workers: int, advance: Callable[[int], None]) -> None:
-        """``prepare`` up to ``workers + 1`` batches ahead in worker threads, ``consume`` them in order;
-        whatever happens, the rows made so far are written."""
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2ibias-measure")
+        """``prepare`` up to ``workers + 1`` batches ahead in worker threads (the one read-ahead
+        pool, :func:`t2ibias.core.prefetch.prefetch_map`), ``consume`` them in order; whatever
+        happens, the rows made so far are written."""
+        prepared_batches = prefetch_map(self.prepare, batches, workers, ahead=workers + 1, thread_name="t2ibias-measure")
         try:
-            pending = deque(pool.submit(self.prepare, b) for b in batches[: workers + 1])
-            upcoming = iter(batches[workers + 1 :])
-            while pending:
-                prepared, pixels = pending.popleft().result()
-                following = next(upcoming, None)
-                if following is not None:
-                    pending.append(pool.submit(self.prepare, following))
-                self.consume(prepared, pixels)
-                advance(len(prepared))
+            with closing(prepared_batches):
+                for prepared, pixels in prepared_batches:
+                    self.consume(prepared, pixels)
+                    advance(len(prepared))
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
             if self.loaded is not None and not self.loaded.done():
                 self.loaded.cancel()
             self.checkpoint()  # nothing measured so far is lost
             raise
-        pool.shutdown(wait=True)
         self.checkpoint()
 
     def record_config(self) -> None:

@@ -22,36 +22,24 @@ agreement between measurers, for one run (``instrument.json``).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_text
 from t2ibias.core.fingerprint import file_sha256
-from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE
-from t2ibias.models.clip_zeroshot import ABSTAIN
+from t2ibias.core.files import json_safe
+from t2ibias.core.vocab import ABSTAIN, PERSON_ATTRIBUTE
 from t2ibias.store.rundir import AUDIT_FILE, RunDir
 
 N_BOOT = 1000
 SCHEMA = "t2ibias-instrument/1"
 
 
-def _finite(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(float(v)) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
-
-
 def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: _finite(v) for k, v in r.items()} for r in rows]
+    return [json_safe(r) for r in rows]
 
 
 def audit_to_attach(source: str | Path, attached_by: str, **more: str) -> dict[str, Any]:

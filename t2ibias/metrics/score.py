@@ -24,8 +24,10 @@ from scipy import stats
 from t2ibias.core.version import __version__
 from t2ibias.core.csvsafe import frame_to_csv
 from t2ibias.core.errors import UserError
-from t2ibias.models.classifier_spec import PERSON_ATTRIBUTE, ClassifierSpec
-from t2ibias.models.clip_zeroshot import ABSTAIN
+from t2ibias.core.files import json_safe
+from t2ibias.core.rows import ROW_KEYS
+from t2ibias.core.vocab import ABSTAIN, PERSON_ATTRIBUTE
+from t2ibias.models.classifier_spec import ClassifierSpec
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
 from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
@@ -51,8 +53,6 @@ N_RESAMPLES = 1000
 #: Prompt-record columns the metrics are also split by (besides each prompt and all prompts).
 GROUP_COLUMNS = ("family", "subject", "template_id", "intervention")
 CONFIDENCE = 0.95
-ROW_KEYS = ("metric", "axis", "group_by", "group", "label", "value", "ci_low", "ci_high", "n", "higher_is_better", "note",
-            "aggregate", "method", "p_value", "q_value")
 
 #: Definition, direction and interval of every metric in metrics.json: the run metrics of the
 #: metric registry (:mod:`t2ibias.metrics.registry`), in its order.
@@ -523,10 +523,6 @@ def _location_rows(run: RunDir, labels: pd.DataFrame) -> list[dict[str, Any]]:
     return location_rows(prompts, keys_by_prompt, vectors, N_RESAMPLES, CONFIDENCE, int(run.spec.get("base_seed", 0)))
 
 
-def _json_safe(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def _complete(row: dict[str, Any]) -> dict[str, Any]:
     """A row of another module (location distances) in the full row schema."""
     out = {k: row.get(k) for k in ROW_KEYS}
@@ -589,7 +585,7 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
         "bootstrap": {"n_resamples": N_RESAMPLES, "confidence": confidence, "seed": int(spec.get("base_seed", 0)),
                       "resampling": "location distances only: images within a prompt; prompts for all prompts"},
         "metrics": METRIC_INFO,
-        "rows": [{k: _json_safe(r[k]) for k in ROW_KEYS} for r in rows],
+        "rows": [{k: json_safe(r[k]) for k in ROW_KEYS} for r in rows],
     }
     atomic_write_text(run.file(METRICS_FILE), json.dumps(doc, indent=1, allow_nan=False) + "\n")
     atomic_write_text(run.file("metrics.csv"), frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))

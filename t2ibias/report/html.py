@@ -27,13 +27,13 @@ from t2ibias.core.errors import UserError
 from t2ibias.store.image_store import confined_path
 from t2ibias.store.rundir import IMAGE_LABELS_FILE, METRICS_FILE, PROMPTS_FILE, WRITTEN_BY, RunDir
 from t2ibias.core.files import atomic_write_text
+from t2ibias.core.fmt import MISSING, as_float, fmt_estimate
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
 #: Thumbnails shown per prompt, and in the whole report: a 200k-image sweep stays a page, not a gigabyte.
 THUMBS_PER_PROMPT = 8
 MAX_THUMBNAILS = 2000
-MISSING = "—"
 BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
 INTEGER_METRICS = {"count"}
 METRIC_ORDER = ("proportion", "count", "total_variation_uniform", "normalized_entropy")
@@ -52,36 +52,6 @@ LABEL_COLUMNS = ("key", "attribute", "label")
 
 # --------------------------------------------------------------------------- numbers
 
-
-def _num(x: Any) -> float:
-    """``x`` as a float; NaN for None, NaN and anything unparseable."""
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def fmt_estimate(value: Any, ci_low: Any = None, ci_high: Any = None, n: Any = None,
-                 digits: int = 2) -> str:
-    """One estimate as ``0.62 [0.41, 0.80] n=8``; ``—`` when the value is missing or NaN.
-
-    The interval is shown only when both ends are finite, ``n`` only when it is a number.
-    """
-    v = _num(value)
-    if not math.isfinite(v):
-        return MISSING
-    if digits > 0 and 0 < abs(v) < 0.05:  # small values (distances, divergences) keep 2 significant digits
-        digits = max(digits, 1 - math.floor(math.log10(abs(v))))
-    text = f"{v:.{digits}f}"
-    lo, hi = _num(ci_low), _num(ci_high)
-    if math.isfinite(lo) and math.isfinite(hi):
-        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-    k = _num(n)
-    if math.isfinite(k):
-        text += f" n={int(k)}"
-    return text
-
-
 def _cell(row: dict, with_n: bool = True) -> dict:
     """A metric row as ``{text, note, missing}``; the note explains a ``—``."""
     metric = row.get("metric")
@@ -91,7 +61,7 @@ def _cell(row: dict, with_n: bool = True) -> dict:
     note = str(row.get("note") or "")
     if text == MISSING and not note:
         note = "no value"
-    q = _num(row.get("q_value"))
+    q = as_float(row.get("q_value"))
     if math.isfinite(q):
         note = "; ".join(x for x in (note, f"q = {q:.2g}" + (" (significant)" if q < 0.05 else "")) if x)
     method = str(row.get("method") or "")
@@ -293,7 +263,7 @@ class _Tables:
         present = {lab for _, lab in cells if lab is not None}
         shares = [(lab, cells[("proportion", lab)]) for lab in self.labels.get(axis, [])
                   if ("proportion", lab) in cells]
-        ns = {_num(r.get("n")) for _, r in shares}
+        ns = {as_float(r.get("n")) for _, r in shares}
         n_all = next(iter(ns)) if len(ns) == 1 else math.nan
         return {
             "axis": axis,
@@ -319,7 +289,7 @@ def _caption(rec: dict, labels: list[dict], axes: list[str]) -> tuple[str, str]:
         return status, "\n".join(title)
     labels = sorted(labels, key=lambda x: axes.index(x["attribute"]) if x["attribute"] in axes else len(axes))
     for x in labels:
-        score, faces = _num(x.get("score")), _num(x.get("n_faces"))
+        score, faces = as_float(x.get("score")), as_float(x.get("n_faces"))
         extra = [f"score {score:.2f}" if math.isfinite(score) else None, x.get("person_source") or None,
                  f"{int(faces)} face(s)" if math.isfinite(faces) else None]
         title.append(f"{x['attribute']}: {x['label']} ({', '.join(e for e in extra if e)})")
@@ -342,7 +312,7 @@ def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumb
 
 
 def _index(rec: dict) -> tuple[float, str]:
-    i = _num(rec.get("image_index"))
+    i = as_float(rec.get("image_index"))
     return (i if math.isfinite(i) else math.inf, str(rec.get("key")))
 
 
@@ -461,7 +431,7 @@ def _instrument_context(doc: Any, classifier_id: Any) -> dict:
         rows = []
         for attr, a in (audit.get("attributes") or {}).items():
             worst, best = a.get("worst_group") or {}, a.get("best_group") or {}
-            gap = _num(best.get("value")) - _num(worst.get("value"))
+            gap = as_float(best.get("value")) - as_float(worst.get("value"))
             rows.append({
                 "attribute": attr, "accuracy": _pct(a.get("accuracy")), "abstain": _pct(a.get("abstain_rate")),
                 "ece": _pct(a.get("ece")), "within_range": _pct(a.get("within_range")) if a.get("within_range") else None,
