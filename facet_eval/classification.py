@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import FacetData, canonical_class, single_person_mask
-from facet_eval.disaggregate import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, check_confidence, rows_from_values
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT, SIGNIFICANT_Q, GroupedEvaluator, rows_from_values
 from facet_eval.groups import group_membership, intersect
 from facet_eval.tasks import RunOptions, Say, Task, register_task
 from t2ibias.core.errors import UserError
@@ -246,19 +246,11 @@ def evaluate_classification(
     return evaluator.evaluate()
 
 
-class ClassificationEvaluator:
+class ClassificationEvaluator(GroupedEvaluator):
     """Person classification with detectron2's evaluator protocol: :meth:`process` takes
     predictions (person_id → class) for any set of people, each person at most once;
     :meth:`evaluate` scores every single-person person (one without a prediction counts as
     wrong) and returns the rows of :func:`facet_eval.disaggregate.rows_from_values`."""
-
-    def __init__(self, data: FacetData, intersections: Iterable[tuple[str, str]] = (), n_boot: int = N_BOOT,
-                 seed: int = 0, per_class: bool = True, confidence: float = CONFIDENCE) -> None:
-        self.data = data
-        self.intersections = list(intersections)
-        self.n_boot, self.seed, self.per_class = n_boot, seed, per_class
-        self.confidence = check_confidence(confidence)
-        self.reset()
 
     def reset(self) -> None:
         self._predictions: dict[int, str] = {}

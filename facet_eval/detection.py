@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from facet_eval.data import MAX_DETS, FacetData
-from facet_eval.disaggregate import CONFIDENCE, N_BOOT, check_confidence, rows_from_values
+from facet_eval.disaggregate import CONFIDENCE, N_BOOT, GroupedEvaluator, rows_from_values
 from facet_eval.tasks import RunOptions, Say, Task, register_task
 from t2ibias.core.errors import UserError
 from t2ibias.core.progress import Bars, done_of_total, quiet
@@ -153,20 +153,12 @@ def match_annotations(images: list[dict[str, Any]], gts: list[dict[str, Any]], d
 
 
 # ---------------------------------------------------------------- rows
-class DetectionEvaluator:
+class DetectionEvaluator(GroupedEvaluator):
     """Person detection with detectron2's evaluator protocol: :meth:`process` collects COCO results
     (validated, as :func:`load_predictions` gives them) of any set of images, :meth:`evaluate`
     matches all of them to the people once and returns the rows of :func:`rows_from_matches`."""
 
     task = "detection"
-
-    def __init__(self, data: FacetData, intersections: Iterable[tuple[str, str]] = (), n_boot: int = N_BOOT,
-                 seed: int = 0, per_class: bool = True, confidence: float = CONFIDENCE) -> None:
-        self.data = data
-        self.intersections = list(intersections)
-        self.n_boot, self.seed, self.per_class = n_boot, seed, per_class
-        self.confidence = check_confidence(confidence)
-        self.reset()
 
     def reset(self) -> None:
         self._predictions: list[dict[str, Any]] = []

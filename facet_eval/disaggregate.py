@@ -72,6 +72,23 @@ def check_confidence(confidence: float) -> float:
     return float(confidence)
 
 
+class GroupedEvaluator:
+    """What every FACET evaluator keeps between ``reset()``, ``process(...)`` and ``evaluate()``:
+    the release, the group intersections to add, and the bootstrap settings of its rows.
+    Subclasses hold their predictions (``reset``) and score them (``evaluate``)."""
+
+    def __init__(self, data: FacetData, intersections: Iterable[tuple[str, str]] = (), n_boot: int = N_BOOT,
+                 seed: int = 0, per_class: bool = True, confidence: float = CONFIDENCE) -> None:
+        self.data = data
+        self.intersections = list(intersections)
+        self.n_boot, self.seed, self.per_class = n_boot, seed, per_class
+        self.confidence = check_confidence(confidence)
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
 # ---------------------------------------------------------------- groups
 @dataclass
 class _Layout:
