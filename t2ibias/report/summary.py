@@ -3,23 +3,21 @@ its ``metrics.json`` (like the HTML report, it recomputes nothing)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from t2ibias.core.fmt import MISSING, fmt_estimate
 from t2ibias.store.rundir import RunDir
 
 
 def _fmt(row: dict | None) -> str:
-    if row is None or row["value"] is None or (isinstance(row["value"], float) and math.isnan(row["value"])):
-        return "—"
-    v, lo, hi = row["value"], row.get("ci_low"), row.get("ci_high")
-    if lo is None or hi is None:
-        return f"{v:.2f}"
-    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+    """A row's value and interval with two decimals, as the terminal shows them (``—`` when missing)."""
+    if row is None:
+        return MISSING
+    return fmt_estimate(row.get("value"), row.get("ci_low"), row.get("ci_high"), digits=2, small=False)
 
 
 def print_summary(run_dir: Path, out: Console, err: Console) -> None:
