@@ -486,12 +486,12 @@ def test_missing_facet_root(tmp_path):
 
 
 def test_clip_predictor_end_to_end(tmp_path, audited, one_torch_thread):
-    from t2ibias.measure.predictors import ClipPredictor
+    from t2ibias.measure.measurers import resolve_measurer
     from t2ibias.models.classifier_spec import resolve_classifier_spec
 
     spec = resolve_classifier_spec("tiny-random-clip")
-    predictor = ClipPredictor(spec, "cpu")
-    result = run_audit(predictor, audited[0], tmp_path, classifier_id=predictor.id, fingerprint=predictor.fingerprint,
+    predictor = resolve_measurer("tiny-random-clip", "cpu")
+    result = run_audit(predictor, audited[0], tmp_path, classifier_id=predictor.id, fingerprint=predictor.fingerprint(),
                        limit=12, n_boot=5)  # default engine: fairlearn MetricFrame bootstrap
     assert {"gender_presentation", "age_group"} <= set(result["attributes"]) <= set(FACET_ATTRIBUTES)
     g = load_audit(tmp_path / "audit.json")["attributes"]["gender_presentation"]

@@ -14,8 +14,8 @@ CSVs) and :mod:`.run` (the whole audit); :mod:`t2ibias.report.audit_html` draws 
 """
 
 from t2ibias.store.audit_file import SCHEMA, load_audit
-from t2ibias.measure.predictors import ClipPredictor, Predictor
+from t2ibias.measure.predictors import Predictor
 from t2ibias.audit.options import AuditOptions
 from t2ibias.audit.run import run_audit
 
-__all__ = ["SCHEMA", "AuditOptions", "ClipPredictor", "Predictor", "load_audit", "run_audit"]
+__all__ = ["SCHEMA", "AuditOptions", "Predictor", "load_audit", "run_audit"]

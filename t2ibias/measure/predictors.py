@@ -1,4 +1,5 @@
-"""What the audit asks a classifier: the :class:`Predictor` protocol, and CLIP configs as predictors.
+"""What the audit asks a classifier: the :class:`Predictor` protocol (every registered measurer of
+:mod:`t2ibias.measure.measurers`, the CLIP classifier included, is one).
 
 A predictor maps a batch of PIL crops to one dict per crop, attribute → a prediction with
 ``label`` (``abstain`` when it declines), and optionally ``top_label`` (the best label even when
@@ -19,21 +20,6 @@ class Predictor(Protocol):
     """Anything that answers a batch of crops with one dict per crop (see the module docstring)."""
 
     def measure(self, crops: list[Any]) -> list[dict[str, Any]]: ...
-
-
-class ClipPredictor:
-    """A CLIP zero-shot classifier spec as a predictor: ``measure(crops)`` classifies PIL crops."""
-
-    def __init__(self, spec: Any, device: str = "cpu") -> None:
-        from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
-
-        self.spec = spec
-        self.id = spec.id
-        self.fingerprint = spec.fingerprint()
-        self.classifier = CLIPAttributeClassifier(spec, device)
-
-    def measure(self, crops: list[Any]) -> list[dict[str, Any]]:
-        return self.classifier.classify(crops)
 
 
 #: the fields of an attribute a predictor gave no answer for: an abstention without a score
