@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -110,12 +112,27 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def captured(*args: str) -> subprocess.CompletedProcess:
+    """``t2ibias ARGS`` through the console entry point in this process, its output captured
+    without capsys (which module-scoped fixtures cannot use); returned as a subprocess would be."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setattr(sys, "argv", ["t2ibias", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(["t2ibias", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, t2ibias_cache) -> tuple[Path, subprocess.CompletedProcess]:
-    """One uninterrupted ``t2ibias sweep`` of every demo prompt × 2 seeds on tiny-random-sd."""
+def swept(tmp_path_factory, t2ibias_cache, one_torch_thread) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted ``t2ibias sweep`` of every demo prompt × 2 seeds on tiny-random-sd, in this
+    process (one torch thread, as the subprocesses that compare their images with it run)."""
     root = tmp_path_factory.mktemp("cli")
     run_dir = root / "reference"
-    proc = t2ibias(*SWEEP, "--out", str(run_dir), cwd=root)
+    proc = captured(*SWEEP, "--out", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir, proc
 
@@ -159,6 +176,7 @@ def test_sweep_writes_every_stage_output_and_prints_a_summary(swept):
 # -- resume ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real process killed mid-run (about 15 s); CI runs it with -m slow
 def test_sigkill_mid_sweep_then_resume_matches_an_uninterrupted_run(swept, tmp_path, monkeypatch, capsys):
     reference, _ = swept
     run_dir = tmp_path / "killed"
@@ -227,12 +245,12 @@ def test_generate_remakes_a_corrupt_and_a_deleted_image_with_their_original_byte
 # -- another spec in --out -------------------------------------------------------------------
 
 
-def test_out_holding_another_spec_is_refused_and_left_untouched(swept, tmp_path):
+def test_out_holding_another_spec_is_refused_and_left_untouched(swept, tmp_path, monkeypatch, capsys):
     run_dir = copy_run(swept[0], tmp_path / "run")
     before = listing(run_dir)
-    proc = t2ibias("sweep", "--model", "tiny-random-sd", "--prompts", "demo", "--seeds", "3", "--device", "cpu",
-                   "--out", str(run_dir), cwd=tmp_path)
-    line = error_line(proc.returncode, proc.stderr)
+    code, _, err = in_process(monkeypatch, capsys, "sweep", "--model", "tiny-random-sd", "--prompts", "demo",
+                              "--seeds", "3", "--device", "cpu", "--out", str(run_dir))
+    line = error_line(code, err)
     assert str(run_dir) in line and "--force" in line
     assert listing(run_dir) == before
 
@@ -268,9 +286,9 @@ def test_force_starts_another_spec_over(swept, tmp_path, monkeypatch, capsys):
     ],
     ids=["model", "prompt-set", "classifier"],
 )
-def test_unknown_ids_exit_2_with_one_error_line(args, needles, tmp_path):
-    proc = t2ibias("sweep", *args, "--out", str(tmp_path / "run"), cwd=tmp_path)
-    line = error_line(proc.returncode, proc.stderr)
+def test_unknown_ids_exit_2_with_one_error_line(args, needles, tmp_path, monkeypatch, capsys):
+    code, _, err = in_process(monkeypatch, capsys, "sweep", *args, "--out", str(tmp_path / "run"))
+    line = error_line(code, err)
     for needle in needles:
         assert needle in line
     assert not (tmp_path / "run").exists()
@@ -306,6 +324,9 @@ def test_prompt_file_problem_names_its_exact_line(tmp_path, monkeypatch, capsys)
     assert f"{path}:{n + 2}: " in line and "colour" in line
 
 
+# a subprocess, for its own empty HF_HOME (read when huggingface_hub is imported); about 10 s, so in CI's
+# -m slow run; test_run_integrity's missing-weights test covers the same line in the default run
+@pytest.mark.slow
 def test_missing_hub_weights_say_so_and_suggest_a_local_folder(tmp_path):
     empty_hub = tmp_path / "hf"
     empty_hub.mkdir()
@@ -379,15 +400,17 @@ def test_ls_prompts_json_in_a_subprocess(tmp_path):
     assert (demo["n_subjects"], demo["n_records"]) == (6, 10)
 
 
-def test_validate_accepts_the_demo_set_and_rejects_a_broken_copy(tmp_path):
-    proc = t2ibias("validate", "prompts/demo.yaml", cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert "demo" in proc.stdout
+def test_validate_accepts_the_demo_set_and_rejects_a_broken_copy(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    code, out, err = in_process(monkeypatch, capsys, "validate", "prompts/demo.yaml")
+    assert code == 0, err
+    assert "demo" in out
     path, _ = broken_prompt_file(tmp_path)
-    proc = t2ibias("validate", str(path), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert re.search(rf"{re.escape(str(path))}:\d+: ", proc.stderr.replace("\n", "")), proc.stderr
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process(monkeypatch, capsys, "validate", str(path))
+    assert code == 2
+    assert "Traceback" not in err
+    assert re.search(rf"{re.escape(str(path))}:\d+: ", err.replace("\n", "")), err
 
 
 def test_help_exits_0(tmp_path, monkeypatch, capsys):

@@ -528,6 +528,12 @@ def prepared(tmp_path_factory, t2ibias_cache) -> dict[str, Path]:
     return {"root": tmp_path_factory.mktemp("hostile-fixtures")}
 
 
+@pytest.fixture(scope="module")
+def pristine_corpus() -> dict[str, str]:
+    """The hostile corpus as checked in, hashed once: every case must leave it exactly so."""
+    return _snapshot(HOSTILE)
+
+
 def _in_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[int | str, str, str]:
     """Run ``t2ibias``/``facet-eval`` ARGS through its console entry point, capturing output."""
     import contextlib
@@ -732,12 +738,12 @@ def _run_subprocess(argv: list[str], env: dict[str, str]) -> tuple[int | str, st
 
 
 @pytest.mark.parametrize("case", _params())
-def test_hostile_input_is_one_clean_error(case: Case, prepared, tmp_path, monkeypatch, one_torch_thread):
+def test_hostile_input_is_one_clean_error(case: Case, prepared, pristine_corpus, tmp_path, monkeypatch, one_torch_thread):
     tmp = tmp_path / "case"
     tmp.mkdir()
     _materialize(case, tmp, prepared)
     argv = shlex.split(case.argv.format(tmp=tmp, h=HOSTILE))
-    before, corpus_before = _snapshot(tmp), _snapshot(HOSTILE)
+    before = _snapshot(tmp)
     env = {k: v.format(tmp=tmp, h=HOSTILE) for k, v in case.env.items()}
     monkeypatch.chdir(tmp_path)
     if case.slow:
@@ -755,7 +761,7 @@ def test_hostile_input_is_one_clean_error(case: Case, prepared, tmp_path, monkey
     for needle in case.expect:
         assert needle in lines[0], f"{needle!r} not in the error line\n{shown}"
     assert _snapshot(tmp) == before, f"files changed\n{shown}"
-    assert _snapshot(HOSTILE) == corpus_before
+    assert _snapshot(HOSTILE) == pristine_corpus
 
 
 def test_case_ids_are_unique():
