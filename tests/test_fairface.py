@@ -24,7 +24,7 @@ from t2ibias.measure.fairface import (
     fairface_rows,
     read_fairface_csv,
 )
-from t2ibias.measure.table import COLUMNS
+from t2ibias.store.rundir import COLUMNS
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

@@ -437,7 +437,7 @@ def _default_measurer() -> str:
 
 def test_second_measure_reuses_the_cache(measured):
     from t2ibias.store.rundir import MEASUREMENTS_FILE
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
 
     run, _, first, second, data = measured
     assert first["measured"] == 2 and first["cached"] == 0
@@ -449,7 +449,7 @@ def test_second_measure_reuses_the_cache(measured):
 
 
 def test_measurements_have_one_image_row_per_attribute_per_image(measured, tiny_spec):
-    from t2ibias.measure.table import COLUMNS, read_measurements
+    from t2ibias.store.rundir import COLUMNS, read_measurements
     from t2ibias.store.image_store import ImageStore
 
     run = measured[0]
@@ -472,7 +472,7 @@ def test_measurements_have_one_image_row_per_attribute_per_image(measured, tiny_
 
 
 def test_the_astronaut_image_gets_a_face_row_with_its_box(measured, tiny_spec):
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
 
     run, face_key = measured[:2]
     meas = read_measurements(run)
@@ -506,7 +506,7 @@ def test_another_classifier_measures_again_and_keeps_old_rows(measured, tmp_path
     import shutil
 
     from t2ibias.measure.stage import measure_stage
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
 
     run = tmp_path / "copy"
     shutil.copytree(measured[0], run)
@@ -542,7 +542,7 @@ def test_classifier_weights_are_checked_before_a_sweep_generates(tmp_path, monke
 
 
 def test_measure_keeps_one_unit_length_embedding_per_image(measured):
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
     from t2ibias.store.rundir import EMBEDDINGS_FILE
 
     run = measured[0]
@@ -557,7 +557,7 @@ def test_a_crash_between_the_two_writes_remeasures_without_duplicates(tiny_run, 
     import shutil
 
     from t2ibias.measure.stage import measure_stage
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
     from t2ibias.store.rundir import EMBEDDINGS_FILE
 
     run = tmp_path / "run"
@@ -802,7 +802,7 @@ def test_person_gate_measures_people_and_is_recorded_for_score(measured, tiny_yo
     from t2ibias.measure.gate import PersonFaceGate, YoloPersonGate
     from t2ibias.store.rundir import MEASURE_FILE
     from t2ibias.measure.stage import measure_stage, measurer_fingerprint
-    from t2ibias.measure.table import read_measurements, read_measurers
+    from t2ibias.store.rundir import read_measurements, read_measurers
     from t2ibias.metrics.score import image_labels
     from t2ibias.store.rundir import RunDir
 
@@ -893,7 +893,7 @@ def test_extra_measurers_run_on_every_face_crop_under_their_own_fingerprint(meas
     from t2ibias.measure.gate import PersonFaceGate
     from t2ibias.store.rundir import MEASUREMENTS_FILE
     from t2ibias.measure.stage import crop_measurer_fingerprint, measure_stage
-    from t2ibias.measure.table import read_measurements, read_measurers
+    from t2ibias.store.rundir import read_measurements, read_measurers
 
     run = _copy(measured[0], tmp_path)
     face_key = measured[1]
@@ -934,7 +934,8 @@ def test_extra_measurers_run_on_every_face_crop_under_their_own_fingerprint(meas
 
 
 def test_append_measurements_merges_rows_atomically_and_records_the_measurer(measured, tmp_path):
-    from t2ibias.measure.table import COLUMNS, append_measurements, read_measurements, read_measurers
+    from t2ibias.store.rundir import COLUMNS, read_measurements, read_measurers
+    from t2ibias.measure.table import append_measurements
     from t2ibias.store.rundir import MEASUREMENTS_FILE
 
     run = _copy(measured[0], tmp_path)
@@ -972,7 +973,7 @@ def test_append_measurements_merges_rows_atomically_and_records_the_measurer(mea
 def test_an_unreadable_image_is_named_after_the_rest_is_checkpointed(measured, tmp_path):
     from t2ibias.store.rundir import MEASUREMENTS_FILE
     from t2ibias.measure.stage import measure_stage
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
     from t2ibias.store.image_store import ImageStore
 
     run = _copy(measured[0], tmp_path)
@@ -993,7 +994,7 @@ def test_an_unreadable_image_is_named_after_the_rest_is_checkpointed(measured, t
 def test_zero_size_crops_are_skipped(measured, tmp_path, monkeypatch):
     from t2ibias.store.rundir import MEASUREMENTS_FILE
     from t2ibias.measure.stage import measure_stage
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
 
     run = _copy(measured[0], tmp_path)
     (run / MEASUREMENTS_FILE).unlink()

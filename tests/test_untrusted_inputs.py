@@ -259,7 +259,7 @@ def test_manifest_path_outside_the_run(small_run, tmp_path, monkeypatch, capsys,
     code, _, err = in_process(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu")
     line = error_line(code, err)
     assert key in line and "field path" in line
-    from t2ibias.measure.table import read_measurements
+    from t2ibias.store.rundir import read_measurements
 
     assert key not in set(read_measurements(run_dir)["key"])  # the file outside was never measured
     assert (run_dir / "manifest-0.jsonl").read_bytes() == before["manifest-0.jsonl"]

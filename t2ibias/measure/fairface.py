@@ -263,7 +263,7 @@ def fairface_rows(df: pd.DataFrame, image_keys: dict[str, str], measurer: str) -
     it), ``gender_presentation``, ``age_fairface``, ``age_group``; no abstention (label = top label).
     Faces of images that are not in the run raise :class:`UserError`.
     """
-    from t2ibias.measure.table import COLUMNS
+    from t2ibias.store.rundir import COLUMNS
 
     source = df.attrs.get("source", "FairFace CSV")
     unknown = df[~df["image_stem"].isin(image_keys)] if len(df) else df

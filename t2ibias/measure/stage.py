@@ -33,21 +33,20 @@ from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_sp
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
 from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
 from t2ibias.measure.measurers import Measurer
-from t2ibias.store.rundir import RunDir
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
 from t2ibias.store.lock import RunLock
-from t2ibias.measure.table import (
+from t2ibias.measure.table import UNITS, record_measurers, write_tables
+from t2ibias.store.rundir import (
     COLUMNS,
     EMBEDDING_COLUMNS,
-    UNITS,
+    EMBEDDINGS_FILE,
+    MEASURE_FILE,
+    RunDir,
     read_json,
     read_measurements,
     read_measurers,
-    record_measurers,
-    write_tables,
 )
-from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE
 
 CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
 

@@ -16,18 +16,7 @@ from t2ibias.core.errors import UserError
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 from t2ibias.store.image_store import ImageStore
 from t2ibias.store.lock import RunLock
-from t2ibias.store.rundir import (  # noqa: F401  (the readers are also used from here)
-    COLUMNS,
-    EMBEDDING_COLUMNS,
-    EMBEDDINGS_FILE,
-    MEASURE_FILE,
-    MEASUREMENTS_FILE,
-    MEASURERS_FILE,
-    read_json,
-    read_measure_config,
-    read_measurements,
-    read_measurers,
-)
+from t2ibias.store.rundir import COLUMNS, EMBEDDINGS_FILE, MEASUREMENTS_FILE, MEASURERS_FILE, read_measurements, read_measurers
 
 _ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
 #: A row's unit: the whole image (face_index -1), the i-th person or the i-th face (largest first).
