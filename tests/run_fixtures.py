@@ -35,3 +35,20 @@ def make_face_run(run: Path) -> tuple[Path, str]:
         fh.write(json.dumps(fixed, sort_keys=True) + "\n")
     assert ImageStore(run).is_intact(fixed)
     return run, key
+
+
+def audit_doc(counts: list[list[int]], classifier_id: str = "x", classifier_fingerprint: str = "not-this-one") -> dict:
+    """An audit.json of `t2ibias audit` shape for a two-label gender_presentation classifier whose
+    confusion rows for masc and fem are ``counts`` (predicted masc, fem, abstain)."""
+    import numpy as np
+
+    from t2ibias.store.audit_file import SCHEMA
+
+    return {"schema": SCHEMA, "classifier": {"id": classifier_id, "fingerprint": classifier_fingerprint},
+            "facet": {"n_audited": int(np.sum(counts))},
+            "attributes": {"gender_presentation": {
+                "facet_attribute": "gender_presentation", "labels": ["masc", "fem"],
+                "true_classes": ["masc", "fem", "non_binary", "na"],
+                "confusion": {"true": ["masc", "fem", "non_binary", "na"], "pred": ["masc", "fem", "abstain"],
+                              "counts": counts + [[0, 0, 0], [0, 0, 0]]},
+                "accuracy": {"value": 0.85, "n": 40, "ci_low": 0.7, "ci_high": 0.95}, "by_group": []}}}

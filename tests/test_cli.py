@@ -58,14 +58,20 @@ def t2ibias(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProc
     )
 
 
+def _exit_code(*args: str) -> int:
+    """The exit status of ``t2ibias ARGS`` through the console entry point, in this process."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["t2ibias", *args])
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
 def in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """``t2ibias ARGS`` through the console entry point, in this process (no import cost)."""
-    monkeypatch.setattr(sys, "argv", ["t2ibias", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    code = _exit_code(*args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -116,13 +122,8 @@ def captured(*args: str) -> subprocess.CompletedProcess:
     """``t2ibias ARGS`` through the console entry point in this process, its output captured
     without capsys (which module-scoped fixtures cannot use); returned as a subprocess would be."""
     out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        mp.setattr(sys, "argv", ["t2ibias", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _exit_code(*args)
     return subprocess.CompletedProcess(["t2ibias", *args], code, out.getvalue(), err.getvalue())
 
 

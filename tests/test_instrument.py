@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from t2ibias.measure.fairface import AGE_BINS, CSV_COLUMNS
+from tests.run_fixtures import audit_doc
 from t2ibias.metrics.correction import corrected_proportions
 from tests.test_cli import in_process as cli
 
@@ -78,7 +79,7 @@ def test_fairface_csv_import_and_agreement(run, monkeypatch, capsys, tmp_path, o
     code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
     assert code == 0, err
     assert "imported 1 FairFace faces" in err
-    from t2ibias.measure.table import read_measurements, read_measurers
+    from t2ibias.store.rundir import read_measurements, read_measurers
 
     info = {fp: m for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv"}
     assert len(info) == 1
@@ -108,7 +109,7 @@ def test_fairface_csv_without_race4_columns_is_imported(run, monkeypatch, capsys
     code, _, err = cli(monkeypatch, capsys, "measure", str(run_dir), "--device", "cpu", "--fairface", str(csv))
     assert code == 0, err
     assert "imported 1 FairFace faces" in err
-    from t2ibias.measure.table import read_measurements, read_measurers
+    from t2ibias.store.rundir import read_measurements, read_measurers
 
     fp, info = next((fp, m) for fp, m in read_measurers(run_dir).items() if m.get("id") == "fairface-csv")
     assert info["attributes"] == ["race", "gender_presentation", "age_fairface", "age_group"]
@@ -139,16 +140,7 @@ def test_unknown_second_measurer_is_refused(run, monkeypatch, capsys):
 
 
 def _audit_file(path: Path, counts: list[list[int]]) -> Path:
-    from t2ibias.store.audit_file import SCHEMA
-
-    doc = {"schema": SCHEMA, "classifier": {"id": "x", "fingerprint": "not-this-one"},
-           "facet": {"n_audited": int(np.sum(counts))},
-           "attributes": {"gender_presentation": {
-               "facet_attribute": "gender_presentation", "labels": ["masc", "fem"],
-               "true_classes": ["masc", "fem", "non_binary", "na"],
-               "confusion": {"true": ["masc", "fem", "non_binary", "na"], "pred": ["masc", "fem", "abstain"],
-                             "counts": counts + [[0, 0, 0], [0, 0, 0]]},
-               "accuracy": {"value": 0.85, "n": 40, "ci_low": 0.7, "ci_high": 0.95}, "by_group": []}}}
+    doc = audit_doc(counts)
     path.write_text(json.dumps(doc))
     return path
 

@@ -10,13 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from t2ibias.core.errors import UserError
 from t2ibias.models.classifier_spec import CLASSIFIER_DIR, CLASSIFIERS, load_classifier_spec_file
 from t2ibias.store.rundir import RunDir
 from tests.test_cli import error_line, in_process
+from tests.run_fixtures import audit_doc
 from tests.test_run_integrity import SWEEP, copy_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,17 +37,7 @@ SCORED = ("image_labels.parquet", "metrics.json", "metrics.csv", "instrument.jso
 
 
 def _audit_doc(classifier_fingerprint: str, counts: list[list[int]]) -> dict:
-    """An audit.json of `t2ibias audit` shape for a two-label gender_presentation classifier."""
-    from t2ibias.store.audit_file import SCHEMA
-
-    return {"schema": SCHEMA, "classifier": {"id": "my-clip", "fingerprint": classifier_fingerprint},
-            "facet": {"n_audited": int(np.sum(counts))},
-            "attributes": {"gender_presentation": {
-                "facet_attribute": "gender_presentation", "labels": ["masc", "fem"],
-                "true_classes": ["masc", "fem", "non_binary", "na"],
-                "confusion": {"true": ["masc", "fem", "non_binary", "na"], "pred": ["masc", "fem", "abstain"],
-                              "counts": counts + [[0, 0, 0], [0, 0, 0]]},
-                "accuracy": {"value": 0.85, "n": 40, "ci_low": 0.7, "ci_high": 0.95}, "by_group": []}}}
+    return audit_doc(counts, "my-clip", classifier_fingerprint)
 
 
 @pytest.fixture(scope="module")
