@@ -38,10 +38,6 @@ N_BOOT = 1000
 SCHEMA = "t2ibias-instrument/1"
 
 
-def _clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [json_safe(r) for r in rows]
-
-
 def audit_to_attach(source: str | Path, attached_by: str, **more: str) -> dict[str, Any]:
     """An audit file (or its folder) read and checked, with the ``provenance`` a run keeps beside
     it: the source file, its sha256 and what attached it (``more`` adds fields). Nothing is written,
@@ -138,7 +134,7 @@ def corrected_rows(labels: pd.DataFrame, prompts: pd.DataFrame, audit: dict[str,
                 rows.append({**base, "label": None, "note": f"not corrected: {exc}"})
                 break  # the same audit problem holds for every grouping
             rows.extend({**base, **r} for r in out)
-    return _clean(rows)
+    return json_safe(rows)
 
 
 def _face_labels(meas: pd.DataFrame, measurer: str, attrs: set[str]) -> pd.DataFrame:
@@ -193,7 +189,7 @@ def agreement_rows(run: RunDir, labels: pd.DataFrame, n_boot: int = N_BOOT, seed
                 rows.append({**base, "group": None, "metric": "kappa", "value": None, "note": str(exc)})
                 continue
             rows.extend({**base, **r} for r in out)
-    return _clean(rows)
+    return json_safe(rows)
 
 
 def instrument_doc(run: RunDir, labels: pd.DataFrame, audit: dict[str, Any] | None = None,
