@@ -252,3 +252,13 @@ def test_a_cpu_measure_records_no_precision(reference):
 
     info = read_measurers(reference)
     assert info and all("precision" not in v for v in info.values())
+
+
+def test_default_workers_are_half_the_cores_from_2_to_8(monkeypatch):
+    from t2ibias.measure import stage
+
+    got = []
+    for cores in (None, 1, 2, 4, 16, 64):
+        monkeypatch.setattr(stage.os, "cpu_count", lambda c=cores: c)
+        got.append(stage.default_workers())
+    assert got == [2, 2, 2, 2, 8, 8]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -57,6 +58,13 @@ from t2ibias.store.rundir import (
 CHECKPOINT_EVERY = 256  # images between part files of a worker
 #: The worker name of the stage's own (in-process) part files.
 LOCAL_WORKER = "local"
+
+
+def default_workers() -> int:
+    """Threads that decode, gate and preprocess ahead of the classifier by default: half the CPU
+    cores, from 2 to 8 (the face gate, PNG decoding and resizing release the GIL; the other half
+    is left to torch and to generation)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
 def clip_precision(device: str) -> str:
@@ -149,7 +157,7 @@ def measure_stage(
     person_detector: str | None = None,
     person_conf: float | None = None,
     extra_measurers: Sequence[Measurer] = (),
-    workers: int = 1,
+    workers: int | None = None,
     fairface_csv: str | Path | None = None,
 ) -> dict[str, int]:
     """Measure every intact image not yet measured by this gate with this classifier (and each of
@@ -158,7 +166,8 @@ def measure_stage(
     ``person_detector`` puts a YOLO person gate in front of the face gate: a local ``.pt`` file or
     an ultralytics release name; ``"none"`` removes it; None keeps the one the run was last
     measured with (none for a new run). ``person_conf`` is its confidence threshold (default
-    0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
+    0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches
+    (default :func:`default_workers`).
     ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first. ``classifier`` (an id
     or YAML file) measures with another classifier than the one the run's spec froze.
 
@@ -168,6 +177,7 @@ def measure_stage(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"workers {workers}: must be at least 1")
     run_dir = Path(run_dir)
