@@ -262,3 +262,18 @@ def test_default_workers_are_half_the_cores_from_2_to_8(monkeypatch):
         monkeypatch.setattr(stage.os, "cpu_count", lambda c=cores: c)
         got.append(stage.default_workers())
     assert got == [2, 2, 2, 2, 8, 8]
+
+
+def test_a_cpu_driver_plans_for_gpu_workers_under_the_float16_measurer(face_run, tmp_path):
+    from t2ibias.core.errors import UserError
+    from t2ibias.measure import stage
+    from t2ibias.store.rundir import read_measurers
+
+    run = tmp_path / "run"
+    shutil.copytree(face_run[0], run)
+    cpu = stage.plan_measure(run, device="cpu")
+    gpu = stage.plan_measure(run, device="cpu", worker_device="cuda")
+    assert gpu.device == "cuda" and gpu.measurer != cpu.measurer and gpu.keys == cpu.keys
+    assert read_measurers(run)[gpu.measurer]["precision"] == "float16"
+    with pytest.raises(UserError, match="worker device 'gpu'"):
+        stage.plan_measure(run, device="cpu", worker_device="gpu")

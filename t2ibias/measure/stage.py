@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -206,7 +207,7 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec:
 
 
 def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, person_detector: str | None,
-              person_conf: float | None, extras: list[Measurer]) -> _MeasureJob:
+              person_conf: float | None, extras: list[Measurer], precision: str | None = None) -> _MeasureJob:
     """The gate and measurers of a pass, with every weight file opened and the stored tables read once
     (a damaged one fails here, before anything is written)."""
     cspec = resolve_classifier_spec(classifier) if classifier else run.classifier
@@ -215,7 +216,7 @@ def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, pe
         person_detector = recorded["weights"]
         person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
     gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
-    job = _MeasureJob(run, gate, cspec, extras, batch_size, clip_precision(dev))
+    job = _MeasureJob(run, gate, cspec, extras, batch_size, clip_precision(dev) if precision is None else precision)
     job.person_detector, job.person_conf = person_detector or "none", 0.25 if person_conf is None else person_conf
     open_measurers(gate, extras, cspec)
     read_measurements(run.path)
@@ -283,16 +284,17 @@ class MeasurePlan:
 
 def plan_measure(run_dir: Path, device: str = "auto", batch_size: int = 16, classifier: str | None = None, *,
                  person_detector: str | None = None, person_conf: float | None = None,
-                 extra_measurers: Sequence[Measurer] = ()) -> MeasurePlan:
+                 extra_measurers: Sequence[Measurer] = (), worker_device: str | None = None) -> MeasurePlan:
     """Driver side of a distributed measure, step 1: open the gate and measurers (bad input fails
     here, nothing written), record them in ``measurers.json``, and list the images still to measure.
 
     The measure stage split for an executor whose workers are other processes or machines sharing
     the run directory: the driver takes the run lock (``RunLock(run_dir, "measure")``) and calls
 
-    1. ``plan = plan_measure(run_dir, device=..., ...)`` with the device the *workers* measure on
-       (``"cuda"`` on GPU workers: it decides the CLIP precision and so the measurer fingerprint),
-       and the same options ``measure_stage`` takes;
+    1. ``plan = plan_measure(run_dir, ..., worker_device="cuda")`` with the options
+       ``measure_stage`` takes; ``device`` is where the driver opens the gate, ``worker_device``
+       (default: the same) where the workers measure: it decides the CLIP precision and so the
+       measurer fingerprint, so a CPU-only driver can plan for GPU workers;
     2. on each worker, ``measure_keys(plan, shard, worker=NAME)`` for a shard of ``plan.keys``
        (any partition; each worker a distinct ``NAME``): it measures what is still unmeasured,
        writes only ``measurements.parts/NAME-<seq>.parquet`` and ``embeddings.parts/NAME-<seq>.parquet``
@@ -310,10 +312,15 @@ def plan_measure(run_dir: Path, device: str = "auto", batch_size: int = 16, clas
 
     run = RunDir(Path(run_dir))
     dev = resolve_device(device)
-    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, list(extra_measurers))
+    if worker_device is None:
+        worker_device = dev
+    elif not re.fullmatch(r"cpu|mps|cuda(:[0-9]+)?", worker_device):
+        raise UserError(f"worker device {worker_device!r}: unknown (use cpu, cuda, cuda:N or mps)")
+    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, list(extra_measurers),
+                    clip_precision(worker_device))
     todo = job.plan()
     record_measurers(run.path, job.info)
-    return MeasurePlan(str(run.path), dev, batch_size, classifier, job.person_detector, job.person_conf,
+    return MeasurePlan(str(run.path), worker_device, batch_size, classifier, job.person_detector, job.person_conf,
                        tuple(extra_measurers), job.measurer, tuple(todo), job.result["cached"], job.config())
 
 
