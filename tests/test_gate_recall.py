@@ -179,3 +179,46 @@ def test_cli_audits_a_registered_gate(tmp_path, monkeypatch, capsys):
     assert "not missing-at-random" in out
     doc = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert doc["gate"]["face_gate"] == {"kind": "white-face"} and doc["settings"]["gate_audited"] == {"kind": "white-face"}
+
+
+@pytest.mark.slow  # makes, measures and scores a run: about 10 s
+def test_the_run_instrument_carries_the_gate_audit_its_warning_and_no_face_rates(tmp_path, one_torch_thread):
+    """A run measured with the Haar gate and scored with an audit of that gate: instrument.json holds
+    the audited rates, says the audit is of the run's gate, carries the warning, and gives each
+    prompt's no-face rate (the run's photo has a face, its random image has none)."""
+    from facet_eval.data import load_facet
+    from run_fixtures import audit_doc, make_face_run
+    from t2ibias.api import open_run
+    from t2ibias.core.files import dumps_strict
+    from t2ibias.audit.gate_recall import gate_recall_audit
+    from t2ibias.measure.gate import HaarFaceGate
+    from t2ibias.measure.stage import measure_stage
+
+    root, found = release(tmp_path / "facet")
+    people = load_facet(root).people
+    hits = np.array([found[int(i)] for i in people["image_id"]])
+    haar = HaarFaceGate()
+    block, _ = gate_recall_audit(people, hits, AuditOptions(n_boot=100, engine="vectorized"), haar)
+    doc = audit_doc([[18, 2, 0], [4, 16, 0]])
+    doc["gate"] = block
+    (tmp_path / "audit.json").write_text(dumps_strict(doc))
+    run_dir, photo = make_face_run(tmp_path / "run")
+    measure_stage(run_dir, device="cpu")
+    open_run(run_dir).score(audit=tmp_path / "audit.json")
+    gate = json.loads((run_dir / "instrument.json").read_text())["gate"]
+    assert gate["matches_run_gate"] is True and gate["run_gate"]["kind"] == "haar"
+    assert gate["audit"]["overall"]["gate_recall"]["value"] == 0.5 and gate["audit"]["n"] == 160
+    assert "not missing-at-random" in gate["warning"]
+    by_prompt = {r["group"]: r for r in gate["no_face_by_prompt"] if r["group_by"] == "prompt_id"}
+    labels = open_run(run_dir).image_labels.drop_duplicates("key").set_index("key")
+    photo_prompt = labels.loc[photo, "prompt_id"]
+    assert by_prompt[photo_prompt]["value"] == 0.0 and by_prompt[photo_prompt]["n"] == 1
+    assert all(r["value"] == 1.0 for p, r in by_prompt.items() if p != photo_prompt)
+    pooled = [r for r in gate["no_face_by_prompt"] if r["group_by"] == "all"][0]
+    assert (pooled["value"], pooled["n"]) == (0.5, 2) and pooled["ci_low"] < 0.5 < pooled["ci_high"]
+    # a later score keeps the run's copy of the audit; without any audit the instrument says what is unchecked
+    open_run(run_dir).score()
+    assert json.loads((run_dir / "instrument.json").read_text())["gate"]["matches_run_gate"] is True
+    (run_dir / "audit.json").unlink()
+    open_run(run_dir).score()
+    assert "no audit of the face gate" in json.loads((run_dir / "instrument.json").read_text())["gate"]["note"]
