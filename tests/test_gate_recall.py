@@ -222,3 +222,24 @@ def test_the_run_instrument_carries_the_gate_audit_its_warning_and_no_face_rates
     (run_dir / "audit.json").unlink()
     open_run(run_dir).score()
     assert "no audit of the face gate" in json.loads((run_dir / "instrument.json").read_text())["gate"]["note"]
+
+
+def test_haar_gate_on_the_astronaut_photo(tmp_path):
+    """The real Haar cascade finds the astronaut's face in her box and nothing on plain grey images."""
+    from skimage import data as skdata
+
+    from t2ibias.measure.gate import HaarFaceGate
+
+    box = [234, 59, 430, 527]  # around her head and shoulders, in FACET's 1000² pixels (files are 512²)
+    people = [person(i, i, box, **{f"gender_presentation_{'masc' if i <= 3 else 'fem'}": 1, "visible_face": 1})
+              for i in range(1, 7)]
+    root = write_facet(tmp_path / "facet", people, list(range(1, 7)))
+    (root / "imgs_1").mkdir()
+    for i in range(1, 7):
+        image = Image.fromarray(skdata.astronaut()) if i <= 3 else Image.new("RGB", (512, 512), (128, 128, 128))
+        image.save(root / "imgs_1" / f"sa_{i}.jpg", quality=95)
+    result = run_audit(AllMasc(), root, tmp_path / "out", classifier_id="all-masc", fingerprint="f",
+                       options=AuditOptions(n_boot=50, engine="vectorized", recall_gate=HaarFaceGate()))
+    g = result["gate"]
+    assert (g["n"], g["n_detected"]) == (6, 3) and g["face_gate"]["kind"] == "haar"
+    assert {k: v["value"] for k, v in rows(g, "gender_presentation").items()} == {"masc": 1.0, "fem": 0.0}
