@@ -103,6 +103,8 @@ def test_gate_recall_per_group_is_known_by_construction(crops, tmp_path):
     result = run_audit(AllMasc(), root, tmp_path / "out", classifier_id="all-masc", fingerprint="f", options=options)
     g = result["gate"]
     assert (g["n"], g["n_detected"], g["n_images"], g["n_not_visible"]) == (160, 80, 160, N_HIDDEN)
+    # face crops ask the gate about everyone; with person crops it runs on the visible faces only
+    assert gate.calls == (160 + N_HIDDEN if crops == "face" else 160)
     overall = g["overall"][METRIC]
     assert overall["value"] == pytest.approx(0.5) and overall["n"] == 160
     assert overall["ci_low"] < 0.5 < overall["ci_high"]
