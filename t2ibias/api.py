@@ -55,6 +55,8 @@ def default_classifier(spec: GeneratorSpec) -> str:
 def default_out_dir(model: str, prompt_sets: Sequence[str]) -> Path:
     """``runs/<model>__<prompt sets>``, as ``t2ibias sweep`` names a run without ``--out``."""
     name = Path(model).name if Path(model).exists() else model
+    if model.startswith("replay:"):
+        name = "replay-" + Path(model[len("replay:"):]).expanduser().resolve().name
     return Path("runs") / f"{name}__{'+'.join(Path(p).stem for p in prompt_sets)}"
 
 
@@ -91,6 +93,16 @@ def plan_run(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: s
 
     name = _model_name(model)
     sets = _names(prompts, "prompts")
+    replay = None
+    if name.startswith("replay:"):  # images made elsewhere: prompts and images from the folder's index
+        from t2ibias.generation.replay import plan_replay
+
+        if pipeline is not None or images is not None or llm or docs:
+            raise UserError(f"model {name}: a replay run takes its images and prompts from the folder's index "
+                            "(drop pipeline, images, llm and docs)")
+        replay = plan_replay(name, sets, "--model" if out_flag == "--out" else "model")
+        seeds = replay.max_images
+        sets = sets or [replay.prompt_sets[0]["id"]]
     if not sets:
         raise UserError("prompts: no prompt set named (pass one or more ids, e.g. prompts='demo'; `t2ibias ls prompts` lists them)")
     if pipeline is not None and images is not None:
@@ -107,6 +119,8 @@ def plan_run(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: s
         from t2ibias.generation.external import image_maker_spec
 
         model_spec, weights = image_maker_spec(name, images, revision)
+    elif replay is not None:
+        model_spec, weights = replay.spec, replay.weights
     out_dir = Path(out) if out is not None else default_out_dir(name, sets)
     check_output_dir(out_dir, out_flag)
     if classifier is None:
@@ -114,7 +128,7 @@ def plan_run(model: Any, prompts: Any, seeds: int, base_seed: int, classifier: s
 
         classifier = default_classifier(model_spec or resolve_generator_spec(name))
     request = SweepRequest(name, sets, seeds, base_seed, classifier, device, limit, not fast_batching, llm, llm_model,
-                           os.fspath(docs) if docs else None, model_spec=model_spec, model_weights=weights)
+                           os.fspath(docs) if docs else None, model_spec=model_spec, model_weights=weights, replay=replay)
     return out_dir, request
 
 
@@ -187,8 +201,11 @@ def sweep(
         model (`str` or `os.PathLike`):
             A generator id (`t2ibias ls models`), a generator YAML file or a local diffusers folder.
             With `pipeline` or `images`, the name the run records for the generator (see there).
+            `"replay:DIR"` measures images made elsewhere, listed by `DIR/index.csv` or `index.jsonl`
+            (`seeds` is then the index's own count per prompt).
         prompts (`str` or `List[str]`, *optional*, defaults to `"demo"`):
-            Prompt set ids (`t2ibias ls prompts`) or YAML files.
+            Prompt set ids (`t2ibias ls prompts`) or YAML files. For `replay:DIR`, the set the
+            index's rows are matched to, or None for the index's own prompts.
         seeds (`int`, *optional*, defaults to 4):
             Images per prompt (seeds 0..N-1 of each prompt).
         base_seed (`int`, *optional*, defaults to 0):
@@ -486,6 +503,10 @@ class Run:
                                     generator=CallableGenerator(images))
         else:
             result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress)
+        if spec["weights"].startswith("replay:"):
+            from t2ibias.generation.replay import note_generate_failures
+
+            note_generate_failures(self._path)  # images whose data failed to decode join replay_problems.json
         if result.all_failed:
             raise GenerationFailed(result, "`run.generate()`")
         return result

@@ -21,6 +21,7 @@ from t2ibias.core.files import atomic_write_text
 from t2ibias.core.fingerprint import fingerprint
 from t2ibias.core.hub import quiet_hub
 from t2ibias.generation.diffusers_adapter import ResolvedWeights, effective_dtype, generator_fingerprint, resolve_weights
+from t2ibias.generation.replay import ReplayPlan
 from t2ibias.models.generator_spec import GeneratorSpec, resolve_generator_spec
 from t2ibias.prompts.augment import fact_augment
 from t2ibias.prompts.bank import expand, resolve_prompt_set
@@ -56,6 +57,8 @@ class SweepRequest:
     #: and weight identity, recorded as given instead of resolving ``model``.
     model_spec: GeneratorSpec | None = None
     model_weights: ResolvedWeights | None = None
+    #: A ``replay:DIR`` run: its index read and its files checked (prompts, images, problems).
+    replay: ReplayPlan | None = None
 
 
 def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], str]:
@@ -69,12 +72,17 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
     if req.limit is not None and req.limit < 1:
         raise UserError(f"--limit {req.limit}: must be a positive number of prompts")
     gspec = req.model_spec or resolve_generator_spec(req.model)
-    sets = [resolve_prompt_set(name) for name in req.prompt_sets]
-    if len({s.id for s in sets}) != len(sets):
-        raise UserError("--prompts: the same set is named twice (name each set once)")
-    sets = fact_augment(sets, req.llm, req.llm_model, req.docs)
-    records = [r for s in sets for r in expand(s)]
-    n_images = req.n_seeds * min(len(records), req.limit or len(records))
+    if req.replay is not None:  # prompts and image counts come from the index
+        records = req.replay.records
+        n_seeds = req.replay.max_images
+    else:
+        sets = [resolve_prompt_set(name) for name in req.prompt_sets]
+        if len({s.id for s in sets}) != len(sets):
+            raise UserError("--prompts: the same set is named twice (name each set once)")
+        sets = fact_augment(sets, req.llm, req.llm_model, req.docs)
+        records = [r for s in sets for r in expand(s)]
+        n_seeds = req.n_seeds
+    n_images = req.n_seeds * min(len(records), req.limit or len(records)) if req.replay is None else req.replay.n_images
     if n_images > MAX_IMAGES:
         raise UserError(
             f"--seeds {req.n_seeds}: {n_images:,} images over {len(records):,} prompts, more than one run holds "
@@ -92,7 +100,7 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
     defining = {
         "generator_fingerprint": gfp,
         "prompts": fingerprint([r.to_dict() for r in records]),
-        "n_seeds": req.n_seeds,
+        "n_seeds": n_seeds,
         "base_seed": req.base_seed,
         "classifier_fingerprint": cspec.fingerprint(),
     }
@@ -104,9 +112,10 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         "weights": weights.identity,
         "generator_fingerprint": gfp,
         "model_is_random": gspec.random_weights,
-        "prompt_sets": [{"id": s.id, "version": s.version, "sha256": s.sha256, "path": str(s.path)} for s in sets],
+        "prompt_sets": req.replay.prompt_sets if req.replay is not None else
+        [{"id": s.id, "version": s.version, "sha256": s.sha256, "path": str(s.path)} for s in sets],
         "n_prompts": len(records),
-        "n_seeds": req.n_seeds,
+        "n_seeds": n_seeds,
         "base_seed": req.base_seed,
         "classifier": {**cspec.summary(), "fingerprint": cspec.fingerprint()},
         # the whole spec, so later stages never look the classifier up again (as "model" holds the generator's)
@@ -116,6 +125,8 @@ def build_spec(req: SweepRequest) -> tuple[dict[str, Any], list[PromptRecord], s
         "limit": req.limit,
         "defining": defining,
     }
+    if req.replay is not None:
+        spec["replay"] = req.replay.spec_entry()
     return spec, records, weights.folder
 
 
@@ -157,6 +168,8 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
 
             audit = audit_to_attach(config["audit"], "classifier config", config=str(config.get("path")))
         prompts = pd.DataFrame([r.to_dict() for r in records])
+        if req.replay is not None:
+            prompts = req.replay.prompt_frame(prompts)
         tokens = None
         if weights_folder:
             from t2ibias.prompts.tokens import count_prompt_tokens, truncation_summary
@@ -169,6 +182,8 @@ def prepare_run(run_dir: Path, req: SweepRequest, force: bool = False) -> dict[s
         write_parquet(run_dir / PROMPTS_FILE, prompts)
         if tokens is not None:
             write_parquet(run_dir / TOKENS_FILE, tokens)
+        if req.replay is not None:
+            req.replay.write(run_dir)
         if audit is not None:
             from t2ibias.metrics.instrument import write_audit
 

@@ -46,6 +46,8 @@ class Measured(NamedTuple):
     outside: np.ndarray
     n_rescaled: int
     n_no_face: int
+    #: With a face gate: per person asked about, whether the gate found their face.
+    face_found: np.ndarray | None = None
 
 
 class _Batches:
@@ -106,6 +108,7 @@ def measure_crops(predictor: Any, facet: Any, order: np.ndarray, batch_size: int
     sizes = {int(i): (w, h) for i, w, h in zip(facet.images["id"], facet.images["width"], facet.images["height"])}
     batches = _Batches(predictor, len(order), batch_size, progress)
     outside = np.zeros(len(order), dtype=bool)
+    found = np.zeros(len(order), dtype=bool)
     n_rescaled = n_no_face = 0
     image_ids = people["image_id"].to_numpy()[order]
     for img_id in pd.unique(image_ids):
@@ -129,6 +132,8 @@ def measure_crops(predictor: Any, facet: Any, order: np.ndarray, batch_size: int
                     batches.no_answer(int(k))
                     n_no_face += 1
                     continue
+                found[k] = True
                 batches.add(int(k), crop)
         batches.flush()
-    return Measured(batches.preds, outside, n_rescaled, n_no_face)  # type: ignore[arg-type]
+    return Measured(batches.preds, outside, n_rescaled, n_no_face,  # type: ignore[arg-type]
+                    found if face_gate is not None else None)

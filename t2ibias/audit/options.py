@@ -25,6 +25,8 @@ class AuditOptions:
     :func:`t2ibias.audit.groupwise.metric_rows`): ``"fairlearn"`` (a MetricFrame per resample) or
     ``"vectorized"``. ``face_gate`` audits on the largest face found in each person crop (how the
     measure stage labels an image) instead of the person crop; no face found is an abstention.
+    ``recall_gate`` is the face gate whose detection rate is audited (``gate_recall``) when the
+    crops are person crops; with ``face_gate`` that gate is audited, from the same detections.
     """
 
     limit: int | None = None
@@ -35,6 +37,7 @@ class AuditOptions:
     min_n: int = MIN_N
     engine: str = "fairlearn"
     face_gate: Any = None
+    recall_gate: Any = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -51,6 +54,7 @@ class AuditOptions:
         gate = self.face_gate
         return {"crops": "person" if gate is None else "largest face in the person crop",
                 "face_gate": None if gate is None else gate.config(),
+                "gate_audited": None if (gate or self.recall_gate) is None else (gate or self.recall_gate).config(),
                 "limit": self.limit, "seed": int(self.seed), "n_boot": int(self.n_boot), "batch_size": int(self.batch_size),
                 "confidence": float(self.confidence), "min_n": int(self.min_n), "padding": PADDING,
                 "engine": self.engine, "interval": INTERVAL}

@@ -11,6 +11,7 @@ import numpy as np
 from facet_eval.attributes import FACET_ATTRIBUTES, SKIP_REASONS, ground_truth, skip_reasons
 from facet_eval.data import load_facet
 from t2ibias.audit.crops import Measured, measure_crops
+from t2ibias.audit.gate_recall import detect_faces, gate_recall_audit, visible_face
 from t2ibias.store.audit_file import SCHEMA, write_audit_files
 from t2ibias.audit.groupwise import add_qvalues
 from t2ibias.audit.options import AuditOptions
@@ -53,6 +54,18 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
             "use a FACET release whose annotations.csv has those votes)"
         )
     add_qvalues([c for e in attributes.values() for c in e["comparisons"]])  # one family: every comparison of the audit
+    gate_block = None
+    gate = options.face_gate if options.face_gate is not None else options.recall_gate
+    if gate is not None:  # the gate's own detection rate among visible faces (its own q-value family)
+        if options.face_gate is not None and measured.face_found is not None:
+            found = measured.face_found[~measured.outside]
+        else:  # person crops: run the gate on the people whose face counts only
+            found = np.zeros(len(audited), dtype=bool)
+            visible = visible_face(people.iloc[audited])
+            if visible is not None and visible.any():
+                found[visible] = detect_faces(facet, audited[visible], gate)
+        gate_block, gate_rows = gate_recall_audit(people.iloc[audited], found, options, gate)
+        long_rows += gate_rows
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "classifier": {"id": str(classifier_id), "fingerprint": str(fingerprint)},
@@ -62,6 +75,8 @@ def run_audit(predictor: Any, facet_root: str | Path, out_dir: str | Path, *, cl
         "attributes": attributes,
         "not_audited": not_audited,
     }
+    if gate_block is not None:
+        result["gate"] = gate_block
     write_audit_files(Path(out_dir), result, long_rows, pred_rows)
     return result
 

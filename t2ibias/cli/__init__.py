@@ -60,8 +60,8 @@ WorkersOpt = Annotated[Optional[int], typer.Option("--workers", metavar="N", hel
 
 @app.command()
 def sweep(
-    model: Annotated[str, typer.Option("--model", metavar="ID|FOLDER", help="Generator id (`t2ibias ls models`), a generator YAML file, or a local diffusers folder.")],
-    prompts: Annotated[list[str], typer.Option("--prompts", metavar="SET", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several.")] = ["demo"],  # noqa: B006
+    model: Annotated[str, typer.Option("--model", metavar="ID|FOLDER|replay:DIR", help="Generator id (`t2ibias ls models`), a generator YAML file, a local diffusers folder, or replay:DIR (images made elsewhere, listed by DIR/index.csv or index.jsonl).")],
+    prompts: Annotated[list[str], typer.Option("--prompts", metavar="SET", help="Prompt set id (`t2ibias ls prompts`) or YAML file; repeat for several [default: demo; for replay:DIR the index's own prompts, or with --prompts that set's records matched by text].")] = [],  # noqa: B006
     seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Images per prompt (seeds 0..N-1 of each prompt).")] = 4,
     base_seed: Annotated[int, typer.Option("--base-seed", metavar="N", help="Base of every per-image seed.")] = 0,
     classifier: Annotated[Optional[str], typer.Option("--classifier", metavar="ID", help="Attribute classifier id (`t2ibias ls classifiers`) or YAML file, frozen into the run's spec (an `audit:` it names is copied into the run) [default: clip-vit-l-14-openai; tiny-random-clip for tiny-random models].")] = None,
@@ -87,7 +87,8 @@ def sweep(
     check_options("clopper-pearson", 0.95, min_n)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
-    out_dir, request = plan_run(model, list(prompts), seeds, base_seed, classifier, out_dir, device, limit, None, None,
+    prompts = list(prompts) or ([] if model.startswith("replay:") else ["demo"])
+    out_dir, request = plan_run(model, prompts, seeds, base_seed, classifier, out_dir, device, limit, None, None,
                                 None, llm, llm_model, docs, fast_batching, out_flag="--out")
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
@@ -97,6 +98,8 @@ def sweep(
         open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
     with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
         spec = prepare_run(out_dir, request, force=force)
+        if request.replay is not None:
+            err.print(f"{request.replay.summary_line()} (see {out_dir / 'replay_problems.json'})", markup=False, highlight=False)
         if spec.get("prompt_truncation"):
             err.print(f"[yellow]warning: {escape(str(spec['prompt_truncation']))}[/yellow]", highlight=False)
         if spec.get("model_is_random"):

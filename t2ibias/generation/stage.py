@@ -124,10 +124,13 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
                         "batch_size": len(batch),
                         "created": now_iso(),
                     }
-                    if results is None:
+                    failure = error if results is None else getattr(results[i], "error", None)  # one image of a batch (replay:)
+                    if results is not None:
+                        row.update(getattr(results[i], "source", None) or {})
+                    if failure:
                         status, image = FAILED, None
-                        row["error"] = error
-                        errors[str(error)] += 1
+                        row["error"] = failure
+                        errors[str(failure)] += 1
                     else:
                         status = BLOCKED if results[i].blocked else OK
                         image = None if status == BLOCKED else results[i].image
@@ -148,6 +151,10 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
 
 def _load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> DiffusersGenerator:
     """The run's own pipeline, loaded after checking that it still makes the run's images."""
+    if spec["weights"].startswith("replay:"):  # images made elsewhere, copied from the folder the spec names
+        from t2ibias.generation.replay import ReplayGenerator
+
+        return ReplayGenerator(run_dir, spec)  # type: ignore[return-value]
     gspec = GeneratorSpec(**spec["model"])
     outside = made_outside(spec["weights"])
     if outside:

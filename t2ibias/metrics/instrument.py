@@ -207,4 +207,7 @@ def instrument_doc(run: RunDir, labels: pd.DataFrame, audit: dict[str, Any] | No
         else:
             doc["audit"]["note"] = "audit of another classifier: no correction applied"
     doc["agreement"] = agreement_rows(run, labels, n_boot, seed)
+    from t2ibias.metrics.gate_rows import gate_doc
+
+    doc["gate"] = gate_doc(audit, run.measure_config, labels)  # the gate's audited recall, its warning, no-face rates
     return doc

@@ -63,7 +63,44 @@ def render_audit_html(audit: dict[str, Any]) -> str:
     attrs = [_attribute_view(name, e) for name, e in audit["attributes"].items()]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    return env.get_template(TEMPLATE.name).render(audit=audit, attributes=attrs)
+    page = env.get_template(TEMPLATE.name).render(audit=audit, attributes=attrs)
+    if isinstance(audit.get("gate"), dict):
+        page = page.replace("</body>", gate_section(audit["gate"]) + "</body>", 1)
+    return page
+
+
+def gate_section(gate: dict[str, Any]) -> str:
+    """The face gate's detection rate among FACET's visible faces (``gate_recall``): overall and
+    per group with n and interval, the tests of equal rates with q-values, and the warning when
+    the rate differs across groups. Self-contained HTML (escaped), placed after the attributes."""
+    from markupsafe import escape
+
+    kind = escape((gate.get("face_gate") or {}).get("kind", "face gate"))
+    out = [f'<section id="gate-recall"><h2>Face gate: {kind}, detection rate among visible faces</h2>',
+           f"<p>{escape(gate.get('definition', ''))}.</p>"]
+    if gate.get("not_audited"):
+        out.append(f"<p>Not audited: {escape(gate['not_audited'])}.</p></section>")
+        return "".join(out)
+    ov = (gate.get("overall") or {}).get("gate_recall")
+    out.append(f"<p>Overall: {escape(_est(ov))}; {int(gate.get('n_detected', 0))} of {int(gate.get('n', 0))} visible "
+               f"faces found, on {int(gate.get('n_images', 0))} images (intervals resample images).</p>")
+    if gate.get("warning"):
+        out.append(f'<p class="warning" role="alert"><strong>Warning:</strong> {escape(gate["warning"])}.</p>')
+    out.append("<table><caption>gate_recall by group</caption><thead><tr><th>grouping</th><th>group</th>"
+               "<th>gate_recall [CI] (n)</th><th>note</th></tr></thead><tbody>")
+    for r in gate.get("by_group") or []:
+        out.append(f"<tr><td>{escape(r['group_attribute'])}</td><td>{escape(r['group'])}</td>"
+                   f"<td>{escape(_est(r))}</td><td>{escape(r.get('note') or '')}</td></tr>")
+    out.append("</tbody></table><table><caption>Equal detection rates across groups</caption><thead><tr>"
+               "<th>grouping</th><th>groups</th><th>gap (max − min)</th><th>ratio (min / max)</th><th>test</th>"
+               "</tr></thead><tbody>")
+    for c in gate.get("comparisons") or []:
+        note = "; ".join(x for x in (c.get("note", ""), _test_text(c)) if x)
+        out.append(f"<tr><td>{escape(c['group_attribute'])}</td><td>{escape(', '.join(c['groups']))}</td>"
+                   f"<td>{escape(_est(c['difference'], False))}</td><td>{escape(_est(c['ratio'], False))}</td>"
+                   f"<td>{escape(note)}</td></tr>")
+    out.append("</tbody></table></section>")
+    return "".join(out)
 
 
 def write_audit_html(audit_dir: str | Path) -> Path:

@@ -4,6 +4,13 @@
 complete audit. ``audit.csv`` has one row per metric, group attribute and group
 (:data:`ROW_COLUMNS`), ``confusion_<attribute>.csv`` one row per true class and
 ``predictions.csv`` one row per person and attribute.
+
+An audit that ran a face gate also holds ``gate`` (optional within schema 1, so older audits still
+load): the gate's detection rate among FACET's visible faces, ``overall`` and ``by_group`` rows of
+metric ``gate_recall`` (``group_attribute``, ``group``, ``value``, ``n``, ``ci_low``, ``ci_high``,
+``note``, ``method``), ``comparisons`` (tests of equal rates, ``p_value`` and ``q_value``),
+``differs_across_groups`` and ``warning`` (see :mod:`t2ibias.audit.gate_recall`); its rows are in
+``audit.csv`` with attribute ``face_gate``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,10 @@ def load_audit(path: str | Path) -> dict[str, Any]:
     for key in ("classifier", "facet", "attributes"):
         if not isinstance(data.get(key), dict):
             raise UserError(f"{path}: {key}: missing or not an object (re-run `t2ibias audit`)")
+    gate = data.get("gate")
+    if gate is not None and (not isinstance(gate, dict) or not all(isinstance(gate.get(k, []), list)
+                                                                   for k in ("by_group", "comparisons"))):
+        raise UserError(f"{path}: gate: not an object with lists by_group and comparisons (re-run `t2ibias audit`)")
     for attr, entry in data["attributes"].items():
         _check_confusion(f"{path}: attributes.{attr}.confusion", entry.get("confusion") if isinstance(entry, dict) else None)
     return data

@@ -47,12 +47,17 @@ INSTRUMENT_FILE = "instrument.json"
 AUDIT_FILE = "audit.json"
 REPORT_FILE = "report.html"
 MODEL_CARD_FILE = "model_card.md"
+#: A ``replay:DIR`` run's index rows (source file, its sha256, the prompt and image index each
+#: became) and the rows it could not use (missing, unknown prompt, duplicate, unreadable), by sweep.
+REPLAY_INDEX_FILE = "replay_index.parquet"
+REPLAY_PROBLEMS_FILE = "replay_problems.json"
 #: The stage (``t2ibias STAGE DIR``) that writes each file: what a missing file's error tells to run.
 WRITTEN_BY = {
     SPEC_FILE: "sweep", PROMPTS_FILE: "sweep", TOKENS_FILE: "sweep", "manifest*.jsonl": "generate",
     MEASUREMENTS_FILE: "measure", EMBEDDINGS_FILE: "measure", MEASURE_FILE: "measure", MEASURERS_FILE: "measure",
     IMAGE_LABELS_FILE: "score", METRICS_FILE: "score", METRICS_CSV_FILE: "score", INSTRUMENT_FILE: "score",
     AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report",
+    REPLAY_INDEX_FILE: "sweep", REPLAY_PROBLEMS_FILE: "sweep",
 }
 
 
@@ -108,7 +113,8 @@ def read_prompts(run_dir: Path, spec: dict[str, Any] | None = None) -> pd.DataFr
 def run_output_names() -> tuple[str, ...]:
     """File names a run writes at its top level (images and manifest shards aside)."""
     return (SPEC_FILE, PROMPTS_FILE, TOKENS_FILE, MEASUREMENTS_FILE, EMBEDDINGS_FILE, MEASURE_FILE, MEASURERS_FILE,
-            IMAGE_LABELS_FILE, METRICS_FILE, METRICS_CSV_FILE, INSTRUMENT_FILE, AUDIT_FILE, REPORT_FILE, MODEL_CARD_FILE)
+            IMAGE_LABELS_FILE, METRICS_FILE, METRICS_CSV_FILE, INSTRUMENT_FILE, AUDIT_FILE, REPORT_FILE, MODEL_CARD_FILE,
+            REPLAY_INDEX_FILE, REPLAY_PROBLEMS_FILE)
 
 
 _IMAGE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
@@ -195,13 +201,18 @@ class ImageJob(NamedTuple):
 
 
 def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
-    """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec."""
+    """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec.
+
+    A prompt has images ``0..n_seeds-1``, or the indices its ``image_indices`` column lists (a
+    ``replay:`` run, whose prompts have as many images as its index gives them)."""
     gfp = spec["generator_fingerprint"]
     params = GeneratorSpec(**{k: v for k, v in spec["model"].items()}).generation_params()
     indices = list(range(int(spec["n_seeds"])))
+    per_prompt = prompts["image_indices"] if "image_indices" in prompts.columns else [indices] * len(prompts)
     base_seed = int(spec["base_seed"])
     jobs = []
-    for pid, text in zip(prompts["prompt_id"], prompts["text"]):
+    for pid, text, own in zip(prompts["prompt_id"], prompts["text"], per_prompt):
+        indices = [int(i) for i in own]
         seeds = image_seeds(base_seed, pid, indices)
         keys = image_keys(gfp, text, seeds, params)
         jobs.extend(ImageJob(k, pid, text, i, s) for k, i, s in zip(keys, indices, seeds))
