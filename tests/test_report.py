@@ -299,6 +299,6 @@ def test_thumbnails_are_capped_per_prompt_and_the_rest_counted(run: Path, monkey
 
     monkeypatch.setattr(html, "THUMBS_PER_PROMPT", 1)
     report = write_report(run).read_text(encoding="utf-8")
-    figures = re.findall(r"<figure", report)
+    figures = re.findall(r"<figure title=", report)
     assert len(figures) == 3  # one per prompt
     assert "more images of this prompt are counted above" in report

@@ -47,12 +47,14 @@ INSTRUMENT_FILE = "instrument.json"
 AUDIT_FILE = "audit.json"
 REPORT_FILE = "report.html"
 MODEL_CARD_FILE = "model_card.md"
+#: Report thumbnails, ``thumbs/<key>.jpg``: made once by ``report``, reused by the next report.
+THUMBS_DIR = "thumbs"
 #: The stage (``t2ibias STAGE DIR``) that writes each file: what a missing file's error tells to run.
 WRITTEN_BY = {
     SPEC_FILE: "sweep", PROMPTS_FILE: "sweep", TOKENS_FILE: "sweep", "manifest*.jsonl": "generate",
     MEASUREMENTS_FILE: "measure", EMBEDDINGS_FILE: "measure", MEASURE_FILE: "measure", MEASURERS_FILE: "measure",
     IMAGE_LABELS_FILE: "score", METRICS_FILE: "score", METRICS_CSV_FILE: "score", INSTRUMENT_FILE: "score",
-    AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report",
+    AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report", THUMBS_DIR: "report",
 }
 
 
