@@ -221,7 +221,11 @@ def test_model_card(run: Path) -> None:
     path = write_model_card(run)
     assert path == run / "model_card.md"
     card = path.read_text(encoding="utf-8")
-    assert card.startswith("## Bias evaluation (t2ibias)")
+    assert card.startswith("---\n") and "model-index:" in card
+    for heading in ("## Bias, Risks, and Limitations", "### Recommendations", "## Evaluation",
+                    "### Testing Data, Factors & Metrics", "#### Testing Data", "#### Factors", "#### Metrics",
+                    "### Results", "#### Summary"):
+        assert f"\n{heading}\n" in card, heading
     assert "`tiny-random-sd`" in card and "`occupations` version 1.2" in card and "`tiny-clip`" in card
     assert "Images per prompt: 3" in card
     assert "8 total: 6 ok, 1 blocked by a safety checker, 1 failed; 1 with no detected person" in card
@@ -230,6 +234,29 @@ def test_model_card(run: Path) -> None:
     assert "masc 0.50 [0.30, 0.70]" in row and "n=8" in row and "| 0.25 [0.10, 0.40] n=8 |" in row
     assert "*perceived*" in card and "Full report: report.html" in card
     assert "Warning" not in card
+
+
+def test_model_card_metadata_parses_back_with_the_metrics(run: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    # a figure only the headline may show: make one axis differ so a mix-up of axes is caught
+    for r in metrics["rows"]:
+        if r["group_by"] == "all" and r["axis"] == "age_group" and r["metric"] == "total_variation_uniform":
+            r.update(value=0.125, ci_low=0.05, ci_high=0.2)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    data = ModelCard(write_model_card(run).read_text(encoding="utf-8")).data
+    assert data.model_name == "tiny-random-sd" and data.pipeline_tag == "text-to-image"
+    got = {(e.metric_type, e.metric_config): e for e in data.eval_results}
+    want = {(f"t2ibias/{r['metric']}", r["axis"]): r for r in metrics["rows"]
+            if r["group_by"] == "all" and r["label"] is None}
+    assert set(got) == set(want) and len(got) == 4
+    for key, r in want.items():
+        e = got[key]
+        assert e.metric_value == pytest.approx(r["value"]) and e.task_type == "text-to-image"
+        assert e.metric_args["ci_low"] == pytest.approx(r["ci_low"]) and e.metric_args["n"] == r["n"]
+        assert e.dataset_type == "t2ibias/occupations" and e.dataset_name == "occupations v1.2"
+    assert got[("t2ibias/total_variation_uniform", "age_group")].metric_value == pytest.approx(0.125)
 
 
 def test_out_path_and_instrument(run: Path, tmp_path: Path) -> None:

@@ -493,6 +493,7 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "n_thumbnails": sum(len(v) for v in shown.values()) if thumbnails else 0,
         "charts": _charts(run, tables, prompts) if thumbnails else [],
         "instrument": _instrument_context(run.audit, clf.get("id")),
+        "eval_rows": _eval_rows(tables),
     }
 
 
@@ -622,10 +623,67 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     return _write_atomic(_target(run_dir, out, "report.html"), _ENV.get_template("report.html.j2").render(ctx))
 
 
+def _meta(text: Any) -> str:
+    """Text for the YAML metadata: letters, digits and ``._/+:,() -`` only. Run files are untrusted and
+    a card's front matter is shown as-is by many markdown renderers, so nothing there may start markup."""
+    return re.sub(r"[^A-Za-z0-9._/+:,() -]", "_", _one_line(text))[:200]
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _eval_rows(tables: _Tables) -> list[dict]:
+    """The headline rows of the whole run: one per axis and reference-free scalar metric (the mean
+    over prompts, not the pooled-counts figure), with a finite value."""
+    out = []
+    for axis, rows in tables.rows.get(("all", "all"), {}).items():
+        for r in rows:
+            metric = str(r.get("metric"))
+            if r.get("label") is None and not metric.endswith(POOLED_SUFFIX) and math.isfinite(as_float(r.get("value"))):
+                out.append(r)
+    return out
+
+
+def model_card_data(ctx: dict) -> Any:
+    """The card's YAML metadata: a ``model-index`` entry per headline figure (``metric_type``
+    ``t2ibias/<metric>``, ``metric_config`` the axis, the interval and n in ``metric_args``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    sets = ctx["prompt_sets"] or [{"id": "prompts", "version": None, "sha256": None}]
+    dataset_type = _meta("t2ibias/" + "+".join(str(s["id"]) for s in sets))
+    dataset_name = _meta(", ".join(f"{s['id']} v{s['version']}" if s.get("version") else str(s["id"]) for s in sets))
+    revision = _meta(",".join(str(s["sha256"])[:12] for s in sets if s.get("sha256"))) or None
+    confidence = (ctx["bootstrap"] or {}).get("confidence") or 0.95
+    results = []
+    for r in ctx["eval_rows"]:
+        metric = str(r["metric"])
+        info = next((m for m in ctx["metric_info"] if m["metric"] == metric), {"name": metric})
+        args = {"ci_low": as_float(r.get("ci_low")), "ci_high": as_float(r.get("ci_high")), "confidence": confidence,
+                "n": r.get("n"), "aggregate": r.get("aggregate") or "mean_over_prompts"}
+        results.append(EvalResult(
+            task_type="text-to-image", task_name="social bias (perceived attributes)", dataset_type=dataset_type,
+            dataset_name=dataset_name, dataset_revision=revision, metric_type=_meta(f"t2ibias/{metric}"),
+            metric_name=_meta(f"{info['name']} ({r['axis']})"), metric_config=_meta(r["axis"]),
+            metric_value=round(float(r["value"]), 6),
+            metric_args={k: (round(v, 6) if isinstance(v, float) else v) for k, v in args.items()
+                         if not (isinstance(v, float) and not math.isfinite(v))}))
+    model_id = _meta(ctx["model_id"]) or "model"
+    source = str((ctx.get("model") or {}).get("source") or "")
+    return ModelCardData(
+        model_name=model_id, eval_results=results or None, pipeline_tag="text-to-image",
+        tags=["t2ibias", "bias-evaluation", "text-to-image"],
+        base_model=source if _HUB_ID.match(source) and "/" in source else None)
+
+
 def write_model_card(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the markdown model-card section (default ``<run>/model_card.md``); return its path."""
+    """Write ``model_card.md`` (default ``<run>/model_card.md``): YAML metadata with ``model-index``
+    results built by ``huggingface_hub``, then the hub template's evaluation sections; return its path."""
+    from huggingface_hub import ModelCard
+
     ctx = build_context(load_run(run_dir), thumbnails=False)
-    return _write_atomic(_target(run_dir, out, "model_card.md"), _ENV.get_template("model_card.md.j2").render(ctx))
+    body = _ENV.get_template("model_card.md.j2").render(ctx)
+    card = ModelCard(f"---\n{model_card_data(ctx).to_yaml()}\n---\n\n{body}")
+    return _write_atomic(_target(run_dir, out, "model_card.md"), str(card))
 
 
 # --------------------------------------------------------------------------- charts
