@@ -447,3 +447,21 @@ def test_report_has_contents_and_summary_first(report: str) -> None:
     assert all(f'id="{t}"' in report for t in targets)
     order = [report.index(f'id="{t}"') for t in ("overall", "instrument", "accounting", "prompts", "spec")]
     assert order == sorted(order)
+
+
+def test_a_split_with_many_groups_is_one_compact_table(run: Path, monkeypatch) -> None:
+    import t2ibias.report.html as html
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for subject, tv in (("doctor", 0.31), ("kind", 0.07)):
+        metrics["rows"].append(_row("total_variation_uniform", "gender_presentation", "subject", subject, value=tv,
+                                    ci=(tv - 0.05, tv + 0.05), n=4))
+        metrics["rows"].append(_row("proportion", "gender_presentation", "subject", subject, "masc", n=4))
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    full = _visible(write_report(run).read_text(encoding="utf-8"))
+    assert "By subject (2)" in full and "2 groups: TV to uniform" not in full
+    monkeypatch.setattr(html, "SPLIT_FULL_GROUPS", 1)
+    compact = write_report(run).read_text(encoding="utf-8")
+    table = _visible(re.search(r'<table class="compact">.*?</table>', compact, re.S).group(0))
+    assert "doctor 0.31 [0.26, 0.36] n=4 kind 0.07 [0.02, 0.12] n=4" in table
+    assert "2 groups: TV to uniform" in _visible(compact)

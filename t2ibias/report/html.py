@@ -35,10 +35,12 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
 #: Thumbnails shown per prompt, and in the whole report: a 200k-image sweep stays a page, not a gigabyte.
 THUMBS_PER_PROMPT = 8
-MAX_THUMBNAILS = 400
+MAX_THUMBNAILS = 240
 #: Prompts given a full section (tables and thumbnails) in the whole report, shared out over the
 #: families (the first prompts with images of each); every prompt with images is in the index.
-DETAIL_PROMPTS = 120
+DETAIL_PROMPTS = 60
+#: A split of the prompts (by subject, template, ...) with more groups than this is one compact table.
+SPLIT_FULL_GROUPS = 12
 BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
 INTEGER_METRICS = {"count"}
 METRIC_ORDER = ("proportion", "count", "total_variation_uniform", "normalized_entropy")
@@ -386,6 +388,27 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
     return [{"title": t, "rows": [(k, _plain(v)) for k, v in rows]} for t, rows in sections.items() if rows]
 
 
+def _split(tables: _Tables, group_by: str) -> dict:
+    """One split of the prompts: every table of each group when it has few groups, else one compact
+    table, a row per group and a column per axis with the headline skew (every row is in metrics.csv)."""
+    groups = tables.groups(group_by)
+    out = {"group_by": group_by, "title": SPLIT_TITLES[group_by], "n_groups": len(groups), "groups": [], "compact": None}
+    if len(groups) <= SPLIT_FULL_GROUPS:
+        out["groups"] = [{"group": g, "tables": tables.for_group(group_by, g)} for g in groups]
+        return out
+    axes = [a for a in tables.axes if any(a in tables.rows.get((group_by, g), {}) for g in groups)]
+    rows = []
+    for g in groups:
+        by_axis = tables.rows.get((group_by, g), {})
+        cells = []
+        for a in axes:
+            row = next((r for r in by_axis.get(a, []) if r.get("metric") == SKEW_METRIC and r.get("label") is None), None)
+            cells.append(_cell(row) if row is not None else None)
+        rows.append({"group": g, "cells": cells})
+    out["compact"] = {"metric": tables.info(SKEW_METRIC), "axes": axes, "rows": rows}
+    return out
+
+
 def _anchor(*parts: Any) -> str:
     """An HTML id from free text: letters, digits and dashes only."""
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(str(p) for p in parts)).strip("-").lower() or "x"
@@ -479,11 +502,7 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]
                                                               if not s["metric"].endswith(POOLED_SUFFIX)], METRIC_ORDER)],
         "metric_info": tables.metric_info,
-        "splits": [
-            {"group_by": gb, "title": SPLIT_TITLES[gb],
-             "groups": [{"group": g, "tables": tables.for_group(gb, g)} for g in tables.groups(gb)]}
-            for gb in SPLIT_TITLES if tables.groups(gb)
-        ],
+        "splits": [_split(tables, gb) for gb in SPLIT_TITLES if tables.groups(gb)],
         "families": [{"family": f, "anchor": _anchor("family", f), "tables": tables.for_group("family", f),
                       "index": fam["index"], "n_detailed": sum(e["detailed"] for e in fam["index"]),
                       "subjects": [{"subject": s, "prompts": ps} for s, ps in fam["subjects"].items()]}
