@@ -465,3 +465,13 @@ def test_a_split_with_many_groups_is_one_compact_table(run: Path, monkeypatch) -
     table = _visible(re.search(r'<table class="compact">.*?</table>', compact, re.S).group(0))
     assert "doctor 0.31 [0.26, 0.36] n=4 kind 0.07 [0.02, 0.12] n=4" in table
     assert "2 groups: TV to uniform" in _visible(compact)
+
+
+def test_force_clears_the_thumbnails_it_made_and_nothing_else(run: Path) -> None:
+    from t2ibias.store.rundir import clear_run
+
+    write_report(run)
+    (run / "thumbs" / "notes.txt").write_text("mine")
+    deleted = clear_run(run)
+    assert run / "thumbs" / "k1.jpg" in deleted
+    assert sorted(p.name for p in (run / "thumbs").iterdir()) == ["notes.txt"]

@@ -210,7 +210,7 @@ def ranked_intervals(rows: list[dict], *, title: str, alt: str, y_label: str,
     dots = "".join(f"M{xs(i):.1f} {ys(_f(r['value'])):.1f}h0" for i, r in enumerate(rows))
     stroke = max(0.6, min(3.0, (WIDTH - left - right) / n * 0.6))
     parts.append(f'<path d="{bars}" stroke="{INTERVAL}" stroke-width="{stroke:.2f}" fill="none"/>')
-    parts.append(f'<path d="{dots}" stroke="{DOT}" stroke-width="{max(stroke * 1.6, 2.5):.2f}" stroke-linecap="round" fill="none"/>')
+    parts.append(f'<path d="{dots}" stroke="{DOT}" stroke-width="{min(7.0, max(stroke * 2, 2.5)):.2f}" stroke-linecap="round" fill="none"/>')
     parts.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{height - bottom}" y2="{height - bottom}" stroke="#888"/>'
                  f'<text x="{(left + WIDTH - right) / 2:.0f}" y="{height - bottom + 16}" text-anchor="middle" fill="#222">'
                  f'{len(rows)} {escape(label_header)}s, sorted by value</text>'

@@ -178,13 +178,13 @@ def _thumbnail_bytes(path: Path) -> bytes | None:
     return buf.getvalue()
 
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 
 
 def _cached_thumbnail(run_dir: Path, key: str, source: Path) -> bytes | None:
     """The thumbnail of one image, made once: read from ``<run>/thumbs/<key>.jpg`` when it is newer
     than the image, else made and written there (a read-only run dir only loses the cache)."""
-    cache = run_dir / THUMBS_DIR / f"{key}.jpg" if _SAFE_KEY.match(key) and not key.startswith(".") else None
+    cache = run_dir / THUMBS_DIR / f"{key}.jpg" if _SAFE_KEY.match(key) else None
     try:
         if cache is not None and cache.is_file() and cache.stat().st_mtime_ns >= source.stat().st_mtime_ns:
             return cache.read_bytes()
@@ -748,7 +748,7 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
             figs.append(charts.ranked_intervals(
                 pts, title=f"{set_id}: {info['name']} of {axis} per prompt", y_label=info["name"], label_header="prompt",
                 alt=(f"{len(pts)} prompts of {set_id} sorted by {info['name']} of {axis} ({info['direction']}), each with its "
-                     f"{info['interval']} interval; median {vals[len(vals) // 2]:.2f}, range {vals[0]:.2f} to {vals[-1]:.2f}.")))
+                     f"95% interval; median {vals[len(vals) // 2]:.2f}, range {vals[0]:.2f} to {vals[-1]:.2f}.")))
     if figs:
         sections.append({"id": "chart-skew", "title": "Skew per prompt",
                          "intro": f"Each prompt's {info['name']} (0 = every label equally often), lowest to highest; "

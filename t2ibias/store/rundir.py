@@ -163,6 +163,12 @@ def clear_run(run_dir: Path) -> list[Path]:
                     unlink(path)
             _rmdir_if_empty(folder)
         _rmdir_if_empty(images)
+    thumbs = run_dir / THUMBS_DIR
+    if thumbs.is_dir() and not thumbs.is_symlink():
+        for path in thumbs.iterdir():
+            if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.jpg", path.name) or _TEMP_NAME.match(path.name):
+                unlink(path)
+        _rmdir_if_empty(thumbs)
     return deleted
 
 
