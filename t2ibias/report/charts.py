@@ -185,7 +185,9 @@ def dot_interval(rows: list[dict], *, title: str, alt: str, x_label: str, refere
         else:
             parts.append(f'<text x="{plot_l + 4}" y="{y + 4:.1f}" fill="#888">no value</text>')
     if reference is not None and reference_label:
-        parts.append(f'<text x="{scale(reference) + 4 if lo <= reference <= hi else plot_l:.1f}" y="{top + 10}" fill="{REFERENCE}">{escape(reference_label)}</text>')
+        x = scale(reference) if lo <= reference <= hi else plot_l
+        anchor, dx = ("end", -4) if x > (plot_l + plot_r) / 2 else ("start", 4)
+        parts.append(f'<text x="{x + dx:.1f}" y="{y_axis - 4:.1f}" text-anchor="{anchor}" fill="{REFERENCE}">{escape(reference_label)}</text>')
     parts.append("</svg>")
     return _figure(cid, "".join(parts), alt, rows, _columns(rows, (label_header, "label")))
 

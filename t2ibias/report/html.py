@@ -38,7 +38,7 @@ THUMBS_PER_PROMPT = 8
 MAX_THUMBNAILS = 240
 #: Prompts given a full section (tables and thumbnails) in the whole report, shared out over the
 #: families (the first prompts with images of each); every prompt with images is in the index.
-DETAIL_PROMPTS = 60
+DETAIL_PROMPTS = 40
 #: A split of the prompts (by subject, template, ...) with more groups than this is one compact table.
 SPLIT_FULL_GROUPS = 12
 BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
@@ -160,9 +160,29 @@ def _image_file(run_dir: Path, rel: Any) -> Path | None:
         return None
 
 
-def _has_file(run_dir: Path, rec: dict) -> bool:
-    path = _image_file(run_dir, rec.get("path"))
+def _has_file(run_dir: Path, rec: dict, plain: set[str] | None = None) -> bool:
+    """Does the record's image file exist inside the run? ``plain``: the regular files of the image
+    store (``images/xx/name``, no symlink), listed once, which answers without resolving each path."""
+    rel = rec.get("path")
+    if plain is not None and isinstance(rel, str) and rel in plain:
+        return True
+    path = _image_file(run_dir, rel)
     return path is not None and path.is_file()
+
+
+def _plain_images(run_dir: Path) -> set[str]:
+    """``images/xx/name`` of every regular file (not a symlink) in the run's image store folders."""
+    out: set[str] = set()
+    images = run_dir / "images"
+    if images.is_symlink() or not images.is_dir():
+        return out
+    with os.scandir(images) as folders:
+        for folder in folders:
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(folder.path) as files:
+                out.update(f"images/{folder.name}/{f.name}" for f in files if f.is_file(follow_symlinks=False))
+    return out
 
 
 def _thumbnail_bytes(path: Path) -> bytes | None:
@@ -217,7 +237,8 @@ def _accounting(run: Run, n_prompts: int) -> dict:
     status = Counter(str(r.get("status") or "unknown") for r in run.manifest.values())
     lab = run.labels
     abstain = lab[lab["label"] == "abstain"].groupby("attribute").size()
-    missing = sum(1 for r in run.manifest.values() if r.get("status") == "ok" and not _has_file(run.dir, r))
+    plain = _plain_images(run.dir)
+    missing = sum(1 for r in run.manifest.values() if r.get("status") == "ok" and not _has_file(run.dir, r, plain))
     n_seeds = run.spec.get("n_seeds")
     planned = n_prompts * n_seeds if isinstance(n_seeds, int) else None
     total = len(run.manifest)
@@ -739,7 +760,8 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
     figs = []
     for set_id in dict.fromkeys(str(p.get("set_id") or "all prompts") for p in prompts):
         for axis in tables.axes:
-            pts = [_point(r, f"{r['group']}: {by_id[str(r['group'])].get('text')}") for r in skew
+            # the table keeps id and estimate only (the prompt's text is in the per-prompt index): 2,000 rows stay small
+            pts = [_point(r, str(r["group"]), note=None) for r in skew
                    if r.get("axis") == axis and str(by_id[str(r["group"])].get("set_id") or "all prompts") == set_id]
             pts = [p for p in pts if math.isfinite(p["value"])]
             if len(pts) < 2:
