@@ -34,6 +34,8 @@ OKABE_ITO = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "
 DOT, INTERVAL, REFERENCE, HIGHLIGHT = OKABE_ITO[5], OKABE_ITO[2], OKABE_ITO[6], OKABE_ITO[1]
 
 WIDTH = 640
+#: The width of charts with a text label per row (dot_interval).
+NARROW = 440
 FONT = 11
 
 
@@ -159,22 +161,24 @@ def dot_interval(rows: list[dict], *, title: str, alt: str, x_label: str, refere
     smallest value in orange with a ring (for "which is closest")."""
     rows = sorted(rows, key=lambda r: (_f(r.get("value")) if _fin(r.get("value")) else math.inf)) if sort else list(rows)
     cid = _chart_id(chart_id, title, alt)
-    label_w, right, top, row_h = 230, 20, 8, 18
+    # each row's label sits above its interval, so the plot spans the width and stays legible when a
+    # phone scales the chart down
+    width, left, right, top, row_h = NARROW, 10, 14, 6, 30
     height = top + row_h * max(len(rows), 1) + 40
     lo, hi = _domain(rows, ("value", "lo", "hi"), domain, [] if reference is None else [reference])
-    plot_l, plot_r = label_w, WIDTH - right
+    plot_l, plot_r = left, width - right
     scale = lambda v: plot_l + (v - lo) / (hi - lo) * (plot_r - plot_l)
     y_axis = top + row_h * max(len(rows), 1) + 4
-    parts = [_svg_open(cid, title, alt, height), _x_axis(scale, nice_ticks(lo, hi), y_axis, top, x_label)]
+    parts = [_svg_open(cid, title, alt, height, width), _x_axis(scale, nice_ticks(lo, hi), y_axis, top, x_label)]
     if reference is not None and lo <= reference <= hi:
         x = scale(reference)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{y_axis:.1f}" stroke="{REFERENCE}" stroke-dasharray="4 3"/>')
     finite = [r for r in rows if _fin(r.get("value"))]
     best = min(finite, key=lambda r: _f(r["value"])) if highlight_min and finite else None
     for i, r in enumerate(rows):
-        y = top + row_h * i + row_h / 2
+        y = top + row_h * i + row_h - 8
         label = str(r.get("label"))
-        parts.append(f'<text x="{label_w - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#222">{escape(_short(label, 38))}</text>')
+        parts.append(f'<text x="{plot_l}" y="{y - 7:.1f}" fill="#222">{escape(_short(label, 70))}</text>')
         if _fin(r.get("lo"), r.get("hi")):
             parts.append(f'<line x1="{scale(max(_f(r["lo"]), lo)):.1f}" x2="{scale(min(_f(r["hi"]), hi)):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
                          f'stroke="{INTERVAL}" stroke-width="3" stroke-linecap="round"/>')
@@ -183,7 +187,7 @@ def dot_interval(rows: list[dict], *, title: str, alt: str, x_label: str, refere
             ring = f' stroke="#000" stroke-width="1.5"' if r is best else ""
             parts.append(f'<circle cx="{scale(_f(r["value"])):.1f}" cy="{y:.1f}" r="4" fill="{colour}"{ring}/>')
         else:
-            parts.append(f'<text x="{plot_l + 4}" y="{y + 4:.1f}" fill="#888">no value</text>')
+            parts.append(f'<text x="{plot_r}" y="{y - 7:.1f}" text-anchor="end" fill="#888">no value</text>')
     if reference is not None and reference_label:
         x = scale(reference) if lo <= reference <= hi else plot_l
         anchor, dx = ("end", -4) if x > (plot_l + plot_r) / 2 else ("start", 4)
