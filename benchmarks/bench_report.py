@@ -106,6 +106,25 @@ def build(template: Path, out: Path, n_prompts: int, n_images: int) -> Path:
     return out
 
 
+def photos(run: Path, n_prompts: int, per_prompt: int = 8) -> int:
+    """Overwrite the first ``per_prompt`` images of the first ``n_prompts`` prompts with 128×128 crops
+    of a photograph (``skimage.data.astronaut``), so the thumbnails the report embeds weigh what real
+    images' do (a flat tiny PNG thumbnails to well under 1 kB). The report decodes no other image."""
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut())
+    rng = random.Random(1)
+    done = 0
+    for line in (run / "manifest-000.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        i = int(rec["prompt_id"][1:])
+        if i < n_prompts and rec["image_index"] < per_prompt:
+            x, y = rng.randrange(0, 384), rng.randrange(0, 384)
+            photo.crop((x, y, x + 128, y + 128)).save(run / rec["path"])
+            done += 1
+    return done
+
+
 def _template(tmp: Path) -> Path:
     import sys
 
@@ -141,6 +160,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--template", type=Path, default=None, help="a scored run whose row shapes are repeated")
+    ap.add_argument("--photos", type=int, default=200,
+                    help="prompts whose first 8 images are photo crops (covers every image the report shows)")
     ap.add_argument("--keep", type=Path, default=None, help="write the synthetic run here and keep it (reused when it exists)")
     args = ap.parse_args()
 
@@ -157,6 +178,7 @@ def main() -> None:
             t = time.perf_counter()
             build(template, run, args.prompts, args.images)
             print(f"synthetic run: {args.prompts} prompts × {args.images} images written in {time.perf_counter() - t:.1f} s")
+        print(f"photo crops: {photos(run, args.photos)} images")
         cold, warm = [], []
         for _ in range(2):  # interleaved: cold (no thumbnails cached), then warm (all reused)
             shutil.rmtree(run / THUMBS_DIR, ignore_errors=True)

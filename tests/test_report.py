@@ -360,7 +360,7 @@ def test_charts_show_the_reference_paired_and_location_rows(run: Path) -> None:
     text = _visible(html)
     for anchor in ("chart-skew", "chart-reference", "chart-interventions", "chart-location"):
         assert f'id="{anchor}"' in html and f'href="#{anchor}"' in html
-    assert "1 occupations" in text and "1 lie clearly above the line y = x, 0 clearly below" in text
+    assert "1 occupation:" in text and "1 clearly above the line y = x, 0 clearly below" in text
     assert "doctor 0.400 0.60 [0.50, 0.70] n=3" in text  # occupation, reference, share = reference + difference
     assert "1 clearly below zero, 0 clearly above" in text
     assert "gender_presentation: ethnic-diversity -0.15 [-0.25, -0.05] n=2" in text

@@ -802,8 +802,8 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
         figs.append(charts.scatter_identity(
             sorted(pts, key=lambda p: p["x"]), title=f"{axis} {label}: share in images vs labour statistics",
             x_label=f"reference share {label}", y_label=f"share {label} in images", label_header="occupation",
-            alt=(f"{len(pts)} occupations: the share of {label} among classified images (mean over each occupation's prompts, "
-                 f"with intervals) against its labour-statistics share; {above} lie clearly above the line y = x, "
+            alt=(f"{_count(len(pts), 'occupation')}: the share of {label} among classified images (mean over each occupation's prompts, "
+                 f"with intervals) against its labour-statistics share; {above} clearly above the line y = x, "
                  f"{below} clearly below.")))
     if figs:
         sections.append({"id": "chart-reference", "title": "Occupations against labour statistics",
@@ -820,7 +820,7 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
                          "figures": [charts.dot_interval(
                              pts, title=f"Change in {info['name']} per intervention and axis", x_label=f"Δ {info['name']}",
                              reference=0.0, reference_label="no change", label_header="axis: intervention",
-                             alt=f"{len(pts)} paired differences of {info['name']} to prompts without intervention, with intervals; "
+                             alt=f"{_count(len(pts), 'paired difference')} of {info['name']} to prompts without intervention, with intervals; "
                                  f"{sum(1 for p in pts if p['hi'] < 0)} clearly below zero, {sum(1 for p in pts if p['lo'] > 0)} clearly above.")]})
 
     # 4. per situation: the place the location-neutral images resemble most
@@ -831,7 +831,7 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
         figs.append(charts.dot_interval(
             pooled, title="Distance of location-neutral images to each place", x_label="cosine distance (mean over prompts)",
             sort=True, highlight_min=True, label_header="place",
-            alt=f"Mean cosine distance between neutral images and each of {len(pooled)} places; closest: "
+            alt=f"Mean cosine distance between neutral images and {_count(len(pooled), 'place')}; closest: "
                 f"{best['label'] if best else 'none'} ({_fmt(best['value']) if best else '—'})."))
     per = defaultdict(list)
     for r in _rows_of(tables, "prompt_id", "location_distance"):
@@ -845,11 +845,15 @@ def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
             pts.append(_point(r, f"{p.get('subject') or pid} → {r.get('label')}"))
         figs.append(charts.dot_interval(
             pts, title="Closest place per situation", x_label="cosine distance to the closest place", label_header="situation → place",
-            alt=f"For each of {len(pts)} location-neutral prompts, the place whose images its images resemble most, with the distance."))
+            alt=f"For {_count(len(pts), 'location-neutral prompt')}, the place whose images its images resemble most, with the distance."))
     if figs:
         sections.append({"id": "chart-location", "title": "Which place neutral images resemble",
                          "intro": "Smaller is closer; the closest place is marked in orange with a ring.", "figures": figs})
     return sections
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _fmt(v: float) -> str:
