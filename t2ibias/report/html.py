@@ -34,8 +34,10 @@ from t2ibias.core.fmt import MISSING, as_float, fmt_estimate
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
 #: Thumbnails shown per prompt, and in the whole report: a 200k-image sweep stays a page, not a gigabyte.
+#: A 128 px JPEG of a photograph is ~4-6 kB (~7 kB as base64), so 200 of them are ~1.3 MB of the page
+#: (benchmarks/bench_report.py keeps 2,000 prompts × 50 images under 5 MB).
 THUMBS_PER_PROMPT = 8
-MAX_THUMBNAILS = 240
+MAX_THUMBNAILS = 200
 #: Prompts given a full section (tables and thumbnails) in the whole report, shared out over the
 #: families (the first prompts with images of each); every prompt with images is in the index.
 DETAIL_PROMPTS = 40
