@@ -221,7 +221,11 @@ def test_model_card(run: Path) -> None:
     path = write_model_card(run)
     assert path == run / "model_card.md"
     card = path.read_text(encoding="utf-8")
-    assert card.startswith("## Bias evaluation (t2ibias)")
+    assert card.startswith("---\n") and "model-index:" in card
+    for heading in ("## Bias, Risks, and Limitations", "### Recommendations", "## Evaluation",
+                    "### Testing Data, Factors & Metrics", "#### Testing Data", "#### Factors", "#### Metrics",
+                    "### Results", "#### Summary"):
+        assert f"\n{heading}\n" in card, heading
     assert "`tiny-random-sd`" in card and "`occupations` version 1.2" in card and "`tiny-clip`" in card
     assert "Images per prompt: 3" in card
     assert "8 total: 6 ok, 1 blocked by a safety checker, 1 failed; 1 with no detected person" in card
@@ -230,6 +234,29 @@ def test_model_card(run: Path) -> None:
     assert "masc 0.50 [0.30, 0.70]" in row and "n=8" in row and "| 0.25 [0.10, 0.40] n=8 |" in row
     assert "*perceived*" in card and "Full report: report.html" in card
     assert "Warning" not in card
+
+
+def test_model_card_metadata_parses_back_with_the_metrics(run: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    # a figure only the headline may show: make one axis differ so a mix-up of axes is caught
+    for r in metrics["rows"]:
+        if r["group_by"] == "all" and r["axis"] == "age_group" and r["metric"] == "total_variation_uniform":
+            r.update(value=0.125, ci_low=0.05, ci_high=0.2)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    data = ModelCard(write_model_card(run).read_text(encoding="utf-8")).data
+    assert data.model_name == "tiny-random-sd" and data.pipeline_tag == "text-to-image"
+    got = {(e.metric_type, e.metric_config): e for e in data.eval_results}
+    want = {(f"t2ibias/{r['metric']}", r["axis"]): r for r in metrics["rows"]
+            if r["group_by"] == "all" and r["label"] is None}
+    assert set(got) == set(want) and len(got) == 4
+    for key, r in want.items():
+        e = got[key]
+        assert e.metric_value == pytest.approx(r["value"]) and e.task_type == "text-to-image"
+        assert e.metric_args["ci_low"] == pytest.approx(r["ci_low"]) and e.metric_args["n"] == r["n"]
+        assert e.dataset_type == "t2ibias/occupations" and e.dataset_name == "occupations v1.2"
+    assert got[("t2ibias/total_variation_uniform", "age_group")].metric_value == pytest.approx(0.125)
 
 
 def test_out_path_and_instrument(run: Path, tmp_path: Path) -> None:
@@ -299,6 +326,152 @@ def test_thumbnails_are_capped_per_prompt_and_the_rest_counted(run: Path, monkey
 
     monkeypatch.setattr(html, "THUMBS_PER_PROMPT", 1)
     report = write_report(run).read_text(encoding="utf-8")
-    figures = re.findall(r"<figure", report)
+    figures = re.findall(r"<figure title=", report)
     assert len(figures) == 3  # one per prompt
     assert "more images of this prompt are counted above" in report
+
+
+# ------------------------------------------------------------------------------ charts
+
+
+def _extra(metric, axis, group_by, group, label, value, ci, n, note=None, **kw):
+    return {"metric": metric, "axis": axis, "group_by": group_by, "group": group, "label": label, "value": value,
+            "ci_low": ci[0], "ci_high": ci[1], "n": n, "higher_is_better": None, "note": note,
+            "aggregate": "mean_over_prompts", **kw}
+
+
+def test_charts_show_the_reference_paired_and_location_rows(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    ref = "reference 0.400 (BLS CPS 2025)"
+    metrics["rows"] += [
+        # doctor: fem share − reference = +0.20 [0.10, 0.30] → share 0.60 [0.50, 0.70], clearly above y = x
+        _extra("share_minus_reference", "gender_presentation", "prompt_id", "p1", "fem", 0.2, (0.1, 0.3), 2, ref),
+        _extra("share_minus_reference", "gender_presentation", "subject", "doctor", "fem", 0.2, (0.1, 0.3), 3),
+        # the diversity prompt lowers TV by 0.15 [-0.25, -0.05]: clearly below zero
+        _extra("total_variation_uniform", "gender_presentation", "intervention_vs_none", "ethnic-diversity", None,
+               -0.15, (-0.25, -0.05), 2),
+        _extra("location_distance", "location", "all", "all", "Germany", 0.30, (0.2, 0.4), 5),
+        _extra("location_distance", "location", "all", "all", "Nigeria", 0.10, (0.05, 0.2), 5),
+        _extra("location_distance", "location", "prompt_id", "p3", "Nigeria", 0.12, (0.05, 0.2), 2),
+        _extra("location_distance", "location", "prompt_id", "p3", "Germany", 0.35, (0.2, 0.5), 2),
+    ]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = write_report(run).read_text(encoding="utf-8")
+    text = _visible(html)
+    for anchor in ("chart-skew", "chart-reference", "chart-interventions", "chart-location"):
+        assert f'id="{anchor}"' in html and f'href="#{anchor}"' in html
+    assert "1 occupation:" in text and "1 clearly above the line y = x, 0 clearly below" in text
+    assert "doctor 0.400 0.60 [0.50, 0.70] n=3" in text  # occupation, reference, share = reference + difference
+    assert "1 clearly below zero, 0 clearly above" in text
+    assert "gender_presentation: ethnic-diversity -0.15 [-0.25, -0.05] n=2" in text
+    assert "closest: Nigeria (0.10)" in text and "kind → Nigeria 0.12 [0.05, 0.20] n=2" in text
+    svgs = re.findall(r"<svg\b[^>]*>", html)
+    assert len(svgs) >= 5 and all('role="img"' in s and 'aria-label="' in s for s in svgs)
+    assert html.count("<title id=") == len(svgs) and "http" not in "".join(re.findall(r"<svg.*?</svg>", html, re.S)).replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_chart_api_sorts_escapes_and_keeps_every_number() -> None:
+    from t2ibias.report import charts
+
+    rows = [{"label": "<b>b</b>", "value": 0.3, "lo": 0.2, "hi": 0.4, "n": 10},
+            {"label": "a", "value": 0.1, "lo": 0.0, "hi": 0.2, "n": 12},
+            {"label": "c", "value": float("nan"), "lo": None, "hi": None, "n": 0}]
+    fig = str(charts.dot_interval(rows, title="T <x>", alt="A", x_label="x", sort=True, highlight_min=True, reference=0.0))
+    assert "<b>" not in fig and "&lt;b&gt;b&lt;/b&gt;" in fig and 'aria-label="T &lt;x&gt;"' in fig
+    table = _visible(fig[fig.index("<details"):])
+    assert table.index("a 0.10 [0.00, 0.20] n=12") < table.index("</b> 0.30 [0.20, 0.40] n=10") < table.index("c — n=0")
+    assert fig.count(charts.HIGHLIGHT) == 1 and "no value" in fig
+    many = [{"label": f"p{i}", "value": i / 2000, "lo": i / 2000 - 0.01, "hi": i / 2000 + 0.01, "n": 50} for i in range(2000)]
+    ranked = str(charts.ranked_intervals(many, title="R", alt="A", y_label="TV"))
+    bars = re.search(r'<path d="([^"]*)" stroke="' + charts.INTERVAL, ranked).group(1)
+    assert bars.count("M") == 2000 and len(ranked) < 400_000  # one path for all intervals
+    assert charts.nice_ticks(0, 1) == [0, 0.25, 0.5, 0.75, 1.0]
+    scatter = str(charts.scatter_identity([{"label": "x", "x": 0.5, "value": 0.5, "lo": 0.4, "hi": 0.6, "n": 3}],
+                                          title="S", alt="A", x_label="ref", y_label="obs"))
+    assert "y = x" in scatter and scatter.count("<circle") == 1
+
+
+# ------------------------------------------------------------------------------ scale
+
+
+def test_thumbnails_are_made_once_and_reused(run: Path, monkeypatch) -> None:
+    import t2ibias.report.html as html
+
+    first = write_report(run).read_text(encoding="utf-8")
+    cached = sorted(p.name for p in (run / "thumbs").iterdir())
+    assert cached == ["k1.jpg", "k2.jpg", "k4.jpg", "k7.jpg", "k8.jpg"]  # ok images with a readable file
+    with Image.open(run / "thumbs" / "k1.jpg") as im:
+        assert max(im.size) <= html.THUMB_PX
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} again")
+
+    monkeypatch.setattr(html, "_thumbnail_bytes", no_decoding)
+    assert write_report(run).read_text(encoding="utf-8") == first
+    # an image newer than its thumbnail is thumbnailed again
+    monkeypatch.undo()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(run / "images" / "k2.png")
+    import os
+    os.utime(run / "thumbs" / "k2.jpg", ns=(1, 1))
+    assert write_report(run).read_text(encoding="utf-8") != first
+
+
+def test_thumbnails_and_full_sections_are_capped_for_the_whole_report(run: Path, monkeypatch) -> None:
+    import t2ibias.report.html as html
+
+    monkeypatch.setattr(html, "DETAIL_PROMPTS", 2)
+    monkeypatch.setattr(html, "MAX_THUMBNAILS", 2)
+    report = write_report(run).read_text(encoding="utf-8")
+    assert len(re.findall(r"<figure title=", report)) == 2
+    # one full section per family (occupation, adjective), the first prompt of each
+    assert re.findall(r'<div class="prompt" id="prompt-(\w+)"', report) == ["p1", "p3"]
+    index = re.findall(r'<table class="index">.*?</table>', report, re.S)
+    assert "p2" in index[0] and 'href="#prompt-p2"' not in report and 'href="#prompt-p1"' in report
+    assert "The first 2 of them" in _visible(report)
+
+
+def test_prompts_without_images_get_no_section(run: Path) -> None:
+    prompts = pd.read_parquet(run / "prompts.parquet")
+    extra = prompts.iloc[[0]].assign(prompt_id="p4", text="a photo of a never generated pilot")
+    pd.concat([prompts, extra]).to_parquet(run / "prompts.parquet")
+    report = write_report(run).read_text(encoding="utf-8")
+    assert "never generated pilot" not in report and "No images in the manifest" not in report
+    assert "3 of 4 prompts have images" in _visible(report)
+
+
+def test_report_has_contents_and_summary_first(report: str) -> None:
+    nav = re.search(r'<nav class="toc".*?</nav>', report, re.S).group(0)
+    targets = re.findall(r'href="#([^"]+)"', nav)
+    assert targets[0] == "overall" and {"instrument", "accounting", "prompts", "spec"} <= set(targets)
+    assert all(f'id="{t}"' in report for t in targets)
+    order = [report.index(f'id="{t}"') for t in ("overall", "instrument", "accounting", "prompts", "spec")]
+    assert order == sorted(order)
+
+
+def test_a_split_with_many_groups_is_one_compact_table(run: Path, monkeypatch) -> None:
+    import t2ibias.report.html as html
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for subject, tv in (("doctor", 0.31), ("kind", 0.07)):
+        metrics["rows"].append(_row("total_variation_uniform", "gender_presentation", "subject", subject, value=tv,
+                                    ci=(tv - 0.05, tv + 0.05), n=4))
+        metrics["rows"].append(_row("proportion", "gender_presentation", "subject", subject, "masc", n=4))
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    full = _visible(write_report(run).read_text(encoding="utf-8"))
+    assert "By subject (2)" in full and "2 groups: TV to uniform" not in full
+    monkeypatch.setattr(html, "SPLIT_FULL_GROUPS", 1)
+    compact = write_report(run).read_text(encoding="utf-8")
+    table = _visible(re.search(r'<table class="compact">.*?</table>', compact, re.S).group(0))
+    assert "doctor 0.31 [0.26, 0.36] n=4 kind 0.07 [0.02, 0.12] n=4" in table
+    assert "2 groups: TV to uniform" in _visible(compact)
+
+
+def test_force_clears_the_thumbnails_it_made_and_nothing_else(run: Path) -> None:
+    from t2ibias.store.rundir import clear_run
+
+    write_report(run)
+    (run / "thumbs" / "notes.txt").write_text("mine")
+    deleted = clear_run(run)
+    assert run / "thumbs" / "k1.jpg" in deleted
+    assert sorted(p.name for p in (run / "thumbs").iterdir()) == ["notes.txt"]

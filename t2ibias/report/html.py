@@ -12,8 +12,10 @@ import base64
 import io
 import json
 import math
+import os
 import re
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,22 @@ from PIL import Image
 from t2ibias.core.version import __version__
 from t2ibias.core.errors import UserError
 from t2ibias.store.image_store import confined_path
-from t2ibias.store.rundir import IMAGE_LABELS_FILE, METRICS_FILE, PROMPTS_FILE, WRITTEN_BY, RunDir
-from t2ibias.core.files import atomic_write_text
+from t2ibias.store.rundir import IMAGE_LABELS_FILE, METRICS_FILE, PROMPTS_FILE, THUMBS_DIR, WRITTEN_BY, RunDir
+from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 from t2ibias.core.fmt import MISSING, as_float, fmt_estimate
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 THUMB_PX = 128
 #: Thumbnails shown per prompt, and in the whole report: a 200k-image sweep stays a page, not a gigabyte.
+#: A 128 px JPEG of a photograph is ~4-6 kB (~7 kB as base64), so 200 of them are ~1.3 MB of the page
+#: (benchmarks/bench_report.py keeps 2,000 prompts × 50 images under 5 MB).
 THUMBS_PER_PROMPT = 8
-MAX_THUMBNAILS = 2000
+MAX_THUMBNAILS = 200
+#: Prompts given a full section (tables and thumbnails) in the whole report, shared out over the
+#: families (the first prompts with images of each); every prompt with images is in the index.
+DETAIL_PROMPTS = 40
+#: A split of the prompts (by subject, template, ...) with more groups than this is one compact table.
+SPLIT_FULL_GROUPS = 12
 BINS = ("abstain", "no_person", "blocked", "failed")  # visible bins, always listed after class labels
 INTEGER_METRICS = {"count"}
 METRIC_ORDER = ("proportion", "count", "total_variation_uniform", "normalized_entropy")
@@ -153,28 +162,85 @@ def _image_file(run_dir: Path, rel: Any) -> Path | None:
         return None
 
 
-def _has_file(run_dir: Path, rec: dict) -> bool:
-    path = _image_file(run_dir, rec.get("path"))
+def _has_file(run_dir: Path, rec: dict, plain: set[str] | None = None) -> bool:
+    """Does the record's image file exist inside the run? ``plain``: the regular files of the image
+    store (``images/xx/name``, no symlink), listed once, which answers without resolving each path."""
+    rel = rec.get("path")
+    if plain is not None and isinstance(rel, str) and rel in plain:
+        return True
+    path = _image_file(run_dir, rel)
     return path is not None and path.is_file()
 
 
-def _thumbnail(path: Path) -> str | None:
-    """A JPEG data URI at most ``THUMB_PX`` on the long side; None when the file can't be read."""
+def _plain_images(run_dir: Path) -> set[str]:
+    """``images/xx/name`` of every regular file (not a symlink) in the run's image store folders."""
+    out: set[str] = set()
+    images = run_dir / "images"
+    if images.is_symlink() or not images.is_dir():
+        return out
+    with os.scandir(images) as folders:
+        for folder in folders:
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(folder.path) as files:
+                out.update(f"images/{folder.name}/{f.name}" for f in files if f.is_file(follow_symlinks=False))
+    return out
+
+
+def _thumbnail_bytes(path: Path) -> bytes | None:
+    """A JPEG at most ``THUMB_PX`` on the long side; None when the file can't be read."""
     try:
         with Image.open(path) as im:
+            im.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG sources decode at reduced size
             im.thumbnail((THUMB_PX, THUMB_PX))
             buf = io.BytesIO()
             im.convert("RGB").save(buf, format="JPEG", quality=80)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+
+
+def _cached_thumbnail(run_dir: Path, key: str, source: Path) -> bytes | None:
+    """The thumbnail of one image, made once: read from ``<run>/thumbs/<key>.jpg`` when it is newer
+    than the image, else made and written there (a read-only run dir only loses the cache)."""
+    cache = run_dir / THUMBS_DIR / f"{key}.jpg" if _SAFE_KEY.match(key) else None
+    try:
+        if cache is not None and cache.is_file() and cache.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+            return cache.read_bytes()
+    except OSError:
+        pass
+    data = _thumbnail_bytes(source)
+    if data is not None and cache is not None:
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(cache, data)
+        except OSError:
+            pass
+    return data
+
+
+def _thumbnails(run_dir: Path, jobs: dict[str, Path]) -> dict[str, str | None]:
+    """key → JPEG data URI (None: unreadable) for every ``key → image file``, made in threads
+    (Pillow releases the GIL while it decodes and encodes)."""
+    def one(item: tuple[str, Path]) -> tuple[str, str | None]:
+        data = _cached_thumbnail(run_dir, *item)
+        return item[0], None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2, len(jobs))) as pool:
+        return dict(pool.map(one, jobs.items()))
 
 
 def _accounting(run: Run, n_prompts: int) -> dict:
     status = Counter(str(r.get("status") or "unknown") for r in run.manifest.values())
     lab = run.labels
     abstain = lab[lab["label"] == "abstain"].groupby("attribute").size()
-    missing = sum(1 for r in run.manifest.values() if r.get("status") == "ok" and not _has_file(run.dir, r))
+    plain = _plain_images(run.dir)
+    missing = sum(1 for r in run.manifest.values() if r.get("status") == "ok" and not _has_file(run.dir, r, plain))
     n_seeds = run.spec.get("n_seeds")
     planned = n_prompts * n_seeds if isinstance(n_seeds, int) else None
     total = len(run.manifest)
@@ -297,14 +363,14 @@ def _caption(rec: dict, labels: list[dict], axes: list[str]) -> tuple[str, str]:
     return caption, "\n".join(title)
 
 
-def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumbs: bool) -> dict:
+def _image_entry(run: Run, rec: dict, labels: list[dict], axes: list[str], thumbs: dict[str, str | None] | None) -> dict:
     caption, title = _caption(rec, labels, axes)
     src, placeholder = None, str(rec.get("status") or "unknown")
     if placeholder == "ok":
         if not _has_file(run.dir, rec):
             placeholder, title = "missing", title + f"\nfile missing: {rec.get('path')}"
-        elif thumbs:
-            src = _thumbnail(_image_file(run.dir, rec["path"]))
+        elif thumbs is not None:
+            src = thumbs.get(str(rec.get("key")))
             if src is None:
                 placeholder, title = "unreadable", title + f"\nunreadable image: {rec.get('path')}"
     return {"key": rec.get("key"), "src": src, "placeholder": placeholder, "caption": caption,
@@ -345,6 +411,48 @@ def _spec_sections(run: Run, n_prompts: int) -> list[dict]:
     return [{"title": t, "rows": [(k, _plain(v)) for k, v in rows]} for t, rows in sections.items() if rows]
 
 
+def _split(tables: _Tables, group_by: str) -> dict:
+    """One split of the prompts: every table of each group when it has few groups, else one compact
+    table, a row per group and a column per axis with the headline skew (every row is in metrics.csv)."""
+    groups = tables.groups(group_by)
+    out = {"group_by": group_by, "title": SPLIT_TITLES[group_by], "n_groups": len(groups), "groups": [], "compact": None}
+    if len(groups) <= SPLIT_FULL_GROUPS:
+        out["groups"] = [{"group": g, "tables": tables.for_group(group_by, g)} for g in groups]
+        return out
+    axes = [a for a in tables.axes if any(a in tables.rows.get((group_by, g), {}) for g in groups)]
+    rows = []
+    for g in groups:
+        by_axis = tables.rows.get((group_by, g), {})
+        cells = []
+        for a in axes:
+            row = next((r for r in by_axis.get(a, []) if r.get("metric") == SKEW_METRIC and r.get("label") is None), None)
+            cells.append(_cell(row) if row is not None else None)
+        rows.append({"group": g, "cells": cells})
+    out["compact"] = {"metric": tables.info(SKEW_METRIC), "axes": axes, "rows": rows}
+    return out
+
+
+def _anchor(*parts: Any) -> str:
+    """An HTML id from free text: letters, digits and dashes only."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(str(p) for p in parts)).strip("-").lower() or "x"
+
+
+def _detailed(prompts: list[dict]) -> set[str]:
+    """The prompts given a full section: the first ``DETAIL_PROMPTS`` shared out evenly over the
+    families, in prompt order (deterministic; a family with fewer prompts leaves its share to others)."""
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for p in prompts:
+        by_family[str(p.get("family"))].append(str(p["prompt_id"]))
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < DETAIL_PROMPTS and any(depth < len(v) for v in by_family.values()):
+        for ids in by_family.values():
+            if depth < len(ids) and len(chosen) < DETAIL_PROMPTS:
+                chosen.append(ids[depth])
+        depth += 1
+    return set(chosen)
+
+
 def build_context(run: Run, thumbnails: bool = True) -> dict:
     """Everything the templates show, as plain dicts and lists."""
     spec, model, clf = run.spec, run.spec.get("model") or {}, run.spec.get("classifier") or {}
@@ -354,26 +462,40 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
     attributes = [str(a) for a in dict.fromkeys(run.labels["attribute"].tolist())]
     tables = _Tables(run.metrics, attributes)
 
-    labels_by_key: dict[str, list[dict]] = defaultdict(list)
-    for x in run.labels.to_dict("records"):
-        labels_by_key[str(x["key"])].append(x)
     images_by_prompt: dict[str, list[dict]] = defaultdict(list)
     for rec in sorted(run.manifest.values(), key=_index):
         images_by_prompt[str(rec.get("prompt_id"))].append(rec)
+    # prompts without images (not generated yet, or cut) get no section: they are counted in the accounting
+    shown_prompts = [p for p in prompts if images_by_prompt.get(str(p["prompt_id"]))]
+    detailed = _detailed(shown_prompts)
+    per_prompt = max(1, min(THUMBS_PER_PROMPT, MAX_THUMBNAILS // max(len(detailed), 1)))
+    shown = {pid: images_by_prompt[pid][:per_prompt] for pid in detailed}
+    shown_keys = {str(rec.get("key")) for recs in shown.values() for rec in recs}
+    lab = run.labels[run.labels["key"].astype(str).isin(shown_keys)]
+    labels_by_key: dict[str, list[dict]] = defaultdict(list)
+    for x in lab.to_dict("records"):
+        labels_by_key[str(x["key"])].append(x)
+    thumbs = None
+    if thumbnails:
+        jobs = {str(rec["key"]): _image_file(run.dir, rec["path"]) for recs in shown.values() for rec in recs
+                if rec.get("status") == "ok" and _has_file(run.dir, rec)}
+        thumbs = _thumbnails(run.dir, jobs)
 
-    families: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    per_prompt = max(1, min(THUMBS_PER_PROMPT, MAX_THUMBNAILS // max(len(prompts), 1)))
-    for p in prompts:
+    families: dict[str, dict[str, Any]] = {}
+    for p in shown_prompts:
         pid = str(p["prompt_id"])
-        shown = images_by_prompt.get(pid, [])[:per_prompt]
-        families[str(p.get("family"))][str(p.get("subject"))].append({
-            **{k: p.get(k) for k in ("set_id", "set_version", "template_id", "intervention", "text")},
-            "prompt_id": pid,
-            "tables": tables.for_group("prompt_id", pid),
-            "images": [_image_entry(run, rec, labels_by_key.get(str(rec["key"]), []), tables.axes, thumbnails)
-                       for rec in shown],
-            "images_not_shown": len(images_by_prompt.get(pid, [])) - len(shown),
-        })
+        fam = families.setdefault(str(p.get("family")), {"index": [], "subjects": defaultdict(list)})
+        entry = {**{k: p.get(k) for k in ("set_id", "set_version", "template_id", "intervention", "text", "subject")},
+                 "prompt_id": pid, "n_images": len(images_by_prompt[pid]), "detailed": pid in shown}
+        fam["index"].append(entry)
+        if pid in shown:
+            fam["subjects"][str(p.get("subject"))].append({
+                **entry,
+                "tables": tables.for_group("prompt_id", pid),
+                "images": [_image_entry(run, rec, labels_by_key.get(str(rec["key"]), []), tables.axes, thumbs)
+                           for rec in shown[pid]],
+                "images_not_shown": len(images_by_prompt[pid]) - len(shown[pid]),
+            })
 
     random_parts = [name for name, flag in (("generator", spec.get("model_is_random")),
                                             ("classifier", clf.get("is_random"))) if flag is True]
@@ -403,15 +525,17 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "overall_scalars": [tables.info(m) for m in _ordered([s["metric"] for t in overall for s in t["scalars"]
                                                               if not s["metric"].endswith(POOLED_SUFFIX)], METRIC_ORDER)],
         "metric_info": tables.metric_info,
-        "splits": [
-            {"group_by": gb, "title": SPLIT_TITLES[gb],
-             "groups": [{"group": g, "tables": tables.for_group(gb, g)} for g in tables.groups(gb)]}
-            for gb in SPLIT_TITLES if tables.groups(gb)
-        ],
-        "families": [{"family": f, "tables": tables.for_group("family", f),
-                      "subjects": [{"subject": s, "prompts": ps} for s, ps in subjects.items()]}
-                     for f, subjects in families.items()],
+        "splits": [_split(tables, gb) for gb in SPLIT_TITLES if tables.groups(gb)],
+        "families": [{"family": f, "anchor": _anchor("family", f), "tables": tables.for_group("family", f),
+                      "index": fam["index"], "n_detailed": sum(e["detailed"] for e in fam["index"]),
+                      "subjects": [{"subject": s, "prompts": ps} for s, ps in fam["subjects"].items()]}
+                     for f, fam in families.items()],
+        "n_prompts_shown": len(shown_prompts),
+        "n_detailed": len(detailed),
+        "n_thumbnails": sum(len(v) for v in shown.values()) if thumbnails else 0,
+        "charts": _charts(run, tables, prompts) if thumbnails else [],
         "instrument": _instrument_context(run.audit, clf.get("id")),
+        "eval_rows": _eval_rows(tables),
     }
 
 
@@ -541,7 +665,198 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     return _write_atomic(_target(run_dir, out, "report.html"), _ENV.get_template("report.html.j2").render(ctx))
 
 
+def _meta(text: Any) -> str:
+    """Text for the YAML metadata: letters, digits and ``._/+:,() -`` only. Run files are untrusted and
+    a card's front matter is shown as-is by many markdown renderers, so nothing there may start markup."""
+    return re.sub(r"[^A-Za-z0-9._/+:,() -]", "_", _one_line(text))[:200]
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _eval_rows(tables: _Tables) -> list[dict]:
+    """The headline rows of the whole run: one per axis and reference-free scalar metric (the mean
+    over prompts, not the pooled-counts figure), with a finite value."""
+    out = []
+    for axis, rows in tables.rows.get(("all", "all"), {}).items():
+        for r in rows:
+            metric = str(r.get("metric"))
+            if r.get("label") is None and not metric.endswith(POOLED_SUFFIX) and math.isfinite(as_float(r.get("value"))):
+                out.append(r)
+    return out
+
+
+def model_card_data(ctx: dict) -> Any:
+    """The card's YAML metadata: a ``model-index`` entry per headline figure (``metric_type``
+    ``t2ibias/<metric>``, ``metric_config`` the axis, the interval and n in ``metric_args``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    sets = ctx["prompt_sets"] or [{"id": "prompts", "version": None, "sha256": None}]
+    dataset_type = _meta("t2ibias/" + "+".join(str(s["id"]) for s in sets))
+    dataset_name = _meta(", ".join(f"{s['id']} v{s['version']}" if s.get("version") else str(s["id"]) for s in sets))
+    revision = _meta(",".join(str(s["sha256"])[:12] for s in sets if s.get("sha256"))) or None
+    confidence = (ctx["bootstrap"] or {}).get("confidence") or 0.95
+    results = []
+    for r in ctx["eval_rows"]:
+        metric = str(r["metric"])
+        info = next((m for m in ctx["metric_info"] if m["metric"] == metric), {"name": metric})
+        args = {"ci_low": as_float(r.get("ci_low")), "ci_high": as_float(r.get("ci_high")), "confidence": confidence,
+                "n": r.get("n"), "aggregate": r.get("aggregate") or "mean_over_prompts"}
+        results.append(EvalResult(
+            task_type="text-to-image", task_name="social bias (perceived attributes)", dataset_type=dataset_type,
+            dataset_name=dataset_name, dataset_revision=revision, metric_type=_meta(f"t2ibias/{metric}"),
+            metric_name=_meta(f"{info['name']} ({r['axis']})"), metric_config=_meta(r["axis"]),
+            metric_value=round(float(r["value"]), 6),
+            metric_args={k: (round(v, 6) if isinstance(v, float) else v) for k, v in args.items()
+                         if not (isinstance(v, float) and not math.isfinite(v))}))
+    model_id = _meta(ctx["model_id"]) or "model"
+    source = str((ctx.get("model") or {}).get("source") or "")
+    return ModelCardData(
+        model_name=model_id, eval_results=results or None, pipeline_tag="text-to-image",
+        tags=["t2ibias", "bias-evaluation", "text-to-image"],
+        base_model=source if _HUB_ID.match(source) and "/" in source else None)
+
+
 def write_model_card(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the markdown model-card section (default ``<run>/model_card.md``); return its path."""
+    """Write ``model_card.md`` (default ``<run>/model_card.md``): YAML metadata with ``model-index``
+    results built by ``huggingface_hub``, then the hub template's evaluation sections; return its path."""
+    from huggingface_hub import ModelCard
+
     ctx = build_context(load_run(run_dir), thumbnails=False)
-    return _write_atomic(_target(run_dir, out, "model_card.md"), _ENV.get_template("model_card.md.j2").render(ctx))
+    body = _ENV.get_template("model_card.md.j2").render(ctx)
+    card = ModelCard(f"---\n{model_card_data(ctx).to_yaml()}\n---\n\n{body}")
+    return _write_atomic(_target(run_dir, out, "model_card.md"), str(card))
+
+
+# --------------------------------------------------------------------------- charts
+
+#: The per-prompt skew figure the prompt-set charts show.
+SKEW_METRIC = "total_variation_uniform"
+_REFERENCE_NOTE = re.compile(r"reference (-?\d+(?:\.\d+)?) \(")
+
+
+def _point(row: dict, label: str, **extra: Any) -> dict:
+    q = as_float(row.get("q_value"))
+    return {"label": label, "value": as_float(row.get("value")), "lo": as_float(row.get("ci_low")),
+            "hi": as_float(row.get("ci_high")), "n": row.get("n"), "q": f"{q:.2g}" if math.isfinite(q) else None,
+            "note": str(row.get("note") or "") or None} | extra
+
+
+def _rows_of(tables: _Tables, group_by: str, metric: str) -> list[dict]:
+    return [r for (gb, _), by_axis in tables.rows.items() if gb == group_by
+            for rows in by_axis.values() for r in rows if r.get("metric") == metric]
+
+
+def _charts(run: Run, tables: _Tables, prompts: list[dict]) -> list[dict]:
+    """The summary charts, drawn from metrics.json rows only: per prompt set the spread of per-prompt
+    skew, per occupation the share against the labour-statistics reference, per intervention the
+    paired difference to ``none``, per situation the place the neutral images resemble."""
+    from t2ibias.report import charts
+
+    info = tables.info(SKEW_METRIC)
+    by_id = {str(p["prompt_id"]): p for p in prompts}
+    sections = []
+
+    # 1. per prompt set and axis: each prompt's skew with its interval, sorted
+    skew = [r for r in _rows_of(tables, "prompt_id", SKEW_METRIC) if str(r.get("group")) in by_id]
+    figs = []
+    for set_id in dict.fromkeys(str(p.get("set_id") or "all prompts") for p in prompts):
+        for axis in tables.axes:
+            # the table keeps id and estimate only (the prompt's text is in the per-prompt index): 2,000 rows stay small
+            pts = [_point(r, str(r["group"]), note=None) for r in skew
+                   if r.get("axis") == axis and str(by_id[str(r["group"])].get("set_id") or "all prompts") == set_id]
+            pts = [p for p in pts if math.isfinite(p["value"])]
+            if len(pts) < 2:
+                continue
+            vals = sorted(p["value"] for p in pts)
+            figs.append(charts.ranked_intervals(
+                pts, title=f"{set_id}: {info['name']} of {axis} per prompt", y_label=info["name"], label_header="prompt",
+                alt=(f"{len(pts)} prompts of {set_id} sorted by {info['name']} of {axis} ({info['direction']}), each with its "
+                     f"95% interval; median {vals[len(vals) // 2]:.2f}, range {vals[0]:.2f} to {vals[-1]:.2f}.")))
+    if figs:
+        sections.append({"id": "chart-skew", "title": "Skew per prompt",
+                         "intro": f"Each prompt's {info['name']} (0 = every label equally often), lowest to highest; "
+                                  "a wide spread means the set's mean hides prompts skewed much more than it.",
+                         "figures": figs})
+
+    # 2. per occupation: share of a label against the reference the score stage compared it with
+    ref_of: dict[tuple[str, str, str], float] = {}  # (axis, subject, label) → reference share
+    for r in _rows_of(tables, "prompt_id", "share_minus_reference"):
+        m = _REFERENCE_NOTE.search(str(r.get("note") or ""))
+        p = by_id.get(str(r.get("group")))
+        if m and p is not None:
+            ref_of[(str(r["axis"]), str(p.get("subject")), str(r.get("label")))] = float(m.group(1))
+    figs = []
+    diff_rows = _rows_of(tables, "subject", "share_minus_reference")
+    for axis, label in dict.fromkeys((str(r["axis"]), str(r.get("label"))) for r in diff_rows):
+        pts = []
+        for r in diff_rows:
+            ref = ref_of.get((axis, str(r.get("group")), label))
+            if r["axis"] != axis or str(r.get("label")) != label or ref is None:
+                continue
+            d = _point(r, str(r["group"]), x=ref)
+            pts.append(d | {"value": ref + d["value"], "lo": ref + d["lo"], "hi": ref + d["hi"],
+                            "note": f"share − reference {_fmt(d['value'])} [{_fmt(d['lo'])}, {_fmt(d['hi'])}]"})
+        if len(pts) < 1:
+            continue
+        above = sum(1 for p in pts if p["lo"] > p["x"])
+        below = sum(1 for p in pts if p["hi"] < p["x"])
+        figs.append(charts.scatter_identity(
+            sorted(pts, key=lambda p: p["x"]), title=f"{axis} {label}: share in images vs labour statistics",
+            x_label=f"reference share {label}", y_label=f"share {label} in images", label_header="occupation",
+            alt=(f"{_count(len(pts), 'occupation')}: the share of {label} among classified images (mean over each occupation's prompts, "
+                 f"with intervals) against its labour-statistics share; {above} clearly above the line y = x, "
+                 f"{below} clearly below.")))
+    if figs:
+        sections.append({"id": "chart-reference", "title": "Occupations against labour statistics",
+                         "intro": "Points on the dashed line match the reference; above it the label is over-represented "
+                                  "in the images. Shares are of the classified images (abstentions and bins left out), as the "
+                                  "reference has no such bins.", "figures": figs})
+
+    # 3. per intervention: paired difference of skew to `none`
+    pts = [_point(r, f"{r['axis']}: {r['group']}") for r in _rows_of(tables, "intervention_vs_none", SKEW_METRIC)]
+    if pts:
+        sections.append({"id": "chart-interventions", "title": "Interventions against none", "intro":
+                         f"Mean over matched prompt pairs of the change in {info['name']} (intervention − none); "
+                         "left of the dashed zero line the intervention reduced the skew.",
+                         "figures": [charts.dot_interval(
+                             pts, title=f"Change in {info['name']} per intervention and axis", x_label=f"Δ {info['name']}",
+                             reference=0.0, reference_label="no change", label_header="axis: intervention",
+                             alt=f"{_count(len(pts), 'paired difference')} of {info['name']} to prompts without intervention, with intervals; "
+                                 f"{sum(1 for p in pts if p['hi'] < 0)} clearly below zero, {sum(1 for p in pts if p['lo'] > 0)} clearly above.")]})
+
+    # 4. per situation: the place the location-neutral images resemble most
+    figs = []
+    pooled = [_point(r, str(r.get("label"))) for r in _rows_of(tables, "all", "location_distance")]
+    if pooled:
+        best = min((p for p in pooled if math.isfinite(p["value"])), key=lambda p: p["value"], default=None)
+        figs.append(charts.dot_interval(
+            pooled, title="Distance of location-neutral images to each place", x_label="cosine distance (mean over prompts)",
+            sort=True, highlight_min=True, label_header="place",
+            alt=f"Mean cosine distance between neutral images and {_count(len(pooled), 'place')}; closest: "
+                f"{best['label'] if best else 'none'} ({_fmt(best['value']) if best else '—'})."))
+    per = defaultdict(list)
+    for r in _rows_of(tables, "prompt_id", "location_distance"):
+        if math.isfinite(as_float(r.get("value"))):
+            per[str(r.get("group"))].append(r)
+    if per:
+        pts = []
+        for pid, rows in per.items():
+            r = min(rows, key=lambda x: as_float(x.get("value")))
+            p = by_id.get(pid, {})
+            pts.append(_point(r, f"{p.get('subject') or pid} → {r.get('label')}"))
+        figs.append(charts.dot_interval(
+            pts, title="Closest place per situation", x_label="cosine distance to the closest place", label_header="situation → place",
+            alt=f"For {_count(len(pts), 'location-neutral prompt')}, the place whose images its images resemble most, with the distance."))
+    if figs:
+        sections.append({"id": "chart-location", "title": "Which place neutral images resemble",
+                         "intro": "Smaller is closer; the closest place is marked in orange with a ring.", "figures": figs})
+    return sections
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2f}" if math.isfinite(v) else MISSING

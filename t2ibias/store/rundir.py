@@ -51,12 +51,14 @@ MODEL_CARD_FILE = "model_card.md"
 #: became) and the rows it could not use (missing, unknown prompt, duplicate, unreadable), by sweep.
 REPLAY_INDEX_FILE = "replay_index.parquet"
 REPLAY_PROBLEMS_FILE = "replay_problems.json"
+#: Report thumbnails, ``thumbs/<key>.jpg``: made once by ``report``, reused by the next report.
+THUMBS_DIR = "thumbs"
 #: The stage (``t2ibias STAGE DIR``) that writes each file: what a missing file's error tells to run.
 WRITTEN_BY = {
     SPEC_FILE: "sweep", PROMPTS_FILE: "sweep", TOKENS_FILE: "sweep", "manifest*.jsonl": "generate",
     MEASUREMENTS_FILE: "measure", EMBEDDINGS_FILE: "measure", MEASURE_FILE: "measure", MEASURERS_FILE: "measure",
     IMAGE_LABELS_FILE: "score", METRICS_FILE: "score", METRICS_CSV_FILE: "score", INSTRUMENT_FILE: "score",
-    AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report",
+    AUDIT_FILE: "score", REPORT_FILE: "report", MODEL_CARD_FILE: "report", THUMBS_DIR: "report",
     REPLAY_INDEX_FILE: "sweep", REPLAY_PROBLEMS_FILE: "sweep",
 }
 
@@ -174,6 +176,12 @@ def clear_run(run_dir: Path) -> list[Path]:
                     unlink(path)
             _rmdir_if_empty(folder)
         _rmdir_if_empty(images)
+    thumbs = run_dir / THUMBS_DIR
+    if thumbs.is_dir() and not thumbs.is_symlink():
+        for path in thumbs.iterdir():
+            if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.jpg", path.name) or _TEMP_NAME.match(path.name):
+                unlink(path)
+        _rmdir_if_empty(thumbs)
     return deleted
 
 
