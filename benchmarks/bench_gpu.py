@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in modes:
                     rates = [args.images / s for s in seconds[name, b]]
                     ratios = [d / s for d, s in zip(base, seconds[name, b])]
-                    fl = f"{statistics.median(rates) / floor:11.3f}x" if floor else f"{'-':>12}"
+                    fl = f"{statistics.median(rates) / floor:11.3g}x" if floor else f"{'-':>12}"
                     rows.append(f"{model:6} {'yes' if compiled else 'no':7} {name:26} {b:3d} "
                                 f"{statistics.median(rates):9.3f} [{min(rates):6.3f}-{max(rates):7.3f}] "
                                 f"{statistics.median(ratios):9.3f} [{min(ratios):6.3f}-{max(ratios):7.3f}] {fl}")
