@@ -21,13 +21,14 @@ def _load():
     return module
 
 
-def test_tiny_cpu_run_prints_one_row_per_model_mode_and_batch_size(capsys, t2ibias_cache, one_torch_thread):
+@pytest.mark.parametrize("models", ["sd15", pytest.param("sd15,sdxl", marks=pytest.mark.slow)])
+def test_tiny_cpu_run_prints_one_row_per_model_mode_and_batch_size(models, capsys, t2ibias_cache, one_torch_thread):
     bench = _load()
-    assert bench.main(["--tiny", "--device", "cpu", "--models", "sd15,sdxl", "--steps", "1", "--batch-sizes", "1,2",
+    assert bench.main(["--tiny", "--device", "cpu", "--models", models, "--steps", "1", "--batch-sizes", "1,2",
                        "--images", "2", "--repeats", "1", "--compile", "off", "--peak-tflops", "1"]) == 0
     out = capsys.readouterr().out
     rows = [m.groups() for m in map(ROW.match, out.splitlines()) if m]
-    assert {(r[0], r[2], int(r[3])) for r in rows} == {(m, mode, b) for m in ("sd15", "sdxl") for mode in MODES for b in (1, 2)}
+    assert {(r[0], r[2], int(r[3])) for r in rows} == {(m, mode, b) for m in models.split(",") for mode in MODES for b in (1, 2)}
     for r in rows:
         rate, ratio, floor = float(r[4]), float(r[7]), float(r[10])
         assert float(r[5]) <= rate <= float(r[6]) and float(r[8]) <= ratio <= float(r[9])

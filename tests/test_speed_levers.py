@@ -88,3 +88,33 @@ def test_compile_wraps_the_denoiser_before_it_is_made_samplewise(t2ibias_cache, 
     gen.load()
     assert [(getattr(fn, "__self__", None), mode) for fn, mode in compiled] == [(gen.pipe.unet, "reduce-overhead")]
     assert gen.pipe.unet._t2ibias_samplewise  # the sample-wise wrapper calls the compiled forward, one image per call
+
+
+def _t2ibias(monkeypatch, *args: str) -> int:
+    """``t2ibias ARGS`` through the console entry point, in this process; its exit status."""
+    from t2ibias.cli import main
+
+    monkeypatch.setattr("sys.argv", ["t2ibias", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code
+
+
+def test_sweep_compile_flag_enters_the_spec_and_bad_modes_exit_2(t2ibias_cache, tmp_path, monkeypatch, capsys):
+    from t2ibias.store.rundir import read_spec
+
+    def plan_only(*args, **kwargs):  # stop once the spec is written: the flag's whole effect
+        raise SystemExit(0)
+
+    monkeypatch.setattr("t2ibias.cli._stages", plan_only)
+    out = tmp_path / "run"
+    assert _t2ibias(monkeypatch, "sweep", "--model", "tiny-random-sd", "--seeds", "1", "--out", str(out),
+                    "--device", "cpu", "--compile", "reduce-overhead") == 0
+    spec = read_spec(out)
+    assert spec["model"]["compile"] == "reduce-overhead"
+    plain = resolve_generator_spec("tiny-random-sd")
+    assert spec["generator_fingerprint"] != generator_fingerprint(plain, resolve_weights(plain), "float32")
+    capsys.readouterr()
+    assert _t2ibias(monkeypatch, "sweep", "--model", "tiny-random-sd", "--out", str(tmp_path / "b"), "--compile", "fastest") == 2
+    assert capsys.readouterr().err.strip().startswith("error: --compile fastest: unknown mode (one of default")
+    assert not (tmp_path / "b").exists()

@@ -282,3 +282,10 @@ def resolve_generator_spec(model: str) -> GeneratorSpec:
             f"`t2ibias ls models` — or a folder written by `save_pretrained`)"
         )
     return GENERATORS.get(model)  # raises with "did you mean"
+
+
+def with_compile(spec: GeneratorSpec, mode: str) -> GeneratorSpec:
+    """``spec`` with its denoiser compiled in ``mode`` (the ``--compile`` flag)."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"--compile {mode}: unknown mode (one of {', '.join(COMPILE_MODES)})")
+    return dataclasses.replace(spec, compile=mode)
