@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall seconds, or CPU seconds of the process (all its threads): steadier on a loaded machine")
     ap.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (pinned for steady timings)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -50,6 +52,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    now = time.process_time if args.clock == "cpu" else time.perf_counter
 
     from t2ibias.generation.diffusers_adapter import DiffusersGenerator
     from t2ibias.core.device import resolve_device
@@ -84,7 +87,7 @@ def main() -> None:
 
     def direct(pipe=pipe, sw=None, batch: int | None = None) -> float:
         size = batch or args.batch_size
-        t0 = time.perf_counter()
+        t0 = now()
         for i in range(0, len(jobs), size):
             batch = jobs[i : i + size]
             if sw is not None:
@@ -94,17 +97,17 @@ def main() -> None:
                  output_type="pil", **gspec.call_kwargs)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return now() - t0
 
-    def ours(i: int, batch_invariant: bool = True) -> tuple[float, float]:
-        run = work / f"run{i}-{batch_invariant}"
+    def ours(i: int, batch_invariant: bool = True, loaded: DiffusersGenerator | None = None) -> tuple[float, float]:
+        run = work / f"run{i}-{batch_invariant}-{loaded is not None}"
         prepare_run(run, dataclasses.replace(req, batch_invariant=batch_invariant))
-        t0 = time.perf_counter()
-        generate_stage(run, device=device, batch_size=args.batch_size)
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = now()
+        generate_stage(run, device=device, batch_size=args.batch_size, generator=loaded)
+        first = now() - t0
+        t0 = now()
         again = generate_stage(run, device=device, batch_size=args.batch_size)
-        resume = time.perf_counter() - t0
+        resume = now() - t0
         assert again.generated == 0
         return first, resume
 
@@ -116,7 +119,9 @@ def main() -> None:
     sw_pipe = DiffusionPipeline.from_pretrained(weights.load_from, **kw).to(device)
     sw_pipe.set_progress_bar_config(disable=True)
     sw = make_pipeline_samplewise(sw_pipe)
-    d_times, one_times, s_times, o_times, f_times, r_times = [], [], [], [], [], []
+    gen_fast = DiffusersGenerator(gspec, weights, device, gspec.dtype, batch_invariant=False)
+    gen_fast.load()
+    d_times, one_times, s_times, o_times, f_times, r_times, ol_times, fl_times = [], [], [], [], [], [], [], []
     for i in range(args.repeats):
         d_times.append(direct())
         one_times.append(direct(batch=1))
@@ -125,16 +130,21 @@ def main() -> None:
         o_times.append(first)
         r_times.append(resume)
         f_times.append(ours(i, batch_invariant=False)[0])
+        ol_times.append(ours(i, loaded=gen)[0])
+        fl_times.append(ours(i, batch_invariant=False, loaded=gen_fast)[0])
     n = len(jobs)
     med = statistics.median
-    print(f"images per run: {n} ({args.model}, --seeds {args.seeds}, batch {args.batch_size}); medians of {args.repeats} interleaved rounds")
+    print(f"images per run: {n} ({args.model}, --seeds {args.seeds}, batch {args.batch_size}); medians of {args.repeats} interleaved rounds, {args.clock} seconds")
     print(f"direct pipeline calls        : {med(d_times):8.3f} s  ({n / med(d_times):7.2f} images/s)")
     print(f"direct, one per call         : {med(one_times):8.3f} s  ({n / med(one_times):7.2f} images/s)  (the plain way to batch-invariant images)")
     print(f"direct, sample-wise          : {med(s_times):8.3f} s  ({n / med(s_times):7.2f} images/s)  (same pipeline, batch-invariant execution)")
     print(f"t2ibias generate             : {med(o_times):8.3f} s  ({n / med(o_times):7.2f} images/s)  (includes model load, PNG, hashing, manifest)")
     print(f"t2ibias generate --fast-batching: {med(f_times):8.3f} s  ({n / med(f_times):7.2f} images/s)")
+    print(f"t2ibias generate, pipeline loaded once: {med(ol_times):8.3f} s; --fast-batching: {med(fl_times):8.3f} s  "
+          "(generate_stage(generator=...): PNG, hashing, manifest; no model load)")
     print(f"  generate / direct sample-wise (same batches)   : {_ratio(o_times, s_times)}   (aim <= 1.1)")
     print(f"  generate --fast-batching / direct (same batches): {_ratio(f_times, d_times)}   (aim <= 1.1)")
+    print(f"  the same without the model load (loaded once)  : {_ratio(ol_times, s_times)}; --fast-batching {_ratio(fl_times, d_times)}")
     print(f"  generate / direct batched (cost of batch invariance + overhead): {_ratio(o_times, d_times)}")
     print(f"  generate / direct one per call: {_ratio(o_times, one_times)}")
     print(f"resume of the finished run   : {med(r_times):8.3f} s")
