@@ -31,6 +31,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 RunDir = Annotated[Path, typer.Argument(help="A run directory made by `t2ibias sweep`.")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (a GPU when one is visible), cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per pipeline / classifier call. Never changes an image (unless --fast-batching).")]
+CompileOpt = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="torch.compile the denoiser (default, reduce-overhead, max-autotune): faster on a GPU; part of the spec, as it can change an image's last bits.")]
 GENERATE_BATCH, MEASURE_BATCH = 4, 16  # sweep's batch sizes when --batch-size is not given
 
 
@@ -74,6 +75,7 @@ def sweep(
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", metavar="NAME", help="Model name to ask at an --llm endpoint.")] = None,
     docs: Annotated[Optional[Path], typer.Option("--docs", metavar="DIR", help="Folder of .txt/.md documents: adds fai_rk prompts from BM25-retrieved passages (needs --llm).")] = None,
     fast_batching: Annotated[bool, typer.Option("--fast-batching", help="Batch kernels across images: faster on a GPU, but an image's last bits then depend on --batch-size (part of the spec).")] = False,
+    compile_mode: CompileOpt = None,
     person_detector: PersonDetectorOpt = None,
     also: AlsoOpt = None,
     min_n: MinNOpt = 50,
@@ -90,6 +92,10 @@ def sweep(
     prompts = list(prompts) or ([] if model.startswith("replay:") else ["demo"])
     out_dir, request = plan_run(model, prompts, seeds, base_seed, classifier, out_dir, device, limit, None, None,
                                 None, llm, llm_model, docs, fast_batching, out_flag="--out")
+    if compile_mode is not None:
+        from t2ibias.models.generator_spec import resolve_generator_spec, with_compile
+
+        request.model_spec = with_compile(request.model_spec or resolve_generator_spec(model), compile_mode)
     if person_detector or also:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate, open_measurers

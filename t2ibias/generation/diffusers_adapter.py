@@ -92,19 +92,46 @@ def resolve_weights(spec: GeneratorSpec, allow_download: bool = True) -> Resolve
 
 def generator_fingerprint(spec: GeneratorSpec, weights: ResolvedWeights, dtype: str, batch_invariant: bool = True) -> str:
     """Identity of everything that shapes pixels: weights, pipeline, dtype, scheduler, call params,
-    and whether images run sample-wise (batch-invariant) or in batched kernels."""
-    return fingerprint(
-        {
-            "weights": weights.identity,
-            "execution": "samplewise" if batch_invariant else "batched",
-            "pipeline": spec.pipeline,
-            "variant": spec.variant,
-            "dtype": dtype,
-            "scheduler": spec.scheduler,
-            "scheduler_config": spec.scheduler_config,
-            "params": spec.generation_params(),
-        }
-    )
+    whether images run sample-wise (batch-invariant) or in batched kernels, and the speed levers
+    that are set (``compile``, ``channels_last``, ``vae_tiling``, ``vae_slicing``, ``tf32``: each can
+    change bits). A spec with every lever at its default has the fingerprint it had before levers existed."""
+    parts: dict[str, Any] = {
+        "weights": weights.identity,
+        "execution": "samplewise" if batch_invariant else "batched",
+        "pipeline": spec.pipeline,
+        "variant": spec.variant,
+        "dtype": dtype,
+        "scheduler": spec.scheduler,
+        "scheduler_config": spec.scheduler_config,
+        "params": spec.generation_params(),
+    }
+    levers = spec.speed_levers()
+    if levers:
+        parts["levers"] = levers
+    return fingerprint(parts)
+
+
+def apply_speed_levers(pipe: Any, spec: GeneratorSpec, device: str) -> None:
+    """Set the spec's speed levers on a loaded pipeline (before it is made sample-wise, so that a
+    compiled denoiser runs one fixed-shape call per image there)."""
+    import torch
+
+    heavy = [m for m in (getattr(pipe, n, None) for n in ("unet", "transformer")) if isinstance(m, torch.nn.Module)]
+    vae = getattr(pipe, "vae", None)
+    if spec.channels_last:
+        for module in heavy + ([vae] if isinstance(vae, torch.nn.Module) else []):
+            module.to(memory_format=torch.channels_last)
+    if spec.tf32 and device.startswith("cuda"):
+        # process-wide switches: every fp32 matmul/convolution of this process may use TF32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if vae is not None and spec.vae_tiling and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if vae is not None and spec.vae_slicing and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if spec.compile:
+        for module in heavy:
+            module.forward = torch.compile(module.forward, mode=None if spec.compile == "default" else spec.compile)
 
 
 def dtype_kwarg() -> str:
@@ -173,12 +200,18 @@ class DiffusersGenerator:
             pipe.scheduler = cls.from_config(pipe.scheduler.config, **self.spec.scheduler_config)
         if type(pipe).__name__ != self.spec.pipeline:
             log.warning("model %s loaded as %s, configured as %s", self.spec.id, type(pipe).__name__, self.spec.pipeline)
+        self.adopt(pipe.to(self.device))
+
+    def adopt(self, pipe: Any) -> None:
+        """Make images with ``pipe`` (already loaded, scheduler set, on this generator's device):
+        sets the spec's speed levers and sample-wise execution on it, in place."""
         from t2ibias.generation.samplewise import make_pipeline_samplewise
 
+        apply_speed_levers(pipe, self.spec, self.device)
         if self.batch_invariant:
             self._samplewise = make_pipeline_samplewise(pipe)
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(self.device)
+        self.pipe = pipe
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
         import torch

@@ -53,6 +53,21 @@ class GeneratorSpec:
     notes: str = ""
     #: True for random-weight models: their images are noise and any number on them is meaningless.
     random_weights: bool = False
+    #: Speed levers. Each can change an image's last bits (``torch.compile`` generates other kernels,
+    #: channels-last picks other convolution algorithms, TF32 rounds fp32 matmuls on the GPU to a
+    #: 10-bit mantissa, VAE tiling decodes overlapping tiles and blends them), so each one that is
+    #: set enters the generator fingerprint; at their defaults the fingerprint is what it always was.
+    #: ``torch.compile`` mode for the UNet/transformer: ``default``, ``reduce-overhead`` (CUDA
+    #: graphs) or ``max-autotune``; None for eager.
+    compile: str | None = None
+    #: Run the denoiser and VAE in the channels-last memory format.
+    channels_last: bool = False
+    #: Decode latents in overlapping tiles (less GPU memory for large sizes; changes pixels).
+    vae_tiling: bool = False
+    #: Decode one image at a time also with --fast-batching (sample-wise execution always does).
+    vae_slicing: bool = False
+    #: Let fp32 matmuls and convolutions use TF32 on a GPU (the fp32 VAE of SDXL; no effect on the CPU).
+    tf32: bool = False
 
     @property
     def is_tiny(self) -> bool:
@@ -72,8 +87,17 @@ class GeneratorSpec:
             "call_kwargs": dict(sorted(self.call_kwargs.items())),
         }
 
+    def speed_levers(self) -> dict[str, Any]:
+        """The speed levers set away from their defaults (part of the generator fingerprint)."""
+        return {name: getattr(self, name) for name, default in LEVER_DEFAULTS.items() if getattr(self, name) != default}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: Speed-lever fields and their defaults; :data:`COMPILE_MODES` are the accepted ``compile`` values.
+LEVER_DEFAULTS: dict[str, Any] = {"compile": None, "channels_last": False, "vae_tiling": False, "vae_slicing": False, "tf32": False}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(GeneratorSpec)}
@@ -82,9 +106,9 @@ _REQUIRED = ("source", "pipeline")
 
 #: Fields that are text (None allowed for the optional ones), mappings, or yes/no flags.
 _TEXT_FIELDS = ("id", "source", "pipeline", "revision", "licence", "notes")
-_OPTIONAL_TEXT_FIELDS = ("variant", "scheduler")
+_OPTIONAL_TEXT_FIELDS = ("variant", "scheduler", "compile")
 _MAPPING_FIELDS = ("scheduler_config", "call_kwargs")
-_FLAG_FIELDS = ("random_weights",)
+_FLAG_FIELDS = ("random_weights", "channels_last", "vae_tiling", "vae_slicing", "tf32")
 
 
 def _check_text_fields(doc: Any, data: dict[str, Any]) -> None:
@@ -122,6 +146,8 @@ def load_generator_spec_file(path: Path) -> GeneratorSpec:
         if not data.get(name):
             raise UserError(f"{doc.where()}: missing field {name!r} (add `{name}: ...`)")
     _check_text_fields(doc, data)
+    if data.get("compile") is not None and data["compile"] not in COMPILE_MODES:
+        raise UserError(f"{doc.where('compile')}: compile must be one of {', '.join(COMPILE_MODES)} (or leave it out for eager)")
     if data.get("dtype", "float16") not in DTYPES:
         raise UserError(f"{doc.where('dtype')}: dtype must be one of {', '.join(DTYPES)}")
     _check_field_types(data, doc.where)
@@ -256,3 +282,10 @@ def resolve_generator_spec(model: str) -> GeneratorSpec:
             f"`t2ibias ls models` — or a folder written by `save_pretrained`)"
         )
     return GENERATORS.get(model)  # raises with "did you mean"
+
+
+def with_compile(spec: GeneratorSpec, mode: str) -> GeneratorSpec:
+    """``spec`` with its denoiser compiled in ``mode`` (the ``--compile`` flag)."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"--compile {mode}: unknown mode (one of {', '.join(COMPILE_MODES)})")
+    return dataclasses.replace(spec, compile=mode)
