@@ -435,6 +435,7 @@ class Run:
         pipeline: Any = None,
         images: ImageMaker | None = None,
         progress: ProgressFactory | None = None,
+        executor: Any = None,
     ) -> GenerateResult:
         r"""
         Make the images the run lacks (missing, failed or corrupt ones); nothing else. The
@@ -448,6 +449,8 @@ class Run:
             images (`Callable`, *optional*): for a run made by an image maker, the image maker.
             progress (`Callable[[int, int], Callable[[int], None]]`, *optional*): a progress-bar
                 factory, called as `progress(total, already_done)`; returns `advance(n)`.
+            executor (*optional*): where the run's own pipeline makes the images, from
+                `t2ibias.executors.create_executor("ray", address=...)`; this process makes them by default.
 
         Returns:
             [`~t2ibias.generation.stage.GenerateResult`]: images made now, already there,
@@ -465,6 +468,8 @@ class Run:
         outside = made_outside(spec["weights"])
         if pipeline is not None and images is not None:
             raise UserError("pipeline and images: pass one of them (the run's own generator, if it was passed in)")
+        if executor is not None and (pipeline is not None or images is not None):
+            raise UserError("executor: its workers load the run's own pipeline; pass pipeline= or images= without it")
         if pipeline is not None:
             from t2ibias.generation.external import BorrowedPipeline, pipeline_identity
 
@@ -485,7 +490,7 @@ class Run:
             result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress,
                                     generator=CallableGenerator(images))
         else:
-            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress)
+            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress, executor=executor)
         if result.all_failed:
             raise GenerationFailed(result, "`run.generate()`")
         return result
