@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ INSTALL_HINT = "install it with `pip install 't2ibias[ray]'`, or use --executor 
 
 def import_ray() -> Any:
     """The ``ray`` module, or :class:`UserError` saying how to get it."""
+    # read once, when Ray is first imported: how many one-second tries to find a cluster (default 20)
+    os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", str(max(1, int(CONNECT_TIMEOUT_S))))
     try:
         import ray
     except ImportError as exc:
@@ -65,24 +69,46 @@ def _check_reachable(address: str, timeout: float) -> None:
 
 def connect(ray: Any, address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """Connect this process to a Ray cluster; True when this call started or joined it (and so
-    should shut it down). Already connected (``ray.init`` called by the caller): kept as is."""
+    should shut it down). Already connected (``ray.init`` called by the caller): kept as is.
+
+    Ray's C++ client logs a line on stderr for every retry while it looks for a cluster; those are
+    held back while connecting and shown only when the connection succeeds, so a failure is the
+    one ``error:`` line.
+    """
     if ray.is_initialized():
         return False
     if address not in (None, "auto", "local"):
         _check_reachable(address, timeout)
     import logging
+    import tempfile
 
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=False)
-    except ConnectionError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"--address {address}: cannot connect to a Ray cluster ({first}; start one with "
-                        "`ray start --head`, or leave --address out to start one on this machine)") from None
-    except (ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"--address {address}: Ray refused it ({first})") from None
+    with tempfile.TemporaryFile() as said:
+        try:
+            with _stderr_to(said):
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                         configure_logging=False)
+        except ConnectionError as exc:
+            raise UserError(f"--address {address}: cannot connect to a Ray cluster ({_first_line(exc)}; start one with "
+                            "`ray start --head`, or leave --address out to start one on this machine)") from None
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"--address {address}: Ray refused it ({_first_line(exc)})") from None
+        said.seek(0)
+        sys.stderr.write(said.read().decode("utf-8", "replace"))
     return True
+
+
+@contextmanager
+def _stderr_to(file: Any) -> Iterator[None]:
+    """Send file descriptor 2 (what C++ libraries write to) to ``file`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def plan_workers(ray: Any, gpus_per_worker: float | None, workers: int | None) -> tuple[float, int]:
@@ -162,6 +188,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, gpus_per_worker: float | None = None, workers: int | None = None) -> None:
         self.ray = import_ray()
         self.address = address
+        self._actors: dict[str, Any] = {}
         self._owns = connect(self.ray, address)
         try:
             self.gpus_per_worker, self.workers = plan_workers(self.ray, gpus_per_worker, workers)
@@ -172,7 +199,6 @@ class RayExecutor:
         self.worker_pids: dict[str, int] = {}
         #: actors that died and were replaced during the last :meth:`generate`
         self.lost_workers = 0
-        self._actors: dict[str, Any] = {}
 
     def __enter__(self) -> RayExecutor:
         return self
