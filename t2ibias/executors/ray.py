@@ -67,16 +67,17 @@ def _check_reachable(address: str, timeout: float) -> None:
                         "start one with `ray start --head`, or check the host and port)") from None
 
 
-def connect(ray: Any, address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> bool:
-    """Connect this process to a Ray cluster; True when this call started or joined it (and so
-    should shut it down). Already connected (``ray.init`` called by the caller): kept as is.
+def connect(ray: Any, address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> tuple[bool, str]:
+    """Connect this process to a Ray cluster. Returns (whether this call started or joined it, and
+    so should shut it down; what Ray printed meanwhile). Already connected (``ray.init`` called by
+    the caller): kept as is.
 
-    Ray's C++ client logs a line on stderr for every retry while it looks for a cluster; those are
-    held back while connecting and shown only when the connection succeeds, so a failure is the
-    one ``error:`` line.
+    Ray's C++ client logs a line on stderr for every retry while it looks for a cluster; what Ray
+    prints while connecting is held back and returned, so that a failure is the one ``error:``
+    line and the caller shows the rest once the cluster proved usable.
     """
     if ray.is_initialized():
-        return False
+        return False, ""
     if address not in (None, "auto", "local"):
         _check_reachable(address, timeout)
     import logging
@@ -90,11 +91,10 @@ def connect(ray: Any, address: str | None, timeout: float = CONNECT_TIMEOUT_S) -
         except ConnectionError as exc:
             raise UserError(f"--address {address}: cannot connect to a Ray cluster ({_first_line(exc)}; start one with "
                             "`ray start --head`, or leave --address out to start one on this machine)") from None
-        except (ValueError, RuntimeError) as exc:
-            raise UserError(f"--address {address}: Ray refused it ({_first_line(exc)})") from None
+        except Exception as exc:  # e.g. ray:// without Ray Client installed, a malformed address
+            raise UserError(f"--address {address}: Ray refused it ({type(exc).__name__}: {_first_line(exc)})") from None
         said.seek(0)
-        sys.stderr.write(said.read().decode("utf-8", "replace"))
-    return True
+        return True, said.read().decode("utf-8", "replace")
 
 
 @contextmanager
@@ -189,12 +189,13 @@ class RayExecutor:
         self.ray = import_ray()
         self.address = address
         self._actors: dict[str, Any] = {}
-        self._owns = connect(self.ray, address)
+        self._owns, said = connect(self.ray, address)
         try:
             self.gpus_per_worker, self.workers = plan_workers(self.ray, gpus_per_worker, workers)
         except BaseException:
             self.close()
             raise
+        sys.stderr.write(said)
         #: pid of each live actor, by shard name (tests kill one of them)
         self.worker_pids: dict[str, int] = {}
         #: actors that died and were replaced during the last :meth:`generate`
