@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # steady timings on a loaded CPU; set it yourself to use more
+
 
 def _upscale(run: Path, size: int) -> None:
     """Rewrite every stored image at size × size and let the manifest vouch for the new bytes."""
@@ -72,7 +74,7 @@ def main() -> None:
     from t2ibias.models.classifier_spec import resolve_classifier_spec
     from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier
     from t2ibias.measure.stage import measure_stage
-    from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE
+    from t2ibias.store.rundir import EMBEDDINGS_FILE, MEASURE_FILE, MEASUREMENTS_FILE, parts_dir
     from t2ibias.runspec import SweepRequest, prepare_run
     from t2ibias.generation.stage import generate_stage
     from t2ibias.store.image_store import ImageStore
@@ -80,7 +82,8 @@ def main() -> None:
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="t2ibias-bench-measure-"))
     run = work / "run"
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""))
     t0 = time.perf_counter()
     prepare_run(run, SweepRequest(args.model, [args.prompts], args.seeds, 0, "tiny-random-clip", device))
@@ -113,6 +116,7 @@ def main() -> None:
     def ours() -> tuple[float, dict]:
         for name in (MEASUREMENTS_FILE, EMBEDDINGS_FILE, MEASURE_FILE):
             (run / name).unlink(missing_ok=True)
+            shutil.rmtree(parts_dir(run, name), ignore_errors=True)
         t0 = time.perf_counter()
         result = measure_stage(run, device=device, batch_size=args.batch_size, classifier=args.classifier,
                                person_detector=args.person_detector or "none", person_conf=args.person_conf,

@@ -503,7 +503,7 @@ class Run:
         person_detector: str | None = None,
         person_conf: float | None = None,
         also: Sequence[str] | None = None,
-        workers: int = 2,
+        workers: int | None = None,
         fairface: PathLike | None = None,
         progress: ProgressFactory | None = None,
     ) -> dict[str, int]:
@@ -519,8 +519,8 @@ class Run:
             person_conf (`float`, *optional*): its confidence threshold (0.25, or the recorded one).
             also (`List[str]`, *optional*): second measurers on every face crop (`"pixel-mst"`,
                 `"fairface:PATH"`).
-            workers (`int`, *optional*, defaults to 2): threads that read, gate and preprocess
-                upcoming batches.
+            workers (`int`, *optional*): threads that read, gate and preprocess upcoming batches
+                (defaults to half the CPU cores, from 2 to 8).
             fairface (`str` or `os.PathLike`, *optional*): a CSV FairFace's `predict.py` wrote for
                 the run's images, imported first.
             progress (`Callable`, *optional*): a progress-bar factory, as in [`~Run.generate`].

@@ -55,7 +55,7 @@ AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURE
 CiOpt = Annotated[str, typer.Option("--ci", metavar="clopper-pearson|wilson|jeffreys", help="Interval of a share in one prompt: exact Clopper-Pearson (coverage at least nominal at every n), Wilson or Jeffreys. Skew statistics always use intervals that hold at balance.")]
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", metavar="C", help="Confidence level of every interval, strictly between 0 and 1.")]
 MinNOpt = Annotated[int, typer.Option("--min-n", metavar="N", help="A per-prompt figure on fewer images is shown but flagged `n < min_n` and never ranked (FACET's rule).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches [default: half the CPU cores, from 2 to 8].")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="local|ray", help="Where images are made: this process, or Ray workers (one per GPU, or per CPU without GPUs; needs `pip install 't2ibias[ray]'` and a run directory every node sees).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="auto|ray://HOST:PORT|HOST:PORT", help="Ray cluster to use with --executor ray [default: RAY_ADDRESS, else the cluster `ray start` made on this machine, else a new one here].")]
 GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", metavar="N", help="GPUs per Ray worker; 0 for CPU workers [default: 1 when the cluster has GPUs, else 0].")]
@@ -141,7 +141,7 @@ class MeasureOptions:
     """What `measure` (and `sweep`) pass to the measure stage besides device and batch size."""
 
     def __init__(self, person_detector: str | None = None, person_conf: float | None = None, also: list[str] | None = None,
-                 workers: int = 2, fairface: Path | None = None) -> None:
+                 workers: int | None = None, fairface: Path | None = None) -> None:
         self.person_detector = person_detector
         self.person_conf = person_conf
         self.also = list(also or [])
@@ -229,7 +229,7 @@ def measure(
     person_conf: PersonConfOpt = None,
     also: AlsoOpt = None,
     fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = None,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
     if batch_size < 1:

@@ -9,13 +9,21 @@ The classifier is the one the run's ``spec.json`` froze. Which gate and measurer
 with is recorded once, in ``measure.json`` (the score stage reads it and never recomputes it);
 every measurer whose rows are stored is described in ``measurers.json`` (fingerprint → info).
 Decoding, gating and CLIP preprocessing of the next batches run in worker threads while the
-classifier encodes the current one.
+classifier encodes the current one. On a CUDA GPU the CLIP image tower runs under float16 autocast,
+and the measurer fingerprint says so (:func:`clip_precision`); elsewhere it is float32, as before.
+
+Rows are appended, never rewritten: every ``CHECKPOINT_EVERY`` images a worker writes its new rows
+as part files, and the end of the stage compacts them into the two tables once
+(:mod:`t2ibias.measure.table`). :func:`plan_measure`, :func:`measure_keys` and
+:func:`finish_measure` are the same stage split for an executor that measures on other processes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -36,7 +44,7 @@ from t2ibias.measure.measurers import Measurer
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
 from t2ibias.store.lock import RunLock
-from t2ibias.measure.table import UNITS, record_measurers, write_tables
+from t2ibias.measure.table import UNITS, PartWriter, compact_tables, record_measurers
 from t2ibias.store.rundir import (
     COLUMNS,
     EMBEDDING_COLUMNS,
@@ -48,13 +56,34 @@ from t2ibias.store.rundir import (
     read_measurers,
 )
 
-CHECKPOINT_EVERY = 256  # images between rewrites of the measurement file
+CHECKPOINT_EVERY = 256  # images between part files of a worker
+#: The worker name of the stage's own (in-process) part files.
+LOCAL_WORKER = "local"
 
 
-def measurer_fingerprint(gate: Any, cspec: ClassifierSpec) -> str:
-    """The CLIP measurer: ``gate`` is anything with ``fingerprint()`` (a gate, or its recorded fingerprint)."""
+def default_workers() -> int:
+    """Threads that decode, gate and preprocess ahead of the classifier by default: half the CPU
+    cores, from 2 to 8 (the face gate, PNG decoding and resizing release the GIL; the other half
+    is left to torch and to generation)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def clip_precision(device: str) -> str:
+    """The precision the CLIP image tower runs in on ``device``: float16 autocast on a CUDA GPU
+    (tensor-core matmuls; layer norms and softmax stay float32 under autocast), float32 elsewhere
+    (CPU half-precision kernels are slow or missing). Label embeddings are float32 everywhere."""
+    return "float16" if str(device).split(":")[0] == "cuda" else "float32"
+
+
+def measurer_fingerprint(gate: Any, cspec: ClassifierSpec, precision: str = "float32") -> str:
+    """The CLIP measurer: ``gate`` is anything with ``fingerprint()`` (a gate, or its recorded
+    fingerprint). A precision other than float32 is part of it, so GPU rows never pass for CPU
+    rows; float32 adds nothing, so float32 fingerprints are those of earlier versions."""
     gfp = gate if isinstance(gate, str) else gate.fingerprint()
-    return fingerprint({"gate": gfp, "classifier": cspec.fingerprint()})
+    payload = {"gate": gfp, "classifier": cspec.fingerprint()}
+    if precision != "float32":
+        payload["precision"] = precision
+    return fingerprint(payload)
 
 
 def crop_measurer_fingerprint(gate: Any, measurer: Measurer) -> str:
@@ -129,7 +158,7 @@ def measure_stage(
     person_detector: str | None = None,
     person_conf: float | None = None,
     extra_measurers: Sequence[Measurer] = (),
-    workers: int = 1,
+    workers: int | None = None,
     fairface_csv: str | Path | None = None,
 ) -> dict[str, int]:
     """Measure every intact image not yet measured by this gate with this classifier (and each of
@@ -138,7 +167,8 @@ def measure_stage(
     ``person_detector`` puts a YOLO person gate in front of the face gate: a local ``.pt`` file or
     an ultralytics release name; ``"none"`` removes it; None keeps the one the run was last
     measured with (none for a new run). ``person_conf`` is its confidence threshold (default
-    0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
+    0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches
+    (default :func:`default_workers`).
     ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first. ``classifier`` (an id
     or YAML file) measures with another classifier than the one the run's spec froze.
 
@@ -148,6 +178,7 @@ def measure_stage(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"workers {workers}: must be at least 1")
     run_dir = Path(run_dir)
@@ -175,6 +206,25 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec:
             ensure_classifier_weights(cspec)
 
 
+def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, person_detector: str | None,
+              person_conf: float | None, extras: list[Measurer], precision: str | None = None) -> _MeasureJob:
+    """The gate and measurers of a pass, with every weight file opened and the stored tables read once
+    (a damaged one fails here, before anything is written)."""
+    cspec = resolve_classifier_spec(classifier) if classifier else run.classifier
+    recorded = ((run.measure_config or {}).get("gate") or {}).get("person") or {}
+    if person_detector is None and recorded:
+        person_detector = recorded["weights"]
+        person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
+    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
+    job = _MeasureJob(run, gate, cspec, extras, batch_size, clip_precision(dev) if precision is None else precision)
+    job.person_detector, job.person_conf = person_detector or "none", 0.25 if person_conf is None else person_conf
+    open_measurers(gate, extras, cspec)
+    read_measurements(run.path)
+    read_measurements(run.path, EMBEDDINGS_FILE)
+    read_measurers(run.path)
+    return job
+
+
 def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
              progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
              person_conf: float | None, extras: list[Measurer], workers: int,
@@ -182,18 +232,8 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
     from t2ibias.core.device import resolve_device
 
     run = RunDir(run_dir)
-    cspec = resolve_classifier_spec(classifier) if classifier else run.classifier
     dev = resolve_device(device)
-    recorded = ((run.measure_config or {}).get("gate") or {}).get("person") or {}
-    if person_detector is None and recorded:
-        person_detector = recorded["weights"]
-        person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
-    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
-    job = _MeasureJob(run, gate, cspec, extras, batch_size)
-    open_measurers(gate, extras, cspec)
-    read_measurements(run_dir)  # a damaged measurement file fails here, before anything is written
-    read_measurements(run_dir, EMBEDDINGS_FILE)
-    read_measurers(run_dir)
+    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, extras)
     imported = 0
     if fairface_csv is not None:
         from t2ibias.measure.fairface import import_fairface_csv
@@ -205,12 +245,126 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
     if todo:
         job.start_classifier(dev, todo)
         advance = progress(len(todo), job.result["cached"]) if progress else (lambda n: None)
-        job.run_batches([todo[i : i + batch_size] for i in range(0, len(todo), batch_size)], workers, advance)
+        job.run_batches([todo[i : i + batch_size] for i in range(0, len(todo), batch_size)], workers, advance,
+                        PartWriter(run_dir, LOCAL_WORKER))
+    compact_tables(run_dir, [j.key for j in run.jobs])
     job.record_config()
-    if job.errors:
-        more = f" ({len(job.errors) - 1} more unreadable images)" if len(job.errors) > 1 else ""
-        raise UserError(f"{job.errors[0]}{more}")
+    _raise_errors([str(e) for e in job.errors])
     return job.result
+
+
+def _raise_errors(errors: Sequence[str]) -> None:
+    if errors:
+        more = f" ({len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
+        raise UserError(f"{errors[0]}{more}")
+
+
+# --------------------------------------------------------------------------- the stage on other processes
+
+
+@dataclass(frozen=True)
+class MeasurePlan:
+    """What a driver decided before handing images to workers (picklable: plain values and the crop
+    measurers). ``keys`` are the images some measurer still needs, in the run's job order;
+    ``measurer`` the CLIP measurer fingerprint every worker must reproduce; ``config`` the
+    ``measure.json`` :func:`finish_measure` writes."""
+
+    run_dir: str
+    device: str
+    batch_size: int
+    classifier: str | None
+    person_detector: str
+    person_conf: float
+    extra_measurers: tuple[Measurer, ...]
+    measurer: str
+    keys: tuple[str, ...]
+    cached: int
+    config: dict[str, Any]
+
+
+def plan_measure(run_dir: Path, device: str = "auto", batch_size: int = 16, classifier: str | None = None, *,
+                 person_detector: str | None = None, person_conf: float | None = None,
+                 extra_measurers: Sequence[Measurer] = (), worker_device: str | None = None) -> MeasurePlan:
+    """Driver side of a distributed measure, step 1: open the gate and measurers (bad input fails
+    here, nothing written), record them in ``measurers.json``, and list the images still to measure.
+
+    The measure stage split for an executor whose workers are other processes or machines sharing
+    the run directory: the driver takes the run lock (``RunLock(run_dir, "measure")``) and calls
+
+    1. ``plan = plan_measure(run_dir, ..., worker_device="cuda")`` with the options
+       ``measure_stage`` takes; ``device`` is where the driver opens the gate, ``worker_device``
+       (default: the same) where the workers measure: it decides the CLIP precision and so the
+       measurer fingerprint, so a CPU-only driver can plan for GPU workers;
+    2. on each worker, ``measure_keys(plan, shard, worker=NAME)`` for a shard of ``plan.keys``
+       (any partition; each worker a distinct ``NAME``): it measures what is still unmeasured,
+       writes only ``measurements.parts/NAME-<seq>.parquet`` and ``embeddings.parts/NAME-<seq>.parquet``
+       every ``CHECKPOINT_EVERY`` images, takes no lock and compacts nothing. A retried shard, or a
+       worker killed and restarted under the same or another name, skips the images whose parts
+       are written: parts are atomic, and every reader sees them;
+    3. ``finish_measure(plan, results)`` once all workers returned: compacts the parts into
+       ``measurements.parquet`` / ``embeddings.parquet`` in ``plan.keys`` order (so the tables do
+       not depend on the sharding), writes ``measure.json`` last and raises the workers' unreadable
+       images as one error line.
+
+    ``measure_stage`` is these three steps in one process, with the one worker ``"local"``.
+    """
+    from t2ibias.core.device import resolve_device
+
+    run = RunDir(Path(run_dir))
+    dev = resolve_device(device)
+    if worker_device is None:
+        worker_device = dev
+    elif not re.fullmatch(r"cpu|mps|cuda(:[0-9]+)?", worker_device):
+        raise UserError(f"worker device {worker_device!r}: unknown (use cpu, cuda, cuda:N or mps)")
+    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, list(extra_measurers),
+                    clip_precision(worker_device))
+    todo = job.plan()
+    record_measurers(run.path, job.info)
+    return MeasurePlan(str(run.path), worker_device, batch_size, classifier, job.person_detector, job.person_conf,
+                       tuple(extra_measurers), job.measurer, tuple(todo), job.result["cached"], job.config())
+
+
+def measure_keys(plan: MeasurePlan, keys: Sequence[str], worker: str, *, workers: int = 1,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Worker side of a distributed measure (see :func:`plan_measure`): measure the images ``keys``
+    (of ``plan.keys``) not measured yet, as worker ``worker``, on ``plan.device``; ``workers``
+    threads decode and gate ahead. Writes only this worker's part files, whatever happens (an
+    exception still writes the rows made so far). Returns the counts (``measured``, ``faces``,
+    ``people``, ``nobody``), ``errors`` (one line per unreadable image) and ``parts`` (the part
+    file names written).
+    """
+    run = RunDir(Path(plan.run_dir))
+    writer = PartWriter(run.path, worker)
+    job = _open_job(run, plan.device, plan.batch_size, plan.classifier, plan.person_detector, plan.person_conf,
+                    list(plan.extra_measurers))
+    job.record = False  # measurers.json is the driver's
+    if job.measurer != plan.measurer:
+        raise RuntimeError(f"worker {worker}: measurer {job.measurer} is not the plan's {plan.measurer} "
+                           "(another gate, classifier, weights or precision than the driver's)")
+    wanted = set(keys)
+    todo = [k for k in job.plan() if k in wanted]
+    if todo:
+        job.start_classifier(plan.device, todo)
+        job.run_batches([todo[i : i + plan.batch_size] for i in range(0, len(todo), plan.batch_size)], workers,
+                        progress or (lambda n: None), writer)
+    counts = {k: v for k, v in job.result.items() if k != "cached"}
+    return {**counts, "errors": [str(e) for e in job.errors], "parts": list(writer.written)}
+
+
+def finish_measure(plan: MeasurePlan, results: Sequence[dict[str, Any]] = ()) -> dict[str, int]:
+    """Driver side, last step (see :func:`plan_measure`): compact every part file into the two
+    tables, write ``measure.json``, then raise the workers' unreadable images (``results`` are
+    what :func:`measure_keys` returned). Returns the summed counts, as ``measure_stage`` does."""
+    run = RunDir(Path(plan.run_dir))
+    compact_tables(run.path, [j.key for j in run.jobs])
+    if read_json(run.path, MEASURE_FILE) != plan.config:
+        atomic_write_text(run.path / MEASURE_FILE, json.dumps(plan.config, indent=1, sort_keys=True) + "\n")
+    total = {"measured": 0, "cached": plan.cached, "faces": 0, "people": 0, "nobody": 0}
+    for r in results:
+        for k in ("measured", "faces", "people", "nobody"):
+            total[k] += int(r.get(k, 0))
+    _raise_errors([e for r in results for e in r.get("errors", [])])
+    return total
 
 
 class _MeasureJob:
@@ -220,17 +374,19 @@ class _MeasureJob:
     ``CHECKPOINT_EVERY`` images so a crash loses little."""
 
     def __init__(self, run: RunDir, gate: PersonFaceGate, cspec: ClassifierSpec, extras: list[Measurer],
-                 batch_size: int) -> None:
+                 batch_size: int, precision: str = "float32") -> None:
         self.run_dir, self.gate, self.cspec, self.extras, self.batch_size = run.path, gate, cspec, extras, batch_size
+        self.precision = precision
         self.jobs = run.jobs
         self.gate_fp = gate.fingerprint()
-        self.measurer = measurer_fingerprint(self.gate_fp, cspec)
+        self.measurer = measurer_fingerprint(self.gate_fp, cspec, precision)
         self.extra_fps = [crop_measurer_fingerprint(self.gate_fp, m) for m in extras]
         if len(set(self.extra_fps)) != len(self.extra_fps):
             raise UserError("extra measurers: the same measurer is given twice (give each once)")
         self.info = {
             self.measurer: {"id": cspec.id, "kind": "clip", "classifier_fingerprint": cspec.fingerprint(),
-                            "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": self.gate_fp},
+                            "units": list(UNITS), "gate": gate.config(), "gate_fingerprint": self.gate_fp,
+                            **({"precision": precision} if precision != "float32" else {})},
             **{fp: {"id": m.id, "kind": "crop", "measurer_fingerprint": m.fingerprint(), "units": ["face"],
                     "gate": gate.config(), "gate_fingerprint": self.gate_fp} for m, fp in zip(extras, self.extra_fps)},
         }
@@ -240,6 +396,9 @@ class _MeasureJob:
         self.since_checkpoint = 0
         self.clf: CLIPAttributeClassifier | None = None
         self.loaded: Any = None
+        self.writer: PartWriter | None = None
+        self.record = True  # record measurers.json before the first rows (a worker leaves it to its driver)
+        self.person_detector, self.person_conf = "none", 0.25
 
     def plan(self) -> list[str]:
         """Read what is stored already; the keys of the intact images some measurer still needs."""
@@ -252,7 +411,6 @@ class _MeasureJob:
         self.clip_done = set(mine["key"]) & set(existing_emb.loc[existing_emb["measurer"] == self.measurer, "key"])
         self.with_faces = set(mine.loc[mine["unit"] == "face", "key"])
         self.extra_done = [set(existing.loc[existing["measurer"] == fp, "key"]) for fp in self.extra_fps]
-        self.frames, self.embeddings = [existing], [existing_emb]
         todo = [k for k in ok_keys if any(x for x in self.needs(k))]
         self.result = {"measured": 0, "cached": len(ok_keys) - len(todo), "faces": 0, "people": 0, "nobody": 0}
         return todo
@@ -266,7 +424,7 @@ class _MeasureJob:
 
     def start_classifier(self, device: str, todo: list[str]) -> None:
         """The classifier loads in its own thread while the first batches are decoded and gated."""
-        self.clf = CLIPAttributeClassifier(self.cspec, device)
+        self.clf = CLIPAttributeClassifier(self.cspec, device, precision=self.precision)
         loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t2ibias-load")
         self.loaded = loader.submit(self.clf.load) if any(self.needs(k)[0] for k in todo) else None
         loader.shutdown(wait=False)
@@ -335,19 +493,19 @@ class _MeasureJob:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Rewrite both measurement files with every row made so far (measurers.json first)."""
+        """Append the rows made since the last checkpoint as part files (measurers.json first)."""
         if not self.new_rows and not self.new_emb:
             return
-        record_measurers(self.run_dir, self.info)  # before the rows it describes
-        self.frames.append(pd.DataFrame(self.new_rows, columns=COLUMNS))
-        self.embeddings.append(pd.DataFrame(self.new_emb, columns=EMBEDDING_COLUMNS))
+        if self.record:
+            record_measurers(self.run_dir, self.info)  # before the rows it describes
+        self.writer.write(pd.DataFrame(self.new_rows, columns=COLUMNS), pd.DataFrame(self.new_emb, columns=EMBEDDING_COLUMNS))
         self.new_rows, self.new_emb, self.since_checkpoint = [], [], 0
-        write_tables(self.run_dir, self.frames, self.embeddings)
 
-    def run_batches(self, batches: list[list[str]], workers: int, advance: Callable[[int], None]) -> None:
+    def run_batches(self, batches: list[list[str]], workers: int, advance: Callable[[int], None], writer: PartWriter) -> None:
         """``prepare`` up to ``workers + 1`` batches ahead in worker threads (the one read-ahead
         pool, :func:`t2ibias.core.prefetch.prefetch_map`), ``consume`` them in order; whatever
-        happens, the rows made so far are written."""
+        happens, the rows made so far are written (by ``writer``)."""
+        self.writer = writer
         prepared_batches = prefetch_map(self.prepare, batches, workers, ahead=workers + 1, thread_name="t2ibias-measure")
         try:
             with closing(prepared_batches):
@@ -361,13 +519,17 @@ class _MeasureJob:
             raise
         self.checkpoint()
 
-    def record_config(self) -> None:
-        """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
-        record_measurers(self.run_dir, self.info)
-        config = {
+    def config(self) -> dict[str, Any]:
+        """What ``measure.json`` records."""
+        return {
             "t2ibias_version": __version__, "gate": self.gate.config(), "gate_fingerprint": self.gate_fp,
             "measurer": self.measurer, "classifier": {"id": self.cspec.id, "fingerprint": self.cspec.fingerprint()},
             "extra_measurers": {m.id: fp for m, fp in zip(self.extras, self.extra_fps)},
         }
+
+    def record_config(self) -> None:
+        """measurers.json (who wrote the rows), then measure.json (the gate score reads): last, atomically."""
+        record_measurers(self.run_dir, self.info)
+        config = self.config()
         if read_json(self.run_dir, MEASURE_FILE) != config:
             atomic_write_text(self.run_dir / MEASURE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")

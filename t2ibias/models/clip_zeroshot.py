@@ -23,6 +23,8 @@ from t2ibias.core.safe_load import refuse_code, weights_only_loads
 from t2ibias.core.vocab import ABSTAIN
 
 TINY_PRETRAINED = "tiny:"
+#: Precisions the image tower can run in; anything but float32 is autocast on a CUDA device.
+PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,14 @@ class CLIPAttributeClassifier:
     """Zero-shot classifier for every attribute of a :class:`ClassifierSpec`; a measurer
     (``id``, ``fingerprint()``, ``config()``, ``measure(crops)``) like any other."""
 
-    def __init__(self, spec: ClassifierSpec, device: str = "cpu") -> None:
+    def __init__(self, spec: ClassifierSpec, device: str = "cpu", precision: str = "float32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if precision != "float32" and str(device).split(":")[0] != "cuda":
+            raise ValueError(f"precision {precision}: only on a CUDA device (got {device}); use float32")
         self.spec = spec
         self.device = device
+        self.precision = precision
         self.model: Any = None
         self.preprocess: Any = None
         self._text: dict[str, Any] = {}
@@ -138,8 +145,13 @@ class CLIPAttributeClassifier:
         return self.spec.id
 
     def fingerprint(self) -> str:
-        """The classifier spec's fingerprint (architecture, weights tag, preprocessing, prompts, margins)."""
-        return self.spec.fingerprint()
+        """The classifier spec's fingerprint (architecture, weights tag, preprocessing, prompts,
+        margins), with the precision when it is not float32."""
+        if self.precision == "float32":
+            return self.spec.fingerprint()
+        from t2ibias.core.fingerprint import fingerprint
+
+        return fingerprint({"classifier": self.spec.fingerprint(), "precision": self.precision})
 
     def config(self) -> dict[str, Any]:
         return {"kind": "clip", **self.spec.summary()}
@@ -257,7 +269,11 @@ class CLIPAttributeClassifier:
         if self.model is None:
             self.load()
         with torch.no_grad():
-            feats = self.model.encode_image(batch.to(self.device, non_blocking=True)).float()
+            if self.precision == "float32":
+                feats = self.model.encode_image(batch.to(self.device, non_blocking=True)).float()
+            else:  # autocast: matmuls and convolutions in half precision, norms and softmax in float32
+                with torch.autocast("cuda", dtype=getattr(torch, self.precision)):
+                    feats = self.model.encode_image(batch.to(self.device, non_blocking=True)).float()
         return feats / feats.norm(dim=-1, keepdim=True)
 
     def classify(self, images: list[Any]) -> list[dict[str, Prediction]]:

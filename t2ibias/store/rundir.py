@@ -151,6 +151,13 @@ def clear_run(run_dir: Path) -> list[Path]:
     for path in run_dir.iterdir():
         if _TEMP_NAME.match(path.name):
             unlink(path)
+    for name in (MEASUREMENTS_FILE, EMBEDDINGS_FILE):
+        folder = parts_dir(run_dir, name)
+        if folder.is_dir() and not folder.is_symlink():
+            for path in folder.iterdir():
+                if parse_part_name(path.name) is not None or _TEMP_NAME.match(path.name):
+                    unlink(path)
+            _rmdir_if_empty(folder)
     images = run_dir / "images"
     if images.is_dir() and not images.is_symlink():
         for folder in images.iterdir():
@@ -210,14 +217,64 @@ COLUMNS = [
 ]
 
 
-def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE) -> pd.DataFrame:
-    path = run_dir / name
-    if not path.exists():
-        return pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
+#: The columns that identify a measurement row (and an embedding row: key and measurer).
+ROW_ID = ["key", "measurer", "unit", "face_index", "attribute"]
+EMBEDDING_ID = ["key", "measurer"]
+#: A measure checkpoint appends one part file per table, ``<table>.parts/<worker>-<seq>.parquet``;
+#: the end of the stage folds them into the table (compaction) and removes them. Until then the
+#: readers below read the table and its parts together, later parts winning.
+PARTS_SUFFIX = ".parts"
+_PART_NAME = re.compile(r"^(?P<worker>[A-Za-z0-9][A-Za-z0-9_.-]*)-(?P<seq>[0-9]{6,})\.parquet$")
+
+
+def parts_dir(run_dir: Path, name: str = MEASUREMENTS_FILE) -> Path:
+    """The folder of part files of table ``name`` (``measurements.parts/`` for ``measurements.parquet``)."""
+    return Path(run_dir) / (name.removesuffix(".parquet") + PARTS_SUFFIX)
+
+
+def part_name(worker: str, seq: int) -> str:
+    return f"{worker}-{seq:06d}.parquet"
+
+
+def parse_part_name(file_name: str) -> tuple[str, int] | None:
+    """(worker, seq) of a part file name, None for any other name (temp files included)."""
+    m = _PART_NAME.match(file_name)
+    return (m["worker"], int(m["seq"])) if m else None
+
+
+def part_files(run_dir: Path, name: str = MEASUREMENTS_FILE) -> list[Path]:
+    """The part files of table ``name``, in the order they apply: by worker name, then sequence."""
+    folder = parts_dir(run_dir, name)
+    if not folder.is_dir():
+        return []
+    found = [(parsed, p) for p in folder.iterdir() if (parsed := parse_part_name(p.name)) is not None and p.is_file()]
+    return [p for _, p in sorted(found, key=lambda item: item[0])]
+
+
+def _read_table_file(path: Path, run_dir: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:
         raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
+
+
+def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE, *, parts: bool = True) -> pd.DataFrame:
+    """Table ``name`` (``measurements.parquet`` or ``embeddings.parquet``) with the rows of its part
+    files after it (``parts=False``: the compacted file alone). A row identity (:data:`ROW_ID`, or
+    key and measurer for embeddings) met twice keeps its last rows, so an interrupted stage reads as
+    if it had written one file."""
+    run_dir = Path(run_dir)
+    path = run_dir / name
+    empty = pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
+    main = _read_table_file(path, run_dir) if path.exists() else empty
+    files = part_files(run_dir, name) if parts else []
+    if not files:
+        return main
+    frames = [f for f in [main, *(_read_table_file(p, run_dir) for p in files)] if len(f)]
+    if not frames:
+        return empty
+    ident = ROW_ID if name == MEASUREMENTS_FILE else EMBEDDING_ID
+    return pd.concat(frames, ignore_index=True).drop_duplicates(ident, keep="last").reset_index(drop=True)
 
 
 def read_json(run_dir: Path, name: str) -> Any:
