@@ -506,6 +506,7 @@ class Run:
         workers: int | None = None,
         fairface: PathLike | None = None,
         progress: ProgressFactory | None = None,
+        executor: Any = None,
     ) -> dict[str, int]:
         r"""
         Gate and classify every image not yet measured by the run's classifier (and `also`'s measurers).
@@ -524,6 +525,9 @@ class Run:
             fairface (`str` or `os.PathLike`, *optional*): a CSV FairFace's `predict.py` wrote for
                 the run's images, imported first.
             progress (`Callable`, *optional*): a progress-bar factory, as in [`~Run.generate`].
+            executor (*optional*): an executor whose workers measure (`create_executor("ray")`): this
+                process plans and finishes, the workers measure chunks of the images (`fairface`
+                imports stay in this process).
 
         Returns:
             `Dict[str, int]`: images `measured` now and `cached`, `faces` (and `people`) found.
@@ -536,6 +540,15 @@ class Run:
         if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
             raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
         extras = [resolve_crop_measurer(name, resolve_device(device)) for name in _names(also, "also")]
+        if executor is not None and hasattr(executor, "measure") and fairface is None:
+            from t2ibias.measure.stage import finish_measure, plan_measure
+            from t2ibias.store.lock import RunLock
+
+            with RunLock(self._path, "measure"):
+                plan = plan_measure(self._path, device, batch_size, person_detector=person_detector, person_conf=person_conf,
+                                    extra_measurers=extras, worker_device=executor.worker_device(device))
+                advance = progress(len(plan.keys), plan.cached) if progress and plan.keys else (lambda n: None)
+                return finish_measure(plan, executor.measure(plan, advance, workers))
         return measure_stage(self._path, device=device, batch_size=batch_size, progress=progress,
                              person_detector=person_detector, person_conf=person_conf, extra_measurers=extras,
                              workers=workers, fairface_csv=Path(fairface) if fairface is not None else None)

@@ -223,3 +223,35 @@ def test_second_driver_is_refused(tmp_path, capsys, cluster):
     local = make_run(tmp_path / "local", 10, 6)
     generate_stage(local, device="cpu", batch_size=8)
     assert finished(run) == finished(local)
+
+
+@pytest.mark.slow
+def test_sweep_on_ray_measures_on_the_workers_too(tmp_path, capsys, cluster, monkeypatch):
+    import pandas as pd
+
+    from t2ibias.measure import stage
+    from t2ibias.store.rundir import read_measurements
+
+    parts: list[str] = []
+    real_finish = stage.finish_measure
+    monkeypatch.setattr(stage, "finish_measure", lambda plan, results: (parts.extend(p for r in results for p in r["parts"]),
+                                                                         real_finish(plan, results))[1])
+
+    common = ["--model", "tiny-random-sd", "--prompts", "demo", "--limit", "2", "--seeds", "3", "--device", "cpu",
+              "--batch-size", "2"]
+    code, err = cli(capsys, "sweep", *common, "--out", str(tmp_path / "local"))
+    assert code == 0, err
+    code, err = cli(capsys, "sweep", *common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--address", cluster)
+    assert code == 0, err
+    assert "measure: 6 images measured" in err
+    assert parts and all(Path(p).name.startswith(f"ray-{os.getpid()}-m") for p in parts)  # written by the Ray workers
+    assert finished(tmp_path / "ray") == finished(tmp_path / "local")
+    assert not list((tmp_path / "ray").glob("measurements.parts/*"))  # the workers' parts were compacted
+
+    def table(run: Path) -> pd.DataFrame:
+        df = read_measurements(run)
+        return df.sort_values(["key", "unit", "face_index", "attribute"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(tmp_path / "ray"), table(tmp_path / "local"))
+    for name in ("measure.json", "metrics.csv"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name

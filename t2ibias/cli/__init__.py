@@ -192,7 +192,8 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
     if only in (None, "measure"):
         with _progress("measure") as bar:
             m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
-                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface)
+                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface,
+                            executor=executor)
         if mo.fairface is not None:
             err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""

@@ -10,6 +10,11 @@ front of the queue and a new actor takes the dead one's place. Images already wr
 dead worker are written again with the same bytes; their repeated manifest lines are merged on
 read and compacted by the driver at the end, so the finished run has one line per key.
 
+The measure stage runs on the same kind of workers (:class:`MeasureWorker`): the driver plans
+(``measure.stage.plan_measure``), each worker measures chunks of the images into its own part
+files (``measure_keys``), a lost worker's chunk is re-queued (its finished parts are skipped), and
+the driver compacts the parts and writes ``measure.json`` (``finish_measure``).
+
 Ray is imported only when this executor is made. Ray's own actor restarts are off
 (``max_restarts=0``): the driver re-queues the lost chunk itself, which also covers a lost node.
 """
@@ -291,6 +296,92 @@ class RayExecutor:
         names = list(self._actors)
         pids = self.ray.get([self._actors[n].pid.remote() for n in names])
         return dict(zip(names, pids))
+
+    def worker_device(self, device: str) -> str:
+        """Where the workers measure: CUDA when they hold GPUs (``--device auto`` or ``cuda``), else the CPU."""
+        if device in ("auto", "cuda") or device.startswith("cuda:"):
+            return "cuda" if self.gpus_per_worker else "cpu"
+        return device
+
+    def measure(self, plan: Any, advance: Callable[[int], None], threads: int | None = None) -> list[dict[str, Any]]:
+        """Measure ``plan.keys`` (a ``measure.stage.MeasurePlan``) on the workers, a chunk each at a
+        time, a lost worker's chunk re-queued (its finished part files are kept and skipped);
+        returns what each chunk's ``measure_keys`` returned, for ``finish_measure``."""
+        ray = self.ray
+        from ray.exceptions import RayActorError
+
+        keys = list(plan.keys)
+        if not keys:
+            return []
+        gpu = bool(self.gpus_per_worker)
+        remote = ray.remote(MeasureWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=0,
+                                                   max_task_retries=0)
+        size = max(plan.batch_size, -(-len(keys) // (4 * self.workers)))  # about 4 chunks per worker: each loads the measurers
+        queue = deque(keys[i : i + size] for i in range(0, len(keys), size))
+        names = (f"ray-{os.getpid()}-m{i}" for i in range(1_000_000))
+
+        def spawn() -> tuple[str, Any]:
+            name = next(names)
+            actor = remote.remote(threads or (2 if gpu else 1), 0 if gpu else 1)
+            self._actors[name] = actor
+            return name, actor
+
+        idle = [spawn() for _ in range(min(self.workers, len(queue)))]
+        results: list[dict[str, Any]] = []
+        inflight: dict[Any, tuple[str, Any, list[str]]] = {}
+        losses = 0
+        try:
+            while queue or inflight:
+                while idle and queue:
+                    name, actor = idle.pop()
+                    chunk = queue.popleft()
+                    inflight[actor.measure.remote(plan, chunk, name)] = (name, actor, chunk)
+                done, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in done:
+                    name, actor, chunk = inflight.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except RayActorError as exc:
+                        losses += 1
+                        self._actors.pop(name, None)
+                        if losses > 2 * self.workers + 3:
+                            raise UserError(f"--executor ray: {losses} measure workers died ({_first_line(exc)}); see the "
+                                            "Ray logs under /tmp/ray/session_latest/logs, then run the same command "
+                                            "again to resume") from None
+                        queue.appendleft(chunk)
+                        idle.append(spawn())
+                        continue
+                    if "user_error" in out:
+                        raise UserError(out["user_error"])
+                    results.append(out)
+                    advance(len(chunk))
+                    idle.append((name, actor))
+        finally:
+            self._kill_all()
+        return results
+
+
+class MeasureWorker:
+    """A Ray actor that measures chunks of a run's images (``measure.stage.measure_keys``) into its
+    own part files; the driver plans and finishes (``plan_measure`` / ``finish_measure``)."""
+
+    def __init__(self, threads: int, cpu_threads: int) -> None:
+        if cpu_threads:
+            import torch
+
+            torch.set_num_threads(cpu_threads)
+        self.threads = threads
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def measure(self, plan: Any, keys: list[str], name: str) -> dict[str, Any]:
+        from t2ibias.measure.stage import measure_keys
+
+        try:
+            return measure_keys(plan, keys, name, workers=self.threads)
+        except UserError as exc:
+            return {"user_error": str(exc)}
 
 
 def _first_line(exc: BaseException) -> str:
