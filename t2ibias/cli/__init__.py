@@ -231,13 +231,22 @@ def measure(
     also: AlsoOpt = None,
     fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
     workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    from t2ibias.store.lock import RunLock
+    from t2ibias.store.rundir import read_spec
+
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
         raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
-    _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface))
+    read_spec(run_dir)
+    with RunLock(run_dir, "measure"), _open_executor(executor, address, gpus_per_worker) as ex:
+        _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface),
+                executor=ex)
 
 
 @app.command()
