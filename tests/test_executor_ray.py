@@ -255,3 +255,37 @@ def test_sweep_on_ray_measures_on_the_workers_too(tmp_path, capsys, cluster, mon
     pd.testing.assert_frame_equal(table(tmp_path / "ray"), table(tmp_path / "local"))
     for name in ("measure.json", "metrics.csv"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_measure_worker_killed_loses_only_its_chunk(tmp_path, cluster):
+    import pandas as pd
+
+    from t2ibias.api import open_run
+    from t2ibias.executors.ray import RayExecutor
+    from t2ibias.store.rundir import read_measurements
+
+    tables = []
+    for name in ("local", "ray"):
+        run = make_run(tmp_path / name, 2, 4)
+        generate_stage(run, device="cpu", batch_size=4)
+        if name == "local":
+            open_run(run).measure("cpu", 2, workers=1)
+        else:
+            with RayExecutor(workers=2) as ex:
+                killed: list[int] = []
+
+                def progress(total, done):
+                    def advance(n):
+                        if not killed:  # after the first chunk: SIGKILL both measure workers
+                            for pid in ex.worker_pids.values():
+                                os.kill(pid, signal.SIGKILL)
+                                killed.append(pid)
+                    return advance
+
+                m = open_run(run).measure("cpu", 2, workers=1, executor=ex, progress=progress)
+            assert len(killed) == 2 and ex.lost_workers >= 1 and m["measured"] + m["cached"] == 8
+        df = read_measurements(run)
+        tables.append(df.sort_values(["key", "unit", "face_index", "attribute"]).reset_index(drop=True))
+    assert not tables[1].duplicated(["key", "measurer", "unit", "face_index", "attribute"]).any()
+    pd.testing.assert_frame_equal(tables[1], tables[0])

@@ -327,9 +327,15 @@ class RayExecutor:
             return name, actor
 
         idle = [spawn() for _ in range(min(self.workers, len(queue)))]
+        try:
+            self.worker_pids = dict(zip((n for n, _ in idle), ray.get([a.pid.remote() for _, a in idle])))
+        except RayActorError as exc:
+            self._kill_all()
+            raise UserError(f"--executor ray: a measure worker died on start ({_first_line(exc)})") from None
         results: list[dict[str, Any]] = []
         inflight: dict[Any, tuple[str, Any, list[str]]] = {}
         losses = 0
+        self.lost_workers = 0
         try:
             while queue or inflight:
                 while idle and queue:
@@ -343,7 +349,9 @@ class RayExecutor:
                         out = ray.get(ref)
                     except RayActorError as exc:
                         losses += 1
+                        self.lost_workers += 1
                         self._actors.pop(name, None)
+                        self.worker_pids.pop(name, None)
                         if losses > 2 * self.workers + 3:
                             raise UserError(f"--executor ray: {losses} measure workers died ({_first_line(exc)}); see the "
                                             "Ray logs under /tmp/ray/session_latest/logs, then run the same command "
