@@ -452,6 +452,7 @@ class Run:
         pipeline: Any = None,
         images: ImageMaker | None = None,
         progress: ProgressFactory | None = None,
+        executor: Any = None,
     ) -> GenerateResult:
         r"""
         Make the images the run lacks (missing, failed or corrupt ones); nothing else. The
@@ -465,6 +466,8 @@ class Run:
             images (`Callable`, *optional*): for a run made by an image maker, the image maker.
             progress (`Callable[[int, int], Callable[[int], None]]`, *optional*): a progress-bar
                 factory, called as `progress(total, already_done)`; returns `advance(n)`.
+            executor (*optional*): where the run's own pipeline makes the images, from
+                `t2ibias.executors.create_executor("ray", address=...)`; this process makes them by default.
 
         Returns:
             [`~t2ibias.generation.stage.GenerateResult`]: images made now, already there,
@@ -482,6 +485,8 @@ class Run:
         outside = made_outside(spec["weights"])
         if pipeline is not None and images is not None:
             raise UserError("pipeline and images: pass one of them (the run's own generator, if it was passed in)")
+        if executor is not None and (pipeline is not None or images is not None):
+            raise UserError("executor: its workers load the run's own pipeline; pass pipeline= or images= without it")
         if pipeline is not None:
             from t2ibias.generation.external import BorrowedPipeline, pipeline_identity
 
@@ -502,7 +507,7 @@ class Run:
             result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress,
                                     generator=CallableGenerator(images))
         else:
-            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress)
+            result = generate_stage(self._path, device=device, batch_size=batch_size, progress=progress, executor=executor)
         if spec["weights"].startswith("replay:"):
             from t2ibias.generation.replay import note_generate_failures
 
@@ -522,6 +527,7 @@ class Run:
         workers: int | None = None,
         fairface: PathLike | None = None,
         progress: ProgressFactory | None = None,
+        executor: Any = None,
     ) -> dict[str, int]:
         r"""
         Gate and classify every image not yet measured by the run's classifier (and `also`'s measurers).
@@ -540,6 +546,9 @@ class Run:
             fairface (`str` or `os.PathLike`, *optional*): a CSV FairFace's `predict.py` wrote for
                 the run's images, imported first.
             progress (`Callable`, *optional*): a progress-bar factory, as in [`~Run.generate`].
+            executor (*optional*): an executor whose workers measure (`create_executor("ray")`): this
+                process plans and finishes, the workers measure chunks of the images (`fairface`
+                imports stay in this process).
 
         Returns:
             `Dict[str, int]`: images `measured` now and `cached`, `faces` (and `people`) found.
@@ -552,6 +561,15 @@ class Run:
         if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
             raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
         extras = [resolve_crop_measurer(name, resolve_device(device)) for name in _names(also, "also")]
+        if executor is not None and hasattr(executor, "measure") and fairface is None:
+            from t2ibias.measure.stage import finish_measure, plan_measure
+            from t2ibias.store.lock import RunLock
+
+            with RunLock(self._path, "measure"):
+                plan = plan_measure(self._path, device, batch_size, person_detector=person_detector, person_conf=person_conf,
+                                    extra_measurers=extras, worker_device=executor.worker_device(device))
+                advance = progress(len(plan.keys), plan.cached) if progress and plan.keys else (lambda n: None)
+                return finish_measure(plan, executor.measure(plan, advance, workers))
         return measure_stage(self._path, device=device, batch_size=batch_size, progress=progress,
                              person_detector=person_detector, person_conf=person_conf, extra_measurers=extras,
                              workers=workers, fairface_csv=Path(fairface) if fairface is not None else None)

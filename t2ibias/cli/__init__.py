@@ -57,6 +57,16 @@ CiOpt = Annotated[str, typer.Option("--ci", metavar="clopper-pearson|wilson|jeff
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", metavar="C", help="Confidence level of every interval, strictly between 0 and 1.")]
 MinNOpt = Annotated[int, typer.Option("--min-n", metavar="N", help="A per-prompt figure on fewer images is shown but flagged `n < min_n` and never ranked (FACET's rule).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches [default: half the CPU cores, from 2 to 8].")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="local|ray", help="Where images are made: this process, or Ray workers (one per GPU, or per CPU without GPUs; needs `pip install 't2ibias[ray]'` and a run directory every node sees).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="auto|ray://HOST:PORT|HOST:PORT", help="Ray cluster to use with --executor ray [default: RAY_ADDRESS, else the cluster `ray start` made on this machine, else a new one here].")]
+GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", metavar="N", help="GPUs per Ray worker; 0 for CPU workers [default: 1 when the cluster has GPUs, else 0].")]
+
+
+def _open_executor(name: str, address: str | None, gpus_per_worker: float | None):  # noqa: ANN202
+    """The executor of ``--executor`` (a context manager); bad options or an unreachable cluster fail here."""
+    from t2ibias.executors import create_executor
+
+    return create_executor(name, address=address, gpus_per_worker=gpus_per_worker)
 
 
 @app.command()
@@ -79,6 +89,9 @@ def sweep(
     person_detector: PersonDetectorOpt = None,
     also: AlsoOpt = None,
     min_n: MinNOpt = 50,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.api import plan_run
@@ -102,7 +115,7 @@ def sweep(
 
         # missing or bad weights fail before anything is written
         open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
-    with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
+    with _interrupted_note(), RunLock(out_dir, "sweep", create=True), _open_executor(executor, address, gpus_per_worker) as ex:
         spec = prepare_run(out_dir, request, force=force)
         if request.replay is not None:
             err.print(f"{request.replay.summary_line()} (see {out_dir / 'replay_problems.json'})", markup=False, highlight=False)
@@ -120,7 +133,7 @@ def sweep(
             err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
         _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,
                 measure_opts=MeasureOptions(person_detector, None, also),
-                measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size, min_n=min_n)
+                measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size, min_n=min_n, executor=ex)
 
 
 @contextmanager
@@ -147,7 +160,7 @@ class MeasureOptions:
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
             measure_opts: MeasureOptions | None = None, audit: Path | None = None,
-            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50) -> None:
+            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50, executor: object = None) -> None:
     from t2ibias.metrics.score import check_options
     from t2ibias.store.rundir import read_spec
     from t2ibias.store.lock import RunLock
@@ -156,11 +169,12 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
     with _interrupted_note(), RunLock(run_dir, only or "sweep"):
         _run_stages(run_dir, device, batch_size, only, ci, measure_opts or MeasureOptions(), audit,
-                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n)
+                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n, executor)
 
 
 def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, ci: str, mo: MeasureOptions,
-                audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50) -> None:
+                audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50,
+                executor: object = None) -> None:
     """The stages of ``only`` (all of them when None) through the Python API's :class:`~t2ibias.api.Run`,
     with progress bars and a line per stage."""
     from t2ibias.api import GenerationFailed, open_run
@@ -170,7 +184,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
         failed = False
         with _progress("generate") as bar:
             try:
-                g = run.generate(device, batch_size, progress=bar)
+                g = run.generate(device, batch_size, progress=bar, executor=executor)
             except GenerationFailed as exc:
                 g, failed = exc.result, True
         err.print(
@@ -187,7 +201,8 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
     if only in (None, "measure"):
         with _progress("measure") as bar:
             m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
-                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface)
+                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface,
+                            executor=executor)
         if mo.fairface is not None:
             err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
@@ -204,9 +219,15 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
 
 
 @app.command()
-def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4) -> None:
+def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4, executor: ExecutorOpt = "local",
+             address: AddressOpt = None, gpus_per_worker: GpusPerWorkerOpt = None) -> None:
     """Make the images a run lacks (missing, failed or corrupt ones); nothing else."""
-    _stages(run_dir, device, batch_size, "generate")
+    from t2ibias.store.lock import RunLock
+    from t2ibias.store.rundir import read_spec
+
+    read_spec(run_dir)
+    with RunLock(run_dir, "generate"), _open_executor(executor, address, gpus_per_worker) as ex:
+        _stages(run_dir, device, batch_size, "generate", executor=ex)
 
 
 @app.command()
@@ -219,13 +240,22 @@ def measure(
     also: AlsoOpt = None,
     fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
     workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    from t2ibias.store.lock import RunLock
+    from t2ibias.store.rundir import read_spec
+
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
         raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
-    _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface))
+    read_spec(run_dir)
+    with RunLock(run_dir, "measure"), _open_executor(executor, address, gpus_per_worker) as ex:
+        _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface),
+                executor=ex)
 
 
 @app.command()

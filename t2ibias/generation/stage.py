@@ -23,7 +23,7 @@ from t2ibias.store.lock import RunLock
 from t2ibias.store.rundir import ImageJob, image_jobs, now_iso, read_prompts, read_spec
 
 Progress = Callable[[int], None]
-#: PNG encoders (zlib releases the GIL): one thread caps a run at ~3 SDXL-sized images/s.
+#: Threads that encode PNGs (zlib releases the GIL); one writer thread still stores them in order.
 PNG_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
@@ -69,12 +69,46 @@ class Generator(Protocol):
         ...
 
 
+class GenerateExecutor(Protocol):
+    """Where the images of a run are made (``t2ibias.executors``): given the jobs the store lacks,
+    make them with :func:`generate_jobs` wherever it runs and return their :class:`JobTally`."""
+
+    def generate(self, run_dir: Path, spec: dict[str, Any], jobs: list[ImageJob], device: str, batch_size: int,
+                 advance: Progress) -> JobTally:
+        ...
+
+
+@dataclass
+class JobTally:
+    """What one call of :func:`generate_jobs` did: images per status and failure reasons."""
+
+    ok: int = 0
+    blocked: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: JobTally) -> None:
+        self.ok += other.ok
+        self.blocked += other.blocked
+        self.failed += other.failed
+        for why, n in other.errors.items():
+            self.errors[why] = self.errors.get(why, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "blocked": self.blocked, "failed": self.failed, "errors": dict(self.errors)}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> JobTally:
+        return cls(int(doc["ok"]), int(doc["blocked"]), int(doc["failed"]), dict(doc["errors"]))
+
+
 def generate_stage(
     run_dir: Path,
     device: str = "auto",
     batch_size: int = 4,
     progress: Callable[[int, int], Progress] | None = None,
     generator: Generator | None = None,
+    executor: GenerateExecutor | None = None,
 ) -> GenerateResult:
     """Make every image the store lacks; the pipeline is loaded only if something is missing.
 
@@ -82,15 +116,22 @@ def generate_stage(
     loaded, or an image-making callable; see ``generation/external.py``): any object with
     ``generate(texts, seeds)``. It is used as given, so checking that it is the run's generator is
     the caller's job; without it, a run whose images come from Python refuses to load anything.
+
+    ``executor`` makes the missing images elsewhere (``t2ibias.executors``, e.g. Ray workers that
+    each load the run's pipeline once and write their own manifest shard); this process holds the
+    run's lock throughout and compacts the shards at the end. Without it, this process makes them.
     """
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if executor is not None and generator is not None:
+        raise UserError("an executor loads the run's own pipeline on its workers; a generator passed in from Python "
+                        "runs in this process only (leave out the executor)")
     with RunLock(run_dir, "generate"):
-        return _generate(Path(run_dir), device, batch_size, progress, generator)
+        return _generate(Path(run_dir), device, batch_size, progress, generator, executor)
 
 
 def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[int, int], Progress] | None,
-              generator: Generator | None = None) -> GenerateResult:
+              generator: Generator | None = None, executor: GenerateExecutor | None = None) -> GenerateResult:
     t0 = time.perf_counter()
     spec = read_spec(run_dir)
     prompts = read_prompts(run_dir, spec)
@@ -99,68 +140,81 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
     store.remove_temp_files()
     done = store.done_keys(j.key for j in jobs)
     todo = [j for j in jobs if j.key not in done]
-    counts = {OK: 0, BLOCKED: 0, FAILED: 0}
-    errors: Counter[str] = Counter()
-    if todo and generator is None:
-        generator = _load_generator(run_dir, spec, device)
+    tally = JobTally()
     if todo:
         advance = progress(len(todo), len(done)) if progress else (lambda n: None)
-        pending: list[Future] = []
-        # encode (in parallel) + write (one thread, in order) overlap the next batch
-        with ThreadPoolExecutor(max_workers=1) as writer, ThreadPoolExecutor(max_workers=PNG_THREADS) as encoder:
-            for batch in _chunks(todo, batch_size):
-                start = time.perf_counter()
-                try:
-                    results = generator.generate([j.text for j in batch], [j.seed for j in batch])
-                    error = None
-                except (KeyboardInterrupt, UserError):
-                    raise
-                except Exception as exc:  # e.g. CUDA out of memory: record, retry on the next run
-                    results, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                per_image = (time.perf_counter() - start) / len(batch)
-                for i, job in enumerate(batch):
-                    row = {
-                        "prompt_id": job.prompt_id,
-                        "image_index": job.index,
-                        "seed": job.seed,
-                        "generator_fingerprint": spec["generator_fingerprint"],
-                        "seconds": round(per_image, 4),
-                        "batch_size": len(batch),
-                        "created": now_iso(),
-                    }
-                    failure = error if results is None else getattr(results[i], "error", None)  # one image of a batch (replay:)
-                    if results is not None:
-                        row.update(getattr(results[i], "source", None) or {})
-                    if failure:
-                        status, image = FAILED, None
-                        row["error"] = failure
-                        errors[str(failure)] += 1
-                    else:
-                        status = BLOCKED if results[i].blocked else OK
-                        image = None if status == BLOCKED else results[i].image
-                        if results[i].image is not None:  # an image maker may give no image for a refused prompt
-                            row.update(width=results[i].image.width, height=results[i].image.height)
-                    counts[status] += 1
-                    row["status"] = status
-                    png = encoder.submit(_png_bytes, image) if image is not None else None
-                    pending.append(writer.submit(_store_one, store, job.key, png, row))
-                for fut in [f for f in pending if f.done()]:
-                    fut.result()
-                pending = [f for f in pending if not f.done()]
-                advance(len(batch))
-            for fut in pending:
-                fut.result()
+        if executor is not None:
+            check_generator(run_dir, spec)
+            tally = executor.generate(run_dir, spec, todo, device, batch_size, advance)
+            store.remove_temp_files()  # left by a worker that was killed mid-write
+        else:
+            if generator is None:
+                generator = load_generator(run_dir, spec, device)
+            tally = generate_jobs(store, spec, todo, generator, batch_size, advance)
     store.compact()
-    return GenerateResult(len(jobs), len(done), counts[OK], counts[BLOCKED], counts[FAILED], time.perf_counter() - t0, dict(errors))
+    return GenerateResult(len(jobs), len(done), tally.ok, tally.blocked, tally.failed, time.perf_counter() - t0,
+                          dict(tally.errors))
 
 
-def _load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> DiffusersGenerator:
-    """The run's own pipeline, loaded after checking that it still makes the run's images."""
-    if spec["weights"].startswith("replay:"):  # images made elsewhere, copied from the folder the spec names
-        from t2ibias.generation.replay import ReplayGenerator
+def generate_jobs(store: ImageStore, spec: dict[str, Any], jobs: list[ImageJob], generator: Generator, batch_size: int,
+                  advance: Progress | None = None) -> JobTally:
+    """Make ``jobs`` with ``generator`` in batches of ``batch_size``: each image goes into the store and
+    its line into the store's manifest shard (``manifest-<worker>.jsonl``), flushed before the next
+    batch is reported to ``advance``. The shard stays open for the next call (the caller closes the
+    store); an executor's worker calls this once per chunk with its own shard."""
+    counts = {OK: 0, BLOCKED: 0, FAILED: 0}
+    errors: Counter[str] = Counter()
+    advance = advance or (lambda n: None)
+    pending: list[Future] = []
+    # encode (in parallel) + write (one thread, in order) overlap the next batch
+    with ThreadPoolExecutor(max_workers=1) as writer, ThreadPoolExecutor(max_workers=PNG_THREADS) as encoder:
+        for batch in _chunks(jobs, batch_size):
+            start = time.perf_counter()
+            try:
+                results = generator.generate([j.text for j in batch], [j.seed for j in batch])
+                error = None
+            except (KeyboardInterrupt, UserError):
+                raise
+            except Exception as exc:  # e.g. CUDA out of memory: record, retry on the next run
+                results, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            per_image = (time.perf_counter() - start) / len(batch)
+            for i, job in enumerate(batch):
+                row = {
+                    "prompt_id": job.prompt_id,
+                    "image_index": job.index,
+                    "seed": job.seed,
+                    "generator_fingerprint": spec["generator_fingerprint"],
+                    "seconds": round(per_image, 4),
+                    "batch_size": len(batch),
+                    "created": now_iso(),
+                }
+                failure = error if results is None else getattr(results[i], "error", None)  # one image of a batch (replay:)
+                if results is not None:
+                    row.update(getattr(results[i], "source", None) or {})
+                if failure:
+                    status, image = FAILED, None
+                    row["error"] = failure
+                    errors[str(failure)] += 1
+                else:
+                    status = BLOCKED if results[i].blocked else OK
+                    image = None if status == BLOCKED else results[i].image
+                    if results[i].image is not None:  # an image maker may give no image for a refused prompt
+                        row.update(width=results[i].image.width, height=results[i].image.height)
+                counts[status] += 1
+                row["status"] = status
+                png = encoder.submit(_png_bytes, image) if image is not None else None
+                pending.append(writer.submit(_store_one, store, job.key, png, row))
+            for fut in [f for f in pending if f.done()]:
+                fut.result()
+            pending = [f for f in pending if not f.done()]
+            advance(len(batch))
+        for fut in pending:
+            fut.result()
+    return JobTally(counts[OK], counts[BLOCKED], counts[FAILED], dict(errors))
 
-        return ReplayGenerator(run_dir, spec)  # type: ignore[return-value]
-    gspec = GeneratorSpec(**spec["model"])
+
+def check_generator(run_dir: Path, spec: dict[str, Any]) -> None:
+    """Refuse a run whose images come from Python: nothing but the caller can make them."""
     outside = made_outside(spec["weights"])
     if outside:
         how = "pipeline=pipe" if outside == "pipeline" else "images=f"
@@ -168,6 +222,16 @@ def _load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> Diffuse
             f"{run_dir}: its images come from a {outside} passed in from Python ({spec['weights']}), which t2ibias "
             f"cannot load; make the missing ones with t2ibias.open_run({str(run_dir)!r}).generate({how})"
         )
+
+
+def load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> DiffusersGenerator:
+    """The run's own pipeline, loaded after checking that it still makes the run's images."""
+    if spec["weights"].startswith("replay:"):  # images made elsewhere, copied from the folder the spec names
+        from t2ibias.generation.replay import ReplayGenerator
+
+        return ReplayGenerator(run_dir, spec)  # type: ignore[return-value]
+    gspec = GeneratorSpec(**spec["model"])
+    check_generator(run_dir, spec)
     dev = resolve_device(device)
     if effective_dtype(gspec, dev) != gspec.dtype:
         raise UserError(
@@ -189,3 +253,4 @@ def _load_generator(run_dir: Path, spec: dict[str, Any], device: str) -> Diffuse
 
 def _store_one(store: ImageStore, key: str, png: Future | None, row: dict[str, Any]) -> None:
     store.put(key, png.result() if png is not None else None, row)
+
