@@ -48,15 +48,18 @@ def write_run(run: Path, model: str, labels_for, *, records: list[dict] | None =
     return run
 
 
-def balanced(record, i):
-    return "masc" if i % 2 else "fem"
+#: Masculine images of 8 per subject: a model near balance, and one skewed without intervention.
+FAIR_MASC = {"doctor": 4, "nurse": 5, "pilot": 3, "chef": 4}
+SKEWED_MASC = {"doctor": 8, "nurse": 7, "pilot": 8, "chef": 7}
 
 
-def skewed_without_intervention(record, i):
-    """All masc on the prompts without intervention, balanced with it."""
-    return "masc" if record["intervention"] == "none" else balanced(record, i)
+def fair(record, i):
+    """``FAIR_MASC[subject]`` of the 8 seed indices masc, the rest fem, with and without intervention."""
+    return "masc" if i < FAIR_MASC.get(record["subject"], 4) else "fem"
 
 
-def three_quarters(record, i):
-    """6 of 8 masc on the prompts without intervention, balanced with it."""
-    return ("masc" if i % 4 else "fem") if record["intervention"] == "none" else balanced(record, i)
+def skewed(record, i):
+    """``SKEWED_MASC[subject]`` of 8 masc without intervention; like :func:`fair` with it."""
+    if record["intervention"] != "none":
+        return fair(record, i)
+    return "masc" if i < SKEWED_MASC[record["subject"]] else "fem"
