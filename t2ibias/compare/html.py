@@ -27,7 +27,7 @@ CSS = """
 *{box-sizing:border-box}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:12px;max-width:1100px;color:#1a1a1a;background:#fff}
 h1{font-size:1.45em}h2{font-size:1.2em;margin-top:1.6em}h3{font-size:1.05em}
-figure{margin:1em 0;max-width:100%}figure svg{display:block;width:100%;max-width:760px;height:auto}
+figure{margin:1em 0;max-width:100%}figure svg{display:block;width:100%;max-width:720px;height:auto}
 figcaption{font-size:.9em;color:#333}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
@@ -53,7 +53,7 @@ def dot_interval_chart(rows: list[dict[str, Any]], *, title: str, domain: tuple[
                        label_key: str = "label", zero: float | None = None, warning: str | None = None) -> str:
     """An inline SVG of one dot (the value) and one line (its interval) per row, rows grouped by
     ``row["section"]`` when given. Each row: {label_key, value, ci_low, ci_high, n, model}."""
-    width, left, right, step, top = 640, 230, 20, 20, 28
+    width, left, right, step, top = 460, 150, 14, 20, 28
     sections = list(dict.fromkeys(r.get("section", "") for r in rows))
     height = top + step * len(rows) + 18 * sum(1 for s in sections if s) + 28
     lo_d, hi_d = domain
@@ -86,7 +86,7 @@ def dot_interval_chart(rows: list[dict[str, Any]], *, title: str, domain: tuple[
             y += 18
             current = sec
         c = colors.get(r.get("model", ""), "#000000")
-        parts.append(f'<text x="{left - 6}" y="{y + 4}" font-size="12" text-anchor="end" fill="#111">{escape(str(r[label_key]))[:40]}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4}" font-size="12" text-anchor="end" fill="#111">{escape(_short(str(r[label_key])))}</text>')
         lo, hi, v = r.get("ci_low"), r.get("ci_high"), r.get("value")
         if _finite(lo) and _finite(hi):
             parts.append(f'<line x1="{x(lo):.1f}" y1="{y}" x2="{x(hi):.1f}" y2="{y}" stroke="{c}" stroke-width="3"/>')
@@ -96,7 +96,7 @@ def dot_interval_chart(rows: list[dict[str, Any]], *, title: str, domain: tuple[
     parts.append("</svg>")
     body = "".join(parts)
     warn = f'<p class="warning">{escape(warning)}</p>' if warning else ""
-    return f"<figure>{warn}{body}<figcaption>{escape(title)} (dot: estimate; line: {len(rows) and 'confidence interval'}; the numbers are in the table below)</figcaption></figure>"
+    return f"<figure>{warn}{body}<figcaption>{escape(title)} (dot: estimate; line: its confidence interval; the numbers are in the table below)</figcaption></figure>"
 
 
 def _finite(v: Any) -> bool:
@@ -251,3 +251,8 @@ def render_leaderboard(doc: dict[str, Any]) -> str:
             out.append("</details>")
     out.append('<h2 id="models">Models and instruments</h2>' + _models_table(doc["models"]))
     return _page("t2ibias leaderboard", "".join(out))
+
+
+def _short(text: str, limit: int = 24) -> str:
+    """A row label that fits the chart's margin (the table beside the chart has it in full)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
