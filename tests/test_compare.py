@@ -188,3 +188,21 @@ def test_the_pages_are_self_contained_accessible_and_fit_a_phone(runs, tmp_path,
         assert tables and html.count('<div class="scroll"><table>') == tables
         assert "#0072B2" in html and "#E69F00" in html  # Okabe-Ito, one colour per model
     assert "0.44 [" in out.read_text() or "0.438 [" in out.read_text()
+
+
+@pytest.mark.slow
+def test_two_generated_runs_compare_end_to_end(tmp_path, monkeypatch, capsys, one_torch_thread):
+    """Two tiny sweeps of the demo prompts (other --limit, --seeds and --base-seed) through the CLI:
+    only the shared prompts and seed indices enter, and the leaderboard validates."""
+    sweep = ["sweep", "--model", "tiny-random-sd", "--prompts", "demo", "--device", "cpu"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert in_process(monkeypatch, capsys, *sweep, "--seeds", "1", "--limit", "2", "--out", str(a))[0] == 0
+    assert in_process(monkeypatch, capsys, *sweep, "--seeds", "2", "--limit", "3", "--base-seed", "5", "--out", str(b))[0] == 0
+    out = tmp_path / "cmp" / "compare.html"
+    code, _, err = in_process(monkeypatch, capsys, "compare", str(a), str(b), "--out", str(out), "--json", str(tmp_path / "c.json"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["matching"]["n_prompts"] == 2 and doc["matching"]["n_images"] == 2
+    assert [m["id"] for m in doc["models"]] == ["tiny-random-sd (a)", "tiny-random-sd (b)"]
+    assert {r["axis"] for r in doc["rows"]["ranks"]} >= {"gender_presentation"}
+    assert in_process(monkeypatch, capsys, "validate", str(out.parent / "leaderboard.json"))[0] == 0
