@@ -179,7 +179,8 @@ def match_runs(paths: list[str | Path], allow_different_measurers: bool = False)
     first = runs[0].prompts.drop_duplicates("text").set_index("text")
     meta = pd.DataFrame({"text": shared})
     for col in GROUP_COLUMNS:
-        meta[col] = [str(first.at[t, col]) if col in first.columns and first.at[t, col] is not None else "none" for t in shared]
+        values = first[col].reindex(shared) if col in first.columns else pd.Series([None] * len(shared))
+        meta[col] = ["none" if pd.isna(v) else str(v) for v in values]
     # seed indices every run has, per shared prompt
     index_sets = []
     for r, m in zip(runs, by_text):
@@ -198,7 +199,8 @@ def _axes(runs: list[ComparedRun], by_text: list[dict[str, str]], shared: list[s
     axes: list[Axis] = []
     skipped: dict[str, str] = {}
     names = list(dict.fromkeys(a for r in runs for a in r.labels_of))
-    keep_pairs = {(i, idx) for i, c in enumerate(common) for idx in c}
+    width = 1 + max((max(c) for c in common if c), default=0)
+    keep_codes = np.array(sorted(i * width + idx for i, c in enumerate(common) for idx in c), dtype=np.int64)
     for axis in names:
         if not all(axis in r.labels_of for r in runs):
             skipped[axis] = "not measured in every run"
@@ -224,7 +226,7 @@ def _axes(runs: list[ComparedRun], by_text: list[dict[str, str]], shared: list[s
             if unknown:
                 raise UserError(f"{r.path / IMAGE_LABELS_FILE}: label {unknown[0]!r} of {axis!r} is not one of the classifier's "
                                 f"labels {labels} (re-run `t2ibias score {r.path}`)")
-            keep = np.array([(a, b) in keep_pairs for a, b in zip(p_i, img)], dtype=bool)
+            keep = np.isin(p_i * width + np.minimum(img, width - 1), keep_codes) & (img < width)
             np.add.at(counts[ri], (p_i[keep], b_i[keep]), 1)
         else:
             axes.append(Axis(axis, labels, bins, counts))
