@@ -206,3 +206,35 @@ def test_two_generated_runs_compare_end_to_end(tmp_path, monkeypatch, capsys, on
     assert [m["id"] for m in doc["models"]] == ["tiny-random-sd (a)", "tiny-random-sd (b)"]
     assert {r["axis"] for r in doc["rows"]["ranks"]} >= {"gender_presentation"}
     assert in_process(monkeypatch, capsys, "validate", str(out.parent / "leaderboard.json"))[0] == 0
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (Debian package `chromium`)")
+def test_the_pages_load_in_chromium_with_no_error_request_or_sideways_overflow(runs, tmp_path, monkeypatch, capsys):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    out = tmp_path / "compare.html"
+    assert in_process(monkeypatch, capsys, "compare", str(runs["fair"]), str(runs["skewed"]), "--out", str(out))[0] == 0
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium())
+        try:
+            for page_file in (out, tmp_path / "leaderboard.html"):
+                for width in (390, 1280):
+                    page = browser.new_page(viewport={"width": width, "height": 800})
+                    errors, requests = [], []
+                    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                    page.on("request", lambda r: requests.append(r.url))
+                    page.goto(page_file.as_uri())
+                    assert errors == [] and all(u.startswith("file:") for u in requests), (page_file, errors, requests)
+                    assert page.evaluate("document.documentElement.scrollWidth") <= width, (page_file, width)
+                    names = page.evaluate("[...document.querySelectorAll('svg')].map(s => s.getAttribute('aria-label') || '')")
+                    assert names and all(names), page_file
+                    page.screenshot(path=str(tmp_path / f"{page_file.stem}-{width}.png"))
+                    page.close()
+        finally:
+            browser.close()
