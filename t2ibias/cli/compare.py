@@ -20,7 +20,11 @@ def compare(
     from t2ibias.cli import out as console
     from t2ibias.compare.report import compare_runs
 
-    written = compare_runs(list(runs), out, json_out, confidence=confidence, allow_different_measurers=allow_different_measurers)
+    summary: list[str] = []
+    written = compare_runs(list(runs), out, json_out, confidence=confidence, allow_different_measurers=allow_different_measurers,
+                           summary=summary)
+    for line in summary:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for name, path in written.items():
         console.print(f"{name.replace('_', ' ')}: {path}", markup=False, highlight=False)
 

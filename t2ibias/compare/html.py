@@ -147,6 +147,7 @@ def render_compare(doc: dict[str, Any]) -> str:
     out = [f"<h1>Comparison of {len(names)} models</h1>"]
     if warning:
         out.append(f'<p class="warning">{escape(warning)}</p>')
+    out.append(_random_note(doc["models"]))
     m = doc["matching"]
     out.append(f"<p>Matched on prompt text and seed index: {m['n_prompts']} shared prompts, {m['n_images']} images per model "
                f"(prompts per run: {', '.join(map(str, m['prompts_per_run']))}). Intervals at {doc['confidence']:.0%}; "
@@ -161,6 +162,14 @@ def render_compare(doc: dict[str, Any]) -> str:
         out.append(f'<h2 id="axis-{escape(axis)}">{escape(axis)}</h2>')
         out.append(_axis_section(doc, axis, names, colors, warning))
     return _page("t2ibias compare", "".join(out))
+
+
+def _random_note(models: list[dict[str, Any]]) -> str:
+    random = [m["id"] for m in models if m.get("random_weights")]
+    if not random:
+        return ""
+    return (f'<p class="warning">Random weights: {escape(", ".join(random))}. These runs exercise the pipeline; '
+            "their numbers mean nothing by construction.</p>")
 
 
 def _models_table(models: list[dict[str, Any]]) -> str:
@@ -226,6 +235,7 @@ def render_leaderboard(doc: dict[str, Any]) -> str:
     out = [f"<h1>Text-to-image leaderboard: {len(names)} models</h1>"]
     if warning:
         out.append(f'<p class="warning">{escape(warning)}</p>')
+    out.append(_random_note(doc["models"]))
     m = doc["matching"]
     out.append(f"<p>Ranked by total variation to uniform of the perceived labels (rank 1 = least skewed), on {m['n_prompts']} "
                f"prompts every model was run on (matched on prompt text and seed index, {m['n_images']} images per model). "

@@ -20,6 +20,7 @@ from t2ibias.core.files import atomic_write_text, json_safe
 from t2ibias.core.version import __version__
 
 COMPARE_SCHEMA = "t2ibias-compare"
+RANDOM_NOTE = "a model with random weights is compared: its numbers exercise the pipeline and mean nothing"
 LEADERBOARD_JSON = "leaderboard.json"
 LEADERBOARD_HTML = "leaderboard.html"
 
@@ -46,9 +47,30 @@ def compare_document(paths: list[str | Path], *, confidence: float = CONFIDENCE,
     return json_safe(doc), json_safe(board)
 
 
+def headline(board: dict[str, Any]) -> list[str]:
+    """One line per attribute: the models in rank order on all shared prompts, with their figure."""
+    from t2ibias.core.fmt import fmt_estimate
+
+    lines = [f"{board['matching']['n_prompts']} shared prompts, {board['matching']['n_images']} images per model"]
+    if board["matching"].get("warning"):
+        lines.append(f"warning: {board['matching']['warning']}")
+    if any(m.get("random_weights") for m in board["models"]):
+        lines.append(RANDOM_NOTE)
+    rows = [r for r in board["rows"] if r["metric"] == "total_variation_uniform" and r["group_by"] == "all"]
+    for axis in dict.fromkeys(r["axis"] for r in rows):
+        ranked = sorted((r for r in rows if r["axis"] == axis), key=lambda r: (r["rank"] is None, r["rank"] or 0, r["model"]))
+        cells = [f"{r['rank']} [{r['rank_ci_low']}, {r['rank_ci_high']}] {r['model']} "
+                 f"{fmt_estimate(r['value'], r['ci_low'], r['ci_high'], None, 2)}" for r in ranked]
+        lines.append(f"{axis} (TV to uniform, rank [interval]): " + " · ".join(cells))
+    return lines
+
+
 def compare_runs(paths: list[str | Path], out_html: str | Path, json_out: str | Path | None = None, *,
-                 confidence: float = CONFIDENCE, allow_different_measurers: bool = False) -> dict[str, Path]:
-    """Write the compare page, the leaderboard (JSON and page) and optionally the compare JSON; returns their paths."""
+                 confidence: float = CONFIDENCE, allow_different_measurers: bool = False,
+                 summary: list[str] | None = None) -> dict[str, Path]:
+    """Write the compare page, the leaderboard (JSON and page) and optionally the compare JSON; returns
+    their paths. ``summary``, when given, receives the headline lines (:func:`headline`)."""
+    targets_summary = summary if summary is not None else []
     out_html = Path(out_html)
     targets = {"compare": out_html, "leaderboard": out_html.parent / LEADERBOARD_JSON,
                "leaderboard_page": out_html.parent / LEADERBOARD_HTML}
@@ -65,4 +87,5 @@ def compare_runs(paths: list[str | Path], out_html: str | Path, json_out: str | 
     atomic_write_text(targets["leaderboard_page"], render_leaderboard(board))
     if json_out is not None:
         atomic_write_text(targets["json"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    targets_summary[:] = headline(board)
     return targets
