@@ -111,6 +111,7 @@ def test_the_cli_writes_the_pages_and_a_leaderboard_that_validates(runs, tmp_pat
     board = out.parent / "leaderboard.json"
     for path in (out, board, out.parent / "leaderboard.html", tmp_path / "cmp" / "compare.json"):
         assert str(path) in stdout and path.is_file()
+    assert "8 shared prompts, 64 images per model" in stdout and "1 [1, 1] fair-model 0.06" in stdout
     doc = json.loads(board.read_text())
     assert doc["schema"] == "t2ibias-leaderboard" and doc["schema_version"] == 1
     fair_m, skewed_m = doc["models"]
