@@ -239,3 +239,29 @@ def test_the_pages_load_in_chromium_with_no_error_request_or_sideways_overflow(r
                     page.close()
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("unscored", "t2ibias score"),
+    ("labels-garbage", "image_labels.parquet"),
+    ("file", "not a run directory"),
+    ("confidence", "--confidence"),
+])
+def test_bad_runs_and_options_are_one_line_each_and_nothing_is_written(runs, tmp_path, monkeypatch, capsys, damage, needle):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["skewed"], broken)
+    extra: list[str] = []
+    if damage == "unscored":
+        (broken / "image_labels.parquet").unlink()
+    elif damage == "labels-garbage":
+        (broken / "image_labels.parquet").write_bytes(b"not parquet")
+    elif damage == "file":
+        broken = broken / "spec.json"
+    else:
+        extra = ["--confidence", "2"]
+    out = tmp_path / "out" / "compare.html"
+    code, _, err = in_process(monkeypatch, capsys, "compare", str(runs["fair"]), str(broken), "--out", str(out), *extra)
+    assert needle in error_line(code, err)
+    assert not (tmp_path / "out").exists()
