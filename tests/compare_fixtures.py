@@ -10,7 +10,7 @@ import pandas as pd
 from t2ibias.models.classifier_spec import CLASSIFIERS
 
 CLASSIFIER = "tiny-random-clip"
-SUBJECTS = ("doctor", "nurse", "pilot", "chef")
+SUBJECTS = ("doctor", "nurse", "pilot", "chef", "baker", "clerk", "guard", "tailor")
 INTERVENTIONS = ("none", "diverse")
 
 
@@ -49,8 +49,9 @@ def write_run(run: Path, model: str, labels_for, *, records: list[dict] | None =
 
 
 #: Masculine images of 8 per subject: a model near balance, and one skewed without intervention.
-FAIR_MASC = {"doctor": 4, "nurse": 5, "pilot": 3, "chef": 4}
-SKEWED_MASC = {"doctor": 8, "nurse": 7, "pilot": 8, "chef": 7}
+#: (The last four subjects repeat the first four, so the means are those of the first four.)
+FAIR_MASC = {"doctor": 4, "nurse": 5, "pilot": 3, "chef": 4, "baker": 4, "clerk": 5, "guard": 3, "tailor": 4}
+SKEWED_MASC = {"doctor": 8, "nurse": 7, "pilot": 8, "chef": 7, "baker": 8, "clerk": 7, "guard": 8, "tailor": 7}
 
 
 def fair(record, i):

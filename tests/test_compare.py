@@ -1,7 +1,7 @@
 """`t2ibias compare`: runs matched on prompt text and seed index, paired differences, ranks, the
 leaderboard file and its validation, and the pages. The runs are written file by file with labels
 the tests choose, so every figure is known: without intervention the skewed model shows 8, 7, 8, 7
-masculine images of 8 where the fair one shows 4, 5, 3, 4 (total variation to uniform 0.4375 against
+masculine images of 8 where the fair one shows 4, 5, 3, 4 (twice over: eight subjects) (total variation to uniform 0.4375 against
 0.0625 on average, a paired difference of exactly 0.375); with the intervention both are the fair one."""
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def doc(runs):
 
 def test_only_shared_prompts_and_seed_indices_enter(doc):
     m = doc["matching"]
-    assert m["n_prompts"] == 8 and m["prompts_per_run"] == [9, 8]  # the judge prompt is the fair run's only
-    assert m["n_images"] == 8 * 8  # the skewed run's seed indices 8 and 9 have no partner
+    assert m["n_prompts"] == 16 and m["prompts_per_run"] == [17, 16]  # the judge prompt is the fair run's only
+    assert m["n_images"] == 16 * 8  # the skewed run's seed indices 8 and 9 have no partner
     tv = _one(doc["rows"]["models"], model="skewed-model", metric="total_variation_uniform", group_by="intervention", group="none")
-    assert tv["n"] == 4 * 8 and tv["n_prompts"] == 4
+    assert tv["n"] == 8 * 8 and tv["n_prompts"] == 8
 
 
 def test_the_more_skewed_model_has_the_larger_skew_and_ranks_second(doc):
@@ -87,11 +87,12 @@ def test_paired_differences_have_the_constructed_size_and_sign(runs, doc):
     none = _one(diffs, metric="total_variation_uniform", group_by="intervention", group="none")
     assert (none["model_a"], none["model_b"]) == ("fair-model", "skewed-model")
     assert none["value"] == pytest.approx(0.375) and 0 < none["ci_low"] < 0.375 < none["ci_high"]
-    assert none["q_value"] < 0.05 and none["n_prompts"] == 4
+    assert none["q_value"] < 0.05 and none["n_prompts"] == 8
     share = _one(diffs, metric="proportion", label="masc", group_by="intervention", group="none")
     assert share["value"] == pytest.approx((4 + 2 + 5 + 3) / 8 / 4) and share["ci_low"] > 0  # 0.4375
     diverse = _one(diffs, metric="total_variation_uniform", group_by="intervention", group="diverse")
-    assert diverse["value"] == 0 and diverse["p_value"] == 1
+    # identical labels: no difference, and still an interval of sampling error around it
+    assert diverse["value"] == 0 and diverse["p_value"] == 1 and diverse["ci_low"] < -0.05 and diverse["ci_high"] > 0.05
     overall = _one(diffs, metric="total_variation_uniform", group_by="all")
     assert overall["value"] == pytest.approx(0.375 / 2)
     # the other order flips the sign
@@ -111,7 +112,7 @@ def test_the_cli_writes_the_pages_and_a_leaderboard_that_validates(runs, tmp_pat
     board = out.parent / "leaderboard.json"
     for path in (out, board, out.parent / "leaderboard.html", tmp_path / "cmp" / "compare.json"):
         assert str(path) in stdout and path.is_file()
-    assert "8 shared prompts, 64 images per model" in stdout and "1 [1, 1] fair-model 0.06" in stdout
+    assert "16 shared prompts, 128 images per model" in stdout and "1 [1, 1] fair-model 0.06" in stdout
     doc = json.loads(board.read_text())
     assert doc["schema"] == "t2ibias-leaderboard" and doc["schema_version"] == 1
     fair_m, skewed_m = doc["models"]
@@ -119,7 +120,7 @@ def test_the_cli_writes_the_pages_and_a_leaderboard_that_validates(runs, tmp_pat
     assert fair_m["audit"]["accuracy"]["gender_presentation"]["value"] == 0.85 and skewed_m["audit"] is None
     assert fair_m["prompt_sets"] == [{"id": "occ", "version": 1, "sha256": "0" * 64}]
     top = _one(doc["rows"], model="fair-model", metric="total_variation_uniform", axis="gender_presentation", group_by="all")
-    assert (top["rank"], top["n"], top["n_prompts"]) == (1, 64, 8) and top["ci_low"] <= top["value"] <= top["ci_high"]
+    assert (top["rank"], top["n"], top["n_prompts"]) == (1, 128, 16) and top["ci_low"] <= top["value"] <= top["ci_high"]
     code, stdout, err = in_process(monkeypatch, capsys, "validate", str(board))
     assert code == 0 and stdout.startswith("ok") and "2 models" in stdout, err
 

@@ -9,7 +9,9 @@ family × intervention):
   averaged over prompts, with the Korn–Graubard interval over prompts.
 - **paired differences** (``group_by``/``group`` as above, ``model_a``/``model_b``): the mean over
   matched prompts of model b's per-prompt figure minus model a's, its t interval over prompts and the
-  paired t test of no difference; Benjamini–Hochberg q-values over each table (one attribute, metric
+  paired t test of no difference, the variance of the mean never below the within-prompt sampling
+  variance (binomial for a share, delta method for total variation, at smoothed shares), so a few
+  prompts that happen to agree never give an interval of no width; Benjamini–Hochberg q-values over each table (one attribute, metric
   and label: every pair of models and every group). Both models are counted on the same seed indices
   of the same prompts, so under "both models give every prompt the same label distribution" each
   difference has mean 0 and the test holds. A skew plug-in is biased away from balance, less so the
@@ -67,7 +69,45 @@ def _per_prompt(axis: Axis, confidence: float) -> dict[str, Any]:
     tv = np.asarray(total_variation_uniform(classified), dtype=float)
     lo, hi = projection_interval(classified, total_variation_uniform, tv_ref=True, confidence=confidence)
     complete = (n_cls > 0).all(axis=0)
-    return {"classified": classified, "n_cls": n_cls, "totals": totals, "tv": tv, "lo": lo, "hi": hi, "complete": complete}
+    tv_var = tv_variance(classified)
+    return {"tv_var": tv_var, "classified": classified, "n_cls": n_cls, "totals": totals, "tv": tv, "lo": lo, "hi": hi, "complete": complete}
+
+
+def _smoothed(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Shares (k + ½) / (n + 1): never 0 or 1, so a variance made of them never vanishes."""
+    return (np.asarray(k, dtype=float) + 0.5) / (np.asarray(n, dtype=float)[..., None] + 1.0)
+
+
+def tv_variance(classified: np.ndarray) -> np.ndarray:
+    """Delta-method sampling variance of one prompt's total variation plug-in (..., K) → (...):
+    with g_k = ½ sign(p_k − 1/K), Var ≈ (Σ g_k² p_k − (Σ g_k p_k)²) / n, at the smoothed shares
+    (k + ½) / (n + 1) renormalized (a share of 0 or 1 does not make it vanish)."""
+    n = classified.sum(axis=-1)
+    p = _smoothed(classified, n)
+    p = p / p.sum(axis=-1, keepdims=True)
+    g = 0.5 * np.sign(p - 1.0 / classified.shape[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, ((g * g * p).sum(axis=-1) - (g * p).sum(axis=-1) ** 2) / np.maximum(n, 1), np.nan)
+
+
+def paired_t(diff: np.ndarray, within: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    """Mean of per-prompt differences, its t interval over prompts and the paired t test's p-value
+    (:func:`t2ibias.stats.testing.t_interval`), with the variance of the mean never below the
+    within-prompt sampling variance Σ within / P² (as the score stage's shares over prompts): a few
+    prompts that happen to agree do not give an interval of no width."""
+    d = np.asarray(diff, dtype=float)
+    ok = np.isfinite(d)
+    d, w = d[ok], np.asarray(within, dtype=float)[ok]
+    mean, lo, hi, p = t_interval(d, confidence)
+    if d.size < 2:
+        return mean, lo, hi, p
+    se_between = float(d.std(ddof=1) / math.sqrt(d.size))
+    se_within = float(math.sqrt(np.nansum(w)) / d.size)
+    if se_within <= se_between:
+        return mean, lo, hi, p
+    df = d.size - 1
+    t = float(stats.t.ppf(0.5 + confidence / 2, df))
+    return mean, mean - t * se_within, mean + t * se_within, float(2 * stats.t.sf(abs(mean) / se_within, df))
 
 
 def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, value: float, lo: float, hi: float,
@@ -113,7 +153,8 @@ def compare_figures(matched: Matched, confidence: float = CONFIDENCE, n_resample
                     what = f"difference = {names[b]} − {names[a]} over matched prompts"
                     if n_cmp:
                         d = pp["tv"][b][cmask] - pp["tv"][a][cmask]
-                        mean, lo, hi, p = t_interval(d, confidence)
+                        within = pp["tv_var"][a][cmask] + pp["tv_var"][b][cmask]
+                        mean, lo, hi, p = paired_t(d, within, confidence)
                         n_img = int(pp["n_cls"][a][cmask].sum() + pp["n_cls"][b][cmask].sum())
                         diff_rows.append(_row(TV, axis.name, group_by, group, None, mean, lo, hi, n_img, n_cmp, PAIRED_NAME,
                                               _join(what, "difference of plug-in figures at the same images per prompt", note),
@@ -125,13 +166,20 @@ def compare_figures(matched: Matched, confidence: float = CONFIDENCE, n_resample
                             continue
                         sa = axis.counts[a][ok][:, j] / pp["totals"][a][ok]
                         sb = axis.counts[b][ok][:, j] / pp["totals"][b][ok]
-                        mean, lo, hi, p = t_interval(sb - sa, confidence)
+                        within = sum(_share_variance(axis.counts[m][ok][:, j], pp["totals"][m][ok]) for m in (a, b))
+                        mean, lo, hi, p = paired_t(sb - sa, within, confidence)
                         n_img = int(pp["totals"][a][ok].sum() + pp["totals"][b][ok].sum())
                         diff_rows.append(_row(SHARE, axis.name, group_by, group, label, mean, lo, hi, n_img, int(ok.sum()),
                                               PAIRED_NAME, _join(what, note), p_value=p, **pair))
         rank_rows += _ranks(axis.name, names, pp, groups, confidence, n_resamples, seed, note)
     _add_qvalues(diff_rows)
     return {"models": model_rows, "differences": diff_rows, "ranks": rank_rows}
+
+
+def _share_variance(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Binomial variance of one prompt's share at the smoothed share (k + ½) / (n + 1)."""
+    p = (np.asarray(k, dtype=float) + 0.5) / (np.asarray(n, dtype=float) + 1.0)
+    return p * (1.0 - p) / np.maximum(np.asarray(n, dtype=float), 1.0)
 
 
 def _join(*parts: str) -> str:
