@@ -342,7 +342,7 @@ def _validate_file(path: Path) -> str:
 
 
 @app.command()
-def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, or a run directory.")]) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, a run directory, or a leaderboard.json of `t2ibias compare`.")]) -> None:
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
@@ -351,6 +351,10 @@ def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator 
 
         out.print(f"ok  {validate_run(path)}", markup=False)
         return
+    if path.is_file() and path.suffix == ".json":
+        from t2ibias.cli.compare import validate_json
+
+        return validate_json(path, out, err)
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:
         raise UserError(f"{path}: no YAML files to validate")
@@ -381,6 +385,9 @@ def _register_audit() -> None:
 
 
 _register_audit()
+from t2ibias.cli.compare import compare as _compare  # noqa: E402
+
+app.command("compare")(_compare)
 
 
 def version_callback(value: bool) -> None:
