@@ -303,13 +303,25 @@ def _validate_file(path: Path) -> str:
 
 
 @app.command()
-def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, or a run directory.")]) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, or a run directory.")],
+             deep: Annotated[bool, typer.Option("--deep", help="Run directories: re-hash every image and drop the manifest lines of those that do not match, so `generate` remakes them (exit 1 when it dropped any).")] = False) -> None:
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir() and ((path / "spec.json").exists() or (path / "prompts.parquet").exists() or any(path.glob("manifest*.jsonl"))):
         from t2ibias.store.rundir import validate_run
 
+        if deep:
+            from t2ibias.store.lock import RunLock
+            from t2ibias.store.repair import deep_check
+
+            with RunLock(path, "validate"):
+                found = deep_check(path)
+            for line in found.problems:
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
+            out.print(found.summary(path), markup=False, highlight=False, soft_wrap=True)
+            if found.problems:
+                raise typer.Exit(1)
         out.print(f"ok  {validate_run(path)}", markup=False)
         return
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
