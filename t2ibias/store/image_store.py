@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 
 MANIFEST_GLOB = "manifest*.jsonl"
 OK, BLOCKED, FAILED = "ok", "blocked", "failed"
+_PLAIN_KEY = re.compile(r"[0-9A-Za-z_-]{2,128}")
 
 
 def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
@@ -126,6 +130,7 @@ class ImageStore:
         self.malformed_lines = 0
         #: Key → the manifest shard its current row was read from, by the last :meth:`records` call.
         self.sources: dict[str, Path] = {}
+        self._folders_inside: dict[str, bool] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def manifest_files(self) -> list[Path]:
@@ -154,6 +159,23 @@ class ImageStore:
     def path_for(self, key: str) -> Path:
         return self.images_dir / key[:2] / f"{key}.png"
 
+    def _own_file(self, row: dict[str, Any]) -> str | None:
+        """The image path of a row in the layout :meth:`put` writes (``images/<k0k1>/<key>.png``) when
+        its folder lies inside the run (resolved once per folder), else None (then
+        :meth:`image_file` checks the path in full). Resolving every path costs a system call per
+        path component: most of a resume check at 100k images."""
+        key, rel = row.get("key"), row.get("path")
+        if not (isinstance(key, str) and _PLAIN_KEY.fullmatch(key) and rel == f"images/{key[:2]}/{key}.png"):
+            return None
+        folder = key[:2]
+        if folder not in self._folders_inside:
+            try:
+                (self.images_dir / folder).resolve().relative_to(self.root.resolve())
+                self._folders_inside[folder] = True
+            except (ValueError, OSError):
+                self._folders_inside[folder] = False
+        return f"{self.images_dir}{os.sep}{folder}{os.sep}{key}.png" if self._folders_inside[folder] else None
+
     def is_intact(self, row: dict[str, Any], deep: bool = True) -> bool:
         """True when a finished row's image is on disk as recorded: with ``deep``, its sha256 matches;
         without, its size matches the recorded ``bytes`` (rows without a size: its sha256)."""
@@ -165,8 +187,15 @@ class ImageStore:
         if row.get("status") != OK:
             return None if row.get("status") == BLOCKED else f"status {row.get('status')}"
         try:
-            path = self.image_file(row)
-            size = path.stat().st_size
+            path = None if deep else self._own_file(row)
+            if path is not None:  # the layout put() writes, in folders checked once: lstat, no resolve
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    return "not a regular file"
+            else:
+                path = self.image_file(row)
+                st = path.stat()
+            size = st.st_size
         except UserError as exc:  # a path outside the run is never read: the image is remade
             return str(exc)
         except OSError:
@@ -273,7 +302,7 @@ class ImageStore:
         return len(hit)
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def _sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file read in 1 MiB pieces (an SDXL PNG is ~1.5 MB; memory stays flat)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -433,5 +433,5 @@ def validate_run(run_dir: Path) -> str:
                         f"(run `t2ibias generate {run_dir}` to remake them; `t2ibias validate {run_dir} --deep` also re-hashes)")
     counts = {st: list(status.values()).count(st) for st in ("ok", "blocked", "failed", "not generated")}
     others = ", ".join(f"{n} {st}" for st, n in counts.items() if st != "ok" and n)
-    return (f"run {run.spec['fingerprint']}: {counts['ok']} of {len(jobs)} images present with their recorded size"
-            + (f" ({others})" if others else "") + "; --deep re-hashes them")
+    return (f"run {run.spec['fingerprint']}: {counts['ok']} of {len(jobs)} images intact"
+            + (f" ({others})" if others else "") + "; sizes checked, --deep re-hashes")
