@@ -169,9 +169,20 @@ def test_sweep_writes_every_stage_output_and_prints_a_summary(swept):
 
     assert proc.stdout.strip(), "no summary printed"
     assert "tiny-random-sd" in proc.stdout
-    assert "a portrait photo of a doctor" in proc.stdout
+    # the headline fits a screen: all prompts and each family / intervention, not every prompt
+    assert "headline" in proc.stdout and "all prompts" in proc.stdout
+    assert "a portrait photo of a doctor" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 60
     assert str(run_dir / "report.html") in proc.stdout.replace("\n", "")
+    assert "--print all" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_score_print_all_lists_every_prompt(swept, tmp_path, monkeypatch, capsys):
+    run_dir = copy_run(swept[0], tmp_path / "run")
+    code, out, err = in_process(monkeypatch, capsys, "score", str(run_dir), "--print", "all")
+    assert code == 0, err
+    assert "a portrait photo of a doctor" in out and "all prompts" in out
 
 
 # -- resume ----------------------------------------------------------------------------------

@@ -34,6 +34,11 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", metavar="N", help="Images
 GENERATE_BATCH, MEASURE_BATCH = 4, 16  # sweep's batch sizes when --batch-size is not given
 
 
+class PrintWhat(str, Enum):
+    headline = "headline"
+    all = "all"
+
+
 class Kind(str, Enum):
     models = "models"
     prompts = "prompts"
@@ -138,7 +143,7 @@ class MeasureOptions:
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
             measure_opts: MeasureOptions | None = None, audit: Path | None = None,
-            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50) -> None:
+            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50, print_all: bool = False) -> None:
     from t2ibias.metrics.score import check_options
     from t2ibias.store.rundir import read_spec
     from t2ibias.store.lock import RunLock
@@ -147,11 +152,12 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
     with _interrupted_note(), RunLock(run_dir, only or "sweep"):
         _run_stages(run_dir, device, batch_size, only, ci, measure_opts or MeasureOptions(), audit,
-                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n)
+                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n, print_all)
 
 
 def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, ci: str, mo: MeasureOptions,
-                audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50) -> None:
+                audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50,
+                print_all: bool = False) -> None:
     """The stages of ``only`` (all of them when None) through the Python API's :class:`~t2ibias.api.Run`,
     with progress bars and a line per stage."""
     from t2ibias.api import GenerationFailed, open_run
@@ -187,7 +193,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
         from t2ibias.report.summary import print_summary
 
         run.score(ci, audit=audit, confidence=confidence, min_n=min_n)
-        print_summary(run_dir, out, err)
+        print_summary(run_dir, out, err, full=print_all)
     if only in (None, "report"):
         report = run.report()
         out.print(f"report: {report}", markup=False)
@@ -226,9 +232,10 @@ def score(
     audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with; it is copied into the run as audit.json, which later scores keep using [default: the run's audit.json, if any].")] = None,
     confidence: ConfidenceOpt = 0.95,
     min_n: MinNOpt = 50,
+    print_: Annotated[PrintWhat, typer.Option("--print", help="headline: one table that fits a screen (all prompts, per family and intervention); all: a line per prompt too.")] = "headline",
 ) -> None:
     """Recompute image labels, metrics.json and instrument.json from the measurements; print the summary."""
-    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n)
+    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n, print_all=print_ == "all")
 
 
 @app.command()
