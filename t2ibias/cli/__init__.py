@@ -47,11 +47,38 @@ class Kind(str, Enum):
     gates = "gates"
 
 
-def _progress(label: str) -> AbstractContextManager[Callable[[int, int], Callable[[int], None]]]:
-    """The one progress bar (:func:`t2ibias.core.progress.progress_bar`) on this CLI's stderr console."""
-    from t2ibias.core.progress import progress_bar
+#: How much a stage says on stderr: 0 --quiet (warnings and errors only), 1 default, 2 --verbose.
+VERBOSITY = {"level": 1}
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no per-stage lines on stderr; warnings, errors and the summary stay.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Progress as plain log lines even on a terminal (every T2IBIAS_PROGRESS_SECONDS, default 30), and the libraries' info logs.")]
 
-    return progress_bar(label, err)
+
+def _verbosity(quiet: bool, verbose: bool) -> None:
+    import logging
+
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose: pick one")
+    VERBOSITY["level"] = 0 if quiet else 2 if verbose else 1
+    if verbose:
+        logging.getLogger("t2ibias").setLevel(logging.INFO)
+
+
+def _say(*args: object, **kwargs: object) -> None:
+    """A per-stage line on stderr, unless --quiet."""
+    if VERBOSITY["level"] > 0:
+        err.print(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _progress(label: str) -> AbstractContextManager[Callable[[int, int], Callable[[int], None]]]:
+    """Progress on this CLI's stderr: a rich bar with rate and time left on a terminal, plain log
+    lines every few seconds off one (or with --verbose), nothing with --quiet."""
+    from t2ibias.core.progress import progress_bar, progress_log, quiet
+
+    if VERBOSITY["level"] == 0:
+        return quiet(label)
+    if err.is_terminal and VERBOSITY["level"] == 1:
+        return progress_bar(label, err)
+    return progress_log(label, lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]
@@ -82,8 +109,11 @@ def sweep(
     person_detector: PersonDetectorOpt = None,
     also: AlsoOpt = None,
     min_n: MinNOpt = 50,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
+    _verbosity(quiet, verbose)
     from t2ibias.api import plan_run
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
     from t2ibias.runspec import prepare_run
@@ -170,7 +200,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
                 g = run.generate(device, batch_size, progress=bar)
             except GenerationFailed as exc:
                 g, failed = exc.result, True
-        err.print(
+        _say(
             f"generate: {g.generated} new, {g.already_done} already in the store, {g.blocked} blocked, "
             f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
         )
@@ -186,9 +216,9 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
             m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
                             person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface)
         if mo.fairface is not None:
-            err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
+            _say(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
-        err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
+        _say(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):
         from t2ibias.report.summary import print_summary
 
@@ -201,8 +231,10 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
 
 
 @app.command()
-def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4) -> None:
-    """Make the images a run lacks (missing, failed or corrupt ones); nothing else."""
+def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4, quiet: QuietOpt = False,
+             verbose: VerboseOpt = False) -> None:
+    """Make the images a run lacks (missing, failed or cut-short ones; `validate --deep` finds changed ones); nothing else."""
+    _verbosity(quiet, verbose)
     _stages(run_dir, device, batch_size, "generate")
 
 
@@ -216,8 +248,11 @@ def measure(
     also: AlsoOpt = None,
     fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
     workers: WorkersOpt = 2,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    _verbosity(quiet, verbose)
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
@@ -233,8 +268,11 @@ def score(
     confidence: ConfidenceOpt = 0.95,
     min_n: MinNOpt = 50,
     print_: Annotated[PrintWhat, typer.Option("--print", help="headline: one table that fits a screen (all prompts, per family and intervention); all: a line per prompt too.")] = "headline",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Recompute image labels, metrics.json and instrument.json from the measurements; print the summary."""
+    _verbosity(quiet, verbose)
     _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n, print_all=print_ == "all")
 
 

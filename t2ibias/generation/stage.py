@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from t2ibias.core.device import resolve_device
 from t2ibias.core.errors import UserError
 from t2ibias.core.hub import quiet_hub
+from t2ibias.core.progress import report
 from t2ibias.generation.diffusers_adapter import DiffusersGenerator, effective_dtype, resolve_weights
 from t2ibias.generation.external import made_outside
 from t2ibias.models.generator_spec import GeneratorSpec
@@ -139,7 +140,7 @@ def _generate(run_dir: Path, device: str, batch_size: int, progress: Callable[[i
                 for fut in [f for f in pending if f.done()]:
                     fut.result()
                 pending = [f for f in pending if not f.done()]
-                advance(len(batch))
+                report(advance, len(batch), failed=len(batch) if results is None else 0)
             for fut in pending:
                 fut.result()
     store.compact()
