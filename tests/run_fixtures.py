@@ -30,7 +30,7 @@ def make_face_run(run: Path) -> tuple[Path, str]:
     buf = io.BytesIO()
     Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
     path.write_bytes(buf.getvalue())
-    fixed = {**row, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "width": 512, "height": 512}
+    fixed = {**row, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size, "width": 512, "height": 512}
     with open(run / "manifest-0.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(fixed, sort_keys=True) + "\n")
     assert ImageStore(run).is_intact(fixed)

@@ -169,9 +169,20 @@ def test_sweep_writes_every_stage_output_and_prints_a_summary(swept):
 
     assert proc.stdout.strip(), "no summary printed"
     assert "tiny-random-sd" in proc.stdout
-    assert "a portrait photo of a doctor" in proc.stdout
+    # the headline fits a screen: all prompts and each family / intervention, not every prompt
+    assert "headline" in proc.stdout and "all prompts" in proc.stdout
+    assert "a portrait photo of a doctor" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 60
     assert str(run_dir / "report.html") in proc.stdout.replace("\n", "")
+    assert "--print all" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_score_print_all_lists_every_prompt(swept, tmp_path, monkeypatch, capsys):
+    run_dir = copy_run(swept[0], tmp_path / "run")
+    code, out, err = in_process(monkeypatch, capsys, "score", str(run_dir), "--print", "all")
+    assert code == 0, err
+    assert "a portrait photo of a doctor" in out and "all prompts" in out
 
 
 # -- resume ----------------------------------------------------------------------------------
@@ -216,6 +227,19 @@ def test_sigkill_mid_sweep_then_resume_matches_an_uninterrupted_run(swept, tmp_p
     assert (run_dir / "report.html").is_file()
 
 
+def test_generate_remakes_a_png_cut_short_without_being_asked_to_re_hash(swept, tmp_path, monkeypatch, capsys):
+    run_dir = copy_run(swept[0], tmp_path / "run")
+    original = hashes(run_dir)
+    key = sorted(original)[0]
+    png = run_dir / "images" / key[:2] / f"{key}.png"
+    good = png.read_bytes()
+    png.write_bytes(good[: len(good) // 2])  # what a crash before the page cache was written can leave
+    code, _, err = in_process(monkeypatch, capsys, "generate", str(run_dir), "--device", "cpu")
+    assert code == 0, err
+    assert "1 new" in err and png.read_bytes() == good
+    assert hashes(run_dir) == original
+
+
 def test_generate_remakes_a_corrupt_and_a_deleted_image_with_their_original_bytes(swept, tmp_path, monkeypatch, capsys):
     reference, _ = swept
     run_dir = copy_run(reference, tmp_path / "run")
@@ -231,7 +255,15 @@ def test_generate_remakes_a_corrupt_and_a_deleted_image_with_their_original_byte
     deleted.unlink()
 
     code, _, err = in_process(monkeypatch, capsys, "validate", str(run_dir))
-    assert "t2ibias generate" in error_line(code, err)
+    assert "t2ibias generate" in error_line(code, err)  # the deleted one; the same-size change needs --deep
+
+    code, out, err = in_process(monkeypatch, capsys, "validate", str(run_dir), "--deep")
+    assert code == 1
+    problems = err.strip().splitlines()
+    assert len(problems) == 2 and any(str(corrupt) in p and "sha256 differs" in p for p in problems)
+    assert any(str(deleted) in p and "missing" in p for p in problems)
+    assert "dropped 2 manifest lines" in out and f"t2ibias generate {run_dir}" in out
+    assert corrupt.exists()  # nothing deleted: generate replaces it
 
     code, _, err = in_process(monkeypatch, capsys, "generate", str(run_dir), "--device", "cpu")
     assert code == 0, err

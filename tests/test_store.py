@@ -129,15 +129,49 @@ def test_changed_or_missing_images_need_work_again_but_blocked_ones_do_not(tmp_p
     put_ok(store, "aa01", b"first image")
     put_ok(store, "bb02", b"second image")
     put_ok(store, "cc03", b"third image")
+    put_ok(store, "ff06", b"sixth image")
     store.put("dd04", None, {"status": BLOCKED})
     store.put("ee05", None, {"status": FAILED, "error": "RuntimeError: boom"})
     store.close()
     corrupt = tmp_path / "images" / "aa" / "aa01.png"
     corrupt.write_bytes(b"first imagf")  # same size, one byte changed
     (tmp_path / "images" / "bb" / "bb02.png").unlink()
-    keys = ["aa01", "bb02", "cc03", "dd04", "ee05"]
-    assert ImageStore(tmp_path).done_keys(keys) == {"cc03", "dd04"}
-    assert ImageStore(tmp_path).done_keys(keys, verify=False) == {"aa01", "bb02", "cc03", "dd04"}
+    (tmp_path / "images" / "ff" / "ff06.png").write_bytes(b"sixth im")  # cut short by a crash
+    keys = ["aa01", "bb02", "cc03", "dd04", "ee05", "ff06"]
+    # the default resume check: file there with the recorded size (a same-size change needs --deep)
+    assert ImageStore(tmp_path).done_keys(keys) == {"aa01", "cc03", "dd04"}
+    assert ImageStore(tmp_path).done_keys(keys, deep=True) == {"cc03", "dd04"}
+    assert ImageStore(tmp_path).done_keys(keys, verify=False) == {"aa01", "bb02", "cc03", "dd04", "ff06"}
+
+
+def test_rows_written_before_sizes_were_recorded_are_checked_by_hash(tmp_path):
+    store = ImageStore(tmp_path)
+    for key, png in (("aa01", b"first image"), ("bb02", b"second image")):
+        row = put_ok(store, key, png)
+        assert row["bytes"] == len(png)
+    store.close()
+    manifest = tmp_path / "manifest-0.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "bytes"}) + "\n" for r in rows))
+    (tmp_path / "images" / "aa" / "aa01.png").write_bytes(b"first imagf")
+    assert ImageStore(tmp_path).done_keys(["aa01", "bb02"]) == {"bb02"}
+
+
+def test_drop_removes_only_the_named_keys_lines_and_keeps_every_file(tmp_path):
+    first = ImageStore(tmp_path, worker="0")
+    put_ok(first, "k1", b"one")
+    put_ok(first, "k2", b"two")
+    first.close()
+    second = ImageStore(tmp_path, worker="1")
+    put_ok(second, "k2", b"two")
+    second.put("k3", None, {"status": BLOCKED})
+    second.close()
+    files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "images").rglob("*"))
+    assert ImageStore(tmp_path).drop(["k2", "nope"]) == 1
+    assert sorted(p.name for p in tmp_path.glob("manifest*.jsonl")) == ["manifest.jsonl"]
+    assert set(ImageStore(tmp_path).records()) == {"k1", "k3"}
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "images").rglob("*")) == files
+    assert ImageStore(tmp_path).drop(["k2"]) == 0
 
 
 # -- compaction ------------------------------------------------------------------------------

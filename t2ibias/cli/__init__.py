@@ -35,6 +35,11 @@ CompileOpt = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", 
 GENERATE_BATCH, MEASURE_BATCH = 4, 16  # sweep's batch sizes when --batch-size is not given
 
 
+class PrintWhat(str, Enum):
+    headline = "headline"
+    all = "all"
+
+
 class Kind(str, Enum):
     models = "models"
     prompts = "prompts"
@@ -43,11 +48,38 @@ class Kind(str, Enum):
     gates = "gates"
 
 
-def _progress(label: str) -> AbstractContextManager[Callable[[int, int], Callable[[int], None]]]:
-    """The one progress bar (:func:`t2ibias.core.progress.progress_bar`) on this CLI's stderr console."""
-    from t2ibias.core.progress import progress_bar
+#: How much a stage says on stderr: 0 --quiet (warnings and errors only), 1 default, 2 --verbose.
+VERBOSITY = {"level": 1}
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no per-stage lines on stderr; warnings, errors and the summary stay.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Progress as plain log lines even on a terminal (every T2IBIAS_PROGRESS_SECONDS, default 30), and the libraries' info logs.")]
 
-    return progress_bar(label, err)
+
+def _verbosity(quiet: bool, verbose: bool) -> None:
+    import logging
+
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose: pick one")
+    VERBOSITY["level"] = 0 if quiet else 2 if verbose else 1
+    if verbose:
+        logging.getLogger("t2ibias").setLevel(logging.INFO)
+
+
+def _say(*args: object, **kwargs: object) -> None:
+    """A per-stage line on stderr, unless --quiet."""
+    if VERBOSITY["level"] > 0:
+        err.print(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def _progress(label: str) -> AbstractContextManager[Callable[[int, int], Callable[[int], None]]]:
+    """Progress on this CLI's stderr: a rich bar with rate and time left on a terminal, plain log
+    lines every few seconds off one (or with --verbose), nothing with --quiet."""
+    from t2ibias.core.progress import progress_bar, progress_log, quiet
+
+    if VERBOSITY["level"] == 0:
+        return quiet(label)
+    if err.is_terminal and VERBOSITY["level"] == 1:
+        return progress_bar(label, err)
+    return progress_log(label, lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 PersonDetectorOpt = Annotated[Optional[str], typer.Option("--person-detector", metavar="PATH|NAME", help="YOLO person gate in front of the face gate: a local .pt file or an ultralytics release name (yolo11n.pt, downloaded when online); `none` removes it [default: the run's last gate, none for a new run].")]
@@ -92,8 +124,11 @@ def sweep(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
+    _verbosity(quiet, verbose)
     from t2ibias.api import plan_run
     from t2ibias.metrics.score import check_options, share_halfwidth, share_seeds_for
     from t2ibias.runspec import prepare_run
@@ -160,7 +195,8 @@ class MeasureOptions:
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
             measure_opts: MeasureOptions | None = None, audit: Path | None = None,
-            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50, executor: object = None) -> None:
+            measure_batch_size: int | None = None, confidence: float = 0.95, min_n: int = 50, executor: object = None,
+            print_all: bool = False) -> None:
     from t2ibias.metrics.score import check_options
     from t2ibias.store.rundir import read_spec
     from t2ibias.store.lock import RunLock
@@ -169,12 +205,12 @@ def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None
     read_spec(run_dir)  # a directory that is not a run fails here, before any progress bar
     with _interrupted_note(), RunLock(run_dir, only or "sweep"):
         _run_stages(run_dir, device, batch_size, only, ci, measure_opts or MeasureOptions(), audit,
-                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n, executor)
+                    batch_size if measure_batch_size is None else measure_batch_size, confidence, min_n, executor, print_all)
 
 
 def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, ci: str, mo: MeasureOptions,
                 audit: Path | None, measure_batch_size: int, confidence: float = 0.95, min_n: int = 50,
-                executor: object = None) -> None:
+                executor: object = None, print_all: bool = False) -> None:
     """The stages of ``only`` (all of them when None) through the Python API's :class:`~t2ibias.api.Run`,
     with progress bars and a line per stage."""
     from t2ibias.api import GenerationFailed, open_run
@@ -187,7 +223,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
                 g = run.generate(device, batch_size, progress=bar, executor=executor)
             except GenerationFailed as exc:
                 g, failed = exc.result, True
-        err.print(
+        _say(
             f"generate: {g.generated} new, {g.already_done} already in the store, {g.blocked} blocked, "
             f"{g.failed} failed of {g.total} images ({g.seconds:.1f} s)"
         )
@@ -204,14 +240,14 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
                             person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface,
                             executor=executor)
         if mo.fairface is not None:
-            err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
+            _say(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
-        err.print(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
+        _say(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
     if only in (None, "score"):
         from t2ibias.report.summary import print_summary
 
         run.score(ci, audit=audit, confidence=confidence, min_n=min_n)
-        print_summary(run_dir, out, err)
+        print_summary(run_dir, out, err, full=print_all)
     if only in (None, "report"):
         report = run.report()
         out.print(f"report: {report}", markup=False)
@@ -220,8 +256,10 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
 
 @app.command()
 def generate(run_dir: RunDir, device: DeviceOpt = "auto", batch_size: BatchOpt = 4, executor: ExecutorOpt = "local",
-             address: AddressOpt = None, gpus_per_worker: GpusPerWorkerOpt = None) -> None:
-    """Make the images a run lacks (missing, failed or corrupt ones); nothing else."""
+             address: AddressOpt = None, gpus_per_worker: GpusPerWorkerOpt = None, quiet: QuietOpt = False,
+             verbose: VerboseOpt = False) -> None:
+    """Make the images a run lacks (missing, failed or cut-short ones; `validate --deep` finds changed ones); nothing else."""
+    _verbosity(quiet, verbose)
     from t2ibias.store.lock import RunLock
     from t2ibias.store.rundir import read_spec
 
@@ -243,8 +281,11 @@ def measure(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
+    _verbosity(quiet, verbose)
     from t2ibias.store.lock import RunLock
     from t2ibias.store.rundir import read_spec
 
@@ -265,9 +306,13 @@ def score(
     audit: Annotated[Optional[Path], typer.Option("--audit", metavar="FILE|DIR", help="An audit.json (or its folder) to correct with; it is copied into the run as audit.json, which later scores keep using [default: the run's audit.json, if any].")] = None,
     confidence: ConfidenceOpt = 0.95,
     min_n: MinNOpt = 50,
+    print_: Annotated[PrintWhat, typer.Option("--print", help="headline: one table that fits a screen (all prompts, per family and intervention); all: a line per prompt too.")] = "headline",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Recompute image labels, metrics.json and instrument.json from the measurements; print the summary."""
-    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n)
+    _verbosity(quiet, verbose)
+    _stages(run_dir, "cpu", 1, "score", ci=ci, audit=audit, confidence=confidence, min_n=min_n, print_all=print_ == "all")
 
 
 @app.command()
@@ -342,13 +387,25 @@ def _validate_file(path: Path) -> str:
 
 
 @app.command()
-def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, a run directory, or a leaderboard.json of `t2ibias compare`.")]) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="A prompt-set, generator or classifier YAML file, a folder of them, a run directory, or a leaderboard.json of `t2ibias compare`.")],
+             deep: Annotated[bool, typer.Option("--deep", help="Run directories: re-hash every image and drop the manifest lines of those that do not match, so `generate` remakes them (exit 1 when it dropped any).")] = False) -> None:
     """Check files without running anything; every problem as `file:line: what (fix)`, exit 2."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir() and ((path / "spec.json").exists() or (path / "prompts.parquet").exists() or any(path.glob("manifest*.jsonl"))):
         from t2ibias.store.rundir import validate_run
 
+        if deep:
+            from t2ibias.store.lock import RunLock
+            from t2ibias.store.repair import deep_check
+
+            with RunLock(path, "validate"):
+                found = deep_check(path)
+            for line in found.problems:
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
+            out.print(found.summary(path), markup=False, highlight=False, soft_wrap=True)
+            if found.problems:
+                raise typer.Exit(1)
         out.print(f"ok  {validate_run(path)}", markup=False)
         return
     if path.is_file() and path.suffix == ".json":

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from t2ibias.core.device import resolve_device
 from t2ibias.core.errors import UserError
 from t2ibias.core.hub import quiet_hub
+from t2ibias.core.progress import report
 from t2ibias.generation.diffusers_adapter import DiffusersGenerator, effective_dtype, resolve_weights
 from t2ibias.generation.external import made_outside
 from t2ibias.models.generator_spec import GeneratorSpec
@@ -178,6 +179,7 @@ def generate_jobs(store: ImageStore, spec: dict[str, Any], jobs: list[ImageJob],
             except Exception as exc:  # e.g. CUDA out of memory: record, retry on the next run
                 results, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             per_image = (time.perf_counter() - start) / len(batch)
+            failed_before = counts[FAILED]
             for i, job in enumerate(batch):
                 row = {
                     "prompt_id": job.prompt_id,
@@ -207,7 +209,7 @@ def generate_jobs(store: ImageStore, spec: dict[str, Any], jobs: list[ImageJob],
             for fut in [f for f in pending if f.done()]:
                 fut.result()
             pending = [f for f in pending if not f.done()]
-            advance(len(batch))
+            report(advance, len(batch), failed=counts[FAILED] - failed_before)
         for fut in pending:
             fut.result()
     return JobTally(counts[OK], counts[BLOCKED], counts[FAILED], dict(errors))

@@ -5,18 +5,28 @@ Layout under a run directory::
     images/<k0k1>/<key>.png      one PNG per image, key = hash(generator, prompt text, seed, params)
     manifest-<worker>.jsonl      one JSON line per finished image (any number of shards)
 
-An image is written to a temporary file and renamed into place, then its manifest line is
-appended and flushed. A run killed at any moment leaves at worst an image file without its
-line (regenerated on resume, with identical bytes) or a truncated last line (ignored). An image
-whose bytes no longer match the hash in its line is treated as missing and made again, which
-also covers a machine that lost power before the OS wrote its page cache out: so nothing is
-fsynced per image, which would cost milliseconds per image for no added safety.
+An image is written to a temporary file and renamed into place, then its manifest line (with the
+image's sha256 and byte size) is appended and flushed. A run killed at any moment leaves at worst
+an image file without its line (regenerated on resume, with identical bytes) or a truncated last
+line (ignored). Nothing is fsynced per image, which would cost milliseconds per image.
+
+On resume an image counts as done when its manifest line says so and its file is there with the
+recorded size: one ``stat`` per image, not a re-read (at 90k SDXL images a re-hash reads ~135 GB
+before the first new image). That catches what a crash or a lost page cache leaves behind — a
+missing file, a file cut short or left empty — and a file replaced by one of another size; those
+are made again. Lines written before sizes were recorded are checked by their hash instead. What
+the size cannot see is a file changed in place with its length kept (a flipped bit on disk, an
+edit): ``t2ibias validate RUN --deep`` re-hashes every image and drops the lines of those whose
+bytes no longer match (:meth:`ImageStore.drop`), so the next ``generate`` makes them again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,7 @@ from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 
 MANIFEST_GLOB = "manifest*.jsonl"
 OK, BLOCKED, FAILED = "ok", "blocked", "failed"
+_PLAIN_KEY = re.compile(r"[0-9A-Za-z_-]{2,128}")
 
 
 def image_seed(base_seed: int, prompt_id: str, index: int) -> int:
@@ -119,6 +130,7 @@ class ImageStore:
         self.malformed_lines = 0
         #: Key → the manifest shard its current row was read from, by the last :meth:`records` call.
         self.sources: dict[str, Path] = {}
+        self._folders_inside: dict[str, bool] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def manifest_files(self) -> list[Path]:
@@ -147,26 +159,70 @@ class ImageStore:
     def path_for(self, key: str) -> Path:
         return self.images_dir / key[:2] / f"{key}.png"
 
-    def is_intact(self, row: dict[str, Any]) -> bool:
-        """True when a finished row's image is on disk with the recorded hash."""
+    def _own_file(self, row: dict[str, Any]) -> str | None:
+        """The image path of a row in the layout :meth:`put` writes (``images/<k0k1>/<key>.png``) when
+        its folder lies inside the run (resolved once per folder), else None (then
+        :meth:`image_file` checks the path in full). Resolving every path costs a system call per
+        path component: most of a resume check at 100k images."""
+        key, rel = row.get("key"), row.get("path")
+        if not (isinstance(key, str) and _PLAIN_KEY.fullmatch(key) and rel == f"images/{key[:2]}/{key}.png"):
+            return None
+        folder = key[:2]
+        if folder not in self._folders_inside:
+            try:
+                (self.images_dir / folder).resolve().relative_to(self.root.resolve())
+                self._folders_inside[folder] = True
+            except (ValueError, OSError):
+                self._folders_inside[folder] = False
+        return f"{self.images_dir}{os.sep}{folder}{os.sep}{key}.png" if self._folders_inside[folder] else None
+
+    def is_intact(self, row: dict[str, Any], deep: bool = True) -> bool:
+        """True when a finished row's image is on disk as recorded: with ``deep``, its sha256 matches;
+        without, its size matches the recorded ``bytes`` (rows without a size: its sha256)."""
+        return self.problem(row, deep) is None
+
+    def problem(self, row: dict[str, Any], deep: bool = True) -> str | None:
+        """What is wrong with a row's image (``missing``, ``N bytes, manifest says M``, ``sha256
+        differs``), or None when it is intact (blocked rows always are, failed ones never)."""
         if row.get("status") != OK:
-            return row.get("status") == BLOCKED
+            return None if row.get("status") == BLOCKED else f"status {row.get('status')}"
         try:
-            data = self.image_file(row).read_bytes()
-        except (UserError, OSError):  # a path outside the run is never read: the image is remade
-            return False
-        return hashlib.sha256(data).hexdigest() == row.get("sha256")
+            path = None if deep else self._own_file(row)
+            if path is not None:  # the layout put() writes, in folders checked once: lstat, no resolve
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    return "not a regular file"
+            else:
+                path = self.image_file(row)
+                st = path.stat()
+            size = st.st_size
+        except UserError as exc:  # a path outside the run is never read: the image is remade
+            return str(exc)
+        except OSError:
+            return "missing"
+        recorded = row.get("bytes")
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and size != recorded:
+            return f"{size} bytes, manifest says {recorded}"
+        if deep or not isinstance(recorded, int):
+            try:
+                digest = _sha256_file(path)
+            except OSError:
+                return "unreadable"
+            if digest != row.get("sha256"):
+                return "sha256 differs from the manifest"
+        return None
 
-    def done_keys(self, keys: Iterable[str], verify: bool = True) -> set[str]:
-        """Keys among ``keys`` that need no work: intact images and safety-checker blocks.
+    def done_keys(self, keys: Iterable[str], verify: bool = True, deep: bool = False) -> set[str]:
+        """Keys among ``keys`` that need no work: intact images (:meth:`is_intact`, by size unless
+        ``deep``) and safety-checker blocks; with ``verify=False`` the manifest alone decides.
 
-        Failed rows are retried; so are images that are missing or whose bytes changed.
+        Failed rows are retried; so are images that are missing or of another size than recorded.
         """
         records = self.records()
         done = set()
         for key in keys:
             row = records.get(key)
-            if row is not None and (self.is_intact(row) if verify else row.get("status") in (OK, BLOCKED)):
+            if row is not None and (self.is_intact(row, deep) if verify else row.get("status") in (OK, BLOCKED)):
                 done.add(key)
         return done
 
@@ -186,7 +242,7 @@ class ImageStore:
         if png is not None:
             path = self.path_for(key)
             atomic_write_bytes(path, png)
-            row.update(path=path.relative_to(self.root).as_posix(), sha256=hashlib.sha256(png).hexdigest())
+            row.update(path=path.relative_to(self.root).as_posix(), sha256=hashlib.sha256(png).hexdigest(), bytes=len(png))
         self._append(row)
         return row
 
@@ -226,3 +282,30 @@ class ImageStore:
             if path != target:
                 path.unlink(missing_ok=True)
         return True
+
+    def drop(self, keys: Iterable[str]) -> int:
+        """Remove every manifest line of ``keys`` (their images are then made again by the next
+        ``generate``), rewriting the shards as one ``manifest.jsonl``; returns how many keys it
+        dropped. Image files are left where they are: the next ``generate`` replaces them."""
+        self.close()
+        gone = set(keys)
+        merged = self.records()
+        hit = gone & set(merged)
+        if not hit:
+            return 0
+        files = self.manifest_files()
+        target = self.root / "manifest.jsonl"
+        atomic_write_text(target, "".join(json.dumps(r, sort_keys=True) + "\n" for k, r in merged.items() if k not in gone))
+        for path in files:
+            if path != target:
+                path.unlink(missing_ok=True)
+        return len(hit)
+
+
+def _sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file read in 1 MiB pieces (an SDXL PNG is ~1.5 MB; memory stays flat)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -503,9 +503,11 @@ def validate_run(run_dir: Path) -> str:
     status = {j.key: records.get(j.key, {}).get("status", "not generated") for j in jobs}
     for key in (k for k, st in status.items() if st == "ok"):
         store.image_file(records[key])  # a path that leaves the run is an error of its own, not "missing"
-    bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k])]
+    bad = [k for k, st in status.items() if st == "ok" and not store.is_intact(records[k], deep=False)]
     if bad:
-        raise UserError(f"{run_dir}: {len(bad)} images are missing or corrupt (run `t2ibias generate {run_dir}` to remake them)")
+        raise UserError(f"{run_dir}: {len(bad)} images are missing or of another size than recorded "
+                        f"(run `t2ibias generate {run_dir}` to remake them; `t2ibias validate {run_dir} --deep` also re-hashes)")
     counts = {st: list(status.values()).count(st) for st in ("ok", "blocked", "failed", "not generated")}
     others = ", ".join(f"{n} {st}" for st, n in counts.items() if st != "ok" and n)
-    return f"run {run.spec['fingerprint']}: {counts['ok']} of {len(jobs)} images intact" + (f" ({others})" if others else "")
+    return (f"run {run.spec['fingerprint']}: {counts['ok']} of {len(jobs)} images intact"
+            + (f" ({others})" if others else "") + "; sizes checked, --deep re-hashes")
