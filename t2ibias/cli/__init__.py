@@ -55,6 +55,7 @@ AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURE
 CiOpt = Annotated[str, typer.Option("--ci", metavar="clopper-pearson|wilson|jeffreys", help="Interval of a share in one prompt: exact Clopper-Pearson (coverage at least nominal at every n), Wilson or Jeffreys. Skew statistics always use intervals that hold at balance.")]
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", metavar="C", help="Confidence level of every interval, strictly between 0 and 1.")]
 MinNOpt = Annotated[int, typer.Option("--min-n", metavar="N", help="A per-prompt figure on fewer images is shown but flagged `n < min_n` and never ranked (FACET's rule).")]
+FaceDetectorOpt = Annotated[Optional[str], typer.Option("--face-detector", metavar="ID", help="The face gate (`t2ibias ls gates`): haar, dlib-cnn (FairFace's detection and 300 px aligned chips) or mtcnn [default: the run's last gate, haar for a new run].")]
 WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches.")]
 
 
@@ -77,6 +78,7 @@ def sweep(
     person_detector: PersonDetectorOpt = None,
     also: AlsoOpt = None,
     min_n: MinNOpt = 50,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     from t2ibias.api import plan_run
@@ -89,12 +91,13 @@ def sweep(
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     out_dir, request = plan_run(model, list(prompts), seeds, base_seed, classifier, out_dir, device, limit, None, None,
                                 None, llm, llm_model, docs, fast_batching, out_flag="--out")
-    if person_detector or also:
+    if person_detector or also or face_detector:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate, open_measurers
 
         # missing or bad weights fail before anything is written
-        open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
+        open_measurers(create_gate(person_detector, face_detector=face_detector or "haar"),
+                       [resolve_crop_measurer(name) for name in also or []])
     with _interrupted_note(), RunLock(out_dir, "sweep", create=True):
         spec = prepare_run(out_dir, request, force=force)
         if spec.get("prompt_truncation"):
@@ -110,7 +113,7 @@ def sweep(
         if spec["model"].get("revision") == "local":
             err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
         _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,
-                measure_opts=MeasureOptions(person_detector, None, also),
+                measure_opts=MeasureOptions(person_detector, None, also, face_detector=face_detector),
                 measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size, min_n=min_n)
 
 
@@ -128,12 +131,13 @@ class MeasureOptions:
     """What `measure` (and `sweep`) pass to the measure stage besides device and batch size."""
 
     def __init__(self, person_detector: str | None = None, person_conf: float | None = None, also: list[str] | None = None,
-                 workers: int = 2, fairface: Path | None = None) -> None:
+                 workers: int = 2, fairface: Path | None = None, face_detector: str | None = None) -> None:
         self.person_detector = person_detector
         self.person_conf = person_conf
         self.also = list(also or [])
         self.workers = workers
         self.fairface = fairface
+        self.face_detector = face_detector
 
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
@@ -178,7 +182,8 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
     if only in (None, "measure"):
         with _progress("measure") as bar:
             m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
-                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface)
+                            person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface,
+                            face_detector=mo.face_detector)
         if mo.fairface is not None:
             err.print(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
@@ -210,13 +215,14 @@ def measure(
     also: AlsoOpt = None,
     fairface: Annotated[Optional[Path], typer.Option("--fairface", metavar="FILE.csv", help="Import the CSV FairFace's predict.py wrote for this run's images/ (faces matched by image file name).")] = None,
     workers: WorkersOpt = 2,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if person_conf is not None and not 0 <= person_conf <= 1:  # NaN fails this too
         raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
-    _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface))
+    _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface, face_detector))
 
 
 @app.command()
@@ -263,6 +269,7 @@ def ls(
         from t2ibias.measure.gate import DEFAULT_FACE_DETECTOR, face_detectors
 
         items = [{"id": d.id, "role": "face", "default": d.id == DEFAULT_FACE_DETECTOR, "definition": d.definition,
+                  "needs": d.needs, "available": d.unavailable is None, "unavailable": d.unavailable or "",
                   "config": d.config} for d in face_detectors()]
     else:
         from t2ibias.metrics.registry import metrics

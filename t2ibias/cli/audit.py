@@ -36,6 +36,7 @@ def audit(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit sample and of the bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option("--n-boot", metavar="N", help="Bootstrap resamples for the intervals.")] = 1000,
     crops: Annotated[str, typer.Option("--crops", metavar="face|person", help="What the classifier sees: the largest face the run's face gate finds in each person's box (as `t2ibias measure` labels images; no face = abstention), or the whole padded person box.")] = "face",
+    face_detector: Annotated[str, typer.Option("--face-detector", metavar="ID", help="The face gate that finds the face in each person's box with --crops face (`t2ibias ls gates`).")] = "haar",
     engine: Annotated[str, typer.Option("--engine", metavar="vectorized|fairlearn", help="How the image resamples behind the intervals are evaluated: as matrix products (fast), or by a fairlearn MetricFrame each (slow; the same numbers).")] = "vectorized",
 ) -> None:
     """Audit a classifier on FACET's human-labelled people: per-group accuracy, confusion matrices,
@@ -44,7 +45,7 @@ def audit(
     from t2ibias.audit import AuditOptions, run_audit
     from t2ibias.core.device import resolve_device
     from t2ibias.core.progress import done_of_total, progress_bar
-    from t2ibias.measure.gate import HaarFaceGate
+    from t2ibias.measure.gate import create_face_detector
     from t2ibias.measure.measurers import resolve_measurer
     from t2ibias.report.audit_html import write_audit_html
     from t2ibias.core.files import atomic_write_text
@@ -56,10 +57,22 @@ def audit(
     if seed < 0:
         raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
     check_output_dir(out, "--out")
+    face_gate = None
+    if crops == "face":
+        from t2ibias.core.errors import UnknownIdError
+
+        try:
+            face_gate = create_face_detector(face_detector, resolve_device(device))
+        except UnknownIdError as exc:
+            raise UnknownIdError(f"--face-detector: {exc}") from None
+        load = getattr(face_gate, "load", None)
+        face_gate.fingerprint()  # a missing extra or a corrupt model file fails before anything is written
+        if callable(load):
+            load()
     predictor = resolve_measurer(classifier, resolve_device(device))
     fp = predictor.fingerprint()
     options = AuditOptions(limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, engine=engine,
-                           face_gate=HaarFaceGate() if crops == "face" else None)
+                           face_gate=face_gate)
     with writing("--out"):
         with progress_bar("audit") as bar:
             result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier),

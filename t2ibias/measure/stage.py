@@ -31,7 +31,7 @@ from t2ibias.core.fingerprint import fingerprint
 from t2ibias.core.prefetch import prefetch_map
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
-from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
+from t2ibias.measure.gate import DEFAULT_FACE_DETECTOR, Box, PersonFaceGate, create_gate
 from t2ibias.measure.measurers import Measurer
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
@@ -131,6 +131,7 @@ def measure_stage(
     extra_measurers: Sequence[Measurer] = (),
     workers: int = 1,
     fairface_csv: str | Path | None = None,
+    face_detector: str | None = None,
 ) -> dict[str, int]:
     """Measure every intact image not yet measured by this gate with this classifier (and each of
     ``extra_measurers``, on every face crop).
@@ -141,6 +142,8 @@ def measure_stage(
     0.25, or the recorded one). ``workers`` threads decode, gate and preprocess upcoming batches.
     ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first. ``classifier`` (an id
     or YAML file) measures with another classifier than the one the run's spec froze.
+    ``face_detector`` is a registered face detector (``t2ibias ls gates``); None keeps the one the
+    run was last measured with (``haar`` for a new run).
 
     Everything the stage needs (gate weights, classifier weights, crop measurers) is opened
     before anything is written, so bad input leaves the run as it was; ``measure.json``, which
@@ -153,13 +156,16 @@ def measure_stage(
     run_dir = Path(run_dir)
     with RunLock(run_dir, "measure"):
         return _measure(run_dir, device, batch_size, classifier, progress, person_detector, person_conf,
-                        list(extra_measurers), workers, fairface_csv)
+                        list(extra_measurers), workers, fairface_csv, face_detector)
 
 
 def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec: ClassifierSpec | None = None) -> None:
     """Open every weight file the gate, the crop measurers and (given ``cspec``) the classifier
     need, now: a missing or bad one fails before anything is written."""
     gate.fingerprint()
+    load_face = getattr(gate.face, "load", None)
+    if callable(load_face):  # a detector's model files: a corrupt one fails here
+        load_face()
     if gate.person is not None:
         gate.person._load()
     for m in extras:
@@ -178,7 +184,7 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec:
 def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
              progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
              person_conf: float | None, extras: list[Measurer], workers: int,
-             fairface_csv: str | Path | None) -> dict[str, int]:
+             fairface_csv: str | Path | None, face_detector: str | None = None) -> dict[str, int]:
     from t2ibias.core.device import resolve_device
 
     run = RunDir(run_dir)
@@ -188,7 +194,9 @@ def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None
     if person_detector is None and recorded:
         person_detector = recorded["weights"]
         person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
-    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
+    if face_detector is None:
+        face_detector = ((run.measure_config or {}).get("gate") or {}).get("face", {}).get("kind") or DEFAULT_FACE_DETECTOR
+    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev, face_detector)
     job = _MeasureJob(run, gate, cspec, extras, batch_size)
     open_measurers(gate, extras, cspec)
     read_measurements(run_dir)  # a damaged measurement file fails here, before anything is written
