@@ -8,7 +8,11 @@ behind the same ``detect(image) -> list[Box]`` / ``fingerprint()`` calls; with i
 searched inside each person box, and an image with no person box counts as showing nobody.
 
 Face detectors are registered by name in :data:`FACE_DETECTORS` (``t2ibias ls gates`` lists
-them): anything with the :class:`FaceDetector` calls plugs into :class:`PersonFaceGate`. A new
+them, with what each needs from :data:`FACE_DETECTOR_NEEDS`): ``haar`` (the default), ``mtcnn``
+(:mod:`t2ibias.measure.mtcnn`) and ``dlib-cnn``, FairFace's detection and aligned chips
+(:mod:`t2ibias.measure.dlib_faces`); see docs/faces.md for their recall on real photos. Anything
+with the :class:`FaceDetector` calls plugs into :class:`PersonFaceGate`; a detector may also offer
+``detect_many(images)`` and ``load()`` (open its model files before anything is written). A new
 detector is its own module plus one registration here, a builder that imports it on first use::
 
     @FACE_DETECTORS.entry("mydetector")
