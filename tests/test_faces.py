@@ -80,6 +80,17 @@ def test_haar_stays_the_default_with_its_fingerprint() -> None:
     assert create_face_detector("haar").config() == {"kind": "haar", **{k: v for k, v in recipe.items() if k not in ("gate", "opencv")}}
 
 
+def test_haar_working_size_is_an_option_off_by_default() -> None:
+    big = astronaut().resize((1024, 1024), Image.BILINEAR)
+    fast = HaarFaceGate(max_size=512)
+    assert fast.fingerprint() != HaarFaceGate().fingerprint() and fast.config()["max_size"] == 512
+    assert "max_size" not in HaarFaceGate().config()
+    truth = Box(ASTRONAUT.x * 2, ASTRONAUT.y * 2, ASTRONAUT.w * 2, ASTRONAUT.h * 2)
+    boxes = fast.detect(big)
+    assert found(boxes, truth) and all(b.clipped(1024, 1024) == b for b in boxes), boxes
+    assert HaarFaceGate(max_size=2048).detect(big) == HaarFaceGate().detect(big)  # smaller images are left alone
+
+
 def test_haar_misses_the_profile_and_finds_the_frontal_faces() -> None:
     gate = create_face_detector("haar")
     assert found(gate.detect(astronaut()), ASTRONAUT)

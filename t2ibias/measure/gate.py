@@ -81,11 +81,21 @@ class HaarFaceGate:
     min_neighbors: int = 5
     min_size_fraction: float = 0.08  # of the shorter image side
     padding: float = 0.25  # FairFace-style crop padding, as a fraction of the box size
+    #: Off by default: with a size, a larger image is shrunk so its longer side is ``max_size``
+    #: before the cascade runs (faster on big images; boxes mapped back). It changes what the
+    #: cascade finds, so it enters the fingerprint only when set (the default's is unchanged).
+    max_size: int | None = None
+
+    def _settings(self) -> dict[str, Any]:
+        cfg = asdict(self)
+        if cfg["max_size"] is None:
+            del cfg["max_size"]
+        return cfg
 
     def fingerprint(self) -> str:
         import cv2
 
-        return fingerprint({"gate": "haar", **asdict(self), "opencv": cv2.__version__})
+        return fingerprint({"gate": "haar", **self._settings(), "opencv": cv2.__version__})
 
     def _detector(self) -> Any:
         """The cascade of the calling thread (one per thread: gating runs in worker threads)."""
@@ -107,12 +117,21 @@ class HaarFaceGate:
         """Faces in a PIL image, largest first."""
         import cv2
 
+        scale, (width, height) = 1.0, image.size
+        if self.max_size is not None and max(image.size) > self.max_size:
+            from PIL import Image
+
+            scale = self.max_size / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
         gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY))
         side = max(12, int(self.min_size_fraction * min(gray.shape)))
         found = self._detector().detectMultiScale(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
         )
         boxes = [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in (found if len(found) else [])]
+        if scale != 1.0:
+            boxes = [Box(round(b.x / scale), round(b.y / scale), round(b.w / scale), round(b.h / scale)).clipped(width, height)
+                     for b in boxes]
         return sorted(boxes, key=lambda b: -b.area)
 
     def crop(self, image: Any, box: Box) -> Any:
@@ -123,7 +142,7 @@ class HaarFaceGate:
         return image.crop((left, top, max(left, right), max(top, bottom)))
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "haar", **asdict(self)}
+        return {"kind": "haar", **self._settings()}
 
 
 @dataclass(frozen=True)
