@@ -388,3 +388,31 @@ def test_measure_with_mtcnn_records_the_gate_and_keeps_it(face_run: Path, monkey
     code, _, err = in_process(monkeypatch, capsys, "measure", str(face_run), "--device", "cpu")
     assert code == 0 and json.loads((face_run / "measure.json").read_text())["gate"]["face"]["kind"] == "mtcnn"
     assert "0 images measured" in err
+
+
+@needs_dlib
+@pytest.mark.slow
+def test_fairface_measurer_sees_fairface_chips_with_the_dlib_gate(face_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--face-detector dlib-cnn --also fairface:PATH`: FairFace's ResNet-34 gets 300 px aligned chips."""
+    import torch
+    import torchvision
+
+    from t2ibias.measure.fairface import FairFaceResNet34
+    from t2ibias.store.rundir import read_measurements
+
+    model = torchvision.models.resnet34(weights=None)
+    model.fc = torch.nn.Linear(model.fc.in_features, 18)
+    ckpt = tmp_path / "fairface_random.pt"
+    torch.save(model.state_dict(), ckpt)
+    seen: list[tuple[int, int]] = []
+    measure = FairFaceResNet34.measure
+    monkeypatch.setattr(FairFaceResNet34, "measure", lambda self, crops: (seen.extend(c.size for c in crops), measure(self, crops))[1])
+    code, _, err = in_process(monkeypatch, capsys, "measure", str(face_run), "--device", "cpu", "--face-detector", "dlib-cnn",
+                              "--also", f"fairface:{ckpt}")
+    assert code == 0, err
+    assert seen == [(300, 300)]  # the astronaut's one face, as FairFace's chip
+    config = json.loads((face_run / "measure.json").read_text())
+    assert config["gate"]["face"]["kind"] == "dlib-cnn"
+    rows = read_measurements(face_run)
+    fair = rows[rows["measurer"] == config["extra_measurers"]["fairface-resnet34"]]
+    assert set(fair["attribute"]) >= {"race", "gender_presentation", "age_fairface"} and fair["key"].nunique() == 1
