@@ -100,7 +100,7 @@ def make_template(folder: Path) -> Path:
 def make_run(template: Path, n: int, folder: Path, n_prompts: int = 2000) -> Path:
     """A synthetic run of ``n`` images over ``n_prompts`` prompts with the template's spec and measurer."""
     from t2ibias.core.vocab import PERSON_ATTRIBUTE
-    from t2ibias.store.rundir import RunDir, image_jobs
+    from t2ibias.store.rundir import RunDir
 
     run = folder / f"run{n}"
     run.mkdir()

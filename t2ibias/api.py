@@ -191,6 +191,7 @@ def sweep(
     fast_batching: bool = False,
     person_detector: str | None = None,
     also: Sequence[str] | None = None,
+    face_detector: str | None = None,
 ) -> Run:
     r"""
     Run every stage into one run directory: prompts → generate (missing images only) → measure →
@@ -262,6 +263,9 @@ def sweep(
             release name.
         also (`List[str]`, *optional*):
             Second measurers on every face crop, for agreement: `"pixel-mst"`, `"fairface:PATH"`.
+        face_detector (`str`, *optional*):
+            A registered face detector (`t2ibias ls gates`): `"haar"` (the default), `"dlib-cnn"`
+            (FairFace's detection and alignment) or `"mtcnn"`.
 
     Returns:
         [`Run`]: the run directory, with its images, measurements, `metrics.json`, `report.html`
@@ -296,17 +300,19 @@ def sweep(
     out_dir, request = plan_run(model, prompts, seeds, base_seed, classifier, out, device, limit, pipeline, images,
                              revision, llm, llm_model, docs, fast_batching)
     also = _names(also, "also")
-    if person_detector or also:
+    if person_detector or also or face_detector:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate, open_measurers
 
         # missing or bad weights fail before anything is written
-        open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also])
+        open_measurers(create_gate(person_detector, face_detector=face_detector or "haar"),
+                       [resolve_crop_measurer(name) for name in also])
     with RunLock(out_dir, "sweep", create=True):
         prepare_run(out_dir, request, force=force)
         run = Run(out_dir)
         run.generate(device, GENERATE_BATCH if batch_size is None else batch_size, pipeline=pipeline, images=images)
-        run.measure(device, MEASURE_BATCH if batch_size is None else batch_size, person_detector=person_detector, also=also)
+        run.measure(device, MEASURE_BATCH if batch_size is None else batch_size, person_detector=person_detector, also=also,
+                    face_detector=face_detector)
         run.score(min_n=min_n)
         run.report()
     return run
@@ -522,6 +528,7 @@ class Run:
         batch_size: int = MEASURE_BATCH,
         *,
         person_detector: str | None = None,
+        face_detector: str | None = None,
         person_conf: float | None = None,
         also: Sequence[str] | None = None,
         workers: int | None = None,
@@ -539,6 +546,8 @@ class Run:
                 `.pt` file or an ultralytics release name; `"none"` removes it). Defaults to the
                 gate the run was last measured with.
             person_conf (`float`, *optional*): its confidence threshold (0.25, or the recorded one).
+            face_detector (`str`, *optional*): a registered face detector (`t2ibias ls gates`);
+                defaults to the one the run was last measured with (`"haar"` for a new run).
             also (`List[str]`, *optional*): second measurers on every face crop (`"pixel-mst"`,
                 `"fairface:PATH"`).
             workers (`int`, *optional*): threads that read, gate and preprocess upcoming batches
@@ -567,11 +576,13 @@ class Run:
 
             with RunLock(self._path, "measure"):
                 plan = plan_measure(self._path, device, batch_size, person_detector=person_detector, person_conf=person_conf,
-                                    extra_measurers=extras, worker_device=executor.worker_device(device))
+                                    extra_measurers=extras, worker_device=executor.worker_device(device),
+                                    face_detector=face_detector)
                 advance = progress(len(plan.keys), plan.cached) if progress and plan.keys else (lambda n: None)
                 return finish_measure(plan, executor.measure(plan, advance, workers))
         return measure_stage(self._path, device=device, batch_size=batch_size, progress=progress,
                              person_detector=person_detector, person_conf=person_conf, extra_measurers=extras,
+                             face_detector=face_detector,
                              workers=workers, fairface_csv=Path(fairface) if fairface is not None else None)
 
     def score(

@@ -171,11 +171,24 @@ class TestMeasurers(MeasurerContract):
 # ---------------------------------------------------------------- gates
 
 
-class TestGates(GateContract):
-    @pytest.fixture(params=face_detector_ids())
-    def make_gate(self, request: pytest.FixtureRequest) -> Any:
-        from t2ibias.measure.gate import create_gate
+def _gate_param(name: str) -> Any:
+    """A registered face detector; skipped where its extra is missing, dlib's CNN slow (seconds an image)."""
+    from t2ibias.measure.gate import face_detector_unavailable
 
+    why = face_detector_unavailable(name)
+    marks = [pytest.mark.skip(reason=f"{name} unavailable: {why}")] if why else []
+    return pytest.param(name, marks=[*marks, pytest.mark.slow] if name == "dlib-cnn" else marks)
+
+
+class TestGates(GateContract):
+    @pytest.fixture(params=[_gate_param(n) for n in face_detector_ids()])
+    def make_gate(self, request: pytest.FixtureRequest) -> Any:
+        from t2ibias.measure.gate import PersonFaceGate, create_gate
+
+        if request.param == "dlib-cnn":  # downscaled: FairFace's 800 px with upsampling take ~10 s an image
+            from t2ibias.measure.dlib_faces import DlibCnnFaceGate
+
+            return lambda: PersonFaceGate(face=DlibCnnFaceGate(max_size=400, upsample=0))
         return lambda: create_gate(face_detector=request.param)
 
 

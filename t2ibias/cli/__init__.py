@@ -88,6 +88,7 @@ AlsoOpt = Annotated[Optional[list[str]], typer.Option("--also", metavar="MEASURE
 CiOpt = Annotated[str, typer.Option("--ci", metavar="clopper-pearson|wilson|jeffreys", help="Interval of a share in one prompt: exact Clopper-Pearson (coverage at least nominal at every n), Wilson or Jeffreys. Skew statistics always use intervals that hold at balance.")]
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", metavar="C", help="Confidence level of every interval, strictly between 0 and 1.")]
 MinNOpt = Annotated[int, typer.Option("--min-n", metavar="N", help="A per-prompt figure on fewer images is shown but flagged `n < min_n` and never ranked (FACET's rule).")]
+FaceDetectorOpt = Annotated[Optional[str], typer.Option("--face-detector", metavar="ID", help="The face gate (`t2ibias ls gates`): haar, dlib-cnn (FairFace's detection and 300 px aligned chips) or mtcnn [default: the run's last gate, haar for a new run].")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", metavar="N", help="Threads that read, gate and preprocess upcoming batches [default: half the CPU cores, from 2 to 8].")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", metavar="local|ray", help="Where images are made: this process, or Ray workers (one per GPU, or per CPU without GPUs; needs `pip install 't2ibias[ray]'` and a run directory every node sees).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="auto|ray://HOST:PORT|HOST:PORT", help="Ray cluster to use with --executor ray [default: RAY_ADDRESS, else the cluster `ray start` made on this machine, else a new one here].")]
@@ -126,6 +127,7 @@ def sweep(
     gpus_per_worker: GpusPerWorkerOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Run every stage: prompts → generate (missing images only) → measure → score → report."""
     _verbosity(quiet, verbose)
@@ -144,12 +146,13 @@ def sweep(
         from t2ibias.models.generator_spec import resolve_generator_spec, with_compile
 
         request.model_spec = with_compile(request.model_spec or resolve_generator_spec(model), compile_mode)
-    if person_detector or also:
+    if person_detector or also or face_detector:
         from t2ibias.measure.measurers import resolve_crop_measurer
         from t2ibias.measure.stage import create_gate, open_measurers
 
         # missing or bad weights fail before anything is written
-        open_measurers(create_gate(person_detector), [resolve_crop_measurer(name) for name in also or []])
+        open_measurers(create_gate(person_detector, face_detector=face_detector or "haar"),
+                       [resolve_crop_measurer(name) for name in also or []])
     with _interrupted_note(), RunLock(out_dir, "sweep", create=True), _open_executor(executor, address, gpus_per_worker) as ex:
         spec = prepare_run(out_dir, request, force=force)
         if request.replay is not None:
@@ -167,7 +170,7 @@ def sweep(
         if spec["model"].get("revision") == "local":
             err.print(f"note: {spec['model']['notes']}", style="yellow", markup=False, highlight=False)
         _stages(out_dir, device, GENERATE_BATCH if batch_size is None else batch_size,
-                measure_opts=MeasureOptions(person_detector, None, also),
+                measure_opts=MeasureOptions(person_detector, None, also, face_detector=face_detector),
                 measure_batch_size=MEASURE_BATCH if batch_size is None else batch_size, min_n=min_n, executor=ex)
 
 
@@ -185,12 +188,13 @@ class MeasureOptions:
     """What `measure` (and `sweep`) pass to the measure stage besides device and batch size."""
 
     def __init__(self, person_detector: str | None = None, person_conf: float | None = None, also: list[str] | None = None,
-                 workers: int | None = None, fairface: Path | None = None) -> None:
+                 workers: int | None = None, fairface: Path | None = None, face_detector: str | None = None) -> None:
         self.person_detector = person_detector
         self.person_conf = person_conf
         self.also = list(also or [])
         self.workers = workers
         self.fairface = fairface
+        self.face_detector = face_detector
 
 
 def _stages(run_dir: Path, device: str, batch_size: int, only: str | None = None, ci: str = "clopper-pearson",
@@ -238,7 +242,7 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
         with _progress("measure") as bar:
             m = run.measure(device, measure_batch_size, progress=bar, person_detector=mo.person_detector,
                             person_conf=mo.person_conf, also=mo.also, workers=mo.workers, fairface=mo.fairface,
-                            executor=executor)
+                            face_detector=mo.face_detector, executor=executor)
         if mo.fairface is not None:
             _say(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
         people = f", {m['people']} people" if m.get("people") else ""
@@ -283,6 +287,7 @@ def measure(
     gpus_per_worker: GpusPerWorkerOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Gate and classify every image not yet measured by the run's classifier (and --also measurers)."""
     _verbosity(quiet, verbose)
@@ -295,7 +300,7 @@ def measure(
         raise UserError(f"--person-conf {person_conf}: not a probability (use a number between 0 and 1, e.g. 0.25)")
     read_spec(run_dir)
     with RunLock(run_dir, "measure"), _open_executor(executor, address, gpus_per_worker) as ex:
-        _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface),
+        _stages(run_dir, device, batch_size, "measure", measure_opts=MeasureOptions(person_detector, person_conf, also, workers, fairface, face_detector),
                 executor=ex)
 
 
@@ -347,6 +352,7 @@ def ls(
         from t2ibias.measure.gate import DEFAULT_FACE_DETECTOR, face_detectors
 
         items = [{"id": d.id, "role": "face", "default": d.id == DEFAULT_FACE_DETECTOR, "definition": d.definition,
+                  "needs": d.needs, "available": d.unavailable is None, "unavailable": d.unavailable or "",
                   "config": d.config} for d in face_detectors()]
     else:
         from t2ibias.metrics.registry import metrics

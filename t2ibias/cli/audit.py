@@ -57,11 +57,20 @@ def audit(
     if seed < 0:
         raise UserError(f"--seed: {seed} is negative (use 0 or a positive integer)")
     check_output_dir(out, "--out")
+    from t2ibias.core.errors import UnknownIdError
+
+    try:  # the gate gives face crops (--crops face) and is audited itself (gate_recall) either way
+        face_gate = create_face_detector(face_detector, resolve_device(device))
+    except UnknownIdError as exc:
+        raise UnknownIdError(f"--face-detector: {exc}") from None
+    load = getattr(face_gate, "load", None)
+    face_gate.fingerprint()  # a missing extra or a corrupt model file fails before anything is written
+    if callable(load):
+        load()
     predictor = resolve_measurer(classifier, resolve_device(device))
     fp = predictor.fingerprint()
-    gate = create_face_detector(face_detector, resolve_device(device))
     options = AuditOptions(limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot, engine=engine,
-                           face_gate=gate if crops == "face" else None, recall_gate=gate)
+                           face_gate=face_gate if crops == "face" else None, recall_gate=face_gate)
     with writing("--out"):
         with progress_bar("audit") as bar:
             result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier),

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from t2ibias.compare.match import Axis, Matched
-from t2ibias.metrics.registry import PAIRED_NAME, PROJECTION_NAME
+from t2ibias.metrics.registry import PAIRED_NAME
 from t2ibias.metrics.skew import total_variation_uniform
 from t2ibias.stats.binomial import cluster_shares
 from t2ibias.stats.cluster import cluster_group_means

@@ -12,8 +12,16 @@ identity. Two ways in:
   columns; both layouts are read.
 * :class:`FairFaceResNet34`: a FairFace checkpoint (``fairface_alldata_20191111.pt``, 7 races,
   or ``fairface_alldata_4race_20191111.pt``, 4 races; the older ``res34_fair_align_multi_*`` files
-  too) run on the face crops of this project's gate (no dlib alignment, so expect some loss of
+  too) run on the face crops of the run's gate. With ``--face-detector dlib-cnn`` those crops are
+  FairFace's own aligned chips (dlib MMOD detection at 800 px, 5-point landmarks, 300 px chips,
+  padding 0.25: :mod:`t2ibias.measure.dlib_faces`), so the labels are FairFace's instrument as
+  DoFaiR ran it; with another gate they are that gate's unaligned crops (expect some loss of
   accuracy against FairFace's published numbers).
+
+Chip geometry (:func:`chip_transform`): dlib places the five landmarks on a mean-face template in
+the unit square, pads it by ``padding`` on each side, scales it to ``size`` and fits the
+least-squares similarity (rotation, uniform scale, shift) from those chip positions to the
+detected landmarks; the chip is the image resampled through that transform.
 
 Attributes and their labels (t2ibias names, all perceived):
 
@@ -318,6 +326,79 @@ def import_fairface_csv(run_dir: str | Path, path: str | Path) -> int:
     return int(len(df))
 
 
+# ------------------------------------------------------------------------------- aligned chips
+
+#: dlib's 5-point mean face on the unit square (``get_face_chip_details``), in the order of
+#: ``shape_predictor_5_face_landmarks.dat``: the two corners of one eye (outer, inner), those of
+#: the other eye (outer, inner), the base of the nose.
+FACE_TEMPLATE_5 = (
+    (0.8595674595992, 0.2134981538014),
+    (0.6460604764104, 0.2289674387677),
+    (0.1205750620789, 0.2137274526848),
+    (0.3340850613712, 0.2290642403242),
+    (0.4901123135679, 0.6277975316475),
+)
+CHIP_SIZE, CHIP_PADDING = 300, 0.25  # FairFace's predict.py
+
+
+def chip_template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Any:
+    """Where the five landmarks land in a ``size`` × ``size`` chip: the template padded by
+    ``padding`` of its side on every side, then scaled to the chip."""
+    import numpy as np
+
+    return (padding + np.asarray(FACE_TEMPLATE_5, dtype=float)) / (2 * padding + 1) * size
+
+
+def chip_transform(landmarks: Any, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Any:
+    """The 2 × 3 affine map from chip pixels to image pixels: the least-squares similarity taking
+    :func:`chip_template` onto ``landmarks`` (five (x, y) points).
+
+    With chip points p (centred p') and image points q (centred q'), the map is
+    ``[[a, -b], [b, a]] p + t`` with ``a = Σ p'·q' / Σ|p'|²``, ``b = Σ p' × q' / Σ|p'|²`` and ``t``
+    taking the mean of p to the mean of q (the closed form of the 2-D similarity fit).
+    """
+    import numpy as np
+
+    q = np.asarray(landmarks, dtype=float)
+    if q.shape != (5, 2) or not np.isfinite(q).all():
+        raise UserError(f"face chip: landmarks of shape {q.shape}: need five finite (x, y) points (dlib's 5-point predictor)")
+    p = chip_template(size, padding)
+    pc, qc = p - p.mean(axis=0), q - q.mean(axis=0)
+    den = float((pc**2).sum())
+    a = float((pc * qc).sum()) / den
+    b = float((pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum()) / den
+    m = np.array([[a, -b], [b, a]])
+    return np.hstack([m, (q.mean(axis=0) - m @ p.mean(axis=0))[:, None]])
+
+
+def chip_square(landmarks: Any, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> tuple[float, float, float, float]:
+    """The chip's footprint in the image: centre x, centre y, side (image pixels) and rotation
+    (radians, counter-clockwise in image axes) of the square the chip resamples."""
+    import math
+
+    import numpy as np
+
+    t = chip_transform(landmarks, size, padding)
+    cx, cy = t[:, :2] @ np.array([size / 2, size / 2]) + t[:, 2]
+    return float(cx), float(cy), math.hypot(t[0, 0], t[1, 0]) * size, math.atan2(t[1, 0], t[0, 0])
+
+
+def face_chip(image: Any, landmarks: Any, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Any:
+    """FairFace's chip of the face with these five landmarks, cut by ``dlib.get_face_chip`` (the
+    resampler FairFace used) from a PIL image; needs dlib (``t2ibias[faces]``)."""
+    import numpy as np
+    from PIL import Image
+
+    from t2ibias.measure.dlib_faces import import_dlib
+
+    dlib = import_dlib("face chip")
+    chip_transform(landmarks, size, padding)  # checks the points
+    pts = [dlib.point(int(round(x)), int(round(y))) for x, y in np.asarray(landmarks, dtype=float)]
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    shape = dlib.full_object_detection(dlib.rectangle(0, 0, rgb.shape[1] - 1, rgb.shape[0] - 1), pts)
+    return Image.fromarray(np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=padding)))
+
+
 # ------------------------------------------------------------------------------- ResNet-34
 
 
@@ -329,7 +410,8 @@ class FairFaceResNet34:
     ``race4`` from ``[:4]`` only, since FairFace's ``predict.py`` reads nothing else from it (its
     gender and age come from the 7-race model: measure with both for all attributes). Crops are
     resized to 224×224 (no aspect-preserving crop, as FairFace) and ImageNet-normalized. FairFace
-    trained on dlib-aligned faces; our crops are unaligned, so treat the labels as a little noisier.
+    trained on dlib-aligned faces: with the ``dlib-cnn`` gate the crops are exactly those chips;
+    other gates' crops are unaligned, so treat their labels as a little noisier.
     """
 
     id = "fairface-resnet34"

@@ -8,7 +8,11 @@ behind the same ``detect(image) -> list[Box]`` / ``fingerprint()`` calls; with i
 searched inside each person box, and an image with no person box counts as showing nobody.
 
 Face detectors are registered by name in :data:`FACE_DETECTORS` (``t2ibias ls gates`` lists
-them): anything with the :class:`FaceDetector` calls plugs into :class:`PersonFaceGate`. A new
+them, with what each needs from :data:`FACE_DETECTOR_NEEDS`): ``haar`` (the default), ``mtcnn``
+(:mod:`t2ibias.measure.mtcnn`) and ``dlib-cnn``, FairFace's detection and aligned chips
+(:mod:`t2ibias.measure.dlib_faces`); see docs/faces.md for their recall on real photos. Anything
+with the :class:`FaceDetector` calls plugs into :class:`PersonFaceGate`; a detector may also offer
+``detect_many(images)`` and ``load()`` (open its model files before anything is written). A new
 detector is its own module plus one registration here, a builder that imports it on first use::
 
     @FACE_DETECTORS.entry("mydetector")
@@ -32,39 +36,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from t2ibias.core.errors import UserError
+from t2ibias.core.errors import UnknownIdError, UserError
 from t2ibias.core.fingerprint import file_sha256, fingerprint
 from t2ibias.core.registry import Registry
+from t2ibias.measure.boxes import Box  # noqa: F401 (re-exported: the detectors' common box)
 from t2ibias.core.safe_load import first_line, load_yolo, ultralytics_yolo  # noqa: F401 (ultralytics_yolo: re-exported)
-
-
-@dataclass(frozen=True)
-class Box:
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
-
-    def clipped(self, width: int, height: int) -> "Box":
-        """The part of the box inside a ``width`` × ``height`` image (possibly empty)."""
-        left, top = max(0, self.x), max(0, self.y)
-        right, bottom = min(width, self.x + self.w), min(height, self.y + self.h)
-        return Box(left, top, max(0, right - left), max(0, bottom - top))
-
-    def iou(self, other: "Box") -> float:
-        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
-        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
-
-    def contains(self, other: "Box") -> bool:
-        return (self.x <= other.x and self.y <= other.y
-                and other.x + other.w <= self.x + self.w and other.y + other.h <= self.y + self.h)
 
 
 @runtime_checkable
@@ -105,11 +81,21 @@ class HaarFaceGate:
     min_neighbors: int = 5
     min_size_fraction: float = 0.08  # of the shorter image side
     padding: float = 0.25  # FairFace-style crop padding, as a fraction of the box size
+    #: Off by default: with a size, a larger image is shrunk so its longer side is ``max_size``
+    #: before the cascade runs (faster on big images; boxes mapped back). It changes what the
+    #: cascade finds, so it enters the fingerprint only when set (the default's is unchanged).
+    max_size: int | None = None
+
+    def _settings(self) -> dict[str, Any]:
+        cfg = asdict(self)
+        if cfg["max_size"] is None:
+            del cfg["max_size"]
+        return cfg
 
     def fingerprint(self) -> str:
         import cv2
 
-        return fingerprint({"gate": "haar", **asdict(self), "opencv": cv2.__version__})
+        return fingerprint({"gate": "haar", **self._settings(), "opencv": cv2.__version__})
 
     def _detector(self) -> Any:
         """The cascade of the calling thread (one per thread: gating runs in worker threads)."""
@@ -131,12 +117,21 @@ class HaarFaceGate:
         """Faces in a PIL image, largest first."""
         import cv2
 
+        scale, (width, height) = 1.0, image.size
+        if self.max_size is not None and max(image.size) > self.max_size:
+            from PIL import Image
+
+            scale = self.max_size / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
         gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY))
         side = max(12, int(self.min_size_fraction * min(gray.shape)))
         found = self._detector().detectMultiScale(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
         )
         boxes = [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in (found if len(found) else [])]
+        if scale != 1.0:
+            boxes = [Box(round(b.x / scale), round(b.y / scale), round(b.w / scale), round(b.h / scale)).clipped(width, height)
+                     for b in boxes]
         return sorted(boxes, key=lambda b: -b.area)
 
     def crop(self, image: Any, box: Box) -> Any:
@@ -147,7 +142,7 @@ class HaarFaceGate:
         return image.crop((left, top, max(left, right), max(top, bottom)))
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "haar", **asdict(self)}
+        return {"kind": "haar", **self._settings()}
 
 
 @dataclass(frozen=True)
@@ -311,7 +306,9 @@ class PersonFaceGate:
     def detect_many(self, images: list[Any]) -> list[tuple[list[Box], list[Box]]]:
         """(people, faces) per image; faces largest first, in image coordinates, each found once."""
         if self.person is None:
-            return [([], self.face.detect(img)) for img in images]
+            many = getattr(self.face, "detect_many", None)  # detectors that batch say so
+            found = many(images) if callable(many) else [self.face.detect(img) for img in images]
+            return [([], faces) for faces in found]
         out = []
         for img, people in zip(images, self.person.detect_many(images)):
             faces: list[Box] = []
@@ -336,10 +333,63 @@ DEFAULT_FACE_DETECTOR = "haar"
 NO_PERSON_DETECTOR = ("", "none")
 
 
+#: What each registered detector needs beyond the base install, and a check whether it is here
+#: (None when it can run, else why not); both shown by ``t2ibias ls gates``.
+FACE_DETECTOR_NEEDS: dict[str, tuple[str, Callable[[], str | None]]] = {}
+
+
+def _always() -> str | None:
+    return None
+
+
 @FACE_DETECTORS.entry("haar")
 def _haar(device: str = "cpu") -> FaceDetector:
     """OpenCV's frontal-face Haar cascade: no download, CPU only; misses profiles, small and occluded faces."""
     return HaarFaceGate()
+
+
+FACE_DETECTOR_NEEDS["haar"] = ("opencv-python<5 (installed with t2ibias)", _always)
+
+
+@FACE_DETECTORS.entry("dlib-cnn")
+def _dlib_cnn(device: str = "cpu") -> FaceDetector:
+    """FairFace's pipeline: dlib's MMOD CNN detector at 800 px, 5-point alignment, 300 px chips (padding 0.25); CPU, slow."""
+    from t2ibias.measure.dlib_faces import DlibCnnFaceGate
+
+    return DlibCnnFaceGate(device=device)
+
+
+def _dlib_available() -> str | None:
+    from t2ibias.measure.dlib_faces import available
+
+    return available()
+
+
+FACE_DETECTOR_NEEDS["dlib-cnn"] = ("t2ibias[faces] (dlib-bin, face-recognition-models)", _dlib_available)
+
+
+@FACE_DETECTORS.entry("mtcnn")
+def _mtcnn(device: str = "cpu") -> FaceDetector:
+    """MTCNN (P-Net, R-Net, O-Net) in torch: finds profiles and small faces, runs on the GPU when there is one."""
+    from t2ibias.measure.mtcnn import MtcnnFaceGate
+
+    return MtcnnFaceGate(device=device)
+
+
+def _mtcnn_available() -> str | None:
+    from t2ibias.measure.mtcnn import available
+
+    return available()
+
+
+FACE_DETECTOR_NEEDS["mtcnn"] = ("weights from facenet-pytorch (pip install --no-deps facenet-pytorch) or $T2IBIAS_MTCNN_WEIGHTS",
+                                _mtcnn_available)
+
+
+def face_detector_unavailable(name: str) -> str | None:
+    """Why the registered detector ``name`` cannot run here, or None when it can."""
+    entry = FACE_DETECTOR_NEEDS.get(name)
+    return None if entry is None else entry[1]()
 
 
 def create_face_detector(name: str = DEFAULT_FACE_DETECTOR, device: str = "cpu") -> FaceDetector:
@@ -354,15 +404,20 @@ class FaceDetectorInfo:
     id: str
     definition: str
     config: dict[str, Any]
+    needs: str = ""
+    unavailable: str | None = None  # why it cannot run here; None when it can
 
 
 def face_detectors() -> list[FaceDetectorInfo]:
-    """Every registered face detector with its one-line description and default settings."""
+    """Every registered face detector with its one-line description, default settings, what it
+    needs and whether it can run here."""
     out = []
     for name in FACE_DETECTORS:
         build = FACE_DETECTORS.get(name)
         doc = (build.__doc__ or "").strip().splitlines()
-        out.append(FaceDetectorInfo(name, doc[0] if doc else "", build("cpu").config()))
+        needs = FACE_DETECTOR_NEEDS.get(name, ("", _always))[0]
+        out.append(FaceDetectorInfo(name, doc[0] if doc else "", build("cpu").config(), needs,
+                                    face_detector_unavailable(name)))
     return out
 
 
@@ -370,7 +425,10 @@ def create_gate(person_detector: str | None = None, person_conf: float = 0.25, d
                 face_detector: str = DEFAULT_FACE_DETECTOR) -> PersonFaceGate:
     """The registered ``face_detector`` (Haar by default), with a YOLO person detector (weights
     path or release name) in front when ``person_detector`` is given ("none" or "" for none)."""
-    face = create_face_detector(face_detector, device)
+    try:
+        face = create_face_detector(face_detector, device)
+    except UnknownIdError as exc:
+        raise UnknownIdError(f"--face-detector: {exc}") from None
     if person_detector is None or person_detector.strip().lower() in NO_PERSON_DETECTOR:
         return PersonFaceGate(face=face)
     return PersonFaceGate(face=face, person=YoloPersonGate(person_detector, conf=float(person_conf), device=device))

@@ -39,7 +39,7 @@ from t2ibias.core.fingerprint import fingerprint
 from t2ibias.core.prefetch import prefetch_map
 from t2ibias.models.classifier_spec import ClassifierSpec, resolve_classifier_spec
 from t2ibias.models.clip_zeroshot import CLIPAttributeClassifier, Prediction
-from t2ibias.measure.gate import Box, PersonFaceGate, create_gate
+from t2ibias.measure.gate import DEFAULT_FACE_DETECTOR, Box, PersonFaceGate, create_gate
 from t2ibias.measure.measurers import Measurer
 from t2ibias.store.image_store import OK, ImageStore
 from t2ibias.core.files import atomic_write_text
@@ -160,6 +160,7 @@ def measure_stage(
     extra_measurers: Sequence[Measurer] = (),
     workers: int | None = None,
     fairface_csv: str | Path | None = None,
+    face_detector: str | None = None,
 ) -> dict[str, int]:
     """Measure every intact image not yet measured by this gate with this classifier (and each of
     ``extra_measurers``, on every face crop).
@@ -171,6 +172,8 @@ def measure_stage(
     (default :func:`default_workers`).
     ``fairface_csv`` is a CSV of FairFace's ``predict.py`` to import first. ``classifier`` (an id
     or YAML file) measures with another classifier than the one the run's spec froze.
+    ``face_detector`` is a registered face detector (``t2ibias ls gates``); None keeps the one the
+    run was last measured with (``haar`` for a new run).
 
     Everything the stage needs (gate weights, classifier weights, crop measurers) is opened
     before anything is written, so bad input leaves the run as it was; ``measure.json``, which
@@ -184,13 +187,16 @@ def measure_stage(
     run_dir = Path(run_dir)
     with RunLock(run_dir, "measure"):
         return _measure(run_dir, device, batch_size, classifier, progress, person_detector, person_conf,
-                        list(extra_measurers), workers, fairface_csv)
+                        list(extra_measurers), workers, fairface_csv, face_detector)
 
 
 def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec: ClassifierSpec | None = None) -> None:
     """Open every weight file the gate, the crop measurers and (given ``cspec``) the classifier
     need, now: a missing or bad one fails before anything is written."""
     gate.fingerprint()
+    load_face = getattr(gate.face, "load", None)
+    if callable(load_face):  # a detector's model files: a corrupt one fails here
+        load_face()
     if gate.person is not None:
         gate.person._load()
     for m in extras:
@@ -207,7 +213,8 @@ def open_measurers(gate: PersonFaceGate, extras: Sequence[Measurer] = (), cspec:
 
 
 def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, person_detector: str | None,
-              person_conf: float | None, extras: list[Measurer], precision: str | None = None) -> _MeasureJob:
+              person_conf: float | None, extras: list[Measurer], precision: str | None = None,
+              face_detector: str | None = None) -> _MeasureJob:
     """The gate and measurers of a pass, with every weight file opened and the stored tables read once
     (a damaged one fails here, before anything is written)."""
     cspec = resolve_classifier_spec(classifier) if classifier else run.classifier
@@ -215,9 +222,12 @@ def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, pe
     if person_detector is None and recorded:
         person_detector = recorded["weights"]
         person_conf = recorded.get("conf", 0.25) if person_conf is None else person_conf
-    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev)
+    if face_detector is None:  # the run's last face gate, haar for a new run
+        face_detector = ((run.measure_config or {}).get("gate") or {}).get("face", {}).get("kind") or DEFAULT_FACE_DETECTOR
+    gate = create_gate(person_detector, 0.25 if person_conf is None else person_conf, dev, face_detector)
     job = _MeasureJob(run, gate, cspec, extras, batch_size, clip_precision(dev) if precision is None else precision)
     job.person_detector, job.person_conf = person_detector or "none", 0.25 if person_conf is None else person_conf
+    job.face_detector = face_detector
     open_measurers(gate, extras, cspec)
     read_measurements(run.path)
     read_measurements(run.path, EMBEDDINGS_FILE)
@@ -228,12 +238,12 @@ def _open_job(run: RunDir, dev: str, batch_size: int, classifier: str | None, pe
 def _measure(run_dir: Path, device: str, batch_size: int, classifier: str | None,
              progress: Callable[[int, int], Callable[[int], None]] | None, person_detector: str | None,
              person_conf: float | None, extras: list[Measurer], workers: int,
-             fairface_csv: str | Path | None) -> dict[str, int]:
+             fairface_csv: str | Path | None, face_detector: str | None = None) -> dict[str, int]:
     from t2ibias.core.device import resolve_device
 
     run = RunDir(run_dir)
     dev = resolve_device(device)
-    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, extras)
+    job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, extras, face_detector=face_detector)
     imported = 0
     if fairface_csv is not None:
         from t2ibias.measure.fairface import import_fairface_csv
@@ -280,11 +290,13 @@ class MeasurePlan:
     keys: tuple[str, ...]
     cached: int
     config: dict[str, Any]
+    face_detector: str = DEFAULT_FACE_DETECTOR
 
 
 def plan_measure(run_dir: Path, device: str = "auto", batch_size: int = 16, classifier: str | None = None, *,
                  person_detector: str | None = None, person_conf: float | None = None,
-                 extra_measurers: Sequence[Measurer] = (), worker_device: str | None = None) -> MeasurePlan:
+                 extra_measurers: Sequence[Measurer] = (), worker_device: str | None = None,
+                 face_detector: str | None = None) -> MeasurePlan:
     """Driver side of a distributed measure, step 1: open the gate and measurers (bad input fails
     here, nothing written), record them in ``measurers.json``, and list the images still to measure.
 
@@ -317,11 +329,12 @@ def plan_measure(run_dir: Path, device: str = "auto", batch_size: int = 16, clas
     elif not re.fullmatch(r"cpu|mps|cuda(:[0-9]+)?", worker_device):
         raise UserError(f"worker device {worker_device!r}: unknown (use cpu, cuda, cuda:N or mps)")
     job = _open_job(run, dev, batch_size, classifier, person_detector, person_conf, list(extra_measurers),
-                    clip_precision(worker_device))
+                    clip_precision(worker_device), face_detector=face_detector)
     todo = job.plan()
     record_measurers(run.path, job.info)
     return MeasurePlan(str(run.path), worker_device, batch_size, classifier, job.person_detector, job.person_conf,
-                       tuple(extra_measurers), job.measurer, tuple(todo), job.result["cached"], job.config())
+                       tuple(extra_measurers), job.measurer, tuple(todo), job.result["cached"], job.config(),
+                       job.face_detector)
 
 
 def measure_keys(plan: MeasurePlan, keys: Sequence[str], worker: str, *, workers: int = 1,
@@ -336,7 +349,7 @@ def measure_keys(plan: MeasurePlan, keys: Sequence[str], worker: str, *, workers
     run = RunDir(Path(plan.run_dir))
     writer = PartWriter(run.path, worker)
     job = _open_job(run, plan.device, plan.batch_size, plan.classifier, plan.person_detector, plan.person_conf,
-                    list(plan.extra_measurers))
+                    list(plan.extra_measurers), face_detector=plan.face_detector)
     job.record = False  # measurers.json is the driver's
     if job.measurer != plan.measurer:
         raise RuntimeError(f"worker {worker}: measurer {job.measurer} is not the plan's {plan.measurer} "

@@ -184,7 +184,7 @@ def dot_interval(rows: list[dict], *, title: str, alt: str, x_label: str, refere
                          f'stroke="{INTERVAL}" stroke-width="3" stroke-linecap="round"/>')
         if _fin(r.get("value")):
             colour = HIGHLIGHT if r is best else DOT
-            ring = f' stroke="#000" stroke-width="1.5"' if r is best else ""
+            ring = ' stroke="#000" stroke-width="1.5"' if r is best else ""
             parts.append(f'<circle cx="{scale(_f(r["value"])):.1f}" cy="{y:.1f}" r="4" fill="{colour}"{ring}/>')
         else:
             parts.append(f'<text x="{plot_r}" y="{y - 7:.1f}" text-anchor="end" fill="#888">no value</text>')
