@@ -8,7 +8,6 @@ import csv
 import hashlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from t2ibias.api import open_run, prepare
-from t2ibias.cli import main
 from t2ibias.core.errors import UserError
 from t2ibias.prompts.bank import expand, resolve_prompt_set
 from t2ibias.store.image_store import ImageStore
+from tests.test_cli import _exit_code as exit_code
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,14 +28,6 @@ DEMO = {r.text: r for r in expand(resolve_prompt_set("demo"))}
 DOCTOR, NURSE = "a portrait photo of a doctor", "a photo of the face of a nurse"
 
 
-def exit_code(*args: str) -> int:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["t2ibias", *args])
-        try:
-            main()
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
 
 
 def error_line(code: int, err: str) -> str:

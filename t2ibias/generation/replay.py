@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from t2ibias.core.errors import UserError
+from t2ibias.core.fingerprint import file_sha256
 from t2ibias.core.files import atomic_write_text
 from t2ibias.generation.diffusers_adapter import ResolvedWeights
 from t2ibias.models.generator_spec import GeneratorSpec
@@ -71,12 +72,6 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def open_image(data: bytes, where: str) -> Any:
@@ -306,7 +301,7 @@ def plan_replay(model: str, prompt_sets: list[str], flag: str = "--model") -> Re
         raise UserError(f"{flag} {model}: {root} is not a folder (--model replay:DIR, DIR holding the images and index.csv)")
     root = root.resolve()
     index = find_index(root)
-    index_sha = _sha256_file(index)
+    index_sha = file_sha256(index)
     columns, raw = _read_rows(index)
     by_text = "prompt_text" in columns
     if "image" not in columns or not (by_text or {"prompt_id", "image_index"} <= set(columns)):
@@ -386,7 +381,7 @@ def plan_replay(model: str, prompt_sets: list[str], flag: str = "--model") -> Re
             detail = f"{index.name}: line {r.line}: {r.image}: no such file in {root}"
         else:
             try:
-                sha = _sha256_file(path)
+                sha = file_sha256(path)
             except OSError as exc:
                 problem, detail = UNREADABLE, f"{index.name}: line {r.line}: {r.image}: unreadable ({exc.strerror or exc})"
             else:

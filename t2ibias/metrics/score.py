@@ -636,9 +636,11 @@ def score_stage(run_dir: Path, ci_method: str = DEFAULT_CI, audit: str | Path | 
         "metrics": METRIC_INFO,
         "rows": [],
     }
-    atomic_write_text(run.file(METRICS_FILE), metrics_json(doc, [{k: json_safe(r[k]) for k in ROW_KEYS} for r in rows]))
+    safe_rows = [{k: json_safe(r[k]) for k in ROW_KEYS} for r in rows]
+    atomic_write_text(run.file(METRICS_FILE), metrics_json(doc, safe_rows))
     atomic_write_text(run.file("metrics.csv"), frame_to_csv(pd.DataFrame(rows, columns=list(ROW_KEYS))))
     if attached is not None:
         write_audit(run.file(AUDIT_FILE), attached)
     atomic_write_text(run.file(INSTRUMENT_FILE), json.dumps(instrument, indent=1, allow_nan=False) + "\n")
+    doc["rows"] = safe_rows  # what metrics.json holds
     return doc
