@@ -883,8 +883,8 @@ def _fmt(v: float) -> str:
 #: differs across groups; it links to the gate's section of the report.
 GATE_MARK = Markup('<a class="gate-mark" href="#face-gate" title="the face gate finds faces of some groups more '
                    'often than others: classified-only shares are not missing-at-random">⚠ face-gate warning</a>')
-UNKNOWN_RECALL = ("the gate's detection rate per group is unknown, so classified-only shares assume that faces are "
-                  "missed at random (equally often in every group)")
+#: Said wherever the gate has no audit: what its shares then take for granted.
+UNKNOWN_RECALL = "classified-only shares assume that faces are missed at random (equally often in every group)"
 
 
 def _p_text(v: Any) -> str:
