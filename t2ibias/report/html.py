@@ -980,10 +980,14 @@ def _bin_columns(tables: _Tables, prompt_ids: list[str]) -> list[dict]:
         merged = len(axes) > 1 and all(
             set(per_axis[a]) == set(per_axis[axes[0]]) for a in axes) and all(
             _same([per_axis[a][pid] for a in axes]) for pid in per_axis[axes[0]])
+        def method(a: str) -> str:
+            found = next((c["method"] for c in per_axis[a].values() if c["method"]), "")
+            return f"; interval: {found}" if found else ""
+
         if len(axes) == 1 or merged:
             out.append({"header": name, "title": f"share of the prompt's images labelled {label} "
-                        f"({'every axis' if merged else axes[0]})", "cells": per_axis[axes[0]]})
+                        f"({'every axis' if merged else axes[0]}){method(axes[0])}", "cells": per_axis[axes[0]]})
         else:
-            out += [{"header": f"{name} ({a})", "title": f"share of the prompt's images labelled {label} on {a}",
+            out += [{"header": f"{name} ({a})", "title": f"share of the prompt's images labelled {label} on {a}{method(a)}",
                      "cells": per_axis[a]} for a in axes]
     return out
