@@ -3,7 +3,10 @@
 The report reads a run's output files only (``spec.json``, ``prompts.parquet``, ``manifest*.jsonl``,
 ``image_labels.parquet``, ``metrics.json`` and, when present, ``instrument.json``), through the
 run-directory reader every stage uses (:class:`t2ibias.store.rundir.RunDir`). It never recomputes a
-metric: every number shown comes from ``metrics.json``; images are only counted and thumbnailed.
+metric: every number shown comes from ``metrics.json`` or ``instrument.json``; images are only counted
+and thumbnailed. The face gate's audited detection rate (``instrument.json`` ``gate``) has its own
+section; while that rate differs across groups, a banner above the headline table and a mark on every
+estimate table and chart caption point to it.
 """
 
 from __future__ import annotations
@@ -920,9 +923,8 @@ def _gate_context(doc: Any) -> dict:
         if r.get("group_by") == "prompt_id":
             ctx["no_face"][str(r.get("group"))] = _cell(r)
         elif r.get("group_by") == "all":
-            ctx["no_face_pooled"] = {**_cell(r), "n": r.get("n"),
-                                     "k": round(as_float(r.get("value")) * as_float(r.get("n")))
-                                     if math.isfinite(as_float(r.get("value")) * as_float(r.get("n"))) else None}
+            k = as_float(r.get("value")) * as_float(r.get("n"))  # images without a face
+            ctx["no_face_pooled"] = {**_cell(r), "n": r.get("n"), "k": round(k) if math.isfinite(k) else None}
     if audit is None:
         return ctx
     ov = (audit.get("overall") or {}).get("gate_recall") if isinstance(audit.get("overall"), dict) else None
