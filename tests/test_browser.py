@@ -39,9 +39,10 @@ def browser():
 
 def _report_page(tmp: Path) -> Path:
     from t2ibias.report import write_report
-    from tests.test_report import _extra, make_run
+    from tests.test_report import _extra, _gate_audit, _with_gate, make_run
 
     run = make_run(tmp)
+    _with_gate(run, _gate_audit())  # the face-gate banner, marks and tables are laid out too
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["rows"] += [  # rows that draw every chart type
         _extra("share_minus_reference", "gender_presentation", "prompt_id", "p1", "fem", 0.2, (0.1, 0.3), 2,

@@ -475,3 +475,175 @@ def test_force_clears_the_thumbnails_it_made_and_nothing_else(run: Path) -> None
     deleted = clear_run(run)
     assert run / "thumbs" / "k1.jpg" in deleted
     assert sorted(p.name for p in (run / "thumbs").iterdir()) == ["notes.txt"]
+
+
+# ------------------------------------------------------------------------------ face gate
+
+GATE_WARNING = ("the face gate's detection rate differs across gender_presentation (q < 0.05): images of some groups "
+                "lose their face more often, so classified-only skew is not missing-at-random")
+
+
+def _gate_audit(masc: float = 0.75, fem: float = 0.25, kind: str = "haar") -> dict:
+    """An audit.json ``gate`` block of known rates: 80 visible masc and 80 fem faces."""
+    differs = masc != fem
+    return {
+        "face_gate": {"kind": kind}, "metric": "gate_recall", "definition": "share of visible faces found",
+        "n": 160, "n_detected": int(80 * masc + 80 * fem), "n_images": 150, "alpha": 0.05,
+        "overall": {"gate_recall": {"value": (masc + fem) / 2, "ci_low": 0.42, "ci_high": 0.58, "n": 160}},
+        "by_group": [{"group_attribute": "gender_presentation", "group": g, "metric": "gate_recall", "value": v,
+                      "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 80, "note": ""} for g, v in (("fem", fem), ("masc", masc))]
+        + [{"group_attribute": "age_presentation", "group": "na", "metric": "gate_recall", "value": 0.5, "ci_low": 0.42,
+            "ci_high": 0.58, "n": 160, "note": "na group: not compared"}],
+        "comparisons": [{"group_attribute": "gender_presentation", "metric": "gate_recall", "groups": ["fem", "masc"],
+                         "difference": {"value": abs(masc - fem), "ci_low": 0.37 if differs else 0.0,
+                                        "ci_high": 0.63 if differs else 0.12},
+                         "ratio": {"value": min(masc, fem) / max(masc, fem), "ci_low": 0.17 if differs else 0.8,
+                                   "ci_high": 0.55 if differs else 1.0},
+                         "p_value": 0.0099 if differs else 1.0, "q_value": 0.0297 if differs else 1.0, "note": ""}],
+        "differs_across_groups": differs, "differs_by": ["gender_presentation"] if differs else [],
+        "warning": GATE_WARNING if differs else "",
+    }
+
+
+def _with_gate(run: Path, audit_gate: dict | None, run_kind: str = "haar") -> None:
+    """instrument.json with the ``gate`` block the score stage writes (t2ibias.metrics.gate_rows),
+    from the run's own labels: made images k1 k2 (p1), k4 k6 (p2) have a face, k7 (p3) has none."""
+    from t2ibias.metrics.gate_rows import gate_doc
+
+    labels = pd.read_parquet(run / "image_labels.parquet")
+    gate = gate_doc(None if audit_gate is None else {"gate": audit_gate}, {"gate": {"face": {"kind": run_kind}}}, labels)
+    (run / "instrument.json").write_text(json.dumps({"audit": None, "corrected": [], "agreement": [], "gate": gate}))
+
+
+def _section(html: str, anchor: str, end: str) -> str:
+    return _visible(html[html.index(f'id="{anchor}"'):html.index(f'id="{end}"')])
+
+
+def test_gate_warning_is_one_banner_and_a_mark_on_every_estimate_table(run: Path) -> None:
+    _with_gate(run, _gate_audit())
+    html = write_report(run).read_text(encoding="utf-8")
+    assert html.count('class="banner"') == 1 and html.count('id="gate-warning"') == 1
+    banner = re.search(r'<div class="banner" role="alert" id="gate-warning">.*?</div>', html, re.S).group(0)
+    assert "not missing-at-random" in _visible(banner) and 'href="#face-gate"' in banner
+    assert html.index('id="gate-warning"') < html.index('<table class="metrics">')  # above the headline table
+    # every estimate table (headline, families, splits, prompts, indexes) and every chart caption carries the mark
+    captions = re.findall(r'<table class="(?:metrics|index|compact)">\s*<caption>(.*?)</caption>', html, re.S)
+    figcaptions = re.findall(r'<figcaption>([^<]*<a class="gate-mark".*?)</figcaption>', html, re.S)
+    n_tables = len(re.findall(r'<table class="(?:metrics|index|compact)">', html))
+    n_charts = html.count('<figure class="chart"')
+    assert n_tables >= 10 and n_charts >= 1 and len(captions) == n_tables and len(figcaptions) == n_charts
+    assert all('<a class="gate-mark" href="#face-gate"' in c for c in captions)
+    assert html.count('class="gate-mark"') == n_tables + n_charts
+    nav = re.search(r'<nav class="toc".*?</nav>', html, re.S).group(0)
+    assert 'href="#face-gate">Face gate (haar)</a>' in nav
+
+
+def test_gate_section_shows_recall_groups_and_tests(run: Path) -> None:
+    _with_gate(run, _gate_audit())
+    html = write_report(run).read_text(encoding="utf-8")
+    text = _section(html, "face-gate", "accounting")
+    assert "Face gate (haar)" in text
+    assert "0.50 [0.42, 0.58] (160 people, 150 images; 80 found)" in text
+    assert "gender_presentation fem 0.25 [0.15, 0.35] 80" in text and "gender_presentation masc 0.75 [0.65, 0.85] 80" in text
+    assert "age_presentation na 0.50 [0.42, 0.58] 160 na group: not compared" in text
+    assert "gender_presentation fem, masc 0.50 [0.37, 0.63] 0.33 [0.17, 0.55] 0.0099 0.03 (differs)" in text
+    assert "not missing-at-random" in text and "another gate" not in text
+    # the run's own no-face rate: k7 of the 6 made images
+    assert "no face on 1 of 6 made images" in text
+
+
+def test_equal_gate_rates_give_no_warning(run: Path) -> None:
+    _with_gate(run, _gate_audit(masc=0.5, fem=0.5))
+    html = write_report(run).read_text(encoding="utf-8")
+    assert 'id="gate-warning"' not in html and 'class="gate-mark"' not in html and 'role="alert"' not in html
+    text = _section(html, "face-gate", "accounting")
+    assert "No difference in detection rate across groups was found (every q ≥ 0.05)" in text
+    assert "0.00 [0.00, 0.12]" in text and "1.00 [0.80, 1.00]" in text
+    card = write_model_card(run).read_text(encoding="utf-8")
+    assert "Face-gate warning" not in card and "No difference in detection rate" in card
+
+
+def test_gate_without_audit_says_recall_is_unknown(run: Path) -> None:
+    _with_gate(run, None)
+    html = write_report(run).read_text(encoding="utf-8")
+    assert 'id="gate-warning"' not in html and 'class="gate-mark"' not in html
+    text = _section(html, "face-gate", "accounting")
+    assert "No audit of the face gate" in text and "The gate's per-group recall is unknown" in text
+    assert "assume that faces are missed at random" in text and "t2ibias audit --face-detector haar" in text
+    card = write_model_card(run).read_text(encoding="utf-8")
+    line = next(x for x in card.splitlines() if x.startswith("**Face gate.**"))
+    assert "No audit of the face gate" in line and "missed at random" in line and "no face on 1 of 6" in line
+    # a run scored before the gate was recorded: the section still says what is unknown
+    (run / "instrument.json").unlink()
+    text = _section(write_report(run).read_text(encoding="utf-8"), "face-gate", "accounting")
+    assert "no face-gate record" in text and "per-group recall is unknown" in text
+
+
+def test_an_audit_of_another_gate_is_named(run: Path) -> None:
+    _with_gate(run, _gate_audit(kind="mtcnn"), run_kind="haar")
+    html = write_report(run).read_text(encoding="utf-8")
+    text = _section(html, "face-gate", "accounting")
+    assert "Face gate (mtcnn)" in text and "This audit is of another gate than the run's" in text
+    assert "run measured with haar" in text and "audited for another face gate than the run's" in text
+    card = write_model_card(run).read_text(encoding="utf-8")
+    assert "this audit is of another gate than the run's (`haar`)" in card
+
+
+def test_index_has_abstain_no_person_and_no_face_per_prompt(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    for r in metrics["rows"]:
+        if r["group_by"] == "prompt_id" and r["metric"] == "proportion":
+            if r["label"] == "abstain" and r["group"] == "p2":
+                r.update(value=1 / 3, ci_low=0.01, ci_high=0.9, n=3)
+            if r["label"] == "no_person" and r["group"] == "p3":
+                r.update(value=0.5, ci_low=0.01, ci_high=0.99, n=2)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    _with_gate(run, None)
+    html = write_report(run).read_text(encoding="utf-8")
+    heads, rows = {}, {}
+    for table in re.findall(r'<table class="index">.*?</table>', html, re.S):
+        heads = [_visible(h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+        for tr in re.findall(r"<tr><td.*?</tr>", table, re.S):
+            cells = [_visible(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+            rows[cells[0]] = dict(zip(heads, cells))
+    # abstain only on age_group; no_person equal on both axes: one column each
+    assert heads[-3:] == ["abstain [95% CI] n", "no person [95% CI] n", "no face [95% CI] n"]
+    assert rows["p2"]["abstain [95% CI] n"] == "0.33 [0.01, 0.90] n=3"
+    assert rows["p3"]["no person [95% CI] n"] == "0.50 [0.01, 0.99] n=2"
+    # no face: Clopper–Pearson over each prompt's made images (blocked and failed left out)
+    assert rows["p1"]["no face [95% CI] n"] == "0.00 [0.00, 0.84] n=2"
+    assert rows["p3"]["no face [95% CI] n"] == "0.50 [0.01, 0.99] n=2"
+    # a no-person share that differs between axes gets a column per axis
+    for r in metrics["rows"]:
+        if r["group_by"] == "prompt_id" and r["label"] == "no_person" and r["axis"] == "age_group" and r["group"] == "p3":
+            r.update(value=0.25)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = write_report(run).read_text(encoding="utf-8")
+    assert "no person (gender_presentation) [95% CI] n" in _visible(html) and "no person (age_group) [95% CI] n" in _visible(html)
+
+
+def test_model_card_gate_line_parses_back(run: Path) -> None:
+    _with_gate(run, _gate_audit())
+    card = write_model_card(run).read_text(encoding="utf-8")
+    m = re.search(r"Face gate `(\w+)`: recall among FACET visible faces (\S+) \[(\S+), (\S+)\] \(n=(\d+), (\d+) images\)", card)
+    assert m is not None, card
+    assert (m.group(1), float(m.group(2)), float(m.group(3)), float(m.group(4)), int(m.group(5)), int(m.group(6))) \
+        == ("haar", 0.5, 0.42, 0.58, 160, 150)
+    line = next(x for x in card.splitlines() if x.startswith("**Face gate.**"))
+    assert "**Warning:** the face gate's detection rate differs across gender_presentation (q &lt; 0.05)" in line
+    assert "> **Face-gate warning:**" in card[card.index("### Results"):]
+    # the card is still a hub card with its model-index intact
+    from huggingface_hub import ModelCard
+    assert len(ModelCard(card).data.eval_results) == 4
+
+
+def test_gate_text_from_run_files_is_escaped(run: Path) -> None:
+    audit = _gate_audit()
+    audit["warning"] = "rates differ <script>alert(1)</script> [x](javascript:alert(1))"
+    audit["face_gate"] = {"kind": "<b>haar</b>"}
+    _with_gate(run, audit, run_kind="<b>haar</b>")
+    html = write_report(run).read_text(encoding="utf-8")
+    assert "<script>alert" not in html and "&lt;script&gt;" in html and "<b>haar</b>" not in html
+    card = write_model_card(run).read_text(encoding="utf-8")
+    assert "<script>" not in card and "[x](javascript" not in card and "&lt;script&gt;" in card
+    assert "Face gate `<b>haar</b>`:" in card  # a code span: shown literally

@@ -3,7 +3,10 @@
 The report reads a run's output files only (``spec.json``, ``prompts.parquet``, ``manifest*.jsonl``,
 ``image_labels.parquet``, ``metrics.json`` and, when present, ``instrument.json``), through the
 run-directory reader every stage uses (:class:`t2ibias.store.rundir.RunDir`). It never recomputes a
-metric: every number shown comes from ``metrics.json``; images are only counted and thumbnailed.
+metric: every number shown comes from ``metrics.json`` or ``instrument.json``; images are only counted
+and thumbnailed. The face gate's audited detection rate (``instrument.json`` ``gate``) has its own
+section; while that rate differs across groups, a banner above the headline table and a mark on every
+estimate table and chart caption point to it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup
 from PIL import Image
 
 from t2ibias.core.version import __version__
@@ -501,6 +505,17 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
                                             ("classifier", clf.get("is_random"))) if flag is True]
     fingerprint = str(run.metrics.get("run_fingerprint") or spec.get("fingerprint") or "")
     overall = tables.for_group("all", "all")
+    gate = _gate_context(run.audit)
+    index_columns = _bin_columns(tables, [str(p["prompt_id"]) for p in shown_prompts])
+    if gate["no_face"]:
+        index_columns.append({"header": "no face", "cells": gate["no_face"],
+                              "title": "share of the prompt's images on which the face gate found no face "
+                                       "(exact Clopper–Pearson interval)"})
+    charts = _charts(run, tables, prompts) if thumbnails else []
+    if gate["warning"]:  # every chart's caption points to the gate's warning
+        for section in charts:
+            section["figures"] = [Markup(str(f).replace("</figcaption>", f" {GATE_MARK}</figcaption>", 1))
+                                  for f in section["figures"]]
     return {
         "model_id": model.get("id") or "unknown model",
         "fingerprint": fingerprint,
@@ -533,8 +548,11 @@ def build_context(run: Run, thumbnails: bool = True) -> dict:
         "n_prompts_shown": len(shown_prompts),
         "n_detailed": len(detailed),
         "n_thumbnails": sum(len(v) for v in shown.values()) if thumbnails else 0,
-        "charts": _charts(run, tables, prompts) if thumbnails else [],
+        "charts": charts,
         "instrument": _instrument_context(run.audit, clf.get("id")),
+        "gate": gate,
+        "gate_mark": GATE_MARK if gate["warning"] else "",
+        "index_columns": index_columns,
         "eval_rows": _eval_rows(tables),
     }
 
@@ -860,3 +878,118 @@ def _count(n: int, noun: str) -> str:
 
 def _fmt(v: float) -> str:
     return f"{v:.2f}" if math.isfinite(v) else MISSING
+
+
+# --------------------------------------------------------------------------- face gate
+
+#: The marker on every estimate table and chart caption while the gate's audited detection rate
+#: differs across groups; it links to the gate's section of the report.
+GATE_MARK = Markup('<a class="gate-mark" href="#face-gate" title="the face gate finds faces of some groups more '
+                   'often than others: classified-only shares are not missing-at-random">⚠ face-gate warning</a>')
+#: Said wherever the gate has no audit: what its shares then take for granted.
+UNKNOWN_RECALL = "classified-only shares assume that faces are missed at random (equally often in every group)"
+
+
+def _p_text(v: Any) -> str:
+    v = as_float(v)
+    return f"{v:.2g}" if math.isfinite(v) else MISSING
+
+
+def _gate_kind(cfg: Any) -> str | None:
+    return str(cfg.get("kind")) if isinstance(cfg, dict) and cfg.get("kind") is not None else None
+
+
+def _gate_context(doc: Any) -> dict:
+    """The face gate beside the estimates, from ``instrument.json`` ``gate`` (written by ``score``,
+    :mod:`t2ibias.metrics.gate_rows`): the audited detection rate among FACET's visible faces overall
+    and per group, the tests of equal rates, the warning, and the run's no-face rate per prompt."""
+    gate = doc.get("gate") if isinstance(doc, dict) and isinstance(doc.get("gate"), dict) else None
+    ctx: dict[str, Any] = {"present": gate is not None, "kind": None, "run_kind": None, "audit_kind": None,
+                           "warning": "", "note": "", "unknown": UNKNOWN_RECALL, "audit": None, "matches": None,
+                           "no_face": {}, "no_face_pooled": None}
+    if gate is None:
+        ctx["note"] = "this run's instrument.json has no face-gate record (score it again: `t2ibias score RUN`)"
+        return ctx
+    audit = gate.get("audit") if isinstance(gate.get("audit"), dict) else None
+    ctx["run_kind"] = _gate_kind(gate.get("run_gate"))
+    ctx["audit_kind"] = _gate_kind((audit or {}).get("face_gate"))
+    ctx["kind"] = ctx["audit_kind"] or ctx["run_kind"] or "unknown"
+    ctx["warning"] = str(gate.get("warning") or "").strip().rstrip(".")
+    ctx["note"] = str(gate.get("note") or "")
+    ctx["matches"] = gate.get("matches_run_gate")
+    for r in gate.get("no_face_by_prompt") or []:
+        if not isinstance(r, dict):
+            continue
+        if r.get("group_by") == "prompt_id":
+            ctx["no_face"][str(r.get("group"))] = _cell(r)
+        elif r.get("group_by") == "all":
+            k = as_float(r.get("value")) * as_float(r.get("n"))  # images without a face
+            ctx["no_face_pooled"] = {**_cell(r), "n": r.get("n"), "k": round(k) if math.isfinite(k) else None}
+    if audit is None:
+        return ctx
+    ov = (audit.get("overall") or {}).get("gate_recall") if isinstance(audit.get("overall"), dict) else None
+    a: dict[str, Any] = {"not_audited": str(audit.get("not_audited") or ""), "definition": str(audit.get("definition") or ""),
+                         "overall": None, "n": audit.get("n"), "n_detected": audit.get("n_detected"),
+                         "n_images": audit.get("n_images"), "alpha": audit.get("alpha", 0.05),
+                         "differs": bool(audit.get("differs_across_groups")), "by_group": [], "comparisons": []}
+    if isinstance(ov, dict):
+        a["overall"] = {"text": fmt_estimate(ov.get("value"), ov.get("ci_low"), ov.get("ci_high")),
+                        "n": ov.get("n"), "method": str(ov.get("method") or "")}
+    for r in audit.get("by_group") or []:
+        if isinstance(r, dict) and r.get("metric", "gate_recall") == "gate_recall":
+            a["by_group"].append({"grouping": r.get("group_attribute"), "group": r.get("group"),
+                                  "text": fmt_estimate(r.get("value"), r.get("ci_low"), r.get("ci_high")),
+                                  "n": r.get("n"), "note": str(r.get("note") or ""), "method": str(r.get("method") or "")})
+    for c in audit.get("comparisons") or []:
+        if not isinstance(c, dict):
+            continue
+        gap, ratio = c.get("difference") or {}, c.get("ratio") or {}
+        q = as_float(c.get("q_value"))
+        a["comparisons"].append({
+            "grouping": c.get("group_attribute"), "groups": ", ".join(str(g) for g in c.get("groups") or []) or MISSING,
+            "gap": fmt_estimate(gap.get("value"), gap.get("ci_low"), gap.get("ci_high")),
+            "ratio": fmt_estimate(ratio.get("value"), ratio.get("ci_low"), ratio.get("ci_high")),
+            "p": _p_text(c.get("p_value")), "q": _p_text(q),
+            "significant": math.isfinite(q) and q < as_float(a["alpha"]),
+            "note": str(c.get("note") or ""), "method": str(c.get("method") or "")})
+    ctx["audit"] = a
+    return ctx
+
+
+def _same(cells: list[dict]) -> bool:
+    return len({(c["text"], c["note"]) for c in cells}) <= 1
+
+
+def _bin_columns(tables: _Tables, prompt_ids: list[str]) -> list[dict]:
+    """Index columns of each prompt's abstention and no-person shares (``proportion`` rows of
+    metrics.json): one column per bin when every axis gives the same share for every prompt
+    (no-person usually does: it is decided per image), else one column per axis."""
+    out = []
+    for label, name in (("abstain", "abstain"), ("no_person", "no person")):
+        per_axis: dict[str, dict[str, dict]] = {}
+        for axis in tables.axes:
+            cells = {}
+            for pid in prompt_ids:
+                row = next((r for r in tables.rows.get(("prompt_id", pid), {}).get(axis, [])
+                            if r.get("metric") == "proportion" and r.get("label") == label), None)
+                if row is not None:
+                    cells[pid] = _cell(row)
+            if cells:
+                per_axis[axis] = cells
+        if not per_axis:
+            continue
+        axes = list(per_axis)
+        merged = len(axes) > 1 and all(
+            set(per_axis[a]) == set(per_axis[axes[0]]) for a in axes) and all(
+            _same([per_axis[a][pid] for a in axes]) for pid in per_axis[axes[0]])
+        def method(a: str) -> str:
+            found = next((c["method"] for c in per_axis[a].values() if c["method"]), "")
+            return f"; interval: {found}" if found else ""
+
+        if len(axes) == 1 or merged:
+            out.append({"header": name, "title": f"share of the prompt's images labelled {label} "
+                        f"({'every axis' if merged else axes[0]}){method(axes[0])}", "cells": per_axis[axes[0]]})
+        else:
+            out += [{"header": f"{name} ({a})", "title": f"share of the prompt's images labelled {label} on {a}{method(a)}",
+                     "cells": per_axis[a]} for a in axes]
+    return out
