@@ -386,7 +386,8 @@ class RayExecutor:
             return f"the cluster does not answer ({_first_line(exc)})"
         need = f"{self.gpus_per_worker:g} GPU" if self.gpus_per_worker else "1 CPU"
         have = f"{free.get('GPU', 0):g} GPU" if self.gpus_per_worker else f"{free.get('CPU', 0):g} CPU"
-        return f"each needs {need}, the {len(nodes)} live node{'s' * (len(nodes) != 1)} have {have} free"
+        nodes_have = "1 live node has" if len(nodes) == 1 else f"{len(nodes)} live nodes have"
+        return f"each needs {need}, the {nodes_have} {have} free"
 
     def live_pids(self) -> dict[str, int]:
         """Shard name → pid of every actor that has loaded its pipeline (asks them)."""
