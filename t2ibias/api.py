@@ -192,6 +192,9 @@ def sweep(
     person_detector: str | None = None,
     also: Sequence[str] | None = None,
     face_detector: str | None = None,
+    executor: Any = None,
+    address: str | None = None,
+    gpus_per_worker: float | None = None,
 ) -> Run:
     r"""
     Run every stage into one run directory: prompts → generate (missing images only) → measure →
@@ -266,6 +269,22 @@ def sweep(
         face_detector (`str`, *optional*):
             A registered face detector (`t2ibias ls gates`): `"haar"` (the default), `"dlib-cnn"`
             (FairFace's detection and alignment) or `"mtcnn"`.
+        executor (`str` or executor, *optional*, defaults to `"local"`):
+            Where the images are made and measured, as `--executor`: `"local"` (this process) or
+            `"ray"` (one Ray worker per GPU, or per CPU without GPUs; `pip install 't2ibias[ray]'`
+            and a run directory every node sees), looked up in `t2ibias.executors.EXECUTORS`. A
+            name is connected before anything is written and released when the sweep returns.
+            An executor object (`t2ibias.executors.create_executor("ray", workers=2)`) is used as
+            it is and left open for the caller to close. Not with `pipeline` or `images`: the
+            workers load the run's own pipeline.
+        address (`str`, *optional*):
+            With `executor="ray"`, the cluster, as `--address`: `"auto"` (the one `ray start` made
+            on this machine), `"HOST:PORT"` (a head node's GCS address) or `"ray://HOST:PORT"`
+            (Ray Client). Defaults to `RAY_ADDRESS`, else a cluster `ray start` made here, else a
+            new one started for the sweep.
+        gpus_per_worker (`float`, *optional*):
+            With `executor="ray"`, GPUs per worker, as `--gpus-per-worker` (0 for CPU workers;
+            defaults to 1 when the cluster has GPUs, else 0).
 
     Returns:
         [`Run`]: the run directory, with its images, measurements, `metrics.json`, `report.html`
@@ -289,8 +308,13 @@ def sweep(
     >>> def make_images(prompts, seeds):  # any image maker, e.g. a call to an API model
     ...     return [Image.new("RGB", (64, 64), "gray") for _ in prompts]
     >>> run = t2ibias.sweep("my-model", "demo", images=make_images, classifier="tiny-random-clip")
+
+    >>> run = t2ibias.sweep("sdxl", "occupations_v1", seeds=50, out="/shared/runs/sdxl",
+    ...                     executor="ray", address="auto", gpus_per_worker=1)  # a Ray cluster's GPUs
     ```
     """
+    from contextlib import ExitStack
+
     from t2ibias.metrics.score import check_options
     from t2ibias.store.lock import RunLock
     from t2ibias.runspec import prepare_run
@@ -307,15 +331,41 @@ def sweep(
         # missing or bad weights fail before anything is written
         open_measurers(create_gate(person_detector, face_detector=face_detector or "haar"),
                        [resolve_crop_measurer(name) for name in also])
-    with RunLock(out_dir, "sweep", create=True):
+    with ExitStack() as stack:
+        ex = _sweep_executor(stack, executor, address, gpus_per_worker, pipeline is not None or images is not None)
+        stack.enter_context(RunLock(out_dir, "sweep", create=True))
         prepare_run(out_dir, request, force=force)
         run = Run(out_dir)
-        run.generate(device, GENERATE_BATCH if batch_size is None else batch_size, pipeline=pipeline, images=images)
+        run.generate(device, GENERATE_BATCH if batch_size is None else batch_size, pipeline=pipeline, images=images,
+                     executor=ex)
         run.measure(device, MEASURE_BATCH if batch_size is None else batch_size, person_detector=person_detector, also=also,
-                    face_detector=face_detector)
+                    face_detector=face_detector, executor=ex)
         run.score(min_n=min_n)
         run.report()
     return run
+
+
+def _sweep_executor(stack: Any, executor: Any, address: str | None, gpus_per_worker: float | None,
+                    borrowed: bool) -> Any:
+    """The executor :func:`sweep` hands its stages (None: this process), checked and connected
+    before anything is written; one made here from a name is closed by ``stack``."""
+    if executor is None or isinstance(executor, str):
+        from t2ibias.executors import create_executor
+
+        name = executor or "local"
+        if name != "local" and borrowed:
+            raise UserError(f"--executor {name}: its workers load the run's own pipeline; pass pipeline= or images= "
+                            "without executor=")
+        made = stack.enter_context(create_executor(name, address=address, gpus_per_worker=gpus_per_worker))
+        return None if name == "local" else made
+    if not callable(getattr(executor, "generate", None)) or not callable(getattr(executor, "close", None)):
+        raise UserError(f"executor: a {type(executor).__name__} is not an executor (pass 'local', 'ray' or an object "
+                        "from t2ibias.executors.create_executor)")
+    for flag, value in (("address", address), ("gpus_per_worker", gpus_per_worker)):
+        if value is not None:
+            raise UserError(f"{flag}: set it when making the executor (create_executor('ray', {flag}=...)), "
+                            "not next to an executor object")
+    return executor
 
 
 def open_run(path: PathLike) -> Run:

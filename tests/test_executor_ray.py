@@ -99,6 +99,104 @@ def test_unreachable_address_fails_fast(tmp_path, capsys):
     assert not out.exists()
 
 
+# ------------------------------------------------------------------------------- the Python API (fast)
+
+def test_api_sweep_resolves_the_executor_name_through_the_registry(tmp_path, monkeypatch):
+    """`t2ibias.sweep(executor=NAME, address=..., gpus_per_worker=...)` makes the executor the
+    registry names with those options, makes the images there, and closes it; the run equals one
+    made without an executor."""
+    import t2ibias
+    from t2ibias.executors import EXECUTORS
+    from t2ibias.executors.local import LocalExecutor
+
+    made: list = []
+
+    class Counting(LocalExecutor):
+        name = "counting"
+
+        def __init__(self, **options):
+            self.options, self.jobs, self.closed = options, 0, False
+            made.append(self)
+
+        def generate(self, run_dir, spec, jobs, device, batch_size, advance):
+            self.jobs += len(jobs)
+            return super().generate(run_dir, spec, jobs, device, batch_size, advance)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(EXECUTORS._factories, "counting", lambda: Counting)
+    common = dict(seeds=2, limit=1, device="cpu", classifier="tiny-random-clip", min_n=1)
+    t2ibias.sweep("tiny-random-sd", "demo", out=tmp_path / "counted", executor="counting", address="10.0.0.5:6379",
+                  gpus_per_worker=0, **common)
+    (ex,) = made
+    assert ex.options == {"address": "10.0.0.5:6379", "gpus_per_worker": 0, "workers": None}
+    assert ex.jobs == 2 and ex.closed and len(finished(tmp_path / "counted")) == 2
+    assert (tmp_path / "counted" / "metrics.json").is_file()  # every stage ran
+
+
+@pytest.mark.slow
+def test_api_sweep_takes_an_executor_object_and_leaves_it_open(tmp_path):
+    import t2ibias
+    from t2ibias.executors.local import LocalExecutor
+
+    class Counting(LocalExecutor):
+        jobs, closed = 0, False
+
+        def generate(self, run_dir, spec, jobs, device, batch_size, advance):
+            self.jobs += len(jobs)
+            return super().generate(run_dir, spec, jobs, device, batch_size, advance)
+
+        def close(self):
+            self.closed = True
+
+    common = dict(seeds=2, limit=1, device="cpu", classifier="tiny-random-clip", min_n=1)
+    given = Counting()
+    t2ibias.sweep("tiny-random-sd", "demo", out=tmp_path / "given", executor=given, **common)
+    assert given.jobs == 2 and not given.closed
+    t2ibias.sweep("tiny-random-sd", "demo", out=tmp_path / "plain", **common)
+    assert finished(tmp_path / "given") == finished(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"executor": "rey"}, "unknown executor 'rey': did you mean 'ray'?"),
+    ({"executor": "local", "address": "auto"}, "--address: only used with --executor ray"),
+    ({"gpus_per_worker": 1}, "--gpus-per-worker: only used with --executor ray"),
+    ({"executor": 42}, "executor: a int is not an executor"),
+    ({"executor": "ray", "images": lambda prompts, seeds: []}, "--executor ray: its workers load the run's own pipeline"),
+])
+def test_api_sweep_bad_executor_input_writes_nothing(tmp_path, options, message):
+    import t2ibias
+    from t2ibias.core.errors import UserError
+
+    model = "my-maker" if "images" in options else "tiny-random-sd"
+    with pytest.raises(UserError) as err:
+        t2ibias.sweep(model, "demo", seeds=1, limit=1, device="cpu", out=tmp_path / "new", **options)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_api_sweep_executor_object_with_address_is_refused(tmp_path):
+    import t2ibias
+    from t2ibias.core.errors import UserError
+    from t2ibias.executors.local import LocalExecutor
+
+    with pytest.raises(UserError, match=r"^address: set it when making the executor"):
+        t2ibias.sweep("tiny-random-sd", "demo", seeds=1, limit=1, device="cpu", out=tmp_path / "new",
+                      executor=LocalExecutor(), address="auto")
+    assert not (tmp_path / "new").exists()
+
+
+def test_api_sweep_ray_not_installed(tmp_path, monkeypatch):
+    import t2ibias
+    from t2ibias.core.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UserError, match=r"^--executor ray: Ray is not installed .*t2ibias\[ray\]"):
+        t2ibias.sweep("tiny-random-sd", "demo", seeds=1, limit=1, device="cpu", out=tmp_path / "new", executor="ray")
+    assert not (tmp_path / "new").exists()
+
+
 # ------------------------------------------------------------------------------- a real cluster
 
 @pytest.fixture(scope="module")
@@ -289,3 +387,16 @@ def test_measure_worker_killed_loses_only_its_chunk(tmp_path, cluster):
         tables.append(df.sort_values(["key", "unit", "face_index", "attribute"]).reset_index(drop=True))
     assert not tables[1].duplicated(["key", "measurer", "unit", "face_index", "attribute"]).any()
     pd.testing.assert_frame_equal(tables[1], tables[0])
+
+
+@pytest.mark.slow
+def test_api_sweep_on_ray_equals_a_local_sweep(tmp_path, cluster):
+    import t2ibias
+
+    common = dict(seeds=3, limit=2, device="cpu", batch_size=2, min_n=1)
+    local = t2ibias.sweep("tiny-random-sd", "demo", out=tmp_path / "local", **common)
+    on_ray = t2ibias.sweep("tiny-random-sd", "demo", out=tmp_path / "ray", executor="ray", address=cluster,
+                           gpus_per_worker=0, **common)
+    assert finished(on_ray.path) == finished(local.path)
+    assert (on_ray.path / "metrics.csv").read_bytes() == (local.path / "metrics.csv").read_bytes()
+    assert ray.is_initialized()  # the cluster this process joined before is left as it was

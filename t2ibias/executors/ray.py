@@ -15,6 +15,11 @@ The measure stage runs on the same kind of workers (:class:`MeasureWorker`): the
 files (``measure_keys``), a lost worker's chunk is re-queued (its finished parts are skipped), and
 the driver compacts the parts and writes ``measure.json`` (``finish_measure``).
 
+A replacement (or any new worker) that no node can take — a node was lost and the others are
+full — is dropped after ``T2IBIAS_RAY_PLACE_TIMEOUT`` seconds (default 120) without an answer,
+and the live workers take its share. Only when no worker is left does the driver stop, with one
+line; the images made so far are kept and the same command resumes.
+
 Ray is imported only when this executor is made. Ray's own actor restarts are off
 (``max_restarts=0``): the driver re-queues the lost chunk itself, which also covers a lost node.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +43,10 @@ from t2ibias.store.rundir import ImageJob, read_spec
 
 #: seconds to wait for a TCP answer from a cluster address before calling it unreachable
 CONNECT_TIMEOUT_S = float(os.environ.get("T2IBIAS_RAY_CONNECT_TIMEOUT", "5"))
+#: default seconds a new worker may take to be placed on a node and answer (importing t2ibias and
+#: torch included; loading the pipeline is not) before the driver drops it and goes on without it;
+#: ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it
+PLACE_TIMEOUT_S = 120.0
 INSTALL_HINT = "install it with `pip install 't2ibias[ray]'`, or use --executor local"
 
 
@@ -154,25 +164,30 @@ def plan_workers(ray: Any, gpus_per_worker: float | None, workers: int | None) -
 class GenerateWorker:
     """A Ray actor: the run's pipeline loaded once, making chunks of jobs into its own manifest shard.
 
-    A :class:`UserError` while loading (changed weights, a dtype the device cannot keep) is kept
+    Making it is cheap, so that its first answer (:meth:`pid`) says it was placed on a node; it
+    loads the pipeline in :meth:`ready`, after the same checks as a local run. A
+    :class:`UserError` while loading (changed weights, a dtype the device cannot keep) is kept
     and returned by :meth:`ready`, so the driver can say it in one line.
     """
 
     def __init__(self, run_dir: str, device: str, shard: str, threads: int) -> None:
         self.error: str | None = None
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)  # images depend on the intra-op thread count on the CPU
         self.run_dir = Path(run_dir)
-        self.store = ImageStore(self.run_dir, worker=shard)
-        try:
-            self.spec = read_spec(self.run_dir)
-            self.generator = load_generator(self.run_dir, self.spec, device)
-        except UserError as exc:
-            self.error = str(exc)
+        self.device, self.shard, self.threads = device, shard, threads
+        self.generator: Any = None
 
     def ready(self) -> dict[str, Any]:
+        if self.generator is None and self.error is None:
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)  # images depend on the intra-op thread count on the CPU
+            self.store = ImageStore(self.run_dir, worker=self.shard)
+            try:
+                self.spec = read_spec(self.run_dir)
+                self.generator = load_generator(self.run_dir, self.spec, self.device)
+            except UserError as exc:
+                self.error = str(exc)
         return {"pid": os.getpid(), "host": socket.gethostname(), "error": self.error}
 
     def pid(self) -> int:
@@ -190,7 +205,18 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, gpus_per_worker: float | None = None, workers: int | None = None) -> None:
+    def __init__(self, address: str | None = None, gpus_per_worker: float | None = None, workers: int | None = None,
+                 place_timeout: float | None = None) -> None:
+        #: seconds a new worker may take to be placed on a node and answer before it is dropped
+        if place_timeout is None:
+            given = os.environ.get("T2IBIAS_RAY_PLACE_TIMEOUT", "")
+            try:
+                place_timeout = float(given) if given.strip() else PLACE_TIMEOUT_S
+            except ValueError:
+                raise UserError(f"T2IBIAS_RAY_PLACE_TIMEOUT={given}: not a number of seconds (e.g. 120)") from None
+        if not place_timeout > 0:
+            raise UserError(f"place_timeout {place_timeout:g}: must be more than 0 seconds")
+        self.place_timeout = float(place_timeout)
         self.ray = import_ray()
         self.address = address
         self._actors: dict[str, Any] = {}
@@ -203,8 +229,10 @@ class RayExecutor:
         sys.stderr.write(said)
         #: pid of each live actor, by shard name (tests kill one of them)
         self.worker_pids: dict[str, int] = {}
-        #: actors that died and were replaced during the last :meth:`generate`
+        #: actors that died during the last :meth:`generate` or :meth:`measure` (each one replaced)
         self.lost_workers = 0
+        #: replacements dropped because no node could take them within :attr:`place_timeout`
+        self.dropped_workers = 0
 
     def __enter__(self) -> RayExecutor:
         return self
@@ -228,68 +256,138 @@ class RayExecutor:
 
     def generate(self, run_dir: Path, spec: dict[str, Any], jobs: list[ImageJob], device: str, batch_size: int,
                  advance: Callable[[int], None]) -> JobTally:
-        ray = self.ray
-        from ray.exceptions import RayActorError
-
-        remote = ray.remote(GenerateWorker).options(
+        remote = self.ray.remote(GenerateWorker).options(
             num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0)
         names = (f"ray-{os.getpid()}-{i}" for i in range(1_000_000))  # one shard per actor, unique per driver
         threads = 0 if self.gpus_per_worker else 1  # a CPU worker has one CPU: one intra-op thread
+        where = str(Path(run_dir).resolve())
 
         def spawn() -> tuple[str, Any]:
             name = next(names)
-            actor = remote.remote(str(Path(run_dir).resolve()), device, name, threads)
-            self._actors[name] = actor
-            return name, actor
+            return name, remote.remote(where, device, name, threads)
+
+        tally = JobTally()
+
+        def done(chunk: list, out: dict[str, Any]) -> None:
+            tally.add(JobTally.from_dict(out))
+            advance(len(chunk))
 
         queue = deque([tuple(j) for j in jobs[i : i + batch_size]] for i in range(0, len(jobs), batch_size))
-        idle = [spawn() for _ in range(min(self.workers, len(queue)))]
+        self._drive(queue, spawn, lambda actor, name, chunk: actor.generate.remote(chunk), done, "", load=True)
+        return tally
+
+    def _drive(self, queue: deque, spawn: Callable[[], tuple[str, Any]], submit: Callable[[Any, str, list], Any],
+               done: Callable[[list, dict[str, Any]], None], what: str, load: bool) -> None:
+        """Hand the chunks of ``queue`` to actors made by ``spawn``, one chunk per actor at a time,
+        until every chunk is done (``done(chunk, result)``).
+
+        An actor is *placed* when it first answers (``pid``); then, with ``load``, it loads its
+        pipeline (``ready``) before it gets work. A dead actor's chunk goes back to the front of the
+        queue and a replacement is started. An actor not placed within :attr:`place_timeout`
+        seconds (the cluster lacks the resources, e.g. after losing a node) is killed and dropped,
+        and the live actors take its share; with none left, the driver stops with a
+        :class:`UserError` and the images made so far stay for a rerun to resume.
+        """
+        ray = self.ray
+        from ray.exceptions import RayActorError
+
+        waiting: dict[Any, tuple[str, str, list | None]] = {}  # ref → (kind, actor name, chunk)
+        unplaced: dict[str, float] = {}  # actor name → deadline to answer by
+        idle: list[str] = []
+        losses = 0
+        self.lost_workers = self.dropped_workers = 0
+
+        def start() -> None:
+            name, actor = spawn()
+            self._actors[name] = actor
+            unplaced[name] = time.monotonic() + self.place_timeout
+            waiting[actor.pid.remote()] = ("placed", name, None)
+            if load:
+                waiting[actor.ready.remote()] = ("loaded", name, None)
+
+        def forget(name: str) -> None:
+            """Drop an actor: kill it, put back the chunk it held, stop waiting for its answers."""
+            for ref, (kind, owner, chunk) in list(waiting.items()):
+                if owner == name:
+                    del waiting[ref]
+                    if chunk is not None:
+                        queue.appendleft(chunk)  # only this chunk was lost: another worker makes it
+            actor = self._actors.pop(name, None)
+            if actor is not None:
+                try:
+                    ray.kill(actor)
+                except Exception:  # already gone
+                    pass
+            self.worker_pids.pop(name, None)
+            unplaced.pop(name, None)
+            if name in idle:
+                idle.remove(name)
+
+        for _ in range(min(self.workers, len(queue))):
+            start()
         try:
-            for (name, _), info in zip(idle, ray.get([a.ready.remote() for _, a in idle])):
-                if info["error"]:
-                    raise UserError(info["error"])
-                self.worker_pids[name] = info["pid"]
-        except RayActorError as exc:
-            self._kill_all()
-            raise UserError(f"--executor ray: a worker died while loading the pipeline ({_first_line(exc)}; "
-                            "see the Ray logs under /tmp/ray/session_latest/logs)") from None
-        except BaseException:
-            self._kill_all()
-            raise
-        tally = JobTally()
-        inflight: dict[Any, tuple[str, Any, list[tuple]]] = {}
-        max_losses = 2 * self.workers + 3
-        self.lost_workers = 0
-        try:
-            while queue or inflight:
+            while queue or any(kind == "chunk" for kind, _, _ in waiting.values()):
                 while idle and queue:
-                    name, actor = idle.pop()
+                    name = idle.pop()
                     chunk = queue.popleft()
-                    inflight[actor.generate.remote(chunk)] = (name, actor, chunk)
-                done, _ = ray.wait(list(inflight), num_returns=1)
-                for ref in done:
-                    name, actor, chunk = inflight.pop(ref)
+                    waiting[submit(self._actors[name], name, chunk)] = ("chunk", name, chunk)
+                if not waiting and queue:
+                    raise UserError(f"--executor ray: no Ray {what}worker could be placed: {self._lack()} "
+                                    f"(waited {self.place_timeout:g} s, T2IBIAS_RAY_PLACE_TIMEOUT; {self.lost_workers} "
+                                    "lost); images made so far are kept, rerun to resume")
+                timeout = max(0.0, min(unplaced.values()) - time.monotonic()) if unplaced else None
+                ready, _ = ray.wait(list(waiting), num_returns=1, timeout=timeout)
+                for ref in ready:
+                    if ref not in waiting:  # its actor was dropped meanwhile
+                        continue
+                    kind, name, chunk = waiting.pop(ref)
                     try:
                         out = ray.get(ref)
                     except RayActorError as exc:
+                        losses += 1
                         self.lost_workers += 1
-                        self._actors.pop(name, None)
-                        self.worker_pids.pop(name, None)
-                        if self.lost_workers > max_losses:
-                            raise UserError(f"--executor ray: {self.lost_workers} workers died ({_first_line(exc)}); "
+                        if chunk is not None:
+                            queue.appendleft(chunk)
+                        forget(name)
+                        if losses > 2 * self.workers + 3:
+                            raise UserError(f"--executor ray: {losses} {what}workers died ({_first_line(exc)}); "
                                             "see the Ray logs under /tmp/ray/session_latest/logs, then run the "
                                             "same command again to resume") from None
-                        queue.appendleft(chunk)  # only this chunk was lost: another worker makes it
-                        idle.append(spawn())
+                        if queue:
+                            start()
                         continue
-                    if "user_error" in out:
-                        raise UserError(out["user_error"])
-                    tally.add(JobTally.from_dict(out))
-                    advance(len(chunk))
-                    idle.append((name, actor))
+                    if kind == "placed":
+                        unplaced.pop(name, None)
+                        self.worker_pids[name] = out
+                        if not load:
+                            idle.append(name)
+                    elif kind == "loaded":
+                        if out["error"]:
+                            raise UserError(out["error"])
+                        idle.append(name)
+                    else:
+                        if "user_error" in out:
+                            raise UserError(out["user_error"])
+                        done(chunk, out)
+                        idle.append(name)
+                now = time.monotonic()
+                for name in [n for n, deadline in unplaced.items() if deadline <= now]:
+                    self.dropped_workers += 1
+                    forget(name)  # the live workers take its share
         finally:
             self._kill_all()
-        return tally
+
+    def _lack(self) -> str:
+        """What a new worker needs and what the live nodes of the cluster have."""
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            free = self.ray.available_resources()
+        except Exception as exc:  # the cluster itself is gone
+            return f"the cluster does not answer ({_first_line(exc)})"
+        need = f"{self.gpus_per_worker:g} GPU" if self.gpus_per_worker else "1 CPU"
+        have = f"{free.get('GPU', 0):g} GPU" if self.gpus_per_worker else f"{free.get('CPU', 0):g} CPU"
+        nodes_have = "1 live node has" if len(nodes) == 1 else f"{len(nodes)} live nodes have"
+        return f"each needs {need}, the {nodes_have} {have} free"
 
     def live_pids(self) -> dict[str, int]:
         """Shard name → pid of every actor that has loaded its pipeline (asks them)."""
@@ -307,65 +405,27 @@ class RayExecutor:
         """Measure ``plan.keys`` (a ``measure.stage.MeasurePlan``) on the workers, a chunk each at a
         time, a lost worker's chunk re-queued (its finished part files are kept and skipped);
         returns what each chunk's ``measure_keys`` returned, for ``finish_measure``."""
-        ray = self.ray
-        from ray.exceptions import RayActorError
-
         keys = list(plan.keys)
         if not keys:
             return []
         gpu = bool(self.gpus_per_worker)
-        remote = ray.remote(MeasureWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=0,
-                                                   max_task_retries=0)
+        remote = self.ray.remote(MeasureWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=0,
+                                                        max_task_retries=0)
         size = max(plan.batch_size, -(-len(keys) // (4 * self.workers)))  # about 4 chunks per worker: each loads the measurers
         queue = deque(keys[i : i + size] for i in range(0, len(keys), size))
         names = (f"ray-{os.getpid()}-m{i}" for i in range(1_000_000))
 
         def spawn() -> tuple[str, Any]:
-            name = next(names)
-            actor = remote.remote(threads or (2 if gpu else 1), 0 if gpu else 1)
-            self._actors[name] = actor
-            return name, actor
+            return next(names), remote.remote(threads or (2 if gpu else 1), 0 if gpu else 1)
 
-        idle = [spawn() for _ in range(min(self.workers, len(queue)))]
-        try:
-            self.worker_pids = dict(zip((n for n, _ in idle), ray.get([a.pid.remote() for _, a in idle])))
-        except RayActorError as exc:
-            self._kill_all()
-            raise UserError(f"--executor ray: a measure worker died on start ({_first_line(exc)})") from None
         results: list[dict[str, Any]] = []
-        inflight: dict[Any, tuple[str, Any, list[str]]] = {}
-        losses = 0
-        self.lost_workers = 0
-        try:
-            while queue or inflight:
-                while idle and queue:
-                    name, actor = idle.pop()
-                    chunk = queue.popleft()
-                    inflight[actor.measure.remote(plan, chunk, name)] = (name, actor, chunk)
-                done, _ = ray.wait(list(inflight), num_returns=1)
-                for ref in done:
-                    name, actor, chunk = inflight.pop(ref)
-                    try:
-                        out = ray.get(ref)
-                    except RayActorError as exc:
-                        losses += 1
-                        self.lost_workers += 1
-                        self._actors.pop(name, None)
-                        self.worker_pids.pop(name, None)
-                        if losses > 2 * self.workers + 3:
-                            raise UserError(f"--executor ray: {losses} measure workers died ({_first_line(exc)}); see the "
-                                            "Ray logs under /tmp/ray/session_latest/logs, then run the same command "
-                                            "again to resume") from None
-                        queue.appendleft(chunk)
-                        idle.append(spawn())
-                        continue
-                    if "user_error" in out:
-                        raise UserError(out["user_error"])
-                    results.append(out)
-                    advance(len(chunk))
-                    idle.append((name, actor))
-        finally:
-            self._kill_all()
+
+        def done(chunk: list, out: dict[str, Any]) -> None:
+            results.append(out)
+            advance(len(chunk))
+
+        self._drive(queue, spawn, lambda actor, name, chunk: actor.measure.remote(plan, chunk, name), done, "measure ",
+                    load=False)
         return results
 
 
