@@ -8,15 +8,18 @@ family × intervention):
   bounds (valid at balance; the score stage's interval); and each label's share of all images,
   averaged over prompts, with the Korn–Graubard interval over prompts.
 - **paired differences** (``group_by``/``group`` as above, ``model_a``/``model_b``): the mean over
-  matched prompts of model b's per-prompt figure minus model a's, its t interval over prompts and the
-  paired t test of no difference, the variance of the mean never below the within-prompt sampling
-  variance (binomial for a share, delta method for total variation, at smoothed shares), so a few
-  prompts that happen to agree never give an interval of no width; Benjamini–Hochberg q-values over each table (one attribute, metric
-  and label: every pair of models and every group). Both models are counted on the same seed indices
-  of the same prompts, so under "both models give every prompt the same label distribution" each
-  difference has mean 0 and the test holds. A skew plug-in is biased away from balance, less so the
-  more skewed a prompt is, so the interval is that of the difference of the plug-in figures at these
-  images per prompt: it can understate a difference in true skew when one model is near balance.
+  matched prompts of model b's per-prompt figure minus model a's. A label share's interval is the t
+  interval over prompts with the paired t test of no difference (:func:`paired_t`: the variance of
+  the mean never below the within-prompt binomial variance at smoothed shares, so a few prompts that
+  happen to agree never give an interval of no width). Total variation's interval is model b's
+  mean-over-prompts interval minus model a's, each at 1 − α/2 (the score stage's paired skew
+  difference): a skew plug-in is biased away from balance, most near balance and at few images per
+  prompt, by different amounts for the two models, so a t interval of plug-in differences is centred
+  off the true difference and under-covers (benchmarks/coverage_compare.py; docs/compare.md has the
+  table). Its p-value is the paired t test of "both models give every prompt the same label
+  distribution" (variance floored by the delta method), under which both plug-ins share one bias.
+  Both models are counted on the same seed indices of the same prompts. Benjamini–Hochberg
+  q-values over each table (one attribute, metric and label: every pair of models and every group).
 - **ranks** (metric ``rank``): models ranked per attribute and group by mean total variation (rank 1 =
   least skewed, ties share the better rank), and a rank interval: the α/2 and 1 − α/2 quantiles of
   each model's rank when the matched prompts are resampled with replacement, the same prompts for
