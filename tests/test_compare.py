@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from t2ibias.compare.leaderboard import validate_leaderboard
@@ -85,7 +86,9 @@ def test_paired_differences_have_the_constructed_size_and_sign(runs, doc):
     diffs = doc["rows"]["differences"]
     none = _one(diffs, metric="total_variation_uniform", group_by="intervention", group="none")
     assert (none["model_a"], none["model_b"]) == ("fair-model", "skewed-model")
-    assert none["value"] == pytest.approx(0.375) and 0 < none["ci_low"] < 0.375 < none["ci_high"]
+    # 8 prompts of 8 images: the plug-in-bias-robust interval is wide, the paired test still rejects
+    assert none["value"] == pytest.approx(0.375) and none["ci_low"] < 0.375 < none["ci_high"]
+    assert none["method"] == "difference of mean-over-prompts bounds"
     assert none["q_value"] < 0.05 and none["n_prompts"] == 8
     share = _one(diffs, metric="proportion", label="masc", group_by="intervention", group="none")
     assert share["value"] == pytest.approx((4 + 2 + 5 + 3) / 8 / 4) and share["ci_low"] > 0  # 0.4375
@@ -98,7 +101,8 @@ def test_paired_differences_have_the_constructed_size_and_sign(runs, doc):
     flipped = compare_document([runs["skewed"], runs["fair"]])[0]["rows"]["differences"]
     again = _one(flipped, metric="total_variation_uniform", group_by="intervention", group="none")
     assert (again["model_a"], again["model_b"]) == ("skewed-model", "fair-model")
-    assert again["value"] == pytest.approx(-0.375) and again["ci_high"] < 0
+    assert again["value"] == pytest.approx(-0.375) and again["ci_low"] < -0.375 < again["ci_high"]
+    assert (again["ci_low"], again["ci_high"]) == pytest.approx((-none["ci_high"], -none["ci_low"]))
     for r in diffs:
         assert r["q_value"] is None or r["q_value"] >= (r["p_value"] or 0) - 1e-12
 
@@ -265,3 +269,21 @@ def test_bad_runs_and_options_are_one_line_each_and_nothing_is_written(runs, tmp
     code, _, err = in_process(monkeypatch, capsys, "compare", str(runs["fair"]), str(broken), "--out", str(out), *extra)
     assert needle in error_line(code, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_total_variation_difference_covers_the_true_difference_at_four_images_per_prompt():
+    """200 prompts of 4 images, one model balanced (p = ½) and one mildly skewed (p = 0.65): the true
+    difference in total variation is 0.15, but the balanced model's plug-in is biased up by ~0.19 and
+    the skewed one's by ~0.08, so the former t interval of plug-in differences sits near 0.04."""
+    from t2ibias.compare.match import Axis
+    from t2ibias.compare.paired import _per_prompt, tv_difference, tv_difference_plugin
+
+    rng = np.random.default_rng(7)
+    counts = np.stack([rng.multinomial(4, q, size=200) for q in ([0.5, 0.5], [0.65, 0.35])])  # (runs, prompts, K)
+    pp = _per_prompt(Axis("gender_presentation", ["masc", "fem"], ["masc", "fem"], counts), 0.95)
+    everything = np.ones(200, dtype=bool)
+    truth = 0.15 - 0.0
+    _, lo, hi, _ = tv_difference(pp, 0, 1, everything, 2, 0.95)
+    assert lo <= truth <= hi and lo > -1 and hi < 1
+    _, old_lo, old_hi, _ = tv_difference_plugin(pp, 0, 1, everything, 0.95)
+    assert not old_lo <= truth <= old_hi

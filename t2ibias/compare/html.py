@@ -215,8 +215,9 @@ def _axis_section(doc: dict[str, Any], axis: str, names: list[str], colors: dict
                                       domain=(-lim, lim), colors=colors, zero=0.0, warning=warning))
     all_diffs = [r for r in rows["differences"] if r["axis"] == axis]
     table = [[escape(_group_name(r["group_by"], r["group"])), escape(r["metric"] + (f" ({r['label']})" if r.get("label") else "")),
-              escape(f"{r['model_b']} − {r['model_a']}"), _est(r), str(r["n_prompts"]), _q(r.get("q_value"))] for r in all_diffs]
-    out.append(_table(["prompts", "figure", "difference", "mean [CI]", "n prompts", "q"], table, {3, 4, 5}))
+              escape(f"{r['model_b']} − {r['model_a']}"), _est(r), str(r["n_prompts"]), _q(r.get("q_value")),
+              escape(r.get("method") or "")] for r in all_diffs]
+    out.append(_table(["prompts", "figure", "difference", "mean [CI]", "n prompts", "q", "interval"], table, {3, 4, 5}))
     shares = [r for r in rows["models"] if r["axis"] == axis and r["metric"] == SHARE]
     if shares:
         out.append(f"<details><summary>{escape(axis)}: label shares per model</summary>")

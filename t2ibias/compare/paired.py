@@ -8,15 +8,18 @@ family × intervention):
   bounds (valid at balance; the score stage's interval); and each label's share of all images,
   averaged over prompts, with the Korn–Graubard interval over prompts.
 - **paired differences** (``group_by``/``group`` as above, ``model_a``/``model_b``): the mean over
-  matched prompts of model b's per-prompt figure minus model a's, its t interval over prompts and the
-  paired t test of no difference, the variance of the mean never below the within-prompt sampling
-  variance (binomial for a share, delta method for total variation, at smoothed shares), so a few
-  prompts that happen to agree never give an interval of no width; Benjamini–Hochberg q-values over each table (one attribute, metric
-  and label: every pair of models and every group). Both models are counted on the same seed indices
-  of the same prompts, so under "both models give every prompt the same label distribution" each
-  difference has mean 0 and the test holds. A skew plug-in is biased away from balance, less so the
-  more skewed a prompt is, so the interval is that of the difference of the plug-in figures at these
-  images per prompt: it can understate a difference in true skew when one model is near balance.
+  matched prompts of model b's per-prompt figure minus model a's. A label share's interval is the t
+  interval over prompts with the paired t test of no difference (:func:`paired_t`: the variance of
+  the mean never below the within-prompt binomial variance at smoothed shares, so a few prompts that
+  happen to agree never give an interval of no width). Total variation's interval is model b's
+  mean-over-prompts interval minus model a's, each at 1 − α/2 (the score stage's paired skew
+  difference): a skew plug-in is biased away from balance, most near balance and at few images per
+  prompt, by different amounts for the two models, so a t interval of plug-in differences is centred
+  off the true difference and under-covers (benchmarks/coverage_compare.py; docs/compare.md has the
+  table). Its p-value is the paired t test of "both models give every prompt the same label
+  distribution" (variance floored by the delta method), under which both plug-ins share one bias.
+  Both models are counted on the same seed indices of the same prompts. Benjamini–Hochberg
+  q-values over each table (one attribute, metric and label: every pair of models and every group).
 - **ranks** (metric ``rank``): models ranked per attribute and group by mean total variation (rank 1 =
   least skewed, ties share the better rank), and a rank interval: the α/2 and 1 − α/2 quantiles of
   each model's rank when the matched prompts are resampled with replacement, the same prompts for
@@ -36,11 +39,11 @@ import numpy as np
 from scipy import stats
 
 from t2ibias.compare.match import Axis, Matched
-from t2ibias.metrics.registry import PAIRED_NAME
+from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME
 from t2ibias.metrics.skew import total_variation_uniform
 from t2ibias.stats.binomial import cluster_shares
 from t2ibias.stats.cluster import cluster_group_means
-from t2ibias.stats.projection import mean_of_bounds, projection_interval
+from t2ibias.stats.projection import difference_of_mean_bounds, mean_of_bounds, projection_interval
 from t2ibias.stats.rng import seeded
 from t2ibias.stats.testing import bh_qvalues, t_interval
 
@@ -110,6 +113,49 @@ def paired_t(diff: np.ndarray, within: np.ndarray, confidence: float) -> tuple[f
     return mean, mean - t * se_within, mean + t * se_within, float(2 * stats.t.sf(abs(mean) / se_within, df))
 
 
+TV_DIFF_NOTE = ("interval: model b's mean-over-prompts bounds minus model a's, each at 1 − α/2 (valid whatever the "
+                "plug-in bias); p: paired t test of identical label distributions")
+
+
+def model_tv(pp: dict[str, Any], m: int, mask: np.ndarray, k: int, confidence: float) -> tuple[float, float, float]:
+    """One model's mean total variation over the prompts in ``mask`` and the mean of its per-prompt
+    projection bounds (:func:`t2ibias.stats.projection.mean_of_bounds`)."""
+    lo, hi = mean_of_bounds(pp["lo"][m][mask], pp["hi"][m][mask], (0.0, 1.0 - 1.0 / k), confidence)
+    return float(pp["tv"][m][mask].mean()), lo, hi
+
+
+def tv_difference(pp: dict[str, Any], a: int, b: int, mask: np.ndarray, k: int,
+                  confidence: float) -> tuple[float, float, float, float]:
+    """Mean over the prompts in ``mask`` of model b's total variation minus model a's; the interval is
+    b's mean-over-prompts interval minus a's, each at 1 − α/2 (the score stage's paired skew
+    difference, :func:`t2ibias.stats.projection.difference_of_mean_bounds`), which holds whatever
+    the plug-ins' bias; the p-value is the paired t test of identical per-prompt label distributions
+    (under which both plug-ins share one bias), from :func:`paired_t`."""
+    lo, hi = difference_of_mean_bounds(pp["lo"][a][mask], pp["hi"][a][mask], pp["lo"][b][mask], pp["hi"][b][mask],
+                                       (0.0, 1.0 - 1.0 / k), confidence)
+    mean, _, _, p = tv_difference_plugin(pp, a, b, mask, confidence)
+    return mean, lo, hi, p
+
+
+def tv_difference_plugin(pp: dict[str, Any], a: int, b: int, mask: np.ndarray,
+                         confidence: float) -> tuple[float, float, float, float]:
+    """The paired t interval of the per-prompt plug-in differences (variance floored at the delta
+    method's): centred on the difference of plug-in figures, so it under-covers the difference in true
+    total variation at few images per prompt (benchmarks/coverage_compare.py); kept for its test."""
+    d = pp["tv"][b][mask] - pp["tv"][a][mask]
+    return paired_t(d, pp["tv_var"][a][mask] + pp["tv_var"][b][mask], confidence)
+
+
+def share_difference(counts: np.ndarray, totals: np.ndarray, a: int, b: int, mask: np.ndarray,
+                     confidence: float) -> tuple[float, float, float, float]:
+    """Mean over the prompts in ``mask`` of model b's share of one label minus model a's, with
+    :func:`paired_t` (binomial within-prompt variance floor). ``counts``, ``totals``: (runs, prompts)."""
+    sa = counts[a][mask] / totals[a][mask]
+    sb = counts[b][mask] / totals[b][mask]
+    within = sum(_share_variance(counts[m][mask], totals[m][mask]) for m in (a, b))
+    return paired_t(sb - sa, within, confidence)
+
+
 def _row(metric: str, axis: str, group_by: str, group: str, label: str | None, value: float, lo: float, hi: float,
          n: int, n_prompts: int, method: str, note: str = "", **extra: Any) -> dict[str, Any]:
     return {"metric": metric, "axis": axis, "group_by": group_by, "group": group, "label": label,
@@ -136,9 +182,8 @@ def compare_figures(matched: Matched, confidence: float = CONFIDENCE, n_resample
             for m, name in enumerate(names):
                 # total variation over the complete prompts
                 if n_cmp:
-                    vals = pp["tv"][m][cmask]
-                    lo, hi = mean_of_bounds(pp["lo"][m][cmask], pp["hi"][m][cmask], (0.0, 1.0 - 1.0 / k), confidence)
-                    model_rows.append(_row(TV, axis.name, group_by, group, None, vals.mean(), lo, hi,
+                    value, lo, hi = model_tv(pp, m, cmask, k, confidence)
+                    model_rows.append(_row(TV, axis.name, group_by, group, None, value, lo, hi,
                                            int(pp["n_cls"][m][cmask].sum()), n_cmp, MEAN_OF_BOUNDS, note, model=name))
                 # label shares over every matched prompt
                 agg = cluster_shares(axis.counts[m][mask][:, :k], pp["totals"][m][mask], confidence)["mean_over_prompts"]
@@ -152,22 +197,16 @@ def compare_figures(matched: Matched, confidence: float = CONFIDENCE, n_resample
                     pair = {"model_a": names[a], "model_b": names[b]}
                     what = f"difference = {names[b]} − {names[a]} over matched prompts"
                     if n_cmp:
-                        d = pp["tv"][b][cmask] - pp["tv"][a][cmask]
-                        within = pp["tv_var"][a][cmask] + pp["tv_var"][b][cmask]
-                        mean, lo, hi, p = paired_t(d, within, confidence)
+                        mean, lo, hi, p = tv_difference(pp, a, b, cmask, k, confidence)
                         n_img = int(pp["n_cls"][a][cmask].sum() + pp["n_cls"][b][cmask].sum())
-                        diff_rows.append(_row(TV, axis.name, group_by, group, None, mean, lo, hi, n_img, n_cmp, PAIRED_NAME,
-                                              _join(what, "difference of plug-in figures at the same images per prompt", note),
-                                              p_value=p, **pair))
+                        diff_rows.append(_row(TV, axis.name, group_by, group, None, mean, lo, hi, n_img, n_cmp, PAIRED_SKEW_NAME,
+                                              _join(what, TV_DIFF_NOTE, note), p_value=p, **pair))
                     shares = pp["totals"] > 0
                     for j, label in enumerate(axis.labels):
                         ok = mask & shares[a] & shares[b]
                         if not ok.any():
                             continue
-                        sa = axis.counts[a][ok][:, j] / pp["totals"][a][ok]
-                        sb = axis.counts[b][ok][:, j] / pp["totals"][b][ok]
-                        within = sum(_share_variance(axis.counts[m][ok][:, j], pp["totals"][m][ok]) for m in (a, b))
-                        mean, lo, hi, p = paired_t(sb - sa, within, confidence)
+                        mean, lo, hi, p = share_difference(axis.counts[:, :, j], pp["totals"], a, b, ok, confidence)
                         n_img = int(pp["totals"][a][ok].sum() + pp["totals"][b][ok].sum())
                         diff_rows.append(_row(SHARE, axis.name, group_by, group, label, mean, lo, hi, n_img, int(ok.sum()),
                                               PAIRED_NAME, _join(what, note), p_value=p, **pair))

@@ -30,7 +30,7 @@ from t2ibias.core.vocab import ABSTAIN, PERSON_ATTRIBUTE
 from t2ibias.models.classifier_spec import ClassifierSpec
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
-from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
+from t2ibias.stats.projection import box_projection, difference_of_mean_bounds, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics.legacy import PEER_METRICS
 from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME, PROJECTION_NAME, metric_info
@@ -404,7 +404,6 @@ def _paired_rows(axis: str, order: list[str], prompts: pd.DataFrame, bins: list[
             mean, lo, hi, p = t_interval(diff[ok], confidence)
             rows.append(_row("proportion", axis, "intervention_vs_none", name, label, mean, (lo, hi), n_img, note,
                              aggregate="mean_over_prompts", method=PAIRED, p_value=p))
-        half = 1.0 - (1.0 - confidence) / 2.0
         for m in GROUP_METRICS:
             v = pp["values"][m.name]
             lo_v, hi_v = pp["bounds"][m.name]
@@ -414,10 +413,9 @@ def _paired_rows(axis: str, order: list[str], prompts: pd.DataFrame, bins: list[
             # a skew statistic's plug-in is biased away from balance, and the bias differs between
             # the arms: the difference of the two headline intervals (each at 1 − α/2) stays valid
             rng_m = _value_range(m.name, n_labels)
-            la, ua = mean_of_bounds(lo_v[a][ok], hi_v[a][ok], rng_m, half, miss_rate=1.0 - confidence)
-            lb, ub = mean_of_bounds(lo_v[b][ok], hi_v[b][ok], rng_m, half, miss_rate=1.0 - confidence)
+            bounds = difference_of_mean_bounds(lo_v[a][ok], hi_v[a][ok], lo_v[b][ok], hi_v[b][ok], rng_m, confidence)
             rows.append(_row(m.name, axis, "intervention_vs_none", name, None, float((v[b][ok] - v[a][ok]).mean()),
-                             (lb - ua, ub - la), int(pp["n_cls"][b].sum()),
+                             bounds, int(pp["n_cls"][b].sum()),
                              _join(note, "no test: a paired t test of skew plug-ins is biased; the paired share rows carry the test"),
                              aggregate="mean_over_prompts", method=PAIRED_SKEW))
     return rows
