@@ -30,13 +30,13 @@ from t2ibias.core.vocab import ABSTAIN, PERSON_ATTRIBUTE
 from t2ibias.models.classifier_spec import ClassifierSpec
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
-from t2ibias.stats.projection import box_projection, mean_of_bounds, projection_interval, simultaneous_box
+from t2ibias.stats.projection import box_projections, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics.legacy import PEER_METRICS
 from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME, PROJECTION_NAME, metric_info
 from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, REFERENCE_SKEW_METRICS, SKEW_METRICS, js_divergence,
                                  proportions, total_variation, total_variation_uniform)
-from t2ibias.store.rundir import RunDir, spec_classifier
+from t2ibias.store.rundir import RunDir, image_table, read_measurements, spec_classifier
 from t2ibias.store.image_store import BLOCKED, FAILED, OK
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 from t2ibias.store.rundir import AUDIT_FILE, IMAGE_LABELS_FILE, INSTRUMENT_FILE, METRICS_FILE
@@ -77,20 +77,25 @@ def share_seeds_for(halfwidth: float, confidence: float = CONFIDENCE) -> int:
     return hi
 
 
+#: The measurement columns the label join reads (the rest — boxes, probabilities — stay on disk).
+MEASUREMENT_COLUMNS = ["key", "measurer", "unit", "face_index", "attribute", "label", "score"]
+_UNMADE = object()
+
+
 def image_labels(run: RunDir) -> pd.DataFrame:
     """One row per (image, attribute) with its label and where the label came from: the rows of
     the measurer ``measure`` recorded, with the classifier the run's spec froze."""
     cspec = run.classifier
-    jobs = run.jobs
-    records = run.store.records()
-    missing = sum(1 for j in jobs if j.key not in records)
+    frame = image_table(run.spec, run.prompts)
+    statuses = run.store.statuses()
+    status = [statuses.get(k, _UNMADE) for k in frame["key"]]
+    del statuses
+    missing = sum(1 for st in status if st is _UNMADE)
     if missing:
-        raise UserError(f"{run.path}: {missing} of {len(jobs)} images are not generated yet (run `t2ibias generate {run.path}`)")
-    frame = pd.DataFrame({"key": [j.key for j in jobs], "prompt_id": [j.prompt_id for j in jobs],
-                          "image_index": np.array([j.index for j in jobs], dtype=np.int64),
-                          "status": [records[j.key]["status"] for j in jobs]})
-    del records
-    meas = run.measurements
+        raise UserError(f"{run.path}: {missing} of {len(frame)} images are not generated yet (run `t2ibias generate {run.path}`)")
+    frame["status"] = pd.Series(status, dtype=object)
+    del status
+    meas = read_measurements(run.path, columns=MEASUREMENT_COLUMNS)
     meas = meas[meas["measurer"] == run.measurer]
     unmeasured = int(((frame["status"] == OK) & ~frame["key"].isin(meas["key"].unique())).sum())
     if unmeasured:
@@ -186,6 +191,8 @@ PAIRED_SKEW = PAIRED_SKEW_NAME
 
 #: For each reference-free statistic: is it concave in the shares (entropy) rather than convex?
 _CONCAVE = {"normalized_entropy"}
+#: Statistics whose projection is that of total variation to uniform (closed-form minimum), scaled.
+_TV_SCALE = {"total_variation_uniform", "dalleval_mad"}
 
 
 def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
@@ -204,15 +211,20 @@ def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.nd
         lo_b, hi_b = simultaneous_box(classified[idx], confidence)
     elif len(idx):
         lo_b, hi_b = lo[idx], hi[idx]
+    if len(idx) and k >= 2:
+        # total variation and DALL-Eval's MAD share one projection (MAD = TV · 2/K)
+        specs = {m.name: (m.fn, m.name in _CONCAVE, False) for m in GROUP_METRICS if m.name not in _TV_SCALE}
+        specs["total_variation_uniform"] = (total_variation_uniform, False, True)
+        got = dict(zip(specs, box_projections(lo_b, hi_b, list(specs.values()))))
     for m in GROUP_METRICS:
         a, b = np.full(n, np.nan), np.full(n, np.nan)
         if len(idx) and k >= 2:
-            if m.name in ("total_variation_uniform", "dalleval_mad"):
-                tv_lo, tv_hi = box_projection(lo_b, hi_b, total_variation_uniform, tv_ref=True)
+            if m.name in _TV_SCALE:
                 scale = 1.0 if m.name == "total_variation_uniform" else 2.0 / k
+                tv_lo, tv_hi = got["total_variation_uniform"]
                 a[idx], b[idx] = tv_lo * scale, tv_hi * scale
             else:
-                a[idx], b[idx] = box_projection(lo_b, hi_b, m.fn, concave=m.name in _CONCAVE)
+                a[idx], b[idx] = got[m.name]
         out[m.name] = (a, b)
     return out
 

@@ -150,6 +150,17 @@ class ImageStore:
         self.sources = sources
         return merged
 
+    def statuses(self) -> dict[str, Any]:
+        """Key → ``status`` of the merged manifest (:meth:`records`, the last line of a key winning),
+        without keeping every row: a million rows as dicts take gigabytes."""
+        merged: dict[str, Any] = {}
+        skipped = [0]
+        for path in self.manifest_files():
+            for row in read_jsonl(path, skipped):
+                merged[row["key"]] = row.get("status")
+        self.malformed_lines = skipped[0]
+        return merged
+
     def image_file(self, row: dict[str, Any]) -> Path:
         """The file a manifest row's ``path`` names, confined to the run directory (else :class:`UserError`
         naming the shard, the key and the field)."""
