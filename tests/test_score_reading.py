@@ -77,3 +77,14 @@ def test_shared_projections_equal_each_statistic_over_every_vertex(k):
         np.testing.assert_allclose(b, best if concave else worst, rtol=0, atol=1e-12)
         alone = box_projection(lo, hi, stat, concave=concave, tv_ref=tv_ref)
         assert np.array_equal(alone[0], a) and np.array_equal(alone[1], b)
+
+
+def test_a_measurement_row_without_a_key_labels_no_image():
+    from t2ibias.metrics.score import join_labels
+
+    images = pd.DataFrame({"key": ["a", "b"], "prompt_id": ["p", "p"], "image_index": [0, 1], "status": ["ok", "ok"]})
+    meas = pd.DataFrame({"key": ["a", None], "unit": ["face", "face"], "face_index": [0, 0], "attribute": ["g", "g"],
+                         "label": ["x", "y"], "score": [0.1, 0.2]})
+    out = join_labels(images, meas, ["g"], person_gate=True)
+    assert out["label"].tolist() == ["x", "no_person"]
+    assert out["n_faces"].tolist() == [1, 0]

@@ -125,7 +125,7 @@ def join_labels(images: pd.DataFrame, meas: pd.DataFrame, axes: list[str], perso
     img_code, img_keys = pd.factorize(images["key"])
     n_keys = len(img_keys)
     key_code, key_vals = pd.factorize(meas["key"])
-    pos = pd.Index(img_keys).get_indexer(pd.Index(key_vals))[key_code] if len(meas) else np.zeros(0, dtype=np.int64)
+    pos = np.append(pd.Index(img_keys).get_indexer(pd.Index(key_vals)), -1)[key_code]  # a missing key (code −1): no image
     unit_code, unit_vals = pd.factorize(meas["unit"])
     unit_of = {u: i for i, u in enumerate(unit_vals)}
 
