@@ -9,12 +9,14 @@ the stage's own), interleaved:
 
 - ``join-old``: the per-image ``.loc`` loop the score stage used before (sizes ≤ 100k only);
 - ``join-new``: :func:`t2ibias.metrics.score.image_labels` (merge/groupby);
-- ``score``: the whole :func:`t2ibias.metrics.score.score_stage`.
+- ``score``: the whole :func:`t2ibias.metrics.score.score_stage`;
+- ``score-base`` (with ``--baseline DIR``, a checkout of an earlier version): the same stage run
+  from that checkout just before, its four output files checked to be the same bytes.
 
 Each child reports CPU seconds (user + system) and peak RSS (``resource.getrusage``). At sizes
 where both joins run, their outputs are checked to be the same parquet bytes.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_score_scale.py [--sizes 10000,100000,1000000] [--template RUN]
+    OMP_NUM_THREADS=1 python benchmarks/bench_score_scale.py [--sizes 10000,100000,1000000] [--template RUN] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def old_image_labels(run):  # the loop this benchmark compares against, as it wa
             rows.append({**base, "attribute": axis, "label": label, "score": score, "person_source": source,
                          "n_faces": nf, "n_people": npeople})
     return pd.DataFrame(rows)
+
+
+#: What the score stage writes, compared byte for byte against ``--baseline``.
+SCORE_OUTPUTS = ("metrics.json", "metrics.csv", "image_labels.parquet", "instrument.json")
 
 
 def make_template(folder: Path) -> Path:
@@ -162,9 +168,10 @@ def child(what: str, run: str) -> None:
     from t2ibias.store.rundir import RunDir
 
     t0 = time.process_time()
-    if what == "score":
+    if what in ("score", "score-base"):
         score_stage(Path(run))
-        digest = ""
+        import hashlib
+        digest = hashlib.sha256(b"".join((Path(run) / f).read_bytes() for f in SCORE_OUTPUTS)).hexdigest()
     else:
         labels = (old_image_labels if what == "join-old" else image_labels)(RunDir(Path(run)))
         buf = io.BytesIO()
@@ -176,8 +183,11 @@ def child(what: str, run: str) -> None:
     print(json.dumps({"cpu_s": cpu, "peak_rss_mb": peak_mb, "digest": digest}))
 
 
-def run_child(what: str, run: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", what, str(run)], check=True, capture_output=True, text=True)
+def run_child(what: str, run: Path, baseline: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if what == "score-base":  # the whole stage as an earlier checkout of the project has it
+        env["PYTHONPATH"] = str(baseline)
+    out = subprocess.run([sys.executable, __file__, "--child", what, str(run)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -187,6 +197,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--old-max", type=int, default=100_000, help="largest size the old loop runs at")
     ap.add_argument("--template", type=Path, help="a finished tiny run to copy spec and measurer from")
+    ap.add_argument("--baseline", type=Path, help="an earlier checkout of the project: its score stage runs too, outputs compared")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -196,11 +207,12 @@ def main() -> None:
         folder = Path(tmp)
         template = args.template or make_template(folder)
         print(f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; {os.cpu_count()} CPUs; child processes, CPU = user + system")
-        print(f"{'images':>9} {'what':>9} {'CPU s':>8} {'peak RSS MB':>12}   ratio old/new")
+        print(f"{'images':>9} {'what':>10} {'CPU s':>8} {'peak RSS MB':>12}   ratio old/new")
         for n in [int(s) for s in args.sizes.split(",")]:
             run = make_run(template, n, folder, args.prompts)
-            order = ["join-old", "join-new", "score"] if n <= args.old_max else ["join-new", "score"]
-            got = {w: run_child(w, run) for w in order}
+            order = ["join-old", "join-new"] if n <= args.old_max else ["join-new"]
+            order += ["score-base", "score"] if args.baseline else ["score"]
+            got = {w: run_child(w, run, args.baseline) for w in order}
             for w in order:
                 g = got[w]
                 ratio = ""
@@ -208,7 +220,12 @@ def main() -> None:
                     ratio = f"   CPU {got['join-old']['cpu_s'] / g['cpu_s']:.1f}x, RSS {got['join-old']['peak_rss_mb'] / g['peak_rss_mb']:.1f}x"
                     assert got["join-old"]["digest"] == g["digest"], "old and new label tables differ"
                     ratio += ", same parquet bytes"
-                print(f"{n:>9,} {w:>9} {g['cpu_s']:>8.1f} {g['peak_rss_mb']:>12.0f}{ratio}", flush=True)
+                if w == "score" and "score-base" in got:
+                    b = got["score-base"]
+                    ratio = f"   CPU {b['cpu_s'] / g['cpu_s']:.1f}x, RSS {b['peak_rss_mb'] / g['peak_rss_mb']:.1f}x"
+                    assert b["digest"] == g["digest"], "baseline and current score outputs differ"
+                    ratio += ", same output bytes"
+                print(f"{n:>9,} {w:>10} {g['cpu_s']:>8.1f} {g['peak_rss_mb']:>12.0f}{ratio}", flush=True)
             shutil.rmtree(run)
 
 

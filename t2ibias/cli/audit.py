@@ -20,12 +20,6 @@ def registered_audit_path(fingerprint: str) -> Path:
     return cache_dir() / AUDITS_DIR / f"{fingerprint}.json"
 
 
-def find_audit(fingerprint: str) -> Path | None:
-    """The registered audit of the classifier with this fingerprint, if one was run."""
-    path = registered_audit_path(fingerprint)
-    return path if path.is_file() else None
-
-
 def audit(
     classifier: Annotated[str, typer.Option("--classifier", metavar="ID", help="A classifier id or YAML file (`t2ibias ls classifiers`), pixel-mst, or fairface:PATH / fairface4:PATH.")],
     facet_root: Annotated[Path, typer.Option("--facet-root", metavar="DIR", help="FACET release root (annotations/ and imgs_*/).")],
@@ -96,5 +90,6 @@ def audit(
         value = acc.get("value")
         shown = "-" if value is None or value != value else f"{100 * value:.1f}%"
         typer.echo(f"{attr}: accuracy {shown} (n={acc.get('n')}), abstained {100 * (entry.get('abstain_rate') or {}).get('value', 0):.1f}%")
-    typer.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}; runs measured with {classifier} now report it")
+    typer.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}; a run reports it once attached: "
+               f"t2ibias score RUN --audit {out / 'audit.json'}")
 

@@ -30,13 +30,13 @@ from t2ibias.core.vocab import ABSTAIN, PERSON_ATTRIBUTE
 from t2ibias.models.classifier_spec import ClassifierSpec
 from t2ibias.metrics.location import location_rows
 from t2ibias.stats.binomial import DEFAULT_SHARE_METHOD, SHARE_METHODS, clopper_pearson, cluster_shares, share_interval
-from t2ibias.stats.projection import box_projection, difference_of_mean_bounds, mean_of_bounds, projection_interval, simultaneous_box
+from t2ibias.stats.projection import box_projections, difference_of_mean_bounds, mean_of_bounds, projection_interval, simultaneous_box
 from t2ibias.stats.testing import bh_qvalues, fit_pvalues, t_interval
 from t2ibias.metrics.legacy import PEER_METRICS
 from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME, PROJECTION_NAME, metric_info
 from t2ibias.metrics.skew import (EXTRA_SKEW_METRICS, REFERENCE_SKEW_METRICS, SKEW_METRICS, js_divergence,
                                  proportions, total_variation, total_variation_uniform)
-from t2ibias.store.rundir import RunDir, spec_classifier
+from t2ibias.store.rundir import RunDir, image_table, read_measurements, spec_classifier
 from t2ibias.store.image_store import BLOCKED, FAILED, OK
 from t2ibias.core.files import atomic_write_bytes, atomic_write_text
 from t2ibias.store.rundir import AUDIT_FILE, IMAGE_LABELS_FILE, INSTRUMENT_FILE, METRICS_FILE
@@ -77,20 +77,25 @@ def share_seeds_for(halfwidth: float, confidence: float = CONFIDENCE) -> int:
     return hi
 
 
+#: The measurement columns the label join reads (the rest — boxes, probabilities — stay on disk).
+MEASUREMENT_COLUMNS = ["key", "measurer", "unit", "face_index", "attribute", "label", "score"]
+_UNMADE = object()
+
+
 def image_labels(run: RunDir) -> pd.DataFrame:
     """One row per (image, attribute) with its label and where the label came from: the rows of
     the measurer ``measure`` recorded, with the classifier the run's spec froze."""
     cspec = run.classifier
-    jobs = run.jobs
-    records = run.store.records()
-    missing = sum(1 for j in jobs if j.key not in records)
+    frame = image_table(run.spec, run.prompts)
+    statuses = run.store.statuses()
+    status = [statuses.get(k, _UNMADE) for k in frame["key"]]
+    del statuses
+    missing = sum(1 for st in status if st is _UNMADE)
     if missing:
-        raise UserError(f"{run.path}: {missing} of {len(jobs)} images are not generated yet (run `t2ibias generate {run.path}`)")
-    frame = pd.DataFrame({"key": [j.key for j in jobs], "prompt_id": [j.prompt_id for j in jobs],
-                          "image_index": np.array([j.index for j in jobs], dtype=np.int64),
-                          "status": [records[j.key]["status"] for j in jobs]})
-    del records
-    meas = run.measurements
+        raise UserError(f"{run.path}: {missing} of {len(frame)} images are not generated yet (run `t2ibias generate {run.path}`)")
+    frame["status"] = pd.Series(status, dtype=object)
+    del status
+    meas = read_measurements(run.path, columns=MEASUREMENT_COLUMNS)
     meas = meas[meas["measurer"] == run.measurer]
     unmeasured = int(((frame["status"] == OK) & ~frame["key"].isin(meas["key"].unique())).sum())
     if unmeasured:
@@ -99,23 +104,42 @@ def image_labels(run: RunDir) -> pd.DataFrame:
     return join_labels(frame, meas, axes, run.has_person_detector, where=str(run.path))
 
 
+def _last(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``slots`` and the position of the last occurrence of each."""
+    uniq, first_from_end = np.unique(slots[::-1], return_index=True)
+    return uniq, len(slots) - 1 - first_from_end
+
+
 def join_labels(images: pd.DataFrame, meas: pd.DataFrame, axes: list[str], person_gate: bool,
                 where: str = "measurements") -> pd.DataFrame:
     """The label table of :func:`image_labels` from ``images`` (``key, prompt_id, image_index, status``
-    in run order) and one measurer's rows, by merges instead of a lookup per image: image-major,
-    ``axes`` in order within an image.
+    in run order) and one measurer's rows, by integer codes instead of a lookup per image:
+    image-major, ``axes`` in order within an image. Where a measurement row is repeated (same key,
+    unit, attribute), the last one counts.
 
     The source of an image's labels is its largest face (``face_index`` 0) when it has a face, else
     its largest person box, else — without a person detector — the whole image if its ``person``
     attribute says a person is there; otherwise there is none and every label is ``no_person``.
     """
     n_img = len(images)
-    units = meas["unit"].to_numpy()
+    img_code, img_keys = pd.factorize(images["key"])
+    n_keys = len(img_keys)
+    key_code, key_vals = pd.factorize(meas["key"])
+    pos = np.append(pd.Index(img_keys).get_indexer(pd.Index(key_vals)), -1)[key_code]  # a missing key (code −1): no image
+    unit_code, unit_vals = pd.factorize(meas["unit"])
+    unit_of = {u: i for i, u in enumerate(unit_vals)}
+
+    def unit_is(name: str) -> np.ndarray:
+        return unit_code == unit_of.get(name, -2)
+
+    face_index = meas["face_index"].to_numpy(dtype=np.int64)
+    mine = pos >= 0
+
     # faces / people per image: distinct face_index values of that unit
     def count(unit: str) -> np.ndarray:
-        sub = meas.loc[units == unit, ["key", "face_index"]].drop_duplicates()
-        per = sub.groupby("key", sort=False).size()
-        return per.reindex(images["key"]).fillna(0).to_numpy(dtype=np.int64)
+        sel = mine & unit_is(unit)
+        pairs = pd.DataFrame({"p": pos[sel], "f": face_index[sel]}).drop_duplicates()
+        return np.bincount(pairs["p"].to_numpy(), minlength=n_keys)[img_code].astype(np.int64)
 
     n_faces, n_people = count("face"), count("person")
     ok = (images["status"] == OK).to_numpy()
@@ -124,10 +148,17 @@ def join_labels(images: pd.DataFrame, meas: pd.DataFrame, axes: list[str], perso
     has_person = ok & ~has_face & (n_people > 0)
     source[has_face] = "face"
     source[has_person] = "person"
+    attr_code, attr_vals = pd.factorize(meas["attribute"])
+    label_code, label_vals = pd.factorize(meas["label"])
+    label_vals = np.asarray(label_vals, dtype=object)
     if not person_gate:
-        whole_person = meas.loc[(units == "image") & (meas["attribute"] == PERSON_ATTRIBUTE).to_numpy(), ["key", "label"]]
-        says = whole_person.drop_duplicates("key", keep="last").set_index("key")["label"].reindex(images["key"])
-        is_clip = ok & ~has_face & ~has_person & (says == PERSON_ATTRIBUTE).to_numpy()
+        person_attr = list(attr_vals).index(PERSON_ATTRIBUTE) if PERSON_ATTRIBUTE in list(attr_vals) else -2
+        sel = np.flatnonzero(mine & unit_is("image") & (attr_code == person_attr))
+        said = np.full(n_keys, -1, dtype=np.int64)
+        slots, last = _last(pos[sel])
+        said[slots] = label_code[sel[last]]
+        person_label = list(label_vals).index(PERSON_ATTRIBUTE) if PERSON_ATTRIBUTE in list(label_vals) else -2
+        is_clip = ok & ~has_face & ~has_person & (said[img_code] == person_label)
         source[is_clip] = "clip"
     n_axes = len(axes)
     out = pd.DataFrame({
@@ -137,23 +168,40 @@ def join_labels(images: pd.DataFrame, meas: pd.DataFrame, axes: list[str], perso
         "attribute": np.tile(np.array(axes, dtype=object), n_img),
     })
     src = np.repeat(source, n_axes)
-    unit_of = {"face": "face", "person": "person", "clip": "image"}
-    table = meas.loc[np.isin(units, list(unit_of.values())) & ((meas["face_index"].to_numpy() == 0) | (units == "image")),
-                     ["key", "unit", "attribute", "label", "score"]]
-    table = table.drop_duplicates(["key", "unit", "attribute"], keep="last")
-    want = pd.DataFrame({"key": out["key"], "unit": pd.Series(src).map(unit_of).to_numpy(dtype=object),
-                         "attribute": out["attribute"]})
-    hit = want.merge(table, on=["key", "unit", "attribute"], how="left", sort=False)
+    # the row each (image, unit, axis) reads: slot = (key · 3 + unit) · axes + axis
+    lookup_unit = {"face": 0, "person": 1, "clip": 2}
+    table_unit = np.full(len(unit_vals) + 1, -1, dtype=np.int64)
+    for name, slot in (("face", 0), ("person", 1), ("image", 2)):
+        if name in unit_of:
+            table_unit[unit_of[name]] = slot
+    axis_of = np.full(len(attr_vals) + 1, -1, dtype=np.int64)
+    for i, name in enumerate(attr_vals):
+        if name in axes:
+            axis_of[i] = axes.index(name)
+    t_unit = table_unit[unit_code]
+    t_axis = axis_of[attr_code]
+    sel = np.flatnonzero(mine & (t_unit >= 0) & (t_axis >= 0) & ((face_index == 0) | (t_unit == 2)))
+    row_of = np.full(n_keys * 3 * n_axes, -1, dtype=np.int64)
+    slots, last = _last((pos[sel] * 3 + t_unit[sel]) * n_axes + t_axis[sel])
+    row_of[slots] = sel[last]
     measured = src != "none"
-    lacking = measured & hit["label"].isna().to_numpy()
+    src_unit = np.array([lookup_unit.get(x, 0) for x in source], dtype=np.int64)
+    want = (np.repeat(img_code * 3 + src_unit, n_axes)) * n_axes + np.tile(np.arange(n_axes), n_img)
+    hit = row_of[want]
+    hit_label = np.where(hit >= 0, label_code[np.maximum(hit, 0)], -1) if len(meas) else np.full(len(want), -1)
+    lacking = measured & (hit_label < 0)
     if lacking.any():
         i = int(np.flatnonzero(lacking)[0])
-        raise UserError(f"{where}: image {out['key'].iat[i]} has no {want['unit'].iat[i]} row for attribute "
+        unit_name = {"face": "face", "person": "person", "clip": "image"}[src[i]]
+        raise UserError(f"{where}: image {out['key'].iat[i]} has no {unit_name} row for attribute "
                         f"{out['attribute'].iat[i]!r} ({int(lacking.sum())} such rows; re-run `t2ibias measure {where}`)")
     status = np.repeat(images["status"].to_numpy(dtype=object), n_axes)
     ok_rows = np.repeat(ok, n_axes)
-    label = np.where(measured, hit["label"].to_numpy(dtype=object), np.where(ok_rows, NO_PERSON, status))
-    score = np.where(measured, hit["score"].to_numpy(dtype=np.float64), np.nan)
+    scores = meas["score"].to_numpy(dtype=np.float64)
+    got_label = label_vals[np.maximum(hit_label, 0)] if len(label_vals) else np.full(len(want), None, dtype=object)
+    got_score = scores[np.maximum(hit, 0)] if len(scores) else np.full(len(want), np.nan)
+    label = np.where(measured, got_label, np.where(ok_rows, NO_PERSON, status))
+    score = np.where(measured, got_score, np.nan)
     out["label"] = label
     out["score"] = score
     out["person_source"] = src
@@ -186,6 +234,8 @@ PAIRED_SKEW = PAIRED_SKEW_NAME
 
 #: For each reference-free statistic: is it concave in the shares (entropy) rather than convex?
 _CONCAVE = {"normalized_entropy"}
+#: Statistics whose projection is that of total variation to uniform (closed-form minimum), scaled.
+_TV_SCALE = {"total_variation_uniform", "dalleval_mad"}
 
 
 def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
@@ -204,15 +254,20 @@ def _skew_bounds(classified: np.ndarray, lo: np.ndarray | None = None, hi: np.nd
         lo_b, hi_b = simultaneous_box(classified[idx], confidence)
     elif len(idx):
         lo_b, hi_b = lo[idx], hi[idx]
+    if len(idx) and k >= 2:
+        # total variation and DALL-Eval's MAD share one projection (MAD = TV · 2/K)
+        specs = {m.name: (m.fn, m.name in _CONCAVE, False) for m in GROUP_METRICS if m.name not in _TV_SCALE}
+        specs["total_variation_uniform"] = (total_variation_uniform, False, True)
+        got = dict(zip(specs, box_projections(lo_b, hi_b, list(specs.values()))))
     for m in GROUP_METRICS:
         a, b = np.full(n, np.nan), np.full(n, np.nan)
         if len(idx) and k >= 2:
-            if m.name in ("total_variation_uniform", "dalleval_mad"):
-                tv_lo, tv_hi = box_projection(lo_b, hi_b, total_variation_uniform, tv_ref=True)
+            if m.name in _TV_SCALE:
                 scale = 1.0 if m.name == "total_variation_uniform" else 2.0 / k
+                tv_lo, tv_hi = got["total_variation_uniform"]
                 a[idx], b[idx] = tv_lo * scale, tv_hi * scale
             else:
-                a[idx], b[idx] = box_projection(lo_b, hi_b, m.fn, concave=m.name in _CONCAVE)
+                a[idx], b[idx] = got[m.name]
         out[m.name] = (a, b)
     return out
 

@@ -150,6 +150,21 @@ class ImageStore:
         self.sources = sources
         return merged
 
+    def statuses(self) -> dict[str, Any]:
+        """Key → ``status`` of the merged manifest (:meth:`records`, the last line of a key winning),
+        without keeping every row: a million rows as dicts take gigabytes."""
+        merged: dict[str, Any] = {}
+        skipped = [0]
+        for path in self.manifest_files():
+            fast = _key_status(path)
+            if fast is not None:
+                merged.update(fast)
+                continue
+            for row in read_jsonl(path, skipped):
+                merged[row["key"]] = row.get("status")
+        self.malformed_lines = skipped[0]
+        return merged
+
     def image_file(self, row: dict[str, Any]) -> Path:
         """The file a manifest row's ``path`` names, confined to the run directory (else :class:`UserError`
         naming the shard, the key and the field)."""
@@ -300,6 +315,24 @@ class ImageStore:
             if path != target:
                 path.unlink(missing_ok=True)
         return len(hit)
+
+
+def _key_status(path: Path) -> dict[str, Any] | None:
+    """Key → status of a well-formed shard, read by Arrow's JSON reader (a second for a million
+    lines, against ten by ``json.loads``); None when any line is not a JSON object with a text key
+    and a text status (a line cut short, another type), so the caller reads it line by line."""
+    import pyarrow as pa
+    from pyarrow import json as pa_json
+
+    schema = pa.schema([("key", pa.string()), ("status", pa.string())])
+    try:
+        table = pa_json.read_json(path, parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    keys = table.column("key").to_pylist()
+    if any(not k for k in keys):  # a row without a key: the line-by-line reader skips and counts it
+        return None
+    return dict(zip(keys, table.column("status").to_pylist()))
 
 
 def _sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

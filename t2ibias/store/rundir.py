@@ -16,8 +16,10 @@ import re
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from t2ibias.core.errors import UserError
@@ -208,23 +210,42 @@ class ImageJob(NamedTuple):
     seed: int
 
 
-def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
-    """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec.
-
-    A prompt has images ``0..n_seeds-1``, or the indices its ``image_indices`` column lists (a
-    ``replay:`` run, whose prompts have as many images as its index gives them)."""
+def _prompt_images(spec: dict[str, Any], prompts: pd.DataFrame) -> Iterator[tuple[Any, Any, list[int], list[int], list[str]]]:
+    """(prompt_id, text, indices, seeds, keys) of every prompt of the run, in order."""
     gfp = spec["generator_fingerprint"]
     params = GeneratorSpec(**{k: v for k, v in spec["model"].items()}).generation_params()
     indices = list(range(int(spec["n_seeds"])))
     per_prompt = prompts["image_indices"] if "image_indices" in prompts.columns else [indices] * len(prompts)
     base_seed = int(spec["base_seed"])
-    jobs = []
     for pid, text, own in zip(prompts["prompt_id"], prompts["text"], per_prompt):
         indices = [int(i) for i in own]
         seeds = image_seeds(base_seed, pid, indices)
-        keys = image_keys(gfp, text, seeds, params)
+        yield pid, text, indices, seeds, image_keys(gfp, text, seeds, params)
+
+
+def image_jobs(spec: dict[str, Any], prompts: pd.DataFrame) -> list[ImageJob]:
+    """Every image of the run, prompt-major; keys and seeds depend on nothing but the spec.
+
+    A prompt has images ``0..n_seeds-1``, or the indices its ``image_indices`` column lists (a
+    ``replay:`` run, whose prompts have as many images as its index gives them)."""
+    jobs = []
+    for pid, text, indices, seeds, keys in _prompt_images(spec, prompts):
         jobs.extend(ImageJob(k, pid, text, i, s) for k, i, s in zip(keys, indices, seeds))
     return jobs
+
+
+def image_table(spec: dict[str, Any], prompts: pd.DataFrame) -> pd.DataFrame:
+    """The images of :func:`image_jobs` as columns ``key, prompt_id, image_index`` (no tuple per
+    image: what the score stage reads of a million images)."""
+    keys: list[str] = []
+    pids: list[Any] = []
+    index: list[int] = []
+    for pid, _text, indices, _seeds, kk in _prompt_images(spec, prompts):
+        keys += kk
+        pids += [pid] * len(kk)
+        index += indices
+    return pd.DataFrame({"key": pd.Series(keys, dtype=object), "prompt_id": pd.Series(pids, dtype=object),
+                         "image_index": np.array(index, dtype=np.int64)})
 
 
 # --------------------------------------------------------------------------- measurement tables
@@ -270,29 +291,32 @@ def part_files(run_dir: Path, name: str = MEASUREMENTS_FILE) -> list[Path]:
     return [p for _, p in sorted(found, key=lambda item: item[0])]
 
 
-def _read_table_file(path: Path, run_dir: Path) -> pd.DataFrame:
+def _read_table_file(path: Path, run_dir: Path, columns: list[str] | None = None) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=columns)
     except Exception as exc:
         raise UserError(f"{path}: unreadable ({exc}); delete it and re-run `t2ibias measure {run_dir}`") from None
 
 
-def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE, *, parts: bool = True) -> pd.DataFrame:
+def read_measurements(run_dir: Path, name: str = MEASUREMENTS_FILE, *, parts: bool = True,
+                      columns: list[str] | None = None) -> pd.DataFrame:
     """Table ``name`` (``measurements.parquet`` or ``embeddings.parquet``) with the rows of its part
     files after it (``parts=False``: the compacted file alone). A row identity (:data:`ROW_ID`, or
     key and measurer for embeddings) met twice keeps its last rows, so an interrupted stage reads as
-    if it had written one file."""
+    if it had written one file. ``columns``: only those (the row identity among them), in that order."""
     run_dir = Path(run_dir)
     path = run_dir / name
-    empty = pd.DataFrame(columns=COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS)
-    main = _read_table_file(path, run_dir) if path.exists() else empty
+    ident = ROW_ID if name == MEASUREMENTS_FILE else EMBEDDING_ID
+    if columns is not None:
+        columns = list(dict.fromkeys([*columns, *ident]))
+    empty = pd.DataFrame(columns=columns or (COLUMNS if name == MEASUREMENTS_FILE else EMBEDDING_COLUMNS))
+    main = _read_table_file(path, run_dir, columns) if path.exists() else empty
     files = part_files(run_dir, name) if parts else []
     if not files:
         return main
-    frames = [f for f in [main, *(_read_table_file(p, run_dir) for p in files)] if len(f)]
+    frames = [f for f in [main, *(_read_table_file(p, run_dir, columns) for p in files)] if len(f)]
     if not frames:
         return empty
-    ident = ROW_ID if name == MEASUREMENTS_FILE else EMBEDDING_ID
     return pd.concat(frames, ignore_index=True).drop_duplicates(ident, keep="last").reset_index(drop=True)
 
 
