@@ -252,14 +252,14 @@ def test_worker_killed_mid_sweep_loses_only_its_chunk(tmp_path, cluster, referen
 
         def progress(total, done):
             def advance(n):
-                if not killed:  # after the first chunk: SIGKILL both worker processes (one is mid-chunk)
+                if not killed:  # after the first chunk: SIGKILL every placed worker process (one is mid-chunk)
                     for pid in ex.worker_pids.values():
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
             return advance
 
         result = generate_stage(run, device="cpu", batch_size=2, executor=ex, progress=progress)
-    assert len(killed) == 2 and ex.lost_workers >= 1
+    assert killed and ex.lost_workers >= 1  # every worker placed by then was killed
     assert (result.generated, result.failed) == (12, 0)
     assert finished(run) == reference
 
@@ -382,7 +382,8 @@ def test_measure_worker_killed_loses_only_its_chunk(tmp_path, cluster):
                     return advance
 
                 m = open_run(run).measure("cpu", 2, workers=1, executor=ex, progress=progress)
-            assert len(killed) == 2 and ex.lost_workers >= 1 and m["measured"] + m["cached"] == 8
+            assert killed and ex.lost_workers >= 1  # every worker placed by then was killed
+            assert m["measured"] + m["cached"] == 8
         df = read_measurements(run)
         tables.append(df.sort_values(["key", "unit", "face_index", "attribute"]).reset_index(drop=True))
     assert not tables[1].duplicated(["key", "measurer", "unit", "face_index", "attribute"]).any()

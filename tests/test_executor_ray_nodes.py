@@ -8,7 +8,9 @@ timeout, exit 2, and the same command resumes once the cluster has room again.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -57,28 +59,63 @@ def local_12(tmp_path_factory, one_torch_thread):
     return finished(run)
 
 
+def _ancestors(pid: int) -> list[int]:
+    """``pid``'s parent, grandparent, … (from ``/proc``)."""
+    out = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        out.append(pid)
+    return out
+
+
 @pytest.mark.slow
 def test_node_lost_mid_sweep_finishes_on_the_node_left(tmp_path, make_cluster, local_12):
+    """Two worker nodes of one CPU (the head takes none). The node of the first worker to write
+    an image is lost at once (its worker process and its raylet SIGKILLed, as when a machine
+    goes): whatever that worker held is made again on the other node, whose worker may still
+    be loading then, so the test does not depend on which worker is faster."""
     from t2ibias.executors.ray import RayExecutor
 
-    cluster, (second,) = make_cluster(1, 1)  # one CPU worker on each node
+    cluster, nodes = make_cluster(0, 1, 1)
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    run = make_run(tmp_path / "run", 4, 3)
-    lost_at: list[float] = []
-    with RayExecutor(workers=2, place_timeout=5) as ex:
-        def progress(total, done):
-            def advance(n):
-                if not lost_at:  # after the first chunk: the second node's raylet and its workers killed
-                    cluster.remove_node(second, allow_graceful=False)
-                    lost_at.append(time.monotonic())
-            return advance
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    run = make_run(tmp_path / "run", 4, 3)  # 12 chunks of one image
+    lost: list[tuple[float, str]] = []
+    stage_over = threading.Event()
 
-        result = generate_stage(run, device="cpu", batch_size=2, executor=ex, progress=progress)
-    took = time.monotonic() - lost_at[0]
-    print(f"node lost: {ex.lost_workers} worker lost, {ex.dropped_workers} replacement dropped, "
-          f"finished {took:.1f} s after the node went")
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 1
+    def lose_the_first_writers_node(ex: RayExecutor) -> None:
+        while not stage_over.is_set():
+            shards = [p for p in run.glob("manifest-ray-*.jsonl") if p.read_text().strip()]
+            if shards:
+                break
+            time.sleep(0.005)
+        else:
+            return
+        name = shards[0].name.removeprefix("manifest-").removesuffix(".jsonl")
+        pid = ex.worker_pids[name]
+        node = next(n for n in nodes if n.all_processes["raylet"][0].process.pid in _ancestors(pid))
+        os.kill(pid, signal.SIGKILL)
+        cluster.remove_node(node, allow_graceful=False)
+        lost.append((time.monotonic(), name))
+
+    with RayExecutor(workers=2, place_timeout=5) as ex:
+        killer = threading.Thread(target=lose_the_first_writers_node, args=(ex,), daemon=True)
+        killer.start()
+        try:
+            result = generate_stage(run, device="cpu", batch_size=1, executor=ex)
+        finally:
+            stage_over.set()
+    killer.join(5)
+    assert lost, "no node was lost: no worker wrote an image"
+    print(f"node lost: {ex.lost_workers} worker lost ({lost[0][1]}), {ex.dropped_workers} replacement dropped, "
+          f"finished {time.monotonic() - lost[0][0]:.1f} s after the node went")
+    deadline = time.monotonic() + 30  # the head declares the node dead after a few failed health checks
+    while len([n for n in ray.nodes() if n["Alive"]]) != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     assert ex.lost_workers == 1  # the worker on the lost node; its replacement found no room
     assert (result.generated, result.failed) == (12, 0)
     assert finished(run) == local_12  # same keys, same bytes, one manifest line per key

@@ -43,9 +43,10 @@ from t2ibias.store.rundir import ImageJob, read_spec
 
 #: seconds to wait for a TCP answer from a cluster address before calling it unreachable
 CONNECT_TIMEOUT_S = float(os.environ.get("T2IBIAS_RAY_CONNECT_TIMEOUT", "5"))
-#: default seconds a new worker may take to be placed on a node and answer (importing t2ibias and
-#: torch included; loading the pipeline is not) before the driver drops it and goes on without it;
-#: ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it
+#: default seconds a new worker may wait to be placed on a node and answer (importing t2ibias and
+#: torch included; loading the pipeline is not) while the live nodes have no room for it, before the
+#: driver drops it and goes on without it; ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it. A worker the live
+#: nodes do have room for (one slow to start on a busy node) is waited for.
 PLACE_TIMEOUT_S = 120.0
 INSTALL_HINT = "install it with `pip install 't2ibias[ray]'`, or use --executor local"
 
@@ -284,9 +285,11 @@ class RayExecutor:
         An actor is *placed* when it first answers (``pid``); then, with ``load``, it loads its
         pipeline (``ready``) before it gets work. A dead actor's chunk goes back to the front of the
         queue and a replacement is started. An actor not placed within :attr:`place_timeout`
-        seconds (the cluster lacks the resources, e.g. after losing a node) is killed and dropped,
-        and the live actors take its share; with none left, the driver stops with a
-        :class:`UserError` and the images made so far stay for a rerun to resume.
+        seconds while the live nodes lack the room for it (e.g. after losing a node: see
+        :meth:`_room`) is killed and dropped, and the live actors take its share; with none left,
+        the driver stops with a :class:`UserError` and the images made so far stay for a rerun to
+        resume. An actor the live nodes have room for is only slow to start (a busy node, a cold
+        import) and gets another :attr:`place_timeout`, with one line on stderr the first time.
         """
         ray = self.ray
         from ray.exceptions import RayActorError
@@ -295,6 +298,7 @@ class RayExecutor:
         unplaced: dict[str, float] = {}  # actor name → deadline to answer by
         idle: list[str] = []
         losses = 0
+        said_waiting = False
         self.lost_workers = self.dropped_workers = 0
 
         def start() -> None:
@@ -371,11 +375,37 @@ class RayExecutor:
                         done(chunk, out)
                         idle.append(name)
                 now = time.monotonic()
-                for name in [n for n, deadline in unplaced.items() if deadline <= now]:
-                    self.dropped_workers += 1
-                    forget(name)  # the live workers take its share
+                if any(deadline <= now for deadline in unplaced.values()):
+                    room = self._room() - (len(self._actors) - len(unplaced))  # what placed actors leave
+                    for name in sorted(unplaced, key=unplaced.__getitem__):
+                        if room > 0:  # the live nodes can hold it: it is slow to start, not homeless
+                            room -= 1
+                            if unplaced[name] <= now:
+                                unplaced[name] = now + self.place_timeout
+                                if not said_waiting:
+                                    said_waiting = True
+                                    sys.stderr.write(f"--executor ray: {len(unplaced)} {what}worker(s) not started after "
+                                                     f"{self.place_timeout:g} s, though the cluster has room for them: "
+                                                     "waiting\n")
+                        elif unplaced[name] <= now:
+                            self.dropped_workers += 1
+                            forget(name)  # the live workers take its share
         finally:
             self._kill_all()
+
+    def _room(self) -> int:
+        """How many workers the live nodes of the cluster hold in all, node by node from their total
+        resources (1 CPU per worker, and its GPUs); 0 when the cluster does not answer."""
+        try:
+            nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        except Exception:  # the cluster itself is gone
+            return 0
+        def fits(r: dict) -> int:  # each worker asks for 1 CPU, and gpus_per_worker GPUs if set
+            cpu = int(float(r.get("CPU", 0)) + 1e-9)
+            if not self.gpus_per_worker:
+                return cpu
+            return min(cpu, int(float(r.get("GPU", 0)) / self.gpus_per_worker + 1e-9))
+        return sum(fits(r) for r in nodes)
 
     def _lack(self) -> str:
         """What a new worker needs and what the live nodes of the cluster have."""
