@@ -570,6 +570,8 @@ def test_gate_without_audit_says_recall_is_unknown(run: Path) -> None:
     text = _section(html, "face-gate", "accounting")
     assert "No audit of the face gate" in text and "The gate's per-group recall is unknown" in text
     assert "assume that faces are missed at random" in text and "t2ibias audit --face-detector haar" in text
+    section = html[html.index('id="face-gate"'):html.index('id="accounting"')]
+    assert "<code>t2ibias score --audit</code>" in section and "`" not in section  # commands as code, no raw backticks
     card = write_model_card(run).read_text(encoding="utf-8")
     line = next(x for x in card.splitlines() if x.startswith("**Face gate.**"))
     assert "No audit of the face gate" in line and "missed at random" in line and "no face on 1 of 6" in line

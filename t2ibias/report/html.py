@@ -25,7 +25,7 @@ from typing import Any
 
 import jinja2
 import pandas as pd
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from PIL import Image
 
 from t2ibias.core.version import __version__
@@ -653,6 +653,13 @@ def _code(text: Any, table: bool = False) -> str:
     return f"{fence}{pad}{body}{pad}{fence}"
 
 
+def _ticks(text: Any) -> Markup:
+    """Plain ``text`` for HTML with its backtick spans (commands the notes name) as ``<code>``;
+    everything else escaped."""
+    parts = re.split(r"`([^`]+)`", str(text))
+    return Markup("").join(Markup("<code>{}</code>").format(p) if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
     autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True),
@@ -663,6 +670,7 @@ _ENV = jinja2.Environment(
 )
 _ENV.filters["md"] = _md
 _ENV.filters["code"] = _code
+_ENV.filters["ticks"] = _ticks
 
 
 def _write_atomic(path: Path, text: str) -> Path:
