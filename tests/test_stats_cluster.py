@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
@@ -97,3 +98,14 @@ def test_few_clusters_widen_the_gap_interval_on_the_t_scale():
     expected = stats.t.ppf(stats.norm.cdf(c), 9) * np.sqrt(10 / 9) / c
     assert (few["difference"][2] - 0.1) / (plain["difference"][2] - 0.1) == pytest.approx(expected)
     assert few["p_value"] > plain["p_value"]
+
+
+def test_groups_that_differ_with_no_bootstrap_spread_get_the_smallest_p_without_a_warning():
+    # every replicate repeats the estimate: the difference has se 0 and no replicate reaches it
+    est = np.array([1.0, 0.0])
+    reps = np.tile(est, (199, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compare_groups(est, reps)
+    assert out["p_value"] == pytest.approx(1 / 200)
+    assert out["difference"] == pytest.approx((1.0, 1.0, 1.0))

@@ -223,7 +223,9 @@ def compare_groups(estimate: np.ndarray, replicates: np.ndarray, confidence: flo
         t_obs = np.where(pos, np.abs(d_hat) / np.where(pos, scale * se, 1.0), np.where(d_hat != 0, np.inf, 0.0)).max()
     if n_clusters is not None and n_clusters >= 3 and math.isfinite(t_obs):
         t_obs = float(stats.norm.ppf(stats.t.cdf(t_obs, n_clusters - 1)))  # back onto the bootstrap's scale
-    p = (1.0 + float((t_star >= t_obs - 1e-12 * max(1.0, t_obs)).sum())) / (1.0 + len(reps))
+    # a difference with no bootstrap spread (t_obs = ∞) is beaten by no replicate
+    beaten = 0.0 if math.isinf(t_obs) else float((t_star >= t_obs - 1e-12 * max(1.0, t_obs)).sum())
+    p = (1.0 + beaten) / (1.0 + len(reps))
     # ratio: a simultaneous box for the group values
     se_g = reps.std(axis=0, ddof=1)
     pos_g = se_g > 0
