@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from t2ibias.core.errors import UserError, check_output_dir, writing
-
-AUDITS_DIR = "audits"
-
-
-def registered_audit_path(fingerprint: str) -> Path:
-    """Where ``t2ibias audit`` keeps the latest audit of a classifier (by its fingerprint)."""
-    from t2ibias.core.paths import cache_dir
-
-    return cache_dir() / AUDITS_DIR / f"{fingerprint}.json"
 
 
 def audit(
@@ -42,7 +32,6 @@ def audit(
     from t2ibias.measure.gate import create_face_detector
     from t2ibias.measure.measurers import resolve_measurer
     from t2ibias.report.audit_html import write_audit_html
-    from t2ibias.core.files import atomic_write_text
 
     if crops not in ("face", "person"):
         raise UserError(f"--crops: {crops!r} (use face or person)")
@@ -70,13 +59,6 @@ def audit(
             result = run_audit(predictor, facet_root, out, classifier_id=getattr(predictor, "id", classifier),
                                fingerprint=fp, options=options, progress=done_of_total(bar))
         write_audit_html(out)
-    target = registered_audit_path(fp)
-    with writing("T2IBIAS_CACHE"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "audit.json", target.with_suffix(".tmp"))
-        target.with_suffix(".tmp").replace(target)
-    with writing("--out"):
-        atomic_write_text(out / "registered.txt", f"{target}\n")
     if crops == "face":
         facet = result["facet"]
         typer.echo(f"no face found for {facet['n_no_face']} of {facet['n_audited']} people (counted as abstentions)")
