@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from t2ibias.compare.match import Axis
-from t2ibias.compare.paired import _per_prompt, model_tv, share_difference, tv_difference, tv_difference_plugin
+from t2ibias.comparison.match import Axis
+from t2ibias.comparison.paired import _per_prompt, model_tv, share_difference, tv_difference, tv_difference_plugin
 from t2ibias.metrics.skew import total_variation_uniform
 from t2ibias.stats.testing import bh_qvalues
 

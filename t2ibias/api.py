@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from t2ibias.generation.stage import GenerateResult
     from t2ibias.models.generator_spec import GeneratorSpec
 
-__all__ = ["sweep", "prepare", "open_run", "Run", "GenerationFailed", "ImageMaker"]
+__all__ = ["sweep", "prepare", "open_run", "compare", "Run", "GenerationFailed", "ImageMaker"]
 
 #: The attribute classifier of a run whose generator has real weights, and of one with random weights.
 DEFAULT_CLASSIFIER = "clip-vit-l-14-openai"
@@ -391,6 +391,45 @@ def open_run(path: PathLike) -> Run:
     ```
     """
     return Run(path)
+
+
+def compare(runs: Sequence[PathLike | Run], out: PathLike, *, json: PathLike | None = None, confidence: float = 0.95,
+            allow_different_measurers: bool = False) -> dict[str, Path]:
+    r"""
+    Compare scored runs, as `t2ibias compare RUN RUN ... --out FILE.html` does (the same files,
+    the same bytes).
+
+    Runs are matched on prompt text and seed index, so only shared prompts and seeds enter. Written:
+    the compare page `out`, `leaderboard.json` and `leaderboard.html` beside it, and with `json`
+    every per-model, paired and rank row.
+
+    Args:
+        runs: two or more run directories, or [`Run`]s.
+        out (`str` or `os.PathLike`): the compare page.
+        json (`str` or `os.PathLike`, *optional*): where to write the rows as JSON.
+        confidence (`float`, defaults to 0.95): confidence level of every interval.
+        allow_different_measurers (`bool`, defaults to `False`): compare runs measured with different
+            classifiers or gates; every figure then says so.
+
+    Returns:
+        `dict[str, Path]`: `compare`, `leaderboard`, `leaderboard_page` (and `json`) → the path written.
+
+    Raises:
+        [`~t2ibias.core.errors.UserError`]: fewer than two runs, a run not scored, runs sharing no
+            prompt, runs measured differently (without `allow_different_measurers`), an output that
+            cannot be written; nothing is written then.
+
+    Examples:
+
+    ```py
+    >>> t2ibias.compare(["runs/sd15", "runs/sdxl"], "runs/compare/compare.html")["leaderboard"]
+    PosixPath('runs/compare/leaderboard.json')
+    ```
+    """
+    from t2ibias.comparison.report import compare_runs
+
+    paths = [r.path if isinstance(r, Run) else Path(r) for r in runs]
+    return compare_runs(paths, out, json, confidence=confidence, allow_different_measurers=allow_different_measurers)
 
 
 class Run:

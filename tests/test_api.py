@@ -274,3 +274,5 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     for run in ("api-demo", "gray-squares", "api-pipe"):
         assert (tmp_path / "runs" / run / "report.html").is_file(), run
     assert json.loads((tmp_path / "runs" / "api-demo" / "metrics.json").read_text())["intervals"]["share_method"] == "wilson"
+    board = json.loads((tmp_path / "runs" / "api-compare" / "leaderboard.json").read_text())
+    assert [m["model"] for m in board["models"]] and (tmp_path / "runs" / "api-compare" / "compare.html").is_file()

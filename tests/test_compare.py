@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from t2ibias.compare.leaderboard import validate_leaderboard
-from t2ibias.compare.report import compare_document
+from t2ibias.comparison.leaderboard import validate_leaderboard
+from t2ibias.comparison.report import compare_document
 from tests.compare_fixtures import fair, prompt_records, skewed, write_run
 from tests.run_fixtures import audit_doc
 from tests.test_cli import error_line, in_process
@@ -275,8 +275,8 @@ def test_the_total_variation_difference_covers_the_true_difference_at_four_image
     """200 prompts of 4 images, one model balanced (p = ½) and one mildly skewed (p = 0.65): the true
     difference in total variation is 0.15, but the balanced model's plug-in is biased up by ~0.19 and
     the skewed one's by ~0.08, so the former t interval of plug-in differences sits near 0.04."""
-    from t2ibias.compare.match import Axis
-    from t2ibias.compare.paired import _per_prompt, tv_difference, tv_difference_plugin
+    from t2ibias.comparison.match import Axis
+    from t2ibias.comparison.paired import _per_prompt, tv_difference, tv_difference_plugin
 
     rng = np.random.default_rng(7)
     counts = np.stack([rng.multinomial(4, q, size=200) for q in ([0.5, 0.5], [0.65, 0.35])])  # (runs, prompts, K)
@@ -287,3 +287,22 @@ def test_the_total_variation_difference_covers_the_true_difference_at_four_image
     assert lo <= truth <= hi and lo > -1 and hi < 1
     _, old_lo, old_hi, _ = tv_difference_plugin(pp, 0, 1, everything, 0.95)
     assert not old_lo <= truth <= old_hi
+
+
+def test_the_python_api_writes_the_bytes_the_command_writes(runs, tmp_path, monkeypatch, capsys):
+    import t2ibias
+
+    cli_out = tmp_path / "cli" / "compare.html"
+    code, _, err = in_process(monkeypatch, capsys, "compare", str(runs["fair"]), str(runs["skewed"]), "--out", str(cli_out),
+                              "--json", str(tmp_path / "cli" / "rows.json"))
+    assert code == 0, err
+    api_out = tmp_path / "api" / "compare.html"
+    written = t2ibias.compare([t2ibias.open_run(runs["fair"]), runs["skewed"]], api_out, json=tmp_path / "api" / "rows.json")
+    assert set(written) == {"compare", "leaderboard", "leaderboard_page", "json"}
+    for name in ("compare.html", "leaderboard.json", "leaderboard.html", "rows.json"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    from t2ibias.core.errors import UserError
+
+    with pytest.raises(UserError, match="shared|share"):
+        t2ibias.compare([runs["fair"], runs["disjoint"]], tmp_path / "none" / "compare.html")
+    assert not (tmp_path / "none").exists()

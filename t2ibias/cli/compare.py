@@ -18,7 +18,7 @@ def compare(
     """Compare runs matched on prompt text and seed index: per-model figures, paired differences with
     intervals and q-values, ranks with intervals, and a leaderboard."""
     from t2ibias.cli import out as console
-    from t2ibias.compare.report import compare_runs
+    from t2ibias.comparison.report import compare_runs
 
     summary: list[str] = []
     written = compare_runs(list(runs), out, json_out, confidence=confidence, allow_different_measurers=allow_different_measurers,
@@ -33,7 +33,7 @@ def compare(
 def validate_json(path: Path, out, err) -> None:
     """`t2ibias validate FILE.json`: a leaderboard written by `t2ibias compare`. Prints one ``ok``
     line, or every problem (the first as the ``error:`` line) and exits 2."""
-    from t2ibias.compare.leaderboard import load_leaderboard, looks_like_leaderboard, validate_document
+    from t2ibias.comparison.leaderboard import load_leaderboard, looks_like_leaderboard, validate_document
     from t2ibias.core.errors import EXIT_USER_ERROR, report_problems
 
     doc, problems = load_leaderboard(path)

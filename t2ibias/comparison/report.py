@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from t2ibias.compare.html import render_compare, render_leaderboard
-from t2ibias.compare.leaderboard import SCHEMA_VERSION, build_leaderboard, write_leaderboard
-from t2ibias.compare.match import match_runs
-from t2ibias.compare.paired import CONFIDENCE, DEFINITIONS, N_RESAMPLES, compare_figures
+from t2ibias.comparison.html import render_compare, render_leaderboard
+from t2ibias.comparison.leaderboard import SCHEMA_VERSION, build_leaderboard, write_leaderboard
+from t2ibias.comparison.match import match_runs
+from t2ibias.comparison.paired import CONFIDENCE, DEFINITIONS, N_RESAMPLES, compare_figures
 from t2ibias.core.errors import UserError, check_output_file
 from t2ibias.core.files import atomic_write_text, json_safe
 from t2ibias.core.version import __version__

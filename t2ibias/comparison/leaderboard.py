@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from t2ibias.compare.match import Matched
-from t2ibias.compare.paired import DEFINITIONS, HIGHER_IS_BETTER, RANK, SHARE, TV
+from t2ibias.comparison.match import Matched
+from t2ibias.comparison.paired import DEFINITIONS, HIGHER_IS_BETTER, RANK, SHARE, TV
 from t2ibias.core.errors import UserError, decode_error_message
 from t2ibias.core.files import atomic_write_text, json_safe
 from t2ibias.core.version import __version__

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from t2ibias.compare.match import Axis, Matched
+from t2ibias.comparison.match import Axis, Matched
 from t2ibias.metrics.registry import PAIRED_NAME, PAIRED_SKEW_NAME
 from t2ibias.metrics.skew import total_variation_uniform
 from t2ibias.stats.binomial import cluster_shares

@@ -16,7 +16,7 @@ import math
 from html import escape
 from typing import Any
 
-from t2ibias.compare.paired import DEFINITIONS, RANK, SHARE, TV
+from t2ibias.comparison.paired import DEFINITIONS, RANK, SHARE, TV
 from t2ibias.core.fmt import fmt_estimate, fmt_value
 from t2ibias.core.version import __version__
 
@@ -139,7 +139,7 @@ def _group_name(gb: str, g: str) -> str:
 
 
 def render_compare(doc: dict[str, Any]) -> str:
-    """The compare page from the compare document (:func:`t2ibias.compare.report.compare_document`)."""
+    """The compare page from the compare document (:func:`t2ibias.comparison.report.compare_document`)."""
     names = [m["id"] for m in doc["models"]]
     colors = {n: color(i) for i, n in enumerate(names)}
     warning = doc["matching"].get("warning")
