@@ -249,7 +249,7 @@ def test_replayed_astronaut_goes_through_measure_score_and_report(tmp_path, monk
                      "--classifier", "tiny-random-clip", "--device", "cpu")
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "1 faces found" in err
+    assert "1 face found" in err
     labels = open_run(out).image_labels.drop_duplicates("key").set_index("image_index")
     assert (labels.loc[0, "person_source"], labels.loc[0, "n_faces"]) == ("face", 1)
     assert labels.loc[1, "person_source"] != "face" and labels.loc[1, "n_faces"] == 0

@@ -245,8 +245,11 @@ def _run_stages(run_dir: Path, device: str, batch_size: int, only: str | None, c
                             face_detector=mo.face_detector, executor=executor)
         if mo.fairface is not None:
             _say(f"measure: imported {m['fairface_imported']} FairFace faces from {mo.fairface}", markup=False)
-        people = f", {m['people']} people" if m.get("people") else ""
-        _say(f"measure: {m['measured']} images measured ({m['faces']} faces{people} found), {m['cached']} cached")
+        def many(n: int, noun: str, nouns: str) -> str:
+            return f"{n} {noun if n == 1 else nouns}"
+        people = f", {many(m['people'], 'person', 'people')}" if m.get("people") else ""
+        _say(f"measure: {many(m['measured'], 'image', 'images')} measured ({many(m['faces'], 'face', 'faces')}{people} found), "
+             f"{m['cached']} cached")
     if only in (None, "score"):
         from t2ibias.report.summary import print_summary
 

@@ -143,9 +143,10 @@ def plan_workers(ray: Any, gpus_per_worker: float | None, workers: int | None) -
     if gpus_per_worker < 0:
         raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: must be 0 (CPU workers) or more")
     if gpus_per_worker > most:
-        has = f"its largest node has {most:g}" if most else "it has none"
+        fix = (f"its largest node has {most:g}; use at most {most:g}, or 0 for CPU workers" if most else
+               "it has no GPU; use --gpus-per-worker 0 (CPU workers), or a cluster with GPUs")
         raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: more GPUs than one node of the Ray cluster has "
-                        f"({has}; use at most {most:g}, or 0 for CPU workers)")
+                        f"({fix})")
     if gpus_per_worker > 0:
         possible = int(sum(int(g / gpus_per_worker + 1e-9) for g in node_gpus))
     else:

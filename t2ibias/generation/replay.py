@@ -251,7 +251,7 @@ def problems_line(doc: dict[str, Any]) -> str:
     if not parts:
         return head + "; every row used"
     failed = sum(counts.get(k, 0) for k in FAILED_KINDS)
-    tail = f" ({failed} of them count as failed images)" if failed else ""
+    tail = f" (counted as {failed} failed image{'' if failed == 1 else 's'})" if failed else ""
     return f"{head}; rows with problems: {', '.join(parts)}{tail}"
 
 
