@@ -394,7 +394,7 @@ def open_run(path: PathLike) -> Run:
 
 
 def compare(runs: Sequence[PathLike | Run], out: PathLike, *, json: PathLike | None = None, confidence: float = 0.95,
-            allow_different_measurers: bool = False) -> dict[str, Path]:
+            allow_different_measurers: bool = False, summary: list[str] | None = None) -> dict[str, Path]:
     r"""
     Compare scored runs, as `t2ibias compare RUN RUN ... --out FILE.html` does (the same files,
     the same bytes).
@@ -410,6 +410,8 @@ def compare(runs: Sequence[PathLike | Run], out: PathLike, *, json: PathLike | N
         confidence (`float`, defaults to 0.95): confidence level of every interval.
         allow_different_measurers (`bool`, defaults to `False`): compare runs measured with different
             classifiers or gates; every figure then says so.
+        summary (`list[str]`, *optional*): receives the headline lines the command prints (shared
+            prompts and images, then per attribute the models in rank order with their figure).
 
     Returns:
         `dict[str, Path]`: `compare`, `leaderboard`, `leaderboard_page` (and `json`) → the path written.
@@ -429,7 +431,8 @@ def compare(runs: Sequence[PathLike | Run], out: PathLike, *, json: PathLike | N
     from t2ibias.comparison.report import compare_runs
 
     paths = [r.path if isinstance(r, Run) else Path(r) for r in runs]
-    return compare_runs(paths, out, json, confidence=confidence, allow_different_measurers=allow_different_measurers)
+    return compare_runs(paths, out, json, confidence=confidence, allow_different_measurers=allow_different_measurers,
+                        summary=summary)
 
 
 class Run:
