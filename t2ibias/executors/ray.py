@@ -43,10 +43,10 @@ from t2ibias.store.rundir import ImageJob, read_spec
 
 #: seconds to wait for a TCP answer from a cluster address before calling it unreachable
 CONNECT_TIMEOUT_S = float(os.environ.get("T2IBIAS_RAY_CONNECT_TIMEOUT", "5"))
-#: default seconds a new worker may wait to be placed on a node and answer (importing t2ibias and
-#: torch included; loading the pipeline is not) while the live nodes have no room for it, before the
-#: driver drops it and goes on without it; ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it. A worker the live
-#: nodes do have room for (one slow to start on a busy node) is waited for.
+#: default seconds a new worker may take to be placed on a node and answer (importing t2ibias and
+#: torch included; loading the pipeline is not) before the driver drops it and goes on without it;
+#: ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it. While other workers of the run work, one the live nodes
+#: have room for (slow to start on a busy node) is waited for.
 PLACE_TIMEOUT_S = 120.0
 INSTALL_HINT = "install it with `pip install 't2ibias[ray]'`, or use --executor local"
 
@@ -286,11 +286,12 @@ class RayExecutor:
         An actor is *placed* when it first answers (``pid``); then, with ``load``, it loads its
         pipeline (``ready``) before it gets work. A dead actor's chunk goes back to the front of the
         queue and a replacement is started. An actor not placed within :attr:`place_timeout`
-        seconds while the live nodes lack the room for it (e.g. after losing a node: see
-        :meth:`_room`) is killed and dropped, and the live actors take its share; with none left,
-        the driver stops with a :class:`UserError` and the images made so far stay for a rerun to
-        resume. An actor the live nodes have room for is only slow to start (a busy node, a cold
-        import) and gets another :attr:`place_timeout`, with one line on stderr the first time.
+        seconds is killed and dropped, and the live actors take its share; with none left, the
+        driver stops with a :class:`UserError` and the images made so far stay for a rerun to
+        resume. The exception: while another actor is placed and working, an actor the live nodes
+        have room for (:meth:`_room`) is only slow to start (a busy node, a cold import) and gets
+        another :attr:`place_timeout`, with one line on stderr the first time; it costs nothing,
+        as the run ends when the queue does.
         """
         ray = self.ray
         from ray.exceptions import RayActorError
@@ -377,9 +378,12 @@ class RayExecutor:
                         idle.append(name)
                 now = time.monotonic()
                 if any(deadline <= now for deadline in unplaced.values()):
-                    room = self._room() - (len(self._actors) - len(unplaced))  # what placed actors leave
+                    placed = len(self._actors) - len(unplaced)
+                    # while another worker works, one the live nodes can hold is slow to start, not
+                    # homeless; with none placed, the timeout bounds the wait (others' jobs may hold the room)
+                    room = self._room() - placed if placed else 0
                     for name in sorted(unplaced, key=unplaced.__getitem__):
-                        if room > 0:  # the live nodes can hold it: it is slow to start, not homeless
+                        if room > 0:
                             room -= 1
                             if unplaced[name] <= now:
                                 unplaced[name] = now + self.place_timeout
