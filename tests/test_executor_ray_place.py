@@ -88,16 +88,16 @@ def test_a_worker_slow_to_start_with_room_for_it_is_waited_for(capsys):
     ex, done = drive(cluster, workers=2, chunks=8, place_timeout=0.1)
     assert sorted(c[0] for c, _ in done) == list(range(8))
     assert ex.dropped_workers == 0 and len(ex.worker_pids) == 2  # both took part
-    assert capsys.readouterr().err.count("though the cluster has room for them: waiting") == 1
+    assert capsys.readouterr().err.count("though the cluster has room for them") == 1
 
 
-def test_with_no_worker_started_the_wait_is_bounded_even_with_room():
-    # the nodes have room (e.g. held by another job meanwhile) but nothing of this run ever starts
-    cluster = Cluster(cpus=2, starts=[None, None], work=0.05)
-    t0 = time.monotonic()
-    with pytest.raises(UserError, match=r"no Ray worker could be placed.*\(waited 0.1 s"):
-        drive(cluster, workers=2, chunks=4, place_timeout=0.1)
-    assert time.monotonic() - t0 < 5
+def test_workers_all_slow_to_start_with_room_are_waited_for(capsys):
+    # two CPUs, two workers: neither answers within the 0.1 s timeout (a loaded machine), both start at 0.35 s
+    cluster = Cluster(cpus=2, starts=[0.35, 0.35], work=0.1)
+    ex, done = drive(cluster, workers=2, chunks=4, place_timeout=0.1)
+    assert sorted(c[0] for c, _ in done) == [0, 1, 2, 3]
+    assert ex.dropped_workers == 0 and len(ex.worker_pids) == 2
+    assert capsys.readouterr().err.count("though the cluster has room for them") == 1
 
 
 def test_a_worker_no_node_has_room_for_is_dropped_and_the_others_go_on():

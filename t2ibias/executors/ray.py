@@ -45,8 +45,8 @@ from t2ibias.store.rundir import ImageJob, read_spec
 CONNECT_TIMEOUT_S = float(os.environ.get("T2IBIAS_RAY_CONNECT_TIMEOUT", "5"))
 #: default seconds a new worker may take to be placed on a node and answer (importing t2ibias and
 #: torch included; loading the pipeline is not) before the driver drops it and goes on without it;
-#: ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it. While other workers of the run work, one the live nodes
-#: have room for (slow to start on a busy node) is waited for.
+#: ``T2IBIAS_RAY_PLACE_TIMEOUT`` sets it. That holds for a worker the live nodes have no room for
+#: (a node lost); one they have room for (slow to start, or room held by another job) is waited for.
 PLACE_TIMEOUT_S = 120.0
 INSTALL_HINT = "install it with `pip install 't2ibias[ray]'`, or use --executor local"
 
@@ -286,12 +286,12 @@ class RayExecutor:
         An actor is *placed* when it first answers (``pid``); then, with ``load``, it loads its
         pipeline (``ready``) before it gets work. A dead actor's chunk goes back to the front of the
         queue and a replacement is started. An actor not placed within :attr:`place_timeout`
-        seconds is killed and dropped, and the live actors take its share; with none left, the
-        driver stops with a :class:`UserError` and the images made so far stay for a rerun to
-        resume. The exception: while another actor is placed and working, an actor the live nodes
-        have room for (:meth:`_room`) is only slow to start (a busy node, a cold import) and gets
-        another :attr:`place_timeout`, with one line on stderr the first time; it costs nothing,
-        as the run ends when the queue does.
+        seconds while the live nodes lack the room for it (:meth:`_room`; e.g. after losing a node)
+        is killed and dropped, and the live actors take its share; with none left, the driver stops
+        with a :class:`UserError` and the images made so far stay for a rerun to resume. An actor the
+        live nodes have room for is slow to start (a busy node, a cold import) or waits for room
+        another job holds, as Ray's own scheduler waits for feasible work: it gets another
+        :attr:`place_timeout`, with one line on stderr the first time.
         """
         ray = self.ray
         from ray.exceptions import RayActorError
@@ -378,10 +378,9 @@ class RayExecutor:
                         idle.append(name)
                 now = time.monotonic()
                 if any(deadline <= now for deadline in unplaced.values()):
-                    placed = len(self._actors) - len(unplaced)
-                    # while another worker works, one the live nodes can hold is slow to start, not
-                    # homeless; with none placed, the timeout bounds the wait (others' jobs may hold the room)
-                    room = self._room() - placed if placed else 0
+                    # a worker the live nodes can hold is slow to start, or its room is held by another
+                    # job for now: waited for, as Ray waits; one they cannot hold (a node lost) is dropped
+                    room = self._room() - (len(self._actors) - len(unplaced))  # what placed actors leave
                     for name in sorted(unplaced, key=unplaced.__getitem__):
                         if room > 0:
                             room -= 1
@@ -390,8 +389,8 @@ class RayExecutor:
                                 if not said_waiting:
                                     said_waiting = True
                                     sys.stderr.write(f"--executor ray: {len(unplaced)} {what}worker(s) not started after "
-                                                     f"{self.place_timeout:g} s, though the cluster has room for them: "
-                                                     "waiting\n")
+                                                     f"{self.place_timeout:g} s, though the cluster has room for them "
+                                                     "(a busy node, or another job holding it): waiting\n")
                         elif unplaced[name] <= now:
                             self.dropped_workers += 1
                             forget(name)  # the live workers take its share
