@@ -71,6 +71,33 @@ def _ancestors(pid: int) -> list[int]:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from ``/proc``)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _lose(cluster, node) -> None:
+    """A machine gone: the processes the node's raylet started (its workers) SIGKILLed with it,
+    not left to notice their raylet's death on their own."""
+    for pid in _descendants(node.all_processes["raylet"][0].process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    cluster.remove_node(node, allow_graceful=False)
+
+
 @pytest.mark.slow
 def test_node_lost_mid_sweep_finishes_on_the_node_left(tmp_path, make_cluster, local_12):
     """Two worker nodes of one CPU (the head takes none). The node of the first worker to write
@@ -97,8 +124,7 @@ def test_node_lost_mid_sweep_finishes_on_the_node_left(tmp_path, make_cluster, l
         name = shards[0].name.removeprefix("manifest-").removesuffix(".jsonl")
         pid = ex.worker_pids[name]
         node = next(n for n in nodes if n.all_processes["raylet"][0].process.pid in _ancestors(pid))
-        os.kill(pid, signal.SIGKILL)
-        cluster.remove_node(node, allow_graceful=False)
+        _lose(cluster, node)  # its worker (pid) with it
         lost.append((time.monotonic(), name))
 
     with RayExecutor(workers=2, place_timeout=5) as ex:
@@ -132,7 +158,7 @@ def test_no_node_left_stops_in_one_line_and_resumes(tmp_path, capsys, make_clust
         end = time.monotonic() + 300
         while time.monotonic() < end and sum(len(p.read_text().splitlines()) for p in run.glob("manifest*.jsonl")) < 2:
             time.sleep(0.02)
-        cluster.remove_node(only, allow_graceful=False)
+        _lose(cluster, only)
         lost.set()
 
     killer = threading.Thread(target=lose_the_node, daemon=True)
