@@ -59,31 +59,29 @@ def local_12(tmp_path_factory, one_torch_thread):
     return finished(run)
 
 
+def _parent(pid: int) -> int | None:
+    """``pid``'s parent, from ``/proc`` (None once it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _ancestors(pid: int) -> list[int]:
-    """``pid``'s parent, grandparent, … (from ``/proc``)."""
+    """``pid``'s parent, grandparent, …"""
     out = []
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
+    while pid > 1 and (pid := _parent(pid)) is not None:
         out.append(pid)
     return out
 
 
 def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from ``/proc``)."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
+    """Every process below ``pid``."""
+    parent = {int(p.name): _parent(int(p.name)) for p in Path("/proc").glob("[0-9]*")}
     out, frontier = [], [pid]
     while frontier:
-        kids = [c for c, p in parent.items() if p in frontier]
-        out += kids
-        frontier = kids
+        frontier = [c for c, p in parent.items() if p in frontier]
+        out += frontier
     return out
 
 

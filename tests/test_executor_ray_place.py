@@ -115,3 +115,13 @@ def test_no_room_at_all_stops_in_one_line():
     with pytest.raises(UserError, match=r"no Ray worker could be placed: each needs 1 CPU, the 1 live node has 0 CPU free "
                                          r"\(waited 0.1 s"):
         drive(cluster, workers=1, chunks=2, place_timeout=0.1)
+
+
+def test_worker_room_counts_each_node_by_its_cpus_and_gpus():
+    from t2ibias.executors.ray import worker_room
+
+    nodes = [{"CPU": 4.0, "GPU": 8.0}, {"CPU": 16.0, "GPU": 2.0}, {"CPU": 2.0}, {}]
+    assert worker_room(nodes, 0.0) == 4 + 16 + 2  # CPU workers: one per CPU
+    assert worker_room(nodes, 1.0) == 4 + 2  # one GPU each, but one CPU each too: the first node holds 4
+    assert worker_room(nodes, 0.5) == 4 + 4
+    assert worker_room(nodes, 2.0) == 4 + 1

@@ -18,11 +18,11 @@ def compare(
     """Compare runs matched on prompt text and seed index: per-model figures, paired differences with
     intervals and q-values, ranks with intervals, and a leaderboard."""
     from t2ibias.cli import out as console
-    from t2ibias.api import compare as compare_runs
+    from t2ibias import api
 
     summary: list[str] = []
-    written = compare_runs(list(runs), out, json=json_out, confidence=confidence,
-                           allow_different_measurers=allow_different_measurers, summary=summary)
+    written = api.compare(list(runs), out, json=json_out, confidence=confidence,
+                          allow_different_measurers=allow_different_measurers, summary=summary)
     for line in summary:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for name, path in written.items():

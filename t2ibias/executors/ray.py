@@ -127,16 +127,25 @@ def _stderr_to(file: Any) -> Iterator[None]:
         os.close(saved)
 
 
+def worker_room(nodes: list[dict], gpus_per_worker: float) -> int:
+    """How many workers ``nodes`` (``Resources`` of live nodes) hold in all, node by node: each
+    worker asks for 1 CPU, and ``gpus_per_worker`` GPUs when that is above 0."""
+    def fits(r: dict) -> int:
+        cpu = int(float(r.get("CPU", 0)) + 1e-9)
+        return min(cpu, int(float(r.get("GPU", 0)) / gpus_per_worker + 1e-9)) if gpus_per_worker > 0 else cpu
+    return sum(fits(r) for r in nodes)
+
+
 def plan_workers(ray: Any, gpus_per_worker: float | None, workers: int | None) -> tuple[float, int]:
     """(GPUs per worker, number of workers) for the cluster Ray is connected to.
 
-    With GPUs in the cluster, one worker per ``gpus_per_worker`` GPUs (default 1) of each node;
-    without, or with ``--gpus-per-worker 0``, one worker per CPU of the cluster (each with one
-    CPU and one intra-op thread). ``workers`` caps the count.
+    With GPUs in the cluster, one worker per ``gpus_per_worker`` GPUs (default 1) of each node, as
+    far as its CPUs go (each worker takes one); without, or with ``--gpus-per-worker 0``, one worker
+    per CPU of the cluster (each with one intra-op thread). :func:`worker_room` counts them;
+    ``workers`` caps the count.
     """
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     node_gpus = [float(r.get("GPU", 0)) for r in nodes]
-    cpus = int(sum(float(r.get("CPU", 0)) for r in nodes))
     most = max(node_gpus, default=0.0)
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if most >= 1 else 0.0
@@ -147,10 +156,7 @@ def plan_workers(ray: Any, gpus_per_worker: float | None, workers: int | None) -
                "it has no GPU; use --gpus-per-worker 0 (CPU workers), or a cluster with GPUs")
         raise UserError(f"--gpus-per-worker {gpus_per_worker:g}: more GPUs than one node of the Ray cluster has "
                         f"({fix})")
-    if gpus_per_worker > 0:
-        possible = int(sum(int(g / gpus_per_worker + 1e-9) for g in node_gpus))
-    else:
-        possible = cpus
+    possible = worker_room(nodes, gpus_per_worker)
     if possible < 1:
         raise UserError("--executor ray: the Ray cluster has no free CPU for a worker (add a node, or use --executor local)")
     if workers is not None:
@@ -398,18 +404,13 @@ class RayExecutor:
             self._kill_all()
 
     def _room(self) -> int:
-        """How many workers the live nodes of the cluster hold in all, node by node from their total
-        resources (1 CPU per worker, and its GPUs); 0 when the cluster does not answer."""
+        """How many workers the live nodes of the cluster hold in all (:func:`worker_room`); 0 when
+        the cluster does not answer."""
         try:
             nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
         except Exception:  # the cluster itself is gone
             return 0
-        def fits(r: dict) -> int:  # each worker asks for 1 CPU, and gpus_per_worker GPUs if set
-            cpu = int(float(r.get("CPU", 0)) + 1e-9)
-            if not self.gpus_per_worker:
-                return cpu
-            return min(cpu, int(float(r.get("GPU", 0)) / self.gpus_per_worker + 1e-9))
-        return sum(fits(r) for r in nodes)
+        return worker_room(nodes, self.gpus_per_worker or 0.0)
 
     def _lack(self) -> str:
         """What a new worker needs and what the live nodes of the cluster have."""
